@@ -1,0 +1,15 @@
+"""LLMPopcorn: LLMs as assistants for popular micro-video generation.
+
+The public entry point is :class:`llmpopcorn.pipeline.Pipeline`; the ``popcorn``
+command and the web UI are thin shells over it. Importing this package is cheap:
+heavy libraries (torch, diffusers, transformers) load only when a backend needs them.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("llmpopcorn")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

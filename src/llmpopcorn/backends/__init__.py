@@ -1,0 +1,1 @@
+"""Backends: LLMs, image and video generators, embedders. See :mod:`llmpopcorn.registry`."""

@@ -1,0 +1,140 @@
+"""Small abstract bases, one main method each.
+
+A backend class has a registry ``name``, a one-line ``description``, a
+``from_settings`` constructor and an ``availability`` check that says, without
+loading weights, whether it can run here and, if not, why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..types import BackendUse, ChatRequest
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from PIL import Image
+
+    from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def needs_modules(cls, extra: str, *modules: str) -> Availability:
+        """Available when every module can be imported; otherwise name the extra."""
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return cls(False, f"missing {', '.join(missing)}: pip install 'llmpopcorn[{extra}]'")
+        return cls(True)
+
+
+class Backend(ABC):
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Backend:
+        return cls()
+
+    @classmethod
+    def availability(cls, settings: Settings | None = None) -> Availability:
+        return Availability(True)
+
+    def options(self) -> dict[str, Any]:
+        """Options worth recording (never secrets)."""
+        return {}
+
+    def model_id(self) -> str | None:
+        return None
+
+    def describe(self) -> BackendUse:
+        return BackendUse(
+            name=self.name, kind=self.kind, model=self.model_id(), options=self.options()
+        )
+
+
+class LLM(Backend):
+    kind = "llm"
+    #: False for stand-ins that are not language models (the offline composer)
+    is_llm: ClassVar[bool] = True
+
+    @abstractmethod
+    def complete(self, request: ChatRequest) -> str:
+        """Return the assistant's reply text for ``request.messages``."""
+
+    def describe(self) -> BackendUse:
+        use = super().describe()
+        use.is_llm = self.is_llm
+        return use
+
+
+@dataclass
+class ImageRequest:
+    prompt: str
+    title: str = ""
+    seed: int = 42
+    width: int | None = None  # None: the backend's default 9:16 size
+    height: int | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass
+class VideoRequest:
+    prompt: str
+    title: str = ""
+    seed: int = 42
+    seconds: float = 3.0
+    width: int | None = None
+    height: int | None = None
+    negative_prompt: str | None = None
+    cover: Image.Image | None = None  # for image-to-video backends
+
+
+@dataclass
+class Clip:
+    """Decoded RGB frames (H x W x 3 uint8) and their frame rate."""
+
+    frames: list[np.ndarray]
+    fps: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / self.fps
+
+
+class ImageBackend(Backend):
+    kind = "image"
+
+    @abstractmethod
+    def generate(self, request: ImageRequest) -> Image.Image:
+        """Render a cover image."""
+
+
+class VideoBackend(Backend):
+    kind = "video"
+
+    @abstractmethod
+    def generate(self, request: VideoRequest) -> Clip:
+        """Render a clip of ``request.seconds`` seconds."""
+
+
+class Embedder(Backend):
+    kind = "embedder"
+
+    @property
+    @abstractmethod
+    def id(self) -> str:
+        """A stable identifier of the model and its settings (used in cache keys)."""
+
+    @abstractmethod
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Return an (n, d) float32 array of L2-normalised embeddings."""

@@ -1,0 +1,57 @@
+"""Draft cover renderer (the CPU default): a legible 9:16 title card, no model.
+
+The background (gradient and soft shapes) is derived from the cover prompt and the
+seed; the title is typeset large, wrapped and never cut off. Same inputs, same bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from ...draw import draw_text_block, gradient, palette, seed_from
+from ..base import ImageBackend, ImageRequest
+
+
+class DraftCover(ImageBackend):
+    name = "draft"
+    description = "fast CPU title card (1080x1920) derived from the prompt and seed; no model"
+
+    def __init__(self, width: int = 1080, height: int = 1920):
+        self.width, self.height = width, height
+
+    def options(self) -> dict:
+        return {"width": self.width, "height": self.height}
+
+    def model_id(self) -> str:
+        return "draft-cover-v1"
+
+    def generate(self, request: ImageRequest) -> Image.Image:
+        width = request.width or self.width
+        height = request.height or self.height
+        seed = seed_from("cover", request.prompt, request.seed)
+        colours = palette(seed, 4)
+        image = Image.fromarray(gradient(width, height, colours[0], colours[1]))
+        rng = np.random.default_rng(seed)
+        shapes = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(shapes)
+        for _ in range(7):
+            r = int(rng.uniform(0.12, 0.35) * width)
+            cx, cy = int(rng.uniform(0, width)), int(rng.uniform(0, height))
+            colour = colours[2 + int(rng.integers(0, 2))]
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*colour, 110))
+        shapes = shapes.filter(ImageFilter.GaussianBlur(radius=max(4, width // 60)))
+        image = Image.alpha_composite(image.convert("RGBA"), shapes)
+        # a dark band behind the title keeps it legible on any background
+        band = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+        top, bottom = int(height * 0.30), int(height * 0.62)
+        ImageDraw.Draw(band).rectangle((0, top, width, bottom), fill=(0, 0, 0, 120))
+        image = Image.alpha_composite(image, band).convert("RGB")
+        margin = int(width * 0.07)
+        draw_text_block(
+            image,
+            request.title or request.prompt[:80],
+            (margin, top + margin // 2, width - margin, bottom - margin // 2),
+            start_size=max(12, width // 9),
+        )
+        return image

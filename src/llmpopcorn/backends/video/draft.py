@@ -1,0 +1,75 @@
+"""Draft clip renderer (the CPU default): a 3-second 9:16 motion card, no model.
+
+A scrolling gradient with drifting shapes (visible motion) and the title fading
+in, derived from the video prompt and the seed. Same inputs, same frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ...draw import draw_text_block, gradient, palette, seed_from
+from ..base import Clip, VideoBackend, VideoRequest
+
+
+class DraftClip(VideoBackend):
+    name = "draft"
+    description = "fast CPU 3 s motion card (540x960, 24 fps, H.264); no model"
+
+    def __init__(self, width: int = 540, height: int = 960, fps: int = 24):
+        self.width, self.height, self.fps = width, height, fps
+
+    def options(self) -> dict:
+        return {"width": self.width, "height": self.height, "fps": self.fps}
+
+    def model_id(self) -> str:
+        return "draft-clip-v1"
+
+    def generate(self, request: VideoRequest) -> Clip:
+        width = request.width or self.width
+        height = request.height or self.height
+        n = max(1, round(self.fps * request.seconds))
+        seed = seed_from("clip", request.prompt, request.seed)
+        colours = palette(seed, 4)
+        rng = np.random.default_rng(seed)
+        blobs = [
+            (
+                rng.uniform(0, width),  # centre x
+                rng.uniform(0, height),  # centre y
+                rng.uniform(0.08, 0.2) * width,  # radius
+                rng.uniform(0.15, 0.4) * width,  # orbit radius
+                rng.uniform(0, 2 * math.pi),  # phase
+                colours[2 + int(rng.integers(0, 2))],
+            )
+            for _ in range(6)
+        ]
+        title_layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+        if request.title:
+            margin = width // 12
+            draw_text_block(
+                title_layer,
+                request.title,
+                (margin, int(height * 0.70), width - margin, int(height * 0.92)),
+                start_size=width // 11,
+            )
+        frames = []
+        for i in range(n):
+            t = i / max(1, n - 1)
+            base = Image.fromarray(gradient(width, height, colours[0], colours[1], shift=0.5 * t))
+            layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+            draw = ImageDraw.Draw(layer)
+            for cx, cy, r, orbit, phase, colour in blobs:
+                angle = phase + 2 * math.pi * t
+                x, y = cx + orbit * math.cos(angle), cy + orbit * math.sin(angle)
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=(*colour, 150))
+            frame = Image.alpha_composite(base.convert("RGBA"), layer)
+            alpha = min(1.0, t * 2.5)  # the title fades in over the first 40 %
+            if alpha > 0 and request.title:
+                faded = title_layer.copy()
+                faded.putalpha(faded.getchannel("A").point(lambda a, k=alpha: int(a * k)))
+                frame = Image.alpha_composite(frame, faded)
+            frames.append(np.asarray(frame.convert("RGB")))
+        return Clip(frames=frames, fps=float(self.fps), meta={"seed": request.seed})

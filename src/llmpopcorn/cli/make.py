@@ -1,0 +1,53 @@
+"""``popcorn make``: one query in, a run directory out."""
+
+from __future__ import annotations
+
+import click
+
+from ..pipeline import Pipeline
+from ..report import record_json
+from . import main
+from .options import common_options, llm_options, pe_options, render_options, settings_from
+
+
+@main.command()
+@click.argument("query")
+@pe_options
+@llm_options
+@render_options
+@common_options
+@click.option("--no-score", is_flag=True, help="Skip the popularity prediction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON (and nothing else) on stdout.")
+def make(query: str, no_score: bool, as_json: bool, **params) -> None:
+    """Generate a micro-video for QUERY: title, cover, 3-second clip, score, report.
+
+    Runs offline on the CPU by default (offline composer + draft renderers). The
+    run directory holds record.json, cover.png, clip.mp4 and report.html.
+    """
+    settings = settings_from(params, score=False if no_score else None)
+    pipeline = Pipeline(settings)
+
+    def on_stage(name: str) -> None:
+        click.echo(f"... {name}", err=True)
+
+    record = pipeline.make(query, on_stage=on_stage)
+    if as_json:
+        click.echo(record_json(record))
+        return
+    idea = record.idea
+    assert idea is not None
+    click.echo(f"Title:         {idea.title}")
+    click.echo(f"Cover prompt:  {idea.cover_prompt}")
+    click.echo(f"Video prompt:  {idea.video_prompt}")
+    if record.score:
+        s = record.score
+        line = f"Predicted:     {s.expected_comments:.0f} comments (log2 {s.log2_comments:.2f})"
+        if s.interval:
+            line += f", {s.interval_level or 0:.0%} interval {2 ** s.interval[0]:.0f}-{2 ** s.interval[1]:.0f}"
+        click.echo(line)
+    click.echo(f"Run directory: {record.run_dir}")
+    for art in record.artifacts:
+        click.echo(f"  {art.kind + ':':<7} {art.path} ({art.bytes:,} bytes)")
+    click.echo("  report: report.html")
+    for note in record.notes:
+        click.echo(f"note: {note}", err=True)

@@ -1,0 +1,283 @@
+"""The pipeline: query -> prompt (basic or PE) -> ideate -> render -> score -> report.
+
+The CLI and the web UI are thin shells over :class:`Pipeline`. Every run writes a
+record as it goes: a failure at any stage still leaves ``record.json`` (status
+``failed``, the error, and everything done before it) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import __version__
+from .backends.base import LLM, ImageBackend, ImageRequest, VideoBackend, VideoRequest
+from .errors import ConfigError, InvalidReplyError
+from .ideate import SamplingParams, ideate
+from .media import fit_duration, save_png, write_mp4
+from .paths import clean_query, make_run_dir, new_run_id
+from .registry import Registry, registry as default_registry
+from .report import save_record, save_report
+from .settings import Settings
+from .types import Artifact, Idea, Prompt, RunRecord, Score
+
+log = logging.getLogger(__name__)
+
+#: prompt builders by mode; "module:attr" so PE's heavy imports load only when used
+MODE_BUILDERS = {
+    "basic": "llmpopcorn.prompts:BasicPromptBuilder",
+    "pe": "llmpopcorn.enhance:PEPromptBuilder",
+}
+
+NO_LLM_NOTE = (
+    "No LLM was used: the offline composer built this idea from the query with fixed "
+    "templates. Plug in a real model with --llm deepseek (DEEPSEEK_API_KEY), --llm openai, "
+    "--llm ollama / vllm / llamacpp (a local server) or --llm transformers --llm-model PATH."
+)
+
+
+class PromptBuilder(Protocol):
+    def build(self, query: str) -> Prompt: ...
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, idea: Idea, *, query: str | None = None, clip_path: Path | None = None) -> Score:
+        ...
+
+
+def _load(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class Pipeline:
+    """One configured pipeline; reuse it for many queries (backends load once)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        llm: LLM | None = None,
+        image: ImageBackend | None = None,
+        video: VideoBackend | None = None,
+        scorer: Scorer | None = None,
+        prompt_builder: PromptBuilder | None = None,
+        registry: Registry = default_registry,
+    ):
+        self.settings = settings or Settings.resolve()
+        self.registry = registry
+        self._given = {"llm": llm, "image": image, "video": video}
+        self._scorer = scorer
+        self._builder = prompt_builder
+
+    # -- components, created on first use ------------------------------------------
+
+    def _backend(self, kind: str) -> Any:
+        given = self._given.get(kind)
+        if given is None:
+            given = self.registry.create(kind, getattr(self.settings, kind), self.settings)
+            self._given[kind] = given
+        return given
+
+    @property
+    def llm(self) -> LLM:
+        return self._backend("llm")
+
+    @property
+    def image(self) -> ImageBackend:
+        return self._backend("image")
+
+    @property
+    def video(self) -> VideoBackend:
+        return self._backend("video")
+
+    @cached_property
+    def prompt_builder(self) -> PromptBuilder:
+        if self._builder is not None:
+            return self._builder
+        mode = self.settings.mode
+        if mode not in MODE_BUILDERS:
+            raise ConfigError(f"unknown mode '{mode}'", f"use one of: {', '.join(MODE_BUILDERS)}")
+        cls = _load(MODE_BUILDERS[mode])
+        factory = getattr(cls, "from_settings", None)
+        return factory(self.settings) if factory else cls()
+
+    @cached_property
+    def scorer(self) -> Scorer | None:
+        if self._scorer is not None or not self.settings.score:
+            return self._scorer
+        return self._default_scorer()
+
+    def _default_scorer(self) -> Scorer | None:
+        """The shipped popularity predictor, once the ``predict`` package provides one."""
+        try:
+            predict = importlib.import_module("llmpopcorn.predict")
+        except ModuleNotFoundError as exc:
+            if exc.name != "llmpopcorn.predict":
+                raise
+            return None
+        return predict.load_scorer(self.settings)
+
+    def sampling(self) -> SamplingParams:
+        s = self.settings
+        return SamplingParams(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=s.seed,
+            max_tokens=s.max_tokens,
+            max_attempts=s.max_attempts,
+        )
+
+    # -- running -------------------------------------------------------------------
+
+    def prompt(self, query: str) -> Prompt:
+        """The exact messages that would be sent for ``query`` (no LLM call)."""
+        return self.prompt_builder.build(clean_query(query))
+
+    def make(
+        self,
+        query: str,
+        *,
+        out_dir: str | Path | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> RunRecord:
+        """Run every stage for one query and return the saved record."""
+        query = clean_query(query)
+        settings = self.settings
+        run_id = new_run_id()
+        run_dir = make_run_dir(Path(out_dir or settings.out_dir), query, run_id)
+        record = RunRecord(
+            run_id=run_id,
+            query=query,
+            mode=settings.mode,
+            seed=settings.seed,
+            package_version=__version__,
+            run_dir=str(run_dir),
+            settings=settings.public(),
+        )
+        save_record(record, run_dir)
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            if on_stage:
+                on_stage(name)
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                record.timings[name] = round(time.perf_counter() - started, 4)
+
+        try:
+            with stage("prompt"):
+                prompt = self.prompt_builder.build(query)
+                record.messages = list(prompt.messages)
+                record.references = list(prompt.references)
+            with stage("ideate"):
+                llm = self.llm
+                record.backends["llm"] = llm.describe()
+                if not llm.is_llm:
+                    record.notes.append(NO_LLM_NOTE)
+                check = getattr(self.prompt_builder, "copy_check", None)
+                result = ideate(llm, prompt, self.sampling(), check=check)
+                record.idea = result.idea
+                record.messages = result.messages
+                record.attempts = result.attempts
+                report = getattr(self.prompt_builder, "copy_report", None)
+                if report:
+                    record.copy_check = report(result.idea)
+            self._render(record, run_dir, stage)
+            with stage("score"):
+                self._score(record, run_dir)
+            record.status = "ok"
+        except BaseException as exc:
+            record.status = "failed"
+            record.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            if isinstance(exc, InvalidReplyError):
+                record.attempts = list(exc.attempts)
+            raise
+        finally:
+            from .types import utcnow
+
+            record.finished = utcnow()
+            save_record(record, run_dir)
+            save_report(record, run_dir)
+        return record
+
+    def _render(self, record: RunRecord, run_dir: Path, stage) -> None:
+        idea = record.idea
+        assert idea is not None
+        with stage("cover"):
+            image = self.image
+            record.backends["image"] = image.describe()
+            picture = image.generate(
+                ImageRequest(prompt=idea.cover_prompt, title=idea.title, seed=record.seed)
+            )
+            path = save_png(picture, run_dir / "cover.png")
+            record.artifacts.append(
+                Artifact(
+                    kind="cover",
+                    path=path.name,
+                    media_type="image/png",
+                    bytes=path.stat().st_size,
+                    backend=image.name,
+                    meta={"width": picture.width, "height": picture.height},
+                )
+            )
+            save_record(record, run_dir)
+        with stage("clip"):
+            video = self.video
+            record.backends["video"] = video.describe()
+            clip = video.generate(
+                VideoRequest(
+                    prompt=idea.video_prompt, title=idea.title, seed=record.seed, cover=picture
+                )
+            )
+            clip.frames = fit_duration(clip.frames, clip.fps, 3.0)
+            path = write_mp4(clip, run_dir / "clip.mp4")
+            height, width = clip.frames[0].shape[:2]
+            record.artifacts.append(
+                Artifact(
+                    kind="clip",
+                    path=path.name,
+                    media_type="video/mp4",
+                    bytes=path.stat().st_size,
+                    backend=video.name,
+                    meta={
+                        "width": width,
+                        "height": height,
+                        "fps": clip.fps,
+                        "frames": len(clip.frames),
+                        "seconds": round(clip.seconds, 4),
+                        **clip.meta,
+                    },
+                )
+            )
+            save_record(record, run_dir)
+
+    def _score(self, record: RunRecord, run_dir: Path) -> None:
+        scorer = self.scorer
+        if scorer is None:
+            if self.settings.score:
+                record.notes.append("Not scored: no popularity predictor is available.")
+            return
+        clip = record.artifact("clip")
+        record.score = scorer.score(
+            record.idea,
+            query=record.query,
+            clip_path=(run_dir / clip.path) if clip else None,
+        )
+        record.backends["predictor"] = _predictor_use(scorer)
+
+
+def _predictor_use(scorer: Scorer):
+    from .types import BackendUse
+
+    return BackendUse(name=getattr(scorer, "name", type(scorer).__name__), kind="predictor")

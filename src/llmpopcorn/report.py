@@ -1,0 +1,136 @@
+"""Run records (``record.json``) and the self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .types import RunRecord
+
+
+def write_text_atomic(path: Path, data: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_record(record: RunRecord, run_dir: Path) -> Path:
+    path = Path(run_dir) / "record.json"
+    write_text_atomic(path, record.model_dump_json(indent=2))
+    return path
+
+
+def load_record(run_dir: Path) -> RunRecord:
+    return RunRecord.model_validate_json((Path(run_dir) / "record.json").read_text("utf-8"))
+
+
+def _data_uri(path: Path, media_type: str) -> str:
+    return f"data:{media_type};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1000px;color:#222;padding:0 1rem}
+h1{font-size:1.4rem} .media{display:flex;gap:1.5rem;flex-wrap:wrap;align-items:flex-start}
+.media img,.media video{width:270px;height:480px;object-fit:cover;border-radius:8px;background:#000}
+table{border-collapse:collapse;width:100%;font-size:.9rem} td,th{border-bottom:1px solid #ddd;
+padding:.3rem .5rem;text-align:left;vertical-align:top} .note{background:#fff6d5;padding:.6rem 1rem;
+border-radius:6px} .failed{background:#fde2e2} code,pre{white-space:pre-wrap;word-break:break-word}
+"""
+
+
+def render_html(record: RunRecord, run_dir: Path) -> str:
+    """A single HTML file with the cover and clip embedded; every text is escaped."""
+    e = html.escape
+    run_dir = Path(run_dir)
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>LLMPopcorn: {e(record.idea.title if record.idea else record.query)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(record.idea.title) if record.idea else 'No idea produced'}</h1>",
+        f"<p><b>Query:</b> {e(record.query)}<br><b>Mode:</b> {e(record.mode)} · "
+        f"<b>Seed:</b> {record.seed} · <b>Run:</b> {e(record.run_id)} · "
+        f"<b>Status:</b> {e(record.status)}</p>",
+    ]
+    if record.error:
+        parts.append(f"<p class='note failed'><b>Error:</b> {e(record.error)}</p>")
+    for note in record.notes:
+        parts.append(f"<p class='note'>{e(note)}</p>")
+    media = []
+    cover, clip = record.artifact("cover"), record.artifact("clip")
+    if cover and (run_dir / cover.path).exists():
+        uri = _data_uri(run_dir / cover.path, cover.media_type)
+        media.append(f"<figure><img src='{uri}' alt='cover'><figcaption>Cover</figcaption></figure>")
+    if clip and (run_dir / clip.path).exists():
+        uri = _data_uri(run_dir / clip.path, clip.media_type)
+        media.append(
+            f"<figure><video src='{uri}' controls loop muted autoplay playsinline></video>"
+            "<figcaption>3-second clip</figcaption></figure>"
+        )
+    if media:
+        parts.append("<div class='media'>" + "".join(media) + "</div>")
+    if record.idea:
+        parts.append("<h2>Idea</h2><table>")
+        for key in ("title", "cover_prompt", "video_prompt"):
+            parts.append(f"<tr><th>{key}</th><td>{e(getattr(record.idea, key))}</td></tr>")
+        parts.append("</table>")
+    if record.score:
+        s = record.score
+        interval = (
+            f"{2 ** s.interval[0]:.0f}–{2 ** s.interval[1]:.0f} comments "
+            f"({(s.interval_level or 0) * 100:.0f} % interval)"
+            if s.interval
+            else "n/a"
+        )
+        pct = f"{s.percentile:.0f}th percentile of {e(s.category or '')}" if s.percentile is not None else ""
+        parts.append(
+            "<h2>Predicted popularity</h2>"
+            f"<p><b>{s.expected_comments:.0f}</b> comments expected (log2 = {s.log2_comments:.2f}); "
+            f"{interval}. {pct} <br><small>predictor: {e(s.predictor)}</small></p>"
+        )
+        if s.neighbours:
+            parts.append(_reference_table("Similar videos that drove the score", s.neighbours))
+    if record.references:
+        parts.append(_reference_table("References studied (prompt enhancement)", record.references))
+    backends = "".join(
+        f"<tr><th>{e(stage)}</th><td>{e(use.name)}</td><td>{e(use.model or '')}</td></tr>"
+        for stage, use in record.backends.items()
+    )
+    timings = ", ".join(f"{e(k)} {v:.2f} s" for k, v in record.timings.items())
+    parts.append(f"<h2>Backends</h2><table>{backends}</table><p><small>{timings}</small></p>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _reference_table(heading: str, refs) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(r.video_id)}</td><td>{e(r.label)}</td><td>{e(r.title)}</td>"
+        f"<td>{'' if r.comment_count is None else r.comment_count}</td>"
+        f"<td>{'' if r.similarity is None else f'{r.similarity:.3f}'}</td></tr>"
+        for r in refs
+    )
+    return (
+        f"<h2>{e(heading)}</h2><table><tr><th>id</th><th>label</th><th>title</th>"
+        f"<th>comments</th><th>similarity</th></tr>{rows}</table>"
+    )
+
+
+def save_report(record: RunRecord, run_dir: Path) -> Path:
+    path = Path(run_dir) / "report.html"
+    write_text_atomic(path, render_html(record, run_dir))
+    return path
+
+
+def record_json(record: RunRecord) -> str:
+    return json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False)

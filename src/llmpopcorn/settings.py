@@ -12,13 +12,14 @@ The config file is ``--config PATH``, else ``$POPCORN_CONFIG``, else
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -59,9 +60,24 @@ class Settings(BaseModel):
     image: str = Field("draft", description="cover image backend")
     video: str = Field("draft", description="video clip backend")
     device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:N")
+    image_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of the image backend (KEY=VALUE; see its docs)"
+    )
+    video_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of the video backend (KEY=VALUE; see its docs)"
+    )
+    video_from_cover: bool = Field(False, description="animate the rendered cover (image-to-video)")
+
+    @field_validator("image_options", "video_options", mode="before")
+    @classmethod
+    def _parse_options(cls, value: Any) -> Any:
+        return parse_options(value)
 
     # prompt enhancement (PE)
-    embedder: str = "tfidf"
+    embedder: str = Field("minilm", description="text embedder for PE retrieval (see `popcorn backends`)")
+    embedder_model: str | None = Field(
+        None, description="embedding model folder or cached hub name (default: the embedder's own)"
+    )
     num_tags: int = Field(1, ge=1)
     ratio: float = Field(0.1, ge=0.0, le=1.0)
     n_refs: int = Field(50, ge=1)
@@ -112,6 +128,31 @@ class Settings(BaseModel):
             return cls(**merged)
         except ValidationError as exc:
             raise ConfigError(_describe(exc), "fix the value in the flag, env var or config file") from None
+
+
+def parse_options(value: Any) -> Any:
+    """Backend options from ``KEY=VALUE`` strings (a list, or one string separated by ``;``
+    or newlines), a JSON object string, or a mapping. Values stay strings; the backend
+    validates and converts them."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON object: {exc}") from None
+        value = [part for part in text.replace("\n", ";").split(";") if part.strip()]
+    if isinstance(value, list | tuple):
+        out: dict[str, Any] = {}
+        for item in value:
+            key, sep, val = str(item).partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"expected KEY=VALUE, got {item!r}")
+            out[key.strip()] = val.strip()
+        return out
+    return value
 
 
 def _describe(exc: ValidationError) -> str:

@@ -128,6 +128,13 @@ class VideoBackend(Backend):
 
 
 class Embedder(Backend):
+    """Texts to L2-normalised vectors.
+
+    Pretrained models ignore :meth:`fit`. Lexical embedders learn a vocabulary from
+    the corpus in :meth:`fit` and hand it to the embedding cache as arrays
+    (:meth:`state` / :meth:`load_state`), so a cached corpus never needs refitting.
+    """
+
     kind = "embedder"
 
     @property
@@ -137,4 +144,16 @@ class Embedder(Backend):
 
     @abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Return an (n, d) float32 array of L2-normalised embeddings."""
+        """Return an (n, d) float32 array of L2-normalised embeddings (zero rows allowed
+        for texts the embedder cannot represent, e.g. out-of-vocabulary words)."""
+
+    def fit(self, texts: list[str]) -> Embedder:
+        """Learn whatever the embedder needs from the corpus texts; returns self."""
+        return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What :meth:`fit` learnt, as plain arrays (empty for pretrained models)."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned."""

@@ -1,0 +1,181 @@
+"""Embedders, the embedding cache and the vector index (PE, issue 4)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from llmpopcorn.backends.embed.tfidf import TfidfEmbedder
+from llmpopcorn.corpus import load_corpus
+from llmpopcorn.errors import ConfigError, UnknownBackendError
+from llmpopcorn.index import (
+    CorpusIndex,
+    EmbeddingCache,
+    ExactIndex,
+    cache_key,
+    corpus_embeddings,
+    get_embedder,
+    load_or_build,
+    top_k,
+)
+from pe_fixtures import corpus_rows, write_corpus
+
+
+class CountingEmbedder(TfidfEmbedder):
+    """The TF-IDF embedder, counting how many texts it embeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedded = 0
+
+    def embed(self, texts):
+        self.embedded += len(texts)
+        return super().embed(texts)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return load_corpus(write_corpus(tmp_path / "data"))
+
+
+def test_tfidf_vectors_are_normalised_and_lexical(corpus):
+    emb = TfidfEmbedder().fit(corpus.texts)
+    vecs = emb.embed(["kitten and puppy", "zzzz unknown"])
+    assert vecs.dtype == np.float32
+    assert np.isclose(np.linalg.norm(vecs[0]), 1.0)
+    assert not vecs[1].any()  # no known word: a zero row, not NaN
+    sims = emb.embed(corpus.texts) @ vecs[0]
+    best = corpus.frame["title_en"].iloc[int(np.argmax(sims))]
+    assert "kitten" in best or "puppy" in best
+
+
+def test_tfidf_needs_fit_and_restores_state(corpus):
+    with pytest.raises(ConfigError, match="no vocabulary"):
+        TfidfEmbedder().embed(["x"])
+    fitted = TfidfEmbedder().fit(corpus.texts)
+    copy = TfidfEmbedder()
+    copy.load_state(fitted.state())
+    assert np.allclose(copy.embed(corpus.texts[:5]), fitted.embed(corpus.texts[:5]))
+
+
+def test_tfidf_reduces_large_vocabularies_with_lsa():
+    texts = [f"word{i} word{i + 1} common" for i in range(60)]
+    emb = TfidfEmbedder(dim=8).fit(texts)
+    vecs = emb.embed(texts)
+    assert vecs.shape == (60, 8)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    again = TfidfEmbedder(dim=8)
+    again.load_state(emb.state())
+    assert np.allclose(again.embed(texts[:3]), vecs[:3], atol=1e-6)
+
+
+def test_registry_lists_embedders_and_rejects_unknown():
+    assert isinstance(get_embedder("tfidf"), TfidfEmbedder)
+    with pytest.raises(UnknownBackendError, match="minilm"):
+        get_embedder("nope")
+
+
+def test_cache_hit_embeds_nothing(corpus, tmp_path):
+    first = CountingEmbedder()
+    vecs = corpus_embeddings(corpus, first, cache_dir=tmp_path / "cache")
+    assert first.embedded == len(corpus) + len(corpus.categories)
+    second = CountingEmbedder()
+    again = corpus_embeddings(corpus, second, cache_dir=tmp_path / "cache")
+    assert second.embedded == 0
+    assert isinstance(again, np.memmap)  # loaded memory-mapped
+    assert np.array_equal(np.asarray(again), vecs)
+    # the vocabulary came back with the entry: queries embed the same way
+    assert np.allclose(second.embed(["kitten"]), first.embed(["kitten"]))
+
+
+def test_cache_key_tracks_corpus_embedder_and_recipe():
+    base = cache_key("a" * 64, "tfidf-v1-d256")
+    assert base != cache_key("b" * 64, "tfidf-v1-d256")
+    assert base != cache_key("a" * 64, "tfidf-v1-d128")
+    assert base != cache_key("a" * 64, "tfidf-v1-d256", recipe="other")
+
+
+def test_changed_corpus_is_embedded_again(tmp_path):
+    data = write_corpus(tmp_path / "data")
+    emb = CountingEmbedder()
+    corpus_embeddings(load_corpus(data), emb, cache_dir=tmp_path / "cache")
+    rows = corpus_rows()
+    rows[0]["comment_count"] = 999
+    write_corpus(data, rows)
+    emb2 = CountingEmbedder()
+    corpus_embeddings(load_corpus(data), emb2, cache_dir=tmp_path / "cache")
+    assert emb2.embedded > 0
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "stale"])
+def test_corrupt_or_stale_cache_is_rebuilt(corpus, tmp_path, caplog, damage):
+    cache_dir = tmp_path / "cache"
+    good = np.asarray(load_or_build(corpus, TfidfEmbedder(), cache_dir).items).copy()
+    key = next((cache_dir / "embeddings").glob("*.json")).stem
+    paths = EmbeddingCache(cache_dir).paths(key)
+    if damage == "truncate":
+        paths["items"].write_bytes(paths["items"].read_bytes()[:100])
+    elif damage == "flip":
+        raw = bytearray(paths["items"].read_bytes())
+        raw[-1] ^= 0xFF
+        paths["items"].write_bytes(bytes(raw))
+    elif damage == "manifest":
+        paths["manifest"].write_text("{not json")
+    else:
+        manifest = json.loads(paths["manifest"].read_text())
+        manifest["format"] = -1
+        paths["manifest"].write_text(json.dumps(manifest))
+    emb = CountingEmbedder()
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+        entry = load_or_build(corpus, emb, cache_dir)
+    assert "rebuilding" in caplog.text
+    assert emb.embedded > 0 and not entry.hit
+    assert np.allclose(np.asarray(entry.items), good)
+    # and the rebuilt entry is whole again
+    assert load_or_build(corpus, CountingEmbedder(), cache_dir).hit
+
+
+def test_no_cache_writes_nothing(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_or_build(corpus, TfidfEmbedder(), use_cache=False)
+    assert not (tmp_path / "xdg").exists()
+    load_or_build(corpus, TfidfEmbedder())
+    assert list((tmp_path / "xdg" / "llmpopcorn" / "embeddings").glob("*.json"))
+
+
+def test_exact_index_matches_brute_force_and_filters_rows():
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(200, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    index = ExactIndex(vecs)
+    q = vecs[7]
+    rows, sims = index.search(q, 5)
+    assert rows[0] == 7 and np.isclose(sims[0], 1.0)
+    assert list(rows) == list(np.argsort(-(vecs @ q), kind="stable")[:5])
+    for subset in (np.arange(0, 200, 3), np.arange(0, 20)):  # large and small subsets
+        rows, _ = index.search(q, 4, rows=subset)
+        scores = vecs[subset] @ q
+        assert list(rows) == list(subset[np.argsort(-scores, kind="stable")[:4]])
+    rows, _ = index.search(q, 50, rows=np.array([3, 1, 2]))
+    assert len(rows) == 3  # k larger than the candidates: all of them
+
+
+def test_top_k_breaks_ties_by_row_number():
+    rows = np.array([9, 4, 7, 1, 5])
+    scores = np.array([0.5, 0.9, 0.5, 0.5, 0.1], dtype=np.float32)
+    got, _ = top_k(rows, scores, 3)
+    assert list(got) == [4, 1, 7]
+
+
+def test_corpus_index_groups_rows_by_category(corpus, tmp_path):
+    index = CorpusIndex.open(corpus, TfidfEmbedder(), tmp_path / "cache")
+    assert index.category_names == corpus.categories
+    assert sum(len(r) for r in index.category_rows.values()) == len(corpus)
+    sports = index.category_rows["Sports"]
+    assert set(corpus.frame["partition"].iloc[sports]) == {"Sports"}
+    row = index.row(int(sports[0]))
+    assert row["category"] == "Sports" and isinstance(row["comment_count"], int)

@@ -1,0 +1,250 @@
+"""Validated options for the diffusers backends.
+
+Users pass options as ``--image-opt KEY=VALUE`` / ``--video-opt KEY=VALUE`` (or the
+``image_options`` / ``video_options`` settings); they are checked here against a
+pydantic model with ``extra="forbid"`` and against the model's own rules (size
+multiples, frame-count rule, what the device supports), then resolved to concrete
+values with the model's defaults (:class:`Resolved`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...errors import ConfigError
+from .specs import ModelSpec
+
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+Offload = Literal["none", "model", "sequential"]
+Quantization = Literal["auto", "none", "bnb-4bit", "bnb-8bit", "torchao-int8"]
+
+#: the package each quantization backend needs
+QUANT_PACKAGES = {"bnb-4bit": "bitsandbytes", "bnb-8bit": "bitsandbytes", "torchao-int8": "torchao"}
+
+
+class ImageOptions(BaseModel):
+    """Options of an image backend (``--image-opt KEY=VALUE``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Hugging Face repo id or local folder")
+    dtype: Dtype = Field(
+        "auto", description="auto: the model's half precision on CUDA, float32 on CPU"
+    )
+    device: str | None = Field(
+        None, description="auto, cpu, cuda, cuda:N (default: the device setting)"
+    )
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0.0, le=50.0)
+    width: int | None = Field(None, ge=8, le=4096)
+    height: int | None = Field(None, ge=8, le=4096)
+    preset: Literal["9:16", "paper"] = Field(
+        "9:16", description="default size when width/height are not given"
+    )
+    negative_prompt: str | None = None
+    offload: Offload = "none"
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    quantization: Quantization = Field(
+        "auto", description="of the transformer/UNet; auto: the paper's choice on CUDA, none on CPU"
+    )
+    max_sequence_length: int | None = Field(None, ge=1, le=4096)
+    memory_check: bool = Field(
+        True, description="refuse to load when the plan says it will not fit"
+    )
+
+
+class VideoOptions(ImageOptions):
+    """Options of a video backend (``--video-opt KEY=VALUE``)."""
+
+    frames: int | None = Field(
+        None, ge=1, le=1024, description="generated frames (must follow the model's rule)"
+    )
+    fps: float | None = Field(None, gt=0, le=120)
+    i2v_model: str | None = Field(None, description="image-to-video weights for --video-from-cover")
+    adapter: str | None = Field(
+        None, description="AnimateDiff motion adapter: repo/file, folder or file"
+    )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Concrete options for one backend, after defaults and checks."""
+
+    model: str
+    dtype: str
+    device: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    negative_prompt: str | None
+    offload: str
+    vae_tiling: bool
+    vae_slicing: bool
+    quantization: str
+    max_sequence_length: int | None
+    memory_check: bool
+    frames: int | None = None
+    fps: float | None = None
+    from_cover: bool = False
+    i2v_model: str | None = None
+    adapter: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def replace(self, **changes: Any) -> Resolved:
+        data = asdict(self)
+        data.update(changes)
+        return Resolved(**data)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: str, cuda_available: Callable[[], bool] = _cuda_available) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; others checked."""
+    device = device.strip().lower()
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not cuda_available():
+            raise ConfigError(
+                f"device '{device}' was asked for but no CUDA device is available",
+                "use --device cpu (slow, for tiny models) or run on a machine with a GPU",
+            )
+        return device
+    raise ConfigError(f"unknown device '{device}'", "use auto, cpu, cuda or cuda:N")
+
+
+def resolve_options(
+    spec: ModelSpec,
+    raw: Mapping[str, Any] | None,
+    *,
+    device: str = "auto",
+    from_cover: bool = False,
+    cuda_available: Callable[[], bool] = _cuda_available,
+) -> Resolved:
+    """Validate user options for ``spec`` and fill in the model's defaults."""
+    model_cls = VideoOptions if spec.kind == "video" else ImageOptions
+    flag = f"--{spec.kind}-opt"
+    try:
+        opts = model_cls(**dict(raw or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, spec, flag), _known(model_cls, flag)) from None
+    dev = resolve_device(opts.device or device, cuda_available)
+    on_cuda = dev.startswith("cuda")
+
+    if opts.preset == "paper" and spec.size_paper:
+        width, height = spec.size_paper
+    else:
+        width, height = spec.size_9x16
+    width, height = opts.width or width, opts.height or height
+    for axis, value in (("width", width), ("height", height)):
+        if value % spec.multiple:
+            near = max(spec.multiple, round(value / spec.multiple) * spec.multiple)
+            raise ConfigError(
+                f"{spec.name}: {axis} {value} is not a multiple of {spec.multiple}",
+                f"use {flag} {axis}={near}",
+            )
+
+    dtype = opts.dtype
+    if dtype == "auto":
+        dtype = spec.cuda_dtype if on_cuda else "float32"
+    quant = opts.quantization
+    if quant == "auto":
+        quant = spec.quantization if on_cuda else "none"
+    if quant != "none":
+        if not on_cuda:
+            raise ConfigError(
+                f"{spec.name}: quantization '{quant}' needs a CUDA device (the device is {dev})",
+                f"use {flag} quantization=none on the CPU",
+            )
+        package = QUANT_PACKAGES[quant]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"{spec.name}: quantization '{quant}' needs the package '{package}'",
+                f"pip install {package}, or use {flag} quantization=none",
+            )
+    if opts.offload != "none" and not on_cuda:
+        raise ConfigError(
+            f"{spec.name}: offload '{opts.offload}' moves weights between the CPU and a GPU, "
+            f"but the device is {dev}",
+            f"use {flag} offload=none on the CPU",
+        )
+
+    frames = fps = None
+    if spec.kind == "video":
+        assert isinstance(opts, VideoOptions)
+        fps = float(opts.fps or spec.fps or 8)
+        frames = opts.frames or spec.frames_for(3.0, fps)
+        if not spec.valid_frames(frames):
+            raise ConfigError(
+                f"{spec.name}: {frames} frames does not follow the model's rule "
+                f"({spec.frame_rule()})",
+                f"use {flag} frames={spec.frames_for(frames / fps, fps)} or leave frames unset",
+            )
+        if spec.max_frames and frames > spec.max_frames:
+            raise ConfigError(
+                f"{spec.name}: {frames} frames is more than the model handles ({spec.max_frames})",
+                f"lower {flag} fps=... (3 s at a lower frame rate) or set frames",
+            )
+        if from_cover and not spec.i2v_pipeline:
+            raise ConfigError(
+                f"video backend '{spec.name}' cannot start from the cover (no image-to-video "
+                "pipeline)",
+                "drop --video-from-cover or use one of: ltx, cogvideox, wan",
+            )
+        if opts.i2v_model and not spec.i2v_pipeline:
+            raise ConfigError(f"{spec.name}: option i2v_model is not supported", "remove it")
+        if opts.adapter and not spec.adapter_id:
+            raise ConfigError(f"{spec.name}: option adapter is not supported", "remove it")
+    return Resolved(
+        model=opts.model or spec.model_id,
+        dtype=dtype,
+        device=dev,
+        steps=opts.steps or spec.steps,
+        guidance=spec.guidance if opts.guidance is None else opts.guidance,
+        width=width,
+        height=height,
+        negative_prompt=opts.negative_prompt
+        if opts.negative_prompt is not None
+        else spec.negative_prompt,
+        offload=opts.offload,
+        vae_tiling=opts.vae_tiling,
+        vae_slicing=opts.vae_slicing,
+        quantization=quant,
+        max_sequence_length=opts.max_sequence_length or spec.max_sequence_length,
+        memory_check=opts.memory_check,
+        frames=frames,
+        fps=fps,
+        from_cover=from_cover,
+        i2v_model=(getattr(opts, "i2v_model", None) or spec.i2v_model_id) if from_cover else None,
+        adapter=getattr(opts, "adapter", None) or spec.adapter_id,
+    )
+
+
+def _describe(exc: ValidationError, spec: ModelSpec, flag: str) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown option '{key}'")
+        else:
+            parts.append(f"option '{key}': {err['msg']} (got {err.get('input')!r})")
+    return f"{spec.kind} backend '{spec.name}': " + "; ".join(parts)
+
+
+def _known(model_cls: type[BaseModel], flag: str) -> str:
+    return f"known options ({flag} KEY=VALUE): " + ", ".join(model_cls.model_fields)

@@ -1,0 +1,562 @@
+"""Tiny randomly initialised diffusers pipelines, built from configs (no download).
+
+The configs follow diffusers' own fast tests, shrunk further: every model has one
+or two layers and a handful of channels, so a 2-step run takes about a second on
+a CPU. Tokenizers are built in memory from a character vocabulary.
+
+``build(name)`` returns a pipeline object; ``save(name, root)`` writes it as a
+diffusers folder (``model_index.json`` + components) that our backends load
+through the real ``from_pretrained(..., local_files_only=True)`` path.
+``TINY_OPTIONS`` holds the per-backend options that fit each tiny pipeline.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+CHARS = sorted(set(string.ascii_lowercase + string.digits + ".,!?'-"))
+
+#: options that make each backend run its tiny pipeline quickly (2 steps, small sizes)
+TINY_OPTIONS: dict[str, dict[str, Any]] = {
+    "sd15": {"steps": 2, "width": 72, "height": 128, "dtype": "float32"},
+    "sdxl": {"steps": 2, "width": 72, "height": 128, "dtype": "float32"},
+    "flux": {"steps": 2, "width": 32, "height": 64, "dtype": "float32", "max_sequence_length": 16},
+    "ltx": {
+        "steps": 2,
+        "width": 32,
+        "height": 64,
+        "fps": 8,
+        "dtype": "float32",
+        "max_sequence_length": 16,
+    },
+    "hunyuan": {
+        "steps": 2,
+        "width": 16,
+        "height": 32,
+        "fps": 8,
+        "dtype": "float32",
+        "quantization": "none",
+        "max_sequence_length": 16,
+    },
+    "cogvideox": {
+        "steps": 2,
+        "width": 16,
+        "height": 32,
+        "fps": 8,
+        "dtype": "float32",
+        "max_sequence_length": 16,
+    },
+    "animatediff": {
+        "steps": 2,
+        "width": 16,
+        "height": 32,
+        "fps": 8,
+        "frames": 8,
+        "dtype": "float32",
+    },
+    "wan": {
+        "steps": 2,
+        "width": 16,
+        "height": 32,
+        "fps": 8,
+        "dtype": "float32",
+        "max_sequence_length": 16,
+    },
+}
+
+
+def clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def t5_tokenizer():
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    vocab += [(c, -1.0) for c in CHARS]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def llama_tokenizer():
+    from transformers import LlamaTokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3}
+    vocab.update({c: i + 4 for i, c in enumerate(CHARS)})
+    return LlamaTokenizer(vocab=vocab, merges=[], pad_token="<unk>")
+
+
+def clip_text(hidden: int = 32, projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=hidden,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=100,
+        projection_dim=hidden,
+        hidden_act="gelu",
+        max_position_embeddings=77,
+    )
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def t5_encoder(d_model: int = 32, umt5: bool = False):
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    kwargs = dict(
+        vocab_size=100,
+        d_model=d_model,
+        d_ff=37,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    if umt5:
+        return UMT5EncoderModel(UMT5Config(**kwargs))
+    return T5EncoderModel(T5Config(**kwargs))
+
+
+def sd_vae(blocks=(4, 8), latent: int = 4, groups: int = 2, **kw):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=list(blocks),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * len(blocks),
+        up_block_types=["UpDecoderBlock2D"] * len(blocks),
+        latent_channels=latent,
+        norm_num_groups=groups,
+        layers_per_block=1,
+        **kw,
+    )
+
+
+def build_sd15():
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
+    scheduler = PNDMScheduler(skip_prk_steps=True, steps_offset=1)
+    return StableDiffusionPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=sd_vae(),
+        text_encoder=clip_text(),
+        tokenizer=clip_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        image_encoder=None,
+    )
+
+
+def build_sdxl():
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=2,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )
+    return StableDiffusionXLPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=sd_vae(),
+        text_encoder=clip_text(),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=clip_text(projection=True),
+        tokenizer_2=clip_tokenizer(),
+        image_encoder=None,
+        feature_extractor=None,
+    )
+
+
+def build_flux():
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    )
+    vae = sd_vae(
+        blocks=(4,),
+        latent=1,
+        groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=clip_text(),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=t5_encoder(),
+        tokenizer_2=t5_tokenizer(),
+        transformer=transformer,
+        image_encoder=None,
+        feature_extractor=None,
+    )
+
+
+def build_ltx(pipeline_class: str = "LTXPipeline"):
+    import diffusers
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXVideoTransformer3DModel,
+    )
+
+    torch.manual_seed(0)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=1,
+        caption_channels=32,
+    )
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    cls = getattr(diffusers, pipeline_class)
+    return cls(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=t5_encoder(),
+        tokenizer=t5_tokenizer(),
+        transformer=transformer,
+    )
+
+
+def build_hunyuan():
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        patch_size=1,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+    )
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        act_fn="silu",
+        norm_num_groups=4,
+        scaling_factor=0.476986,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
+        mid_block_add_attention=True,
+    )
+    llama = LlamaModel(
+        LlamaConfig(
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+            hidden_size=16,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            num_hidden_layers=2,
+            vocab_size=100,
+            hidden_act="gelu",
+        )
+    )
+    return HunyuanVideoPipeline(
+        text_encoder=llama,
+        tokenizer=llama_tokenizer(),
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=clip_text(hidden=8),
+        tokenizer_2=clip_tokenizer(),
+    )
+
+
+def build_cogvideox():
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=4,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=32,
+        num_layers=1,
+        sample_width=2,
+        sample_height=4,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=16,
+    )
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+    )
+    return CogVideoXPipeline(
+        tokenizer=t5_tokenizer(),
+        text_encoder=t5_encoder(),
+        vae=vae,
+        transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(),
+    )
+
+
+def build_animatediff():
+    from diffusers import (
+        AnimateDiffPipeline,
+        EulerDiscreteScheduler,
+        MotionAdapter,
+        UNet2DConditionModel,
+    )
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+        attention_head_dim=4,
+    )
+    adapter = MotionAdapter(
+        block_out_channels=(8, 16),
+        motion_layers_per_block=1,
+        motion_norm_num_groups=2,
+        motion_num_attention_heads=4,
+    )
+    scheduler = EulerDiscreteScheduler(timestep_spacing="trailing", beta_schedule="linear")
+    return AnimateDiffPipeline(
+        vae=sd_vae(blocks=(8, 16)),
+        text_encoder=clip_text(),
+        tokenizer=clip_tokenizer(),
+        unet=unet,
+        motion_adapter=adapter,
+        scheduler=scheduler,
+    )
+
+
+def build_wan():
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=1,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    return WanPipeline(
+        tokenizer=t5_tokenizer(),
+        text_encoder=t5_encoder(umt5=True),
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        transformer=transformer,
+    )
+
+
+BUILDERS: dict[str, Callable[[], Any]] = {
+    "sd15": build_sd15,
+    "sdxl": build_sdxl,
+    "flux": build_flux,
+    "ltx": build_ltx,
+    "hunyuan": build_hunyuan,
+    "cogvideox": build_cogvideox,
+    "animatediff": build_animatediff,
+    "wan": build_wan,
+}
+
+
+def build(name: str) -> Any:
+    return BUILDERS[name]()
+
+
+def save(name: str, root: Path) -> Path:
+    """Build the tiny pipeline for backend ``name`` and save it under ``root/name``."""
+    path = Path(root) / name
+    if not (path / "model_index.json").exists():
+        build(name).save_pretrained(str(path), safe_serialization=True)
+    return path
+
+
+# -- pytest fixtures (import them into a test module to use them) -----------------------
+
+IMAGE_NAMES = ("sd15", "sdxl", "flux")
+VIDEO_NAMES = ("ltx", "hunyuan", "cogvideox", "animatediff", "wan")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Callable[[str], Path]:
+    """``tiny_models(name)`` -> a saved tiny pipeline folder, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-diffusers")
+
+    def get(name: str) -> Path:
+        return save(name, root)
+
+    return get
+
+
+def tiny_options(name: str, path: Path, **overrides: Any) -> dict[str, Any]:
+    return {**TINY_OPTIONS[name], "model": str(path), **overrides}
+
+
+@pytest.fixture(scope="session")
+def tiny_backends(tiny_models) -> Callable[..., Any]:
+    """``tiny_backends(name, **options)`` -> a ready backend on the CPU (cached per options)."""
+    from llmpopcorn.backends.diffusion.options import resolve_options
+    from llmpopcorn.registry import registry
+
+    cache: dict[tuple, Any] = {}
+
+    def get(name: str, *, from_cover: bool = False, **overrides: Any) -> Any:
+        key = (name, from_cover, tuple(sorted(overrides.items())))
+        if key not in cache:
+            kind = "image" if name in IMAGE_NAMES else "video"
+            cls = registry.get(kind, name)
+            raw = tiny_options(name, tiny_models(name), **overrides)
+            opts = resolve_options(cls.spec, raw, device="cpu", from_cover=from_cover)
+            cache[key] = cls.prepare(opts)
+        return cache[key]
+
+    return get

@@ -26,7 +26,7 @@ class ModelSpec:
     denoiser_b: float
     text_encoders_b: float
     vae_b: float
-    #: activation memory (GB, half precision) per million latent-grid pixels x frames
+    #: activation memory (GB, half precision) per million output pixels x frames
     act_gb_per_mvox: float
     #: the VAE decode's working memory (GB) per million output pixels x frames, untiled
     decode_gb_per_mvox: float
@@ -105,7 +105,7 @@ SPECS: dict[str, ModelSpec] = {
             denoiser_b=2.57,
             text_encoders_b=0.82,
             vae_b=0.084,
-            act_gb_per_mvox=6.0,
+            act_gb_per_mvox=4.0,
             decode_gb_per_mvox=3.0,
             steps=30,
             guidance=5.0,
@@ -123,7 +123,7 @@ SPECS: dict[str, ModelSpec] = {
             denoiser_b=11.9,
             text_encoders_b=4.88,
             vae_b=0.084,
-            act_gb_per_mvox=8.0,
+            act_gb_per_mvox=4.0,
             decode_gb_per_mvox=3.0,
             steps=4,
             guidance=0.0,
@@ -142,8 +142,8 @@ SPECS: dict[str, ModelSpec] = {
             denoiser_b=1.92,
             text_encoders_b=4.76,
             vae_b=0.42,
-            act_gb_per_mvox=0.6,
-            decode_gb_per_mvox=1.2,
+            act_gb_per_mvox=0.1,
+            decode_gb_per_mvox=0.15,
             steps=50,
             guidance=3.0,
             size_9x16=(448, 800),
@@ -168,8 +168,8 @@ SPECS: dict[str, ModelSpec] = {
             denoiser_b=12.8,
             text_encoders_b=7.6,
             vae_b=0.25,
-            act_gb_per_mvox=1.5,
-            decode_gb_per_mvox=2.5,
+            act_gb_per_mvox=0.17,
+            decode_gb_per_mvox=0.5,
             steps=30,
             guidance=6.0,
             size_9x16=(288, 512),
@@ -193,8 +193,8 @@ SPECS: dict[str, ModelSpec] = {
             denoiser_b=5.57,
             text_encoders_b=4.76,
             vae_b=0.215,
-            act_gb_per_mvox=1.2,
-            decode_gb_per_mvox=2.5,
+            act_gb_per_mvox=0.15,
+            decode_gb_per_mvox=0.3,
             steps=50,
             guidance=6.0,
             size_9x16=(480, 720),
@@ -219,8 +219,8 @@ SPECS: dict[str, ModelSpec] = {
             denoiser_b=1.31,
             text_encoders_b=0.123,
             vae_b=0.084,
-            act_gb_per_mvox=2.0,
-            decode_gb_per_mvox=3.0,
+            act_gb_per_mvox=1.0,
+            decode_gb_per_mvox=0.5,
             steps=4,
             guidance=1.0,
             size_9x16=(360, 640),
@@ -246,8 +246,8 @@ SPECS: dict[str, ModelSpec] = {
             denoiser_b=1.42,
             text_encoders_b=5.68,
             vae_b=0.127,
-            act_gb_per_mvox=0.8,
-            decode_gb_per_mvox=2.0,
+            act_gb_per_mvox=0.1,
+            decode_gb_per_mvox=0.15,
             steps=30,
             guidance=5.0,
             size_9x16=(480, 832),

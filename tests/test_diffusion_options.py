@@ -1,0 +1,312 @@
+"""Diffusers backends without running a model: option validation, the memory planner on
+fake device sizes, weight lookup (local only) and `popcorn backends` availability."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmpopcorn.backends.diffusion import memory
+from llmpopcorn.backends.diffusion.options import resolve_device, resolve_options
+from llmpopcorn.backends.diffusion.specs import SPECS
+from llmpopcorn.backends.diffusion.weights import (
+    WeightsMissingError,
+    find,
+    locate,
+    measured_sizes,
+    split_hub_ref,
+)
+from llmpopcorn.errors import ConfigError
+from llmpopcorn.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _quantization_packages(monkeypatch):
+    """Pretend bitsandbytes/torchao are installed: the GPU-side options are under test."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    fake = {"bitsandbytes", "torchao"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n in fake else real(n, *a)
+    )
+
+
+def no_cuda() -> bool:
+    return False
+
+
+def has_cuda() -> bool:
+    return True
+
+
+def cpu(name, raw=None, **kw):
+    return resolve_options(SPECS[name], raw, device="cpu", cuda_available=no_cuda, **kw)
+
+
+def gpu(name, raw=None, **kw):
+    return resolve_options(SPECS[name], raw, device="cuda", cuda_available=has_cuda, **kw)
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_papers_settings_with_a_vertical_preset():
+    ltx = gpu("ltx")
+    assert (ltx.steps, ltx.width, ltx.height, ltx.fps, ltx.frames) == (50, 448, 800, 24.0, 73)
+    assert ltx.negative_prompt == "worst quality, inconsistent motion, blurry, jittery, distorted"
+    assert ltx.dtype == "bfloat16" and ltx.quantization == "none"
+    paper = gpu("ltx", {"preset": "paper"})
+    assert (paper.width, paper.height) == (704, 480)
+    hunyuan = gpu("hunyuan", {"preset": "paper"})
+    assert (hunyuan.width, hunyuan.height, hunyuan.steps) == (512, 320, 30)
+    assert hunyuan.quantization == "bnb-4bit"
+    cog = gpu("cogvideox")
+    assert (cog.steps, cog.guidance, cog.fps, cog.frames) == (50, 6.0, 8.0, 25)
+    ad = gpu("animatediff")
+    assert (ad.steps, ad.guidance, ad.frames) == (4, 1.0, 24)
+    wan = gpu("wan")
+    assert (wan.fps, wan.frames) == (16.0, 49)  # 4k+1, trimmed to 48 = 3.0 s later
+    assert gpu("sd15").steps == 50 and gpu("flux").steps == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "fps", "frames"),
+    [
+        ("ltx", 24, 73),
+        ("ltx", 8, 25),
+        ("hunyuan", 24, 73),
+        ("cogvideox", 8, 25),
+        ("wan", 16, 49),
+        ("animatediff", 8, 24),
+    ],
+)
+def test_frame_counts_follow_each_models_rule_and_cover_3_seconds(name, fps, frames):
+    spec = SPECS[name]
+    assert spec.frames_for(3.0, fps) == frames
+    assert spec.valid_frames(frames) and frames >= 3 * fps
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "match"),
+    [
+        ("ltx", {"stepz": 3}, "unknown option 'stepz'"),
+        ("ltx", {"steps": 0}, "option 'steps'"),
+        ("ltx", {"steps": "many"}, "option 'steps'"),
+        ("ltx", {"offload": "gpu"}, "option 'offload'"),
+        ("ltx", {"width": 500}, "width 500 is not a multiple of 32"),
+        ("ltx", {"frames": 24}, r"24 frames does not follow the model's rule \(8k\+1\)"),
+        ("cogvideox", {"frames": 81}, "more than the model handles"),
+        ("sd15", {"frames": 8}, "unknown option 'frames'"),
+        ("ltx", {"adapter": "x/y"}, "adapter is not supported"),
+        ("ltx", {"offload": "model"}, "needs? a CUDA|moves weights"),
+        ("hunyuan", {"quantization": "bnb-4bit"}, "needs a CUDA device"),
+        ("ltx", {"device": "tpu"}, "unknown device 'tpu'"),
+    ],
+)
+def test_bad_options_are_refused_with_the_fix(name, raw, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        cpu(name, raw)
+    assert info.value.hint
+
+
+def test_option_errors_name_the_flag_and_known_options():
+    with pytest.raises(ConfigError) as info:
+        cpu("ltx", {"stepz": 3})
+    assert "--video-opt" in info.value.hint and "steps" in info.value.hint
+    with pytest.raises(ConfigError) as info:
+        cpu("ltx", {"width": 500})
+    assert info.value.hint == "use --video-opt width=512"
+
+
+def test_string_values_from_the_command_line_are_converted():
+    opts = cpu("ltx", {"steps": "2", "vae_tiling": "true", "guidance": "1.5", "fps": "8"})
+    assert opts.steps == 2 and opts.vae_tiling is True and opts.guidance == 1.5
+    assert opts.frames == 25
+
+
+def test_cpu_defaults_and_auto_quantization():
+    hunyuan = cpu("hunyuan")
+    assert hunyuan.dtype == "float32" and hunyuan.quantization == "none"
+    assert resolve_device("auto", no_cuda) == "cpu" and resolve_device("auto", has_cuda) == "cuda"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda:1", no_cuda)
+
+
+def test_video_from_cover_only_where_the_model_supports_it():
+    assert cpu("ltx", from_cover=True).i2v_model is None  # same weights
+    assert cpu("cogvideox", from_cover=True).i2v_model == "THUDM/CogVideoX-5b-I2V"
+    assert cpu("wan", from_cover=True).i2v_model.startswith("Wan-AI/Wan2.1-I2V")
+    for name in ("hunyuan", "animatediff"):
+        with pytest.raises(ConfigError, match="cannot start from the cover"):
+            cpu(name, from_cover=True)
+
+
+def test_settings_and_cli_flags_carry_backend_options():
+    s = Settings.resolve(
+        {"video_options": ["steps=2", "negative_prompt=blurry, dark"], "video_from_cover": True},
+        env={"POPCORN_IMAGE_OPTIONS": "steps=3;width=64"},
+    )
+    assert s.video_options == {"steps": "2", "negative_prompt": "blurry, dark"}
+    assert s.image_options == {"steps": "3", "width": "64"} and s.video_from_cover is True
+    assert Settings.resolve(env={"POPCORN_VIDEO_OPTIONS": '{"fps": 8}'}).video_options == {"fps": 8}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        Settings.resolve({"image_options": ["steps"]}, env={})
+
+
+# -- memory planner -------------------------------------------------------------------------
+
+
+def test_planner_fits_on_a_big_gpu_and_lists_what_fits_on_a_small_one():
+    opts = gpu("ltx", {"preset": "paper"})
+    big = memory.DeviceMemory("cuda", total_gb=80, free_gb=79)
+    assert memory.check(SPECS["ltx"], opts, big).fits
+    small = memory.DeviceMemory("cuda", total_gb=12, free_gb=11.5, host_free_gb=64)
+    with pytest.raises(memory.MemoryPlanError) as info:
+        memory.check(SPECS["ltx"], opts, small)
+    err = info.value
+    assert "LTX-Video (ltx) needs about" in err.message and "11.5 GB of 12.0 GB" in err.message
+    assert "--video-opt offload=model" in err.hint and " GB" in err.hint
+    plan = memory.plan(SPECS["ltx"], opts, small)
+    assert plan.alternatives and all(a.peak_gb <= plan.budget_gb for a in plan.alternatives)
+
+
+def test_planner_options_shrink_the_estimate_in_the_expected_order():
+    spec, base = SPECS["hunyuan"], gpu("hunyuan", {"quantization": "none"})
+    full = memory.estimate(spec, base).peak_gb
+    model = memory.estimate(spec, base.replace(offload="model")).peak_gb
+    seq = memory.estimate(spec, base.replace(offload="sequential")).peak_gb
+    q4 = memory.estimate(spec, base.replace(quantization="bnb-4bit")).peak_gb
+    q8 = memory.estimate(spec, base.replace(quantization="bnb-8bit")).peak_gb
+    assert full > q8 > q4 and full > model > seq
+    fp32 = memory.estimate(spec, base.replace(dtype="float32")).peak_gb
+    assert fp32 > 1.8 * full * 0.9
+    assert full > 40  # 12.8B transformer + 7.6B text encoders in bf16 do not fit a 24 GB card
+
+
+def test_planner_host_memory_limits_offload_alternatives():
+    opts = gpu("flux")
+    no_host = memory.DeviceMemory("cuda", total_gb=16, free_gb=15, host_free_gb=4)
+    plan = memory.plan(SPECS["flux"], opts, no_host)
+    assert all("offload" not in a.changes for a in plan.alternatives)
+
+
+def test_planner_says_when_nothing_fits():
+    tiny = memory.DeviceMemory("cuda", total_gb=2, free_gb=1, host_free_gb=1)
+    with pytest.raises(memory.MemoryPlanError, match="needs about") as info:
+        memory.check(SPECS["hunyuan"], gpu("hunyuan", {"quantization": "none"}), tiny)
+    assert "nothing fits" in info.value.hint
+
+
+def test_memory_check_can_be_skipped():
+    opts = gpu("ltx", {"memory_check": "false"})
+    assert opts.memory_check is False
+
+
+# -- weights ----------------------------------------------------------------------------------
+
+
+def test_hub_references_and_paths_are_told_apart():
+    assert split_hub_ref("Lightricks/LTX-Video") == ("Lightricks/LTX-Video", None)
+    assert split_hub_ref("ByteDance/AnimateDiff-Lightning/x.safetensors") == (
+        "ByteDance/AnimateDiff-Lightning",
+        "x.safetensors",
+    )
+    assert split_hub_ref("/models/ltx") is None and split_hub_ref("./ltx") is None
+
+
+def test_missing_weights_name_the_model_size_and_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert find("Lightricks/LTX-Video") is None
+    with pytest.raises(WeightsMissingError) as info:
+        locate("Lightricks/LTX-Video", SPECS["ltx"])
+    assert "'Lightricks/LTX-Video'" in info.value.message
+    assert "`hf download Lightricks/LTX-Video` (about 15 GB)" in info.value.hint
+    with pytest.raises(WeightsMissingError, match="local path does not exist"):
+        locate(str(tmp_path / "nowhere"), SPECS["ltx"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsMissingError, match="no model_index.json"):
+        locate(str(tmp_path / "empty"), SPECS["ltx"])
+
+
+def test_weights_in_the_local_hf_cache_are_found(tmp_path, monkeypatch):
+    # the hub cache layout, written by hand: models--owner--name/{refs/main,snapshots/<rev>/}
+    cache = tmp_path / "hub"
+    repo = cache / "models--owner--tiny"
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "model_index.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    assert find("owner/tiny") == snap
+
+
+def test_sizes_are_read_from_safetensors_headers(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "vae").mkdir()
+    save_file({"w": np.zeros((100, 10), np.float32)}, tmp_path / "transformer" / "m.safetensors")
+    save_file({"w": np.zeros((5,), np.float32)}, tmp_path / "vae" / "m.safetensors")
+    sizes = measured_sizes(tmp_path, SPECS["ltx"])
+    assert sizes.denoiser_b == pytest.approx(1000 / 1e9) and sizes.vae_b == pytest.approx(5e-9)
+    assert sizes.text_encoders_b == SPECS["ltx"].text_encoders_b  # not on disk: the spec's
+
+
+# -- availability and light imports --------------------------------------------------------
+
+
+def test_backends_table_reports_missing_weights_without_loading(tmp_path, monkeypatch):
+    from llmpopcorn.cli.backends import backend_table
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    table = backend_table(Settings.resolve(env={}))
+    rows = {row["name"]: row for row in table["video"] + table["image"]}
+    for name in SPECS:
+        assert rows[name]["usable"] is False
+        assert f"hf download {SPECS[name].model_id}" in rows[name]["reason"]
+    folder = tmp_path / "ltx"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    settings = Settings.resolve(env={}, video="ltx", video_options={"model": str(folder)})
+    row = {r["name"]: r for r in backend_table(settings)["video"]}["ltx"]
+    assert row["usable"] is True and str(folder) in row["reason"]
+
+
+def test_importing_and_listing_diffusion_backends_loads_no_torch():
+    code = (
+        "import sys, json\n"
+        "from llmpopcorn.registry import registry\n"
+        "for kind in ('image', 'video'):\n"
+        "    for name in registry.names(kind):\n"
+        "        registry.get(kind, name).availability(None)\n"
+        "heavy = ('torch', 'diffusers', 'transformers')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_missing_gpu_extra_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from llmpopcorn.backends.diffusion.models import LTXVideo
+    from llmpopcorn.errors import MissingExtraError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "diffusers" else real(n, *a)
+    )
+    avail = LTXVideo.availability(None)
+    assert not avail.ok and "llmpopcorn[gpu]" in avail.reason
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import fails
+    with pytest.raises(MissingExtraError, match="diffusers") as info:
+        LTXVideo.from_settings(Settings.resolve(env={}, video="ltx"))
+    assert "llmpopcorn[gpu]" in info.value.hint

@@ -67,7 +67,7 @@ SPORTS = [
 
 
 def corpus_rows() -> list[dict[str, object]]:
-    """41 videos in 4 categories; comment counts spread with deliberate ties."""
+    """40 videos in 4 categories; comment counts spread with deliberate ties."""
     rows: list[dict[str, object]] = []
     vid = 0
     for category, titles in (

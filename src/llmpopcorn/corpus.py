@@ -175,3 +175,27 @@ def validate_frame(frame: pd.DataFrame, *, path: Path | None = None, require_lab
     if frame.empty:
         raise DataError(f"{where} has no usable rows", "check the file's contents and columns")
     return Corpus(frame=frame.reset_index(drop=True), path=path, rejected=rejected)
+
+
+COMMENT_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+
+
+def corpus_summary(corpus: Corpus) -> dict:
+    """What ``popcorn corpus info`` shows: size, categories, comment-count quantiles and
+    which text fields carry information."""
+    f = corpus.frame
+    counts = f["partition"].value_counts()
+    categories = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    quantiles = f["comment_count"].quantile(list(COMMENT_QUANTILES))
+    return {
+        "path": str(corpus.path) if corpus.path else None,
+        "sha256": corpus.sha256,
+        "rows": len(corpus),
+        "rejected": dict(corpus.rejected),
+        "categories": {str(name): int(n) for name, n in categories},
+        "comment_count_quantiles": {f"{q:g}": float(v) for q, v in quantiles.items()},
+        "fields_present": corpus.fields_present(),
+        "cover_desc_copies_title": int(
+            ((f["cover_desc"] != "") & (f["cover_desc"] == f["title_en"])).sum()
+        ),
+    }

@@ -42,7 +42,9 @@ def ideate(
     """Ask ``llm`` for an idea until one validates or ``params.max_attempts`` run out.
 
     ``check`` may reject a valid idea with a reason (the copy check); the reason is
-    fed back like a schema error. On failure raises :class:`InvalidReplyError`
+    fed back like a schema error. It is not consulted on the last attempt, which
+    would leave no turn to act on it: a valid idea is then kept, and the checker's
+    own report says what it found. On failure raises :class:`InvalidReplyError`
     carrying every attempt so the caller can record the raw replies.
     """
     messages = list(prompt.messages)
@@ -66,7 +68,7 @@ def ideate(
         seconds = round(time.perf_counter() - started, 4)
         try:
             idea = parse_idea(reply)
-            problem = check(idea) if check else None
+            problem = check(idea) if check and number < params.max_attempts else None
             if problem:
                 raise ReplyParseError(problem)
         except ReplyParseError as exc:

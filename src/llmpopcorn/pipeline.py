@@ -180,19 +180,22 @@ class Pipeline:
                 prompt = self.prompt_builder.build(query)
                 record.messages = list(prompt.messages)
                 record.references = list(prompt.references)
+                if prompt.mode == "pe":
+                    record.enhancement = prompt.settings
+                    record.notes += [f"PE: {note}" for note in prompt.settings.get("notes", [])]
             with stage("ideate"):
                 llm = self.llm
                 record.backends["llm"] = llm.describe()
                 if not llm.is_llm:
                     record.notes.append(NO_LLM_NOTE)
-                check = getattr(self.prompt_builder, "copy_check", None)
-                result = ideate(llm, prompt, self.sampling(), check=check)
+                make_guard = getattr(self.prompt_builder, "copy_guard", None)
+                guard = make_guard(prompt) if make_guard else None
+                result = ideate(llm, prompt, self.sampling(), check=guard)
                 record.idea = result.idea
                 record.messages = result.messages
                 record.attempts = result.attempts
-                report = getattr(self.prompt_builder, "copy_report", None)
-                if report:
-                    record.copy_check = report(result.idea)
+                if guard:
+                    record.copy_check = guard.report(result.idea)
             self._render(record, run_dir, stage)
             with stage("score"):
                 self._score(record, run_dir)

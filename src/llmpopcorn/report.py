@@ -101,7 +101,13 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
         if s.neighbours:
             parts.append(_reference_table("Similar videos that drove the score", s.neighbours))
     if record.references:
-        parts.append(_reference_table("References studied (prompt enhancement)", record.references))
+        parts.append(_enhancement_html(record))
+        parts.append(
+            _reference_table(
+                "Why this idea: the reference videos it was built from (prompt enhancement)",
+                record.references,
+            )
+        )
     backends = "".join(
         f"<tr><th>{e(stage)}</th><td>{e(use.name)}</td><td>{e(use.model or '')}</td></tr>"
         for stage, use in record.backends.items()
@@ -110,6 +116,29 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
     parts.append(f"<h2>Backends</h2><table>{backends}</table><p><small>{timings}</small></p>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _enhancement_html(record: RunRecord) -> str:
+    """PE's choices (categories, pools) and the copy check, above the reference table."""
+    e = html.escape
+    pe = record.enhancement or {}
+    lines = []
+    if pe.get("categories"):
+        cats = ", ".join(f"{e(c['name'])} ({c['videos']} videos)" for c in pe["categories"])
+        shown = pe.get("shown", {})
+        lines.append(
+            f"The LLM studied {shown.get('popular', 0)} popular and {shown.get('unpopular', 0)} "
+            f"unpopular videos from {cats}, nearest to the query first."
+        )
+    check = record.copy_check
+    if check:
+        match = check.get("match") or {}
+        detail = f" (closest: {e(match.get('title', ''))}, video {e(str(match.get('video_id')))})"
+        lines.append(
+            f"Copy check: {e(check.get('status', ''))}{detail if match else ''}; "
+            f"re-asked {check.get('reasked', 0)} time(s)."
+        )
+    return "".join(f"<p>{line}</p>" for line in lines)
 
 
 def _reference_table(heading: str, refs) -> str:

@@ -140,6 +140,7 @@ class RunRecord(BaseModel):
     messages: list[Message] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)
     references: list[Reference] = Field(default_factory=list)
+    enhancement: dict[str, Any] | None = None  # PE: categories, pools, counts, notes
     idea: Idea | None = None
     copy_check: dict[str, Any] | None = None
     artifacts: list[Artifact] = Field(default_factory=list)

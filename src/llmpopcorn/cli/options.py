@@ -31,7 +31,9 @@ _PE: list[tuple[str, str, dict[str, Any]]] = [
     ("--refs", "n_refs", {"type": int, "help": "PE: number of reference videos shown to the LLM [default 50]."}),
     ("--tags", "num_tags", {"type": int, "help": "PE: number of categories to draw references from [default 1]."}),
     ("--ratio", "ratio", {"type": float, "help": "PE: share of unpopular references [default 0.1]."}),
-    ("--embedder", "embedder", {"help": "PE: text embedder for retrieval [default tfidf]."}),
+    ("--embedder", "embedder", {"help": "PE: text embedder for retrieval: minilm (default), minilm-l12, tfidf [env POPCORN_EMBEDDER]."}),
+    ("--embedder-model", "embedder_model", {"help": "PE: embedding model folder (or a name already in the Hugging Face cache) [env POPCORN_EMBEDDER_MODEL]."}),
+    ("--cache-dir", "cache_dir", {"type": click.Path(file_okay=False), "help": "PE: cache for corpus embeddings [default ~/.cache/llmpopcorn, env POPCORN_CACHE_DIR]."}),
 ]
 _RENDER: list[tuple[str, str, dict[str, Any]]] = [
     ("--image", "image", {"help": "Cover backend: draft (CPU default) or a diffusers model [env POPCORN_IMAGE]."}),

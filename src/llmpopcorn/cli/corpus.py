@@ -1,0 +1,91 @@
+"""``popcorn corpus``: inspect the MicroLens table and build its embedding cache."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import main
+from .options import settings_from
+
+_DATA = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data directory holding microlens/videos.csv [env POPCORN_DATA].",
+)
+_CONFIG = click.option(
+    "--config", "_config", type=click.Path(dir_okay=False), default=None, help="TOML config file."
+)
+
+
+@main.group("corpus")
+def corpus_group() -> None:
+    """The MicroLens corpus: what it holds, and its cached embeddings."""
+
+
+@corpus_group.command("info")
+@_DATA
+@_CONFIG
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_command(as_json: bool, **params) -> None:
+    """Rows, categories with counts, comment-count quantiles and the text fields present."""
+    from ..corpus import corpus_summary, load_corpus
+
+    settings = settings_from(params)
+    summary = corpus_summary(load_corpus(settings.data_dir))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    rows = summary["rows"]
+    click.echo(f"Corpus:     {summary['path']}")
+    click.echo(f"SHA-256:    {summary['sha256']}")
+    rejected = sum(summary["rejected"].values())
+    detail = f" ({rejected} rejected: {summary['rejected']})" if rejected else ""
+    click.echo(f"Rows:       {rows:,}{detail}")
+    click.echo(f"Categories: {len(summary['categories'])}")
+    for name, n in summary["categories"].items():
+        click.echo(f"  {name:<28} {n:>7,}  {n / rows:6.1%}")
+    quantiles = "  ".join(f"q{k}={v:g}" for k, v in summary["comment_count_quantiles"].items())
+    click.echo(f"Comment count quantiles: {quantiles}")
+    click.echo("Text fields (rows with their own content):")
+    for name, n in summary["fields_present"].items():
+        click.echo(f"  {name:<12} {n:>7,} / {rows:,}")
+    copies = summary["cover_desc_copies_title"]
+    if copies:
+        click.echo(
+            f"  (cover_desc is a copy of title_en in {copies:,} rows: embedded and shown once)"
+        )
+
+
+@corpus_group.command("index")
+@_DATA
+@_CONFIG
+@click.option(
+    "--embedder", "embedder", default=None, help="Embedder: minilm (default), minilm-l12, tfidf."
+)
+@click.option("--embedder-model", "embedder_model", default=None, help="Embedding model folder.")
+@click.option(
+    "--cache-dir",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Embedding cache.",
+)
+@click.option("--device", "device", default=None, help="Device for the embedder: auto, cpu, cuda.")
+def index_command(**params) -> None:
+    """Embed the corpus once into the cache (later PE runs load it in a second)."""
+    from ..corpus import load_corpus
+    from ..index import default_cache_dir, get_embedder, load_or_build
+
+    settings = settings_from(params)
+    corpus = load_corpus(settings.data_dir)
+    embedder = get_embedder(settings.embedder, settings)
+    cache_dir = default_cache_dir(settings)
+    entry = load_or_build(corpus, embedder, cache_dir)
+    rows, dims = entry.items.shape
+    state = "loaded from the cache" if entry.hit else "built and saved"
+    click.echo(f"{rows:,} x {dims} embeddings ({embedder.id}) {state} in {entry.seconds:.2f} s")
+    click.echo(f"Cache: {cache_dir / 'embeddings' / entry.key}.*")

@@ -1,0 +1,377 @@
+"""Prompt enhancement (PE): the paper's retrieval-augmented chain-of-thought prompt.
+
+For a query (DESIGN §1.2, following the original ``generate_rag_prompt``):
+
+1. embed the query; keep the ``num_tags`` categories whose names are most
+   cosine-similar to it;
+2. sort those categories' videos by comment count; the bottom ``ratio`` are the
+   unpopular pool, the rest the popular pool (ties in comment count are broken
+   by a random order drawn from ``seed``, so no id range is favoured);
+3. take the ``n_refs`` videos nearest to the query by content similarity, of
+   which ``floor(n_refs * ratio)`` come from the unpopular pool (45 + 5 by default);
+4. show them, popular first, inside the 7-step reasoning chain that ends with the
+   basic mode's JSON answer.
+
+The corpus is embedded once and cached (:mod:`llmpopcorn.index`), so a query
+costs one query embedding and a few matrix-vector products. After generation,
+:class:`CopyGuard` flags a title that copies a reference and re-asks once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .prompts import example_json, render
+from .types import Idea, Message, Prompt, Reference
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index import CorpusIndex
+    from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: a title whose normalised form is this similar (difflib ratio) to a reference's
+#: is a copy; see the issue note for how it was chosen on MicroLens titles
+COPY_THRESHOLD = 0.85
+#: a reference title of at least this many characters found inside the new title
+#: is a copy too ("POV: <reference title>")
+COPY_CONTAINS_MIN_CHARS = 20
+
+
+@dataclass(frozen=True)
+class PEParams:
+    num_tags: int = 1
+    ratio: float = 0.1
+    n_refs: int = 50
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.num_tags < 1:
+            raise ConfigError(
+                f"num_tags must be at least 1, got {self.num_tags}", "pass --tags 1 or more"
+            )
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ConfigError(
+                f"ratio must be within [0, 1], got {self.ratio}", "pass e.g. --ratio 0.1"
+            )
+        if self.n_refs < 1:
+            raise ConfigError(
+                f"n_refs must be at least 1, got {self.n_refs}", "pass e.g. --refs 50"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PEParams:
+        return cls(
+            num_tags=settings.num_tags,
+            ratio=settings.ratio,
+            n_refs=settings.n_refs,
+            seed=settings.seed,
+        )
+
+    @property
+    def n_unpopular(self) -> int:
+        return share(self.n_refs, self.ratio)
+
+    @property
+    def n_popular(self) -> int:
+        return self.n_refs - self.n_unpopular
+
+
+def share(n: int, ratio: float) -> int:
+    """``floor(n * ratio)`` as the original code's ``int(n * ratio)``, without float
+    artefacts (``0.29 * 100`` is 28.999...)."""
+    return math.floor(n * ratio + 1e-9)
+
+
+# -- selection ---------------------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """What PE chose for one query."""
+
+    categories: list[dict[str, Any]]
+    references: list[Reference]
+    pools: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self, params: PEParams, embedder_id: str) -> dict[str, Any]:
+        shown = {
+            label: sum(r.label == label for r in self.references)
+            for label in ("popular", "unpopular")
+        }
+        return {
+            "embedder": embedder_id,
+            "num_tags": params.num_tags,
+            "ratio": params.ratio,
+            "n_refs": params.n_refs,
+            "seed": params.seed,
+            "categories": self.categories,
+            "pools": self.pools,
+            "requested": {"popular": params.n_popular, "unpopular": params.n_unpopular},
+            "shown": shown,
+            "notes": self.notes,
+        }
+
+
+def choose_categories(
+    index: CorpusIndex, query_vec: np.ndarray, num_tags: int
+) -> list[dict[str, Any]]:
+    """The ``num_tags`` categories whose names are most similar to the query; equal
+    similarities (e.g. a query the embedder cannot represent) prefer the larger
+    category, then the name."""
+    sims = index.category_vectors @ query_vec
+    names = index.category_names
+    sizes = np.array([len(index.category_rows[n]) for n in names])
+    order = np.lexsort((np.arange(len(names)), -sizes, -sims))[: min(num_tags, len(names))]
+    return [
+        {"name": names[i], "similarity": round(float(sims[i]), 4), "videos": int(sizes[i])}
+        for i in order
+    ]
+
+
+def split_pools(
+    rows: np.ndarray, comments: np.ndarray, ratio: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(popular, unpopular) rows: the bottom ``ratio`` by comment count are unpopular.
+
+    ``comments`` are the comment counts of ``rows``. Equal counts are ordered by a
+    random key drawn from ``seed``, so the cut through a run of ties is fair and
+    reproducible."""
+    tiebreak = np.random.default_rng(seed).random(len(rows))
+    order = np.lexsort((tiebreak, -comments))  # most comments first
+    n_unpopular = share(len(rows), ratio)
+    cut = len(rows) - n_unpopular
+    return rows[order[:cut]], rows[order[cut:]]
+
+
+def select_references(index: CorpusIndex, query_vec: np.ndarray, params: PEParams) -> Selection:
+    categories = choose_categories(index, query_vec, params.num_tags)
+    rows = np.concatenate([index.category_rows[c["name"]] for c in categories])
+    popular, unpopular = split_pools(rows, index.comments[rows], params.ratio, params.seed)
+    notes: list[str] = []
+    if not np.any(query_vec):
+        notes.append(
+            f"the query has no vector in the {index.embedder.name} embedder's space "
+            "(no known words): categories were chosen by size, references by pool order"
+        )
+    references: list[Reference] = []
+    for label, pool, wanted in (
+        ("popular", popular, params.n_popular),
+        ("unpopular", unpopular, params.n_unpopular),
+    ):
+        found, sims = index.index.search(query_vec, wanted, rows=pool)
+        if len(found) < wanted:
+            names = ", ".join(c["name"] for c in categories)
+            notes.append(
+                f"only {len(found)} {label} reference(s) available in {names} "
+                f"({len(rows)} videos); {wanted} requested"
+            )
+        references += [
+            Reference(**index.row(int(i)), label=label, similarity=round(float(s), 4))
+            for i, s in zip(found, sims, strict=True)
+        ]
+    pools = {
+        "videos": int(len(rows)),
+        "popular": int(len(popular)),
+        "unpopular": int(len(unpopular)),
+    }
+    return Selection(categories=categories, references=references, pools=pools, notes=notes)
+
+
+# -- the prompt --------------------------------------------------------------------------
+
+
+def _same_text(a: str, b: str) -> bool:
+    return normalise_title(a) == normalise_title(b)
+
+
+def format_reference(ref: Reference, number: int) -> str:
+    """One reference block; a field that is empty or a copy of the title is left out
+    (in the shipped table the cover description is the title)."""
+    cover = ref.cover_desc if ref.cover_desc and not _same_text(ref.cover_desc, ref.title) else ""
+    caption = ref.caption if ref.caption and not _same_text(ref.caption, ref.title) else ""
+    if caption and cover and _same_text(caption, cover):
+        caption = ""
+    return render(
+        "pe_reference.txt",
+        heading=f"{ref.label.capitalize()} reference video {number}:",
+        title=ref.title,
+        cover=f"\nCover description: {cover}" if cover else "",
+        caption=f"\nDescription: {caption}" if caption else "",
+        comments=str(ref.comment_count),
+    )
+
+
+def format_references(references: list[Reference]) -> str:
+    blocks = []
+    for label, heading in (
+        ("popular", "Popular videos (many comments):"),
+        ("unpopular", "Unpopular videos (few comments):"),
+    ):
+        group = [r for r in references if r.label == label]
+        if group:
+            blocks.append(heading)
+            blocks += [format_reference(r, i) for i, r in enumerate(group, 1)]
+    return "\n\n".join(blocks) if blocks else "(no reference videos are available)"
+
+
+def pe_messages(query: str, references: list[Reference], categories: list[str]) -> list[Message]:
+    user = render(
+        "pe_user.txt",
+        query=query,
+        categories='", "'.join(categories),
+        references=format_references(references),
+        example=example_json(),
+    )
+    return [
+        Message(role="system", content=render("pe_system.txt")),
+        Message(role="user", content=user),
+    ]
+
+
+class PEPromptBuilder:
+    """PE mode: retrieval over the cached corpus index, then the chain-of-thought prompt."""
+
+    mode = "pe"
+
+    def __init__(self, index: CorpusIndex, params: PEParams | None = None):
+        self.index = index
+        self.params = params or PEParams()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PEPromptBuilder:
+        from .corpus import load_corpus
+        from .index import CorpusIndex, default_cache_dir, get_embedder
+
+        params = PEParams.from_settings(settings)  # validate before the expensive part
+        corpus = load_corpus(settings.data_dir)
+        embedder = get_embedder(settings.embedder, settings)
+        index = CorpusIndex.open(corpus, embedder, default_cache_dir(settings))
+        return cls(index, params)
+
+    def select(self, query: str) -> Selection:
+        return select_references(self.index, self.index.embed_query(query), self.params)
+
+    def build(self, query: str) -> Prompt:
+        selection = self.select(query)
+        for note in selection.notes:
+            log.warning("PE: %s", note)
+        names = [c["name"] for c in selection.categories]
+        return Prompt(
+            mode="pe",
+            query=query,
+            messages=pe_messages(query, selection.references, names),
+            references=selection.references,
+            settings=selection.summary(self.params, self.index.embedder.id),
+        )
+
+    def copy_guard(self, prompt: Prompt) -> CopyGuard:
+        return CopyGuard(prompt.references)
+
+
+# -- the copy check ----------------------------------------------------------------------
+
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def normalise_title(text: str) -> str:
+    """Case, accents, punctuation, emoji and spacing removed: what a copy keeps."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return " ".join(_NON_WORD.sub(" ", text.casefold()).split())
+
+
+@dataclass
+class CopyMatch:
+    video_id: str
+    title: str
+    label: str
+    similarity: float
+    kind: str  # exact | near | contains
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "video_id": self.video_id,
+            "title": self.title,
+            "label": self.label,
+            "similarity": self.similarity,
+            "kind": self.kind,
+        }
+
+
+def find_copy(
+    title: str, references: list[Reference], threshold: float = COPY_THRESHOLD
+) -> CopyMatch | None:
+    """The reference whose title ``title`` copies most closely, if any does."""
+    new = normalise_title(title)
+    if not new:
+        return None
+    best: CopyMatch | None = None
+    for ref in references:
+        old = normalise_title(ref.title)
+        if not old:
+            continue
+        if new == old:
+            return CopyMatch(ref.video_id, ref.title, ref.label, 1.0, "exact")
+        matcher = SequenceMatcher(None, new, old, autojunk=False)
+        if matcher.real_quick_ratio() < threshold and not _contains(new, old):
+            continue
+        ratio = matcher.ratio()
+        kind = "near" if ratio >= threshold else "contains" if _contains(new, old) else ""
+        if kind and (best is None or ratio > best.similarity):
+            best = CopyMatch(ref.video_id, ref.title, ref.label, round(ratio, 4), kind)
+    return best
+
+
+def _contains(new: str, old: str) -> bool:
+    return len(old) >= COPY_CONTAINS_MIN_CHARS and f" {old} " in f" {new} "
+
+
+class CopyGuard:
+    """The copy check: rejects a copied title at most ``max_reasks`` times (the reason
+    is fed back to the LLM) and reports what it found for the run record."""
+
+    def __init__(
+        self, references: list[Reference], threshold: float = COPY_THRESHOLD, max_reasks: int = 1
+    ):
+        self.references = references
+        self.threshold = threshold
+        self.max_reasks = max_reasks
+        self.flagged: list[CopyMatch] = []
+
+    def __call__(self, idea: Idea) -> str | None:
+        match = find_copy(idea.title, self.references, self.threshold)
+        if match is None or len(self.flagged) >= self.max_reasks:
+            return None
+        self.flagged.append(match)
+        return (
+            f'the title "{idea.title}" copies the title of reference video {match.video_id} '
+            f'("{match.title}", similarity {match.similarity:.2f}); copying a reference is '
+            "forbidden: write an original title (and content) for the request"
+        )
+
+    def report(self, idea: Idea) -> dict[str, Any]:
+        final = find_copy(idea.title, self.references, self.threshold)
+        if final is None:
+            status = "original after a re-ask" if self.flagged else "original"
+        else:
+            status = "copy (kept: no re-ask left)"
+        return {
+            "status": status,
+            "copied": final is not None,
+            "match": final.as_dict() if final else None,
+            "reasked": len(self.flagged),
+            "flagged": [m.as_dict() for m in self.flagged],
+            "threshold": self.threshold,
+            "references_checked": len(self.references),
+        }

@@ -38,6 +38,7 @@ class TfidfEmbedder(Embedder):
         self.dim = dim
         self._vectorizer: Any = None
         self._components: np.ndarray | None = None  # (dim, vocabulary) or None
+        self._projection: np.ndarray | None = None  # its transpose, C-contiguous (no copy per call)
 
     @property
     def id(self) -> str:
@@ -63,7 +64,6 @@ class TfidfEmbedder(Embedder):
         )
 
     def fit(self, texts: list[str]) -> TfidfEmbedder:
-        import numpy as np
 
         vectorizer = self._new_vectorizer()
         try:
@@ -74,7 +74,7 @@ class TfidfEmbedder(Embedder):
                 "check the corpus titles, or use --embedder minilm",
             ) from None
         self._vectorizer = vectorizer
-        self._components = None
+        self._set_components(None)
         n_terms = matrix.shape[1]
         if n_terms > self.dim and matrix.shape[0] > self.dim:
             from sklearn.decomposition import TruncatedSVD
@@ -83,8 +83,17 @@ class TfidfEmbedder(Embedder):
                 n_components=self.dim, algorithm="randomized", n_iter=5, random_state=0
             )
             svd.fit(matrix)
-            self._components = np.ascontiguousarray(svd.components_, dtype=np.float32)
+            self._set_components(svd.components_)
         return self
+
+    def _set_components(self, components: np.ndarray | None) -> None:
+        import numpy as np
+
+        if components is None:
+            self._components = self._projection = None
+            return
+        self._components = np.ascontiguousarray(components, dtype=np.float32)
+        self._projection = np.ascontiguousarray(self._components.T)
 
     def state(self) -> dict[str, np.ndarray]:
         import numpy as np
@@ -106,8 +115,7 @@ class TfidfEmbedder(Embedder):
         vectorizer = self._new_vectorizer({t: i for i, t in enumerate(terms)})
         vectorizer.idf_ = np.asarray(state["idf"], dtype=np.float64)
         self._vectorizer = vectorizer
-        comps = state.get("components")
-        self._components = None if comps is None else np.asarray(comps, dtype=np.float32)
+        self._set_components(state.get("components"))
 
     def _require_fit(self) -> None:
         if self._vectorizer is None:
@@ -122,7 +130,7 @@ class TfidfEmbedder(Embedder):
 
         self._require_fit()
         sparse = self._vectorizer.transform(list(texts))
-        dense = sparse.toarray() if self._components is None else sparse @ self._components.T
+        dense = sparse.toarray() if self._components is None else sparse @ self._projection
         return normalize(np.asarray(dense, dtype=np.float32)).astype(np.float32, copy=False)
 
 

@@ -1,0 +1,199 @@
+"""Benchmark: per-query PE prompt construction, cached index vs the research code's way.
+
+Ours: the corpus is embedded once into the on-disk cache; a query costs one query
+embedding, a few matrix-vector products over the cached matrix and the prompt text.
+Reference: what the original ``generate_rag_prompt`` does for every query: re-read
+the table, embed the category names and the query, pick the category, split it by
+comment count and re-embed every video of that category before searching. Both use
+the same embedder instance (loaded once, outside the timings: that favours the
+reference) and the same selection rules, so their reference lists can be compared.
+
+    python benchmarks/bench_pe.py --data ../shared/data --queries 20 --out pe_bench.json
+
+Reports the one-time index build (time, peak RSS, cache size), the warm open of the
+cached index, per-query times of both ways (median, mean, p95), the speed-up, and how
+often both ways chose the same references.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llmpopcorn.corpus import CORPUS_FILE, item_text
+from llmpopcorn.enhance import PEParams, PEPromptBuilder, pe_messages, split_pools
+from llmpopcorn.settings import Settings
+from llmpopcorn.types import Reference
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def load_queries(data: Path, n: int) -> list[str]:
+    """Alternate abstract and concrete benchmark queries (the shared prompt files)."""
+    files = [data / "prompts" / "abstract_prompts.txt", data / "prompts" / "concrete_prompts.txt"]
+    lists = [[q.strip() for q in f.read_text("utf-8").splitlines() if q.strip()] for f in files]
+    mixed = [q for pair in zip(*lists, strict=False) for q in pair]
+    return mixed[:n]
+
+
+def reference_prompt(query: str, csv_path: Path, embedder, params: PEParams) -> list[Reference]:
+    """The per-query pipeline of the original research code (re-read, re-embed)."""
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    frame["comment_count"] = pd.to_numeric(frame["comment_count"]).astype("int64")
+    names = sorted(frame["partition"].unique().tolist())
+    name_vecs = embedder.embed(names)
+    query_vec = embedder.embed([query])[0]
+    sims = name_vecs @ query_vec
+    sizes = frame["partition"].value_counts()
+    order = sorted(range(len(names)), key=lambda i: (-sims[i], -sizes[names[i]], i))
+    chosen = [names[i] for i in order[: params.num_tags]]
+    rows = np.flatnonzero(frame["partition"].isin(chosen).to_numpy())
+    comments = frame["comment_count"].to_numpy()[rows]
+    popular, unpopular = split_pools(rows, comments, params.ratio, params.seed)
+    # the expensive part: embed every video of the chosen categories, for this query only
+    sub = frame.iloc[rows]
+    texts = [
+        item_text(t, c, p)
+        for t, c, p in zip(sub["title_en"], sub["cover_desc"], sub["caption_en"], strict=True)
+    ]
+    vecs = embedder.embed(texts)
+    position = {int(r): i for i, r in enumerate(rows)}
+    refs: list[Reference] = []
+    for label, pool, wanted in (
+        ("popular", popular, params.n_popular),
+        ("unpopular", unpopular, params.n_unpopular),
+    ):
+        scores = np.array([vecs[position[int(r)]] @ query_vec for r in pool])
+        best = np.lexsort((pool, -scores))[:wanted]
+        for j in best:
+            row = frame.iloc[int(pool[j])]
+            refs.append(
+                Reference(
+                    video_id=row["video_id"],
+                    title=row["title_en"],
+                    cover_desc=row["cover_desc"],
+                    caption=row["caption_en"],
+                    category=row["partition"],
+                    comment_count=int(row["comment_count"]),
+                    label=label,
+                    similarity=round(float(scores[j]), 4),
+                )
+            )
+    pe_messages(query, refs, chosen)  # the prompt text, as ours builds it
+    return refs
+
+
+def summarise(times: list[float]) -> dict[str, float]:
+    ms = sorted(t * 1000 for t in times)
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+        "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 2),
+        "max_ms": round(ms[-1], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data", required=True, type=Path, help="data directory (microlens/, prompts/)"
+    )
+    parser.add_argument("--embedder", default="minilm")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--refs", type=int, default=50)
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="default: a fresh temporary one"
+    )
+    parser.add_argument("--skip-reference", action="store_true", help="time only our way")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    queries = load_queries(args.data, args.queries)
+    tmp = tempfile.TemporaryDirectory(prefix="bench-pe-")
+    cache_dir = args.cache_dir or Path(tmp.name)
+    settings = Settings.resolve(
+        mode="pe", data_dir=args.data, embedder=args.embedder, cache_dir=cache_dir, n_refs=args.refs
+    )
+    result: dict = {
+        "machine": f"{platform.machine()}, {platform.python_version()}, "
+        f"{len(__import__('os').sched_getaffinity(0))} CPU(s)",
+        "embedder": args.embedder,
+        "queries": len(queries),
+        "n_refs": args.refs,
+    }
+
+    rss_before = peak_rss_mib()
+    started = time.perf_counter()
+    builder = PEPromptBuilder.from_settings(settings)
+    entry = builder.index.entry
+    result["build"] = {
+        "seconds": round(time.perf_counter() - started, 2),
+        "cache_hit": entry.hit,
+        "rows": int(entry.items.shape[0]),
+        "dims": int(entry.items.shape[1]),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_rss_before_mib": round(rss_before, 1),
+        "cache_bytes": sum(
+            p.stat().st_size for p in (cache_dir / "embeddings").glob(f"{entry.key}*")
+        ),
+    }
+    print(f"build: {result['build']}", flush=True)
+
+    started = time.perf_counter()
+    builder = PEPromptBuilder.from_settings(settings)  # a new process's open, warm disk cache
+    result["warm_open_seconds"] = round(time.perf_counter() - started, 2)
+    assert builder.index.entry.hit, "the second open should hit the cache"
+
+    builder.build("warm-up query")
+    ours_times, ours_refs = [], []
+    for q in queries:
+        t = time.perf_counter()
+        prompt = builder.build(q)
+        ours_times.append(time.perf_counter() - t)
+        ours_refs.append([r.video_id for r in prompt.references])
+    result["ours"] = summarise(ours_times)
+    print(f"ours: {result['ours']}", flush=True)
+
+    if not args.skip_reference:
+        csv_path = args.data / CORPUS_FILE
+        embedder = builder.index.embedder
+        ref_times, same, overlap = [], 0, []
+        for q, mine in zip(queries, ours_refs, strict=True):
+            t = time.perf_counter()
+            refs = reference_prompt(q, csv_path, embedder, builder.params)
+            ref_times.append(time.perf_counter() - t)
+            theirs = [r.video_id for r in refs]
+            same += theirs == mine
+            overlap.append(len(set(theirs) & set(mine)) / max(1, len(set(theirs) | set(mine))))
+            print(f"  reference {len(ref_times)}/{len(queries)}: {ref_times[-1]:.2f} s", flush=True)
+        result["reference"] = summarise(ref_times)
+        result["speedup_median"] = round(
+            result["reference"]["median_ms"] / result["ours"]["median_ms"], 1
+        )
+        result["speedup_mean"] = round(
+            result["reference"]["mean_ms"] / result["ours"]["mean_ms"], 1
+        )
+        result["same_references"] = f"{same}/{len(queries)}"
+        result["mean_jaccard"] = round(float(np.mean(overlap)), 4)
+    result["peak_rss_end_mib"] = round(peak_rss_mib(), 1)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

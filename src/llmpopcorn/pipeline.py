@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .backends.base import LLM, ImageBackend, ImageRequest, VideoBackend, VideoRequest
-from .errors import ConfigError, InvalidReplyError
+from .errors import ConfigError, InvalidReplyError, MissingExtraError, PopcornError
 from .ideate import SamplingParams, ideate
 from .media import fit_duration, save_png, write_mp4
 from .paths import clean_query, make_run_dir, new_run_id
@@ -266,12 +266,23 @@ class Pipeline:
             save_record(record, run_dir)
 
     def _score(self, record: RunRecord, run_dir: Path) -> None:
-        scorer = self.scorer
+        clip = record.artifact("clip")
+        if clip is not None and self.settings.score:
+            from .predict.visual import clip_stats
+
+            try:
+                record.visual_stats = clip_stats(run_dir / clip.path)
+            except PopcornError as exc:
+                record.notes.append(f"No visual statistics: {exc}")
+        try:
+            scorer = self.scorer
+        except MissingExtraError as exc:
+            record.notes.append(f"Not scored: {exc.message}; {exc.hint}.")
+            return
         if scorer is None:
             if self.settings.score:
                 record.notes.append("Not scored: no popularity predictor is available.")
             return
-        clip = record.artifact("clip")
         record.score = scorer.score(
             record.idea,
             query=record.query,

@@ -1,0 +1,132 @@
+"""``popcorn predictor train|eval``: the popularity predictor on MicroLens."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import main
+from .options import settings_from
+
+
+@main.group()
+def predictor() -> None:
+    """Train and evaluate the popularity predictor (MMRA-style, MicroLens labels).
+
+    \b
+    Retrain the shipped default model (same seed, same split):
+      popcorn predictor train --data DIR --out src/llmpopcorn/models/default
+    Evaluate it on rows it has not seen:
+      popcorn predictor eval --data heldout.csv --json
+    """
+
+
+@predictor.command()
+@click.option(
+    "--data", "data_dir", type=click.Path(), help="Data directory or corpus CSV [env POPCORN_DATA]."
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write the model and metrics.json into.",
+)
+@click.option(
+    "--model",
+    "model",
+    default="auto",
+    show_default=True,
+    help="Model to save: auto (best validation nMSE) or one of global-mean, "
+    "category-mean, tfidf-ridge, knn, embed-ridge, mmra.",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed of the split and the training [default 42]."
+)
+@click.option(
+    "--only", multiple=True, help="Train only these models (repeatable) instead of all of them."
+)
+def train(
+    data_dir: str | None, out: str, model: str, seed: int | None, only: tuple[str, ...]
+) -> None:
+    """Train every model on one seeded 80/10/10 split, save the chosen one."""
+    from ..predict.train import DEFAULT_MODELS, metrics_table, train_and_save
+
+    settings = settings_from({"data_dir": data_dir, "seed": seed})
+    bars: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = click.progressbar(
+                length=total, label=f"{stage:<14}", file=click.get_text_stream("stderr")
+            )
+            bar.__enter__()
+            bars[stage] = bar
+        bar.update(done - bar.pos)  # type: ignore[attr-defined]
+        if done >= total:
+            bar.render_finish()  # type: ignore[attr-defined]
+
+    path, metrics = train_and_save(
+        settings.data_dir,
+        out,
+        model=model,
+        seed=settings.seed,
+        models=list(only) or DEFAULT_MODELS,
+        cache_dir=settings.cache_dir,
+        progress=progress,
+    )
+    click.echo(metrics_table(metrics, "valid"))
+    click.echo()
+    click.echo(metrics_table(metrics, "test"))
+    click.echo()
+    click.echo(f"saved {metrics['default']} (chosen by {metrics['selection']}) to {path}")
+    click.echo(f"metrics: {path / 'metrics.json'}")
+
+
+@predictor.command(name="eval")
+@click.option(
+    "--model",
+    "model_dir",
+    default=None,
+    type=click.Path(),
+    help="Model directory [default: the shipped model, env POPCORN_PREDICTOR].",
+)
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    type=click.Path(),
+    help="A CSV with the corpus columns (or a data directory).",
+)
+@click.option(
+    "--include-seen", is_flag=True, help="Also score rows that were in the model's training data."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+def eval_(model_dir: str | None, data: str, include_seen: bool, as_json: bool) -> None:
+    """Evaluate a predictor on a labelled CSV (nMSE, MAE, SRC, batched, coverage)."""
+    from ..predict.evaluate import evaluate_csv
+    from ..predict.train import json_safe
+
+    settings = settings_from({"predictor": model_dir})
+    report = json_safe(evaluate_csv(settings.predictor, data, include_seen=include_seen))
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+        return
+    click.echo(f"model: {report['model']} ({report['model_dir']})")
+    click.echo(
+        f"rows:  {report['n']} (left out as seen in training: "
+        f"{report['rows_in_training_data'] - report['rows_in_training_data_used']})"
+    )
+    for key in (
+        "nmse",
+        "mae",
+        "src",
+        "nmse_batched",
+        "mae_batched",
+        "src_batched",
+        "interval_coverage",
+    ):
+        value = report.get(key)
+        click.echo(f"{key:<18} {'n/a' if value is None else f'{value:.4f}'}")

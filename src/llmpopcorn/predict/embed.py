@@ -1,0 +1,57 @@
+"""Text embeddings for the predictor, through the project's embedders and cache.
+
+The embedders themselves (``tfidf``, ``minilm``) and the cached corpus embeddings
+live in :mod:`llmpopcorn.index` / :mod:`llmpopcorn.backends.embed`; this module only
+adapts them to the predictor (a text list in, an (n, d) float32 array out) and keeps
+one embedder per name in memory so that scoring many ideas loads the model once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..corpus import Corpus
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=4)
+def get_embedder(name: str) -> Any:
+    """The project embedder called ``name`` (loaded once per process)."""
+    from ..index import get_embedder as _get
+
+    return _get(name)
+
+
+def embed_function(name: str) -> Callable[[list[str]], np.ndarray]:
+    embedder = get_embedder(name)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+
+    return embed
+
+
+def corpus_features(corpus: Corpus, name: str, cache_dir: str | Path | None = None) -> np.ndarray:
+    """Embeddings of every corpus row, cached on disk by the index module."""
+    from ..index import corpus_embeddings
+
+    return np.asarray(
+        corpus_embeddings(corpus, get_embedder(name), cache_dir=cache_dir), np.float32
+    )
+
+
+def attach_embeddings(
+    table: Any, corpus: Corpus, names: set[str], cache_dir: str | Path | None = None
+) -> None:
+    """Fill ``table.features`` for every embedder in ``names`` (corpus rows, cached)."""
+    for name in sorted(n for n in names if n):
+        if name not in table.features:
+            table.features[name] = corpus_features(corpus, name, cache_dir)

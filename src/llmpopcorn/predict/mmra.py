@@ -1,0 +1,219 @@
+"""A retrieval-augmented attention regressor in the spirit of MMRA (SIGIR 2024).
+
+For every row: retrieve the k most cosine-similar *training* videos by text
+embedding (the row itself excluded), then combine
+
+* the row's own content (its embedding, its category, optional visual features),
+* the neighbours' content, labels and similarities, through attention whose query is
+  the row's content and whose scores are biased by the retrieval similarity,
+* two label aggregates: the attention-weighted and the softmax(similarity)-weighted
+  neighbour labels (MMRA's retrieval label aggregation),
+
+and regress log2(comment_count) with a small MLP head, trained with MSE and Adam
+and early-stopped on the validation set. Training uses torch; inference is a NumPy
+re-implementation of the same forward pass, so scoring needs neither torch nor a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, require
+from .base import Predictor
+from .data import Table
+from .retrieval import normalise, retrieve
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "<unknown>"
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = np.exp(x - x.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+class RetrievalAttention(Predictor):
+    """MMRA-style retrieval-augmented regressor (see the module docstring)."""
+
+    name = "mmra"
+
+    def __init__(
+        self,
+        k: int = 10,
+        hidden: int = 128,
+        dropout: float = 0.1,
+        category_dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        epochs: int = 60,
+        patience: int = 8,
+        batch_size: int = 256,
+        tau: float = 0.05,
+        seed: int = 42,
+        embedder: str = "minilm",
+        visual_dim: int = 0,
+    ):
+        self.k = k
+        self.hidden = hidden
+        self.dropout = dropout
+        self.category_dropout = category_dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.tau = tau
+        self.seed = seed
+        self.embedder = embedder
+        self.visual_dim = visual_dim
+
+    def get_params(self) -> dict[str, Any]:
+        keys = (
+            "k", "hidden", "dropout", "category_dropout", "lr", "weight_decay", "epochs",
+            "patience", "batch_size", "tau", "seed", "embedder", "visual_dim",
+        )
+        return {key: getattr(self, key) for key in keys}
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def _memory32(self) -> np.ndarray:
+        cached = getattr(self, "_mem32", None)
+        if cached is None or cached.shape != self.memory_.shape:
+            cached = self.memory_.astype(np.float32)
+            self._mem32 = cached
+        return cached
+
+    def category_index(self, categories: np.ndarray) -> np.ndarray:
+        lookup = {str(c): i for i, c in enumerate(self.categories_)}
+        return np.array([lookup.get(str(c), 0) for c in categories], dtype=np.int64)
+
+    def neighbours(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into the memory, similarities), each (n, k); self excluded by id."""
+        self.check_fitted()
+        return retrieve(
+            table.embeddings(self.embedder), self._memory32(), self.k_,
+            query_ids=table.ids, memory_ids=self.memory_ids_, memory_normalised=True,
+        )
+
+    def _visual(self, table: Table) -> np.ndarray | None:
+        if not self.visual_dim:
+            return None
+        if table.visual is None or table.visual.shape[1] != self.visual_dim:
+            raise DataError(
+                f"the model expects {self.visual_dim} visual features per row",
+                "extract them with the same visual extractor the model was trained with",
+            )
+        return np.asarray(table.visual, dtype=np.float32)
+
+    # -- training -------------------------------------------------------------------
+
+    def fit(
+        self, table: Table, valid: Table | None = None, progress: Any = None
+    ) -> RetrievalAttention:
+        torch = require("torch", "ml", "training the retrieval-augmented predictor")
+        from ._mmra_torch import train_network
+
+        y = table.labels
+        if len(table) <= self.k + 1:
+            raise DataError(f"need more than {self.k + 1} training rows", "use a bigger table")
+        self.memory_ = normalise(table.embeddings(self.embedder)).astype(np.float16)
+        self.memory_ids_ = np.asarray(table.ids).astype(str)
+        self.categories_ = np.array([UNKNOWN, *sorted(set(map(str, table.categories)))])
+        self.memory_cat_ = self.category_index(table.categories)
+        self.y_mean_ = float(y.mean())
+        self.y_std_ = float(y.std() or 1.0)
+        self.memory_y_ = ((y - self.y_mean_) / self.y_std_).astype(np.float32)
+        self.k_ = int(min(self.k, len(table) - 1))
+        self.dim_ = int(self.memory_.shape[1])
+
+        train_in = self._inputs(table)
+        valid_in = self._inputs(valid) if valid is not None and len(valid) else None
+        weights, history = train_network(self, torch, train_in, valid_in, progress=progress)
+        self.weights_ = weights
+        self.history_ = history
+        return self
+
+    def _inputs(self, table: Table) -> dict[str, np.ndarray]:
+        idx, sim = self.neighbours(table)
+        out = {
+            "emb": normalise(table.embeddings(self.embedder)),
+            "idx": idx,
+            "sim": sim.astype(np.float32),
+            "cat": self.category_index(table.categories),
+        }
+        if table.y is not None:
+            out["y"] = ((table.y - self.y_mean_) / self.y_std_).astype(np.float32)
+        visual = self._visual(table)
+        if visual is not None:
+            out["visual"] = visual
+        return out
+
+    # -- inference (NumPy) ----------------------------------------------------------
+
+    def predict(self, table: Table) -> np.ndarray:
+        self.check_fitted()
+        if len(table) == 0:
+            return np.zeros(0)
+        inputs = self._inputs(table)
+        return self.forward(inputs)[0] * self.y_std_ + self.y_mean_
+
+    def forward(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised predictions (n,) and attention weights (n, k)."""
+        w = self.weights_
+        mem = self._memory32()
+
+        def lin(x: np.ndarray, name: str) -> np.ndarray:
+            return x @ w[f"{name}.weight"].T + w[f"{name}.bias"]
+
+        emb, idx, sim = inputs["emb"], inputs["idx"], inputs["sim"]
+        labels = self.memory_y_[idx]  # (n, k)
+        h = _relu(lin(emb, "target"))  # (n, H)
+        side = np.stack([labels, sim], axis=-1)  # (n, k, 2)
+        nb = _relu(lin(mem[idx], "neigh") + lin(side, "side"))  # (n, k, H)
+        q = lin(h, "query")
+        keys = lin(nb, "key")
+        values = lin(nb, "value")
+        scores = np.einsum("nh,nkh->nk", q, keys) / math.sqrt(self.hidden)
+        scores = scores + w["sim_scale"] * sim
+        att = _softmax(scores, axis=1)
+        ctx = np.einsum("nk,nkh->nh", att, values)
+        by_sim = _softmax(sim / self.tau, axis=1)
+        parts = [
+            h,
+            ctx,
+            w["category.weight"][inputs["cat"]],
+            (att * labels).sum(1, keepdims=True),
+            (by_sim * labels).sum(1, keepdims=True),
+            labels.mean(1, keepdims=True),
+            sim.mean(1, keepdims=True),
+        ]
+        if self.visual_dim:
+            parts.append(_relu(lin(inputs["visual"], "visual")))
+        feats = np.concatenate(parts, axis=1)
+        out = lin(_relu(lin(feats, "head1")), "head2")[:, 0]
+        return out.astype(np.float64), att
+
+    # -- state ----------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = super().state()
+        weights = arrays.pop("weights_", None)
+        weights = meta.pop("weights_", weights)
+        for key, value in (weights or {}).items():
+            arrays[f"w:{key}"] = np.asarray(value, dtype=np.float32)
+        return meta, arrays
+
+    def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        weights = {k[2:]: v for k, v in arrays.items() if k.startswith("w:")}
+        rest = {k: v for k, v in arrays.items() if not k.startswith("w:")}
+        super().set_state(meta, rest)
+        self.weights_ = weights

@@ -1,0 +1,255 @@
+"""Train and evaluate every predictor on one seeded 80/10/10 split; save the chosen one.
+
+The default is chosen by *validation* nMSE; the test split is only reported. The
+saved model directory holds ``config.json`` (hyper-parameters, the conformal
+interval, training-data hash, code version, metrics) and ``weights.npz``; the
+output directory also gets ``metrics.json`` with every model's numbers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConfigError
+from .base import MODELS, Predictor, model_class
+from .conformal import conformal_halfwidth, coverage, interval
+from .data import Table, split_indices
+from .metrics import regression_report
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("global-mean", "category-mean", "tfidf-ridge", "knn", "embed-ridge", "mmra")
+INTERVAL_LEVEL = 0.8
+MAX_MODEL_BYTES = 25 * 1024 * 1024
+
+Progress = Callable[[str, int, int], None]
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, NumPy scalars -> Python, recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent, check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def evaluate_model(model: Predictor, valid: Table, test: Table, level: float) -> dict[str, Any]:
+    """Validation and test metrics, plus a conformal interval calibrated on validation."""
+    pv, pt = model.predict(valid), model.predict(test)
+    half = conformal_halfwidth(valid.labels, pv, level)
+    lo, hi = interval(pt, half)
+    return {
+        "valid": regression_report(valid.labels, pv),
+        "test": regression_report(test.labels, pt),
+        "conformal": {
+            "level": level,
+            "halfwidth": half,
+            "valid_coverage": coverage(valid.labels, *interval(pv, half)),
+            "test_coverage": coverage(test.labels, lo, hi),
+        },
+    }
+
+
+def train_all(
+    table: Table,
+    *,
+    seed: int = 42,
+    models: Sequence[str] = DEFAULT_MODELS,
+    params: dict[str, dict[str, Any]] | None = None,
+    level: float = INTERVAL_LEVEL,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Predictor], dict[str, Any]]:
+    """Fit each model on the training split; return the fitted models and the metrics."""
+    for name in models:
+        model_class(name)  # unknown names fail before any work
+    train_idx, valid_idx, test_idx = split_indices(len(table), seed)
+    train, valid, test = table.take(train_idx), table.take(valid_idx), table.take(test_idx)
+    fitted: dict[str, Predictor] = {}
+    results: dict[str, Any] = {}
+    for name in models:
+        kwargs = dict((params or {}).get(name, {}))
+        cls = model_class(name)
+        if "seed" in inspect.signature(cls).parameters:
+            kwargs.setdefault("seed", seed)
+        model = cls(**kwargs)
+
+        def epoch_progress(done: int, total: int, history: Any, _name: str = name) -> None:
+            if progress:
+                progress(_name, done, total)
+
+        started = time.perf_counter()
+        model.fit(train, valid, progress=epoch_progress)
+        fit_s = time.perf_counter() - started
+        results[name] = {**evaluate_model(model, valid, test, level), "fit_seconds": fit_s}
+        if hasattr(model, "history_"):
+            results[name]["best_epoch"] = model.history_.get("best_epoch")
+        fitted[name] = model
+        log.info("%s: valid %s", name, results[name]["valid"])
+        if progress:
+            progress(name, 1, 1)
+    metrics = {
+        "seed": seed,
+        "split": {"train": len(train), "valid": len(valid), "test": len(test)},
+        "selection": "lowest validation nMSE",
+        "models": results,
+    }
+    return fitted, metrics
+
+
+def choose(metrics: dict[str, Any]) -> str:
+    """The model with the lowest validation nMSE (never looks at test)."""
+    scored = {
+        name: r["valid"]["nmse"]
+        for name, r in metrics["models"].items()
+        if r["valid"]["nmse"] is not None and math.isfinite(r["valid"]["nmse"])
+    }
+    if not scored:
+        raise ConfigError("no model produced finite validation metrics", "check the data")
+    return min(scored, key=scored.get)
+
+
+def save_trained(
+    model: Predictor,
+    out: str | Path,
+    metrics: dict[str, Any],
+    *,
+    data_sha256: str,
+    rows: int,
+) -> Path:
+    """Save ``model`` with its interval, provenance and metrics; check the size limit."""
+    result = metrics["models"][model.name]
+    extra = {
+        "conformal": {
+            "level": result["conformal"]["level"],
+            "halfwidth": result["conformal"]["halfwidth"],
+            "calibrated_on": "validation split",
+            "test_coverage": result["conformal"]["test_coverage"],
+        },
+        "train": {
+            "data_sha256": data_sha256,
+            "rows": rows,
+            "seed": metrics["seed"],
+            "split": metrics["split"],
+            "code_version": code_version(),
+            "trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "metrics": {"valid": result["valid"], "test": result["test"]},
+    }
+    path = model.save(out, extra=json_safe(extra))
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    if size > MAX_MODEL_BYTES:
+        log.warning("model directory %s is %.1f MB (> 25 MB)", path, size / 2**20)
+    return path
+
+
+def write_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(metrics), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def metrics_table(metrics: dict[str, Any], split: str = "test") -> str:
+    """A Markdown table of every model's metrics on ``split``."""
+    head = (
+        f"| model ({split}) | nMSE | MAE | SRC | nMSE@256 | MAE@256 | SRC@256 | "
+        f"{int(100 * INTERVAL_LEVEL)}% cover | fit s |"
+    )
+    lines = [head, "|" + "---|" * 9]
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+    for name, r in metrics["models"].items():
+        m = r[split]
+        cover = r["conformal"]["test_coverage" if split == "test" else "valid_coverage"]
+        lines.append(
+            f"| {name} | {fmt(m['nmse'])} | {fmt(m['mae'])} | {fmt(m['src'])} | "
+            f"{fmt(m['nmse_batched'])} | {fmt(m['mae_batched'])} | {fmt(m['src_batched'])} | "
+            f"{fmt(cover)} | {r.get('fit_seconds', 0):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["MODELS", "choose", "metrics_table", "save_trained", "train_all", "write_metrics"]
+
+
+def embedders_for(models: Sequence[str]) -> set[str]:
+    """The embedders the named models read (from their default parameters)."""
+    names = set()
+    for name in models:
+        param = inspect.signature(model_class(name).__init__).parameters.get("embedder")
+        if param is not None and param.default is not inspect.Parameter.empty:
+            names.add(param.default)
+    return names
+
+
+def train_and_save(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str = "auto",
+    seed: int = 42,
+    models: Sequence[str] = DEFAULT_MODELS,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Load the corpus, embed it (cached), train every model, save the chosen one.
+
+    ``model="auto"`` saves the model with the best validation nMSE; a model name saves
+    that one. ``metrics.json`` beside the weights holds every model's numbers.
+    """
+    from .data import load_table
+    from .embed import attach_embeddings
+    from .scorer import check_embedder_available
+
+    models = list(models)
+    if model != "auto" and model not in models:
+        models.append(model)
+    for name in embedders_for(models):
+        check_embedder_available(name, "training")
+    table, corpus = load_table(data)
+    if progress:
+        progress("embed", 0, 1)
+    started = time.perf_counter()
+    attach_embeddings(table, corpus, embedders_for(models), cache_dir)
+    embed_s = time.perf_counter() - started
+    if progress:
+        progress("embed", 1, 1)
+    fitted, metrics = train_all(table, seed=seed, models=models, progress=progress)
+    chosen = choose(metrics) if model == "auto" else model
+    metrics["default"] = chosen
+    metrics["embed_seconds"] = embed_s
+    metrics["data_sha256"] = corpus.sha256
+    metrics["code_version"] = code_version()
+    path = save_trained(fitted[chosen], out, metrics, data_sha256=corpus.sha256, rows=len(table))
+    write_metrics(metrics, Path(out) / "metrics.json")
+    return path, metrics

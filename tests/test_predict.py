@@ -1,0 +1,221 @@
+"""Popularity predictor: metrics, split, models, save/load, leakage, bad input, scoring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from llmpopcorn.errors import DataError
+from llmpopcorn.predict import Table, load_model, model_class, split_indices
+from llmpopcorn.predict import embed as embed_mod
+from llmpopcorn.predict.conformal import conformal_halfwidth, coverage, interval
+from llmpopcorn.predict.data import load_table
+from llmpopcorn.predict.metrics import batched, mae, nmse, regression_report, src
+from llmpopcorn.predict.retrieval import retrieve
+from predict_fixtures import FakeEmbedder, synthetic_frame, write_csv
+
+FAST_MMRA = {"embedder": "fake", "epochs": 25, "patience": 25, "hidden": 32, "lr": 3e-3}
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch):
+    emb = FakeEmbedder()
+    monkeypatch.setattr(embed_mod, "get_embedder", lambda name: emb)
+    return emb
+
+
+def tables(n=600, seed=0):
+    table = Table.from_frame(synthetic_frame(n, seed))
+    table.features["fake"] = FakeEmbedder().embed(table.texts)
+    tr, va, te = split_indices(len(table), 42)
+    return table.take(tr), table.take(va), table.take(te)
+
+
+# -- metrics ------------------------------------------------------------------------
+
+
+def test_metrics_match_hand_computed_values():
+    y, p = [1, 2, 3, 4], [1, 2, 4, 3]
+    # mse 0.5, population variance 1.25
+    assert nmse(y, p) == pytest.approx(0.4)
+    assert mae(y, p) == pytest.approx(0.5)
+    assert src(y, p) == pytest.approx(0.8)  # 1 - 6 * 2 / (4 * 15)
+    # batches of 2: ([1,2],[1,2]) -> nmse 0, src 1; ([3,4],[4,3]) -> nmse 1/0.25 = 4, src -1
+    assert batched(nmse, y, p, 2) == pytest.approx(2.0)
+    assert batched(src, y, p, 2) == pytest.approx(0.0)
+    assert batched(mae, y, p, 2) == pytest.approx(0.5)
+    report = regression_report(y, p, batch_size=2)
+    assert report["n"] == 4 and report["src_batched"] == pytest.approx(0.0)
+
+
+def test_src_handles_ties_like_scipy_and_batches_use_256():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 5, size=700).astype(float)
+    p = y + rng.normal(size=700)
+    assert src(y, p) == pytest.approx(spearmanr(y, p).statistic)
+    expected = np.mean([spearmanr(y[i : i + 256], p[i : i + 256]).statistic for i in (0, 256, 512)])
+    assert regression_report(y, p)["src_batched"] == pytest.approx(expected)
+    assert math.isnan(src(y, np.ones_like(y)))
+    with pytest.raises(ValueError):
+        nmse([1, 2], [1])
+
+
+def test_conformal_halfwidth_and_coverage():
+    y = np.zeros(10)
+    pred = np.arange(1, 11, dtype=float)  # residuals 1..10
+    assert conformal_halfwidth(y, pred, 0.8) == 9.0  # ceil(11 * 0.8) = 9th smallest
+    rng = np.random.default_rng(0)
+    cal, new = rng.normal(size=2000), rng.normal(size=2000)
+    half = conformal_halfwidth(cal, np.zeros_like(cal), 0.8)
+    assert 0.77 < coverage(new, *interval(np.zeros_like(new), half)) < 0.83
+
+
+# -- data ---------------------------------------------------------------------------
+
+
+def test_split_is_seeded_disjoint_and_80_10_10():
+    a = split_indices(1000, 42)
+    b = split_indices(1000, 42)
+    c = split_indices(1000, 7)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[2], c[2])
+    assert [len(x) for x in a] == [800, 100, 100]
+    assert len(np.unique(np.concatenate(a))) == 1000
+
+
+def test_table_never_reads_likes_or_views():
+    frame = synthetic_frame(30)
+    t1 = Table.from_frame(frame)
+    frame["likes"], frame["views"] = 0, 1
+    t2 = Table.from_frame(frame)
+    assert t1.texts == t2.texts and np.array_equal(t1.y, t2.y)
+    assert not any("999" in text for text in t1.texts)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: f.drop(columns=["comment_count"]), "comment_count"),
+        (lambda f: f.assign(comment_count=[0] + [3] * (len(f) - 1)), "comment_count <= 0"),
+        (lambda f: f.assign(comment_count=[-2] + [3] * (len(f) - 1)), "negative comment_count"),
+        (lambda f: f.assign(comment_count=["many"] + [3] * (len(f) - 1)), "non-numeric"),
+    ],
+)
+def test_bad_csvs_give_clear_errors(tmp_path, change, message):
+    path = write_csv(tmp_path / "bad.csv", change(synthetic_frame(20)))
+    with pytest.raises(DataError) as err:
+        load_table(path)
+    assert message in str(err.value)
+
+
+def test_empty_csv_gives_a_clear_error(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_table(path)
+    path.write_text("video_id,title_en,partition,comment_count\n")
+    with pytest.raises(DataError, match="no usable rows"):
+        load_table(path)
+
+
+# -- retrieval and leakage ----------------------------------------------------------
+
+
+def test_retrieval_excludes_the_item_itself():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    ids = np.array([str(i) for i in range(50)])
+    idx, sim = retrieve(emb, emb, 5, query_ids=ids, memory_ids=ids)
+    assert not (idx == np.arange(50)[:, None]).any()
+    assert (np.diff(sim, axis=1) <= 1e-6).all()  # best first
+    idx_self, sim_self = retrieve(emb, emb, 5)
+    assert (idx_self[:, 0] == np.arange(50)).all() and np.allclose(sim_self[:, 0], 1.0)
+
+
+@pytest.mark.parametrize("name", ["knn", "mmra"])
+def test_training_retrieval_cannot_read_the_rows_own_label(name):
+    # random labels: with self-retrieval a nearest-neighbour model would echo each
+    # training label exactly; without it, it cannot beat chance on its own rows
+    train, valid, _ = tables(300)
+    rng = np.random.default_rng(3)
+    train.y = rng.normal(4, 1, size=len(train))
+    params = {"k": 1, "embedder": "fake"} if name == "knn" else {**FAST_MMRA, "k": 3}
+    if name == "mmra":
+        params.update(epochs=3)
+    model = model_class(name)(**params).fit(train, None)
+    idx, _ = model.neighbours(train) if name == "mmra" else retrieve(
+        train.features["fake"], model.memory_.astype(np.float32), 1,
+        query_ids=train.ids, memory_ids=model.memory_ids_,
+    )
+    assert not (idx == np.arange(len(train))[:, None]).any()
+    assert src(train.y, model.predict(train)) < 0.3
+
+
+# -- models ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("global-mean", {}),
+        ("category-mean", {}),
+        ("tfidf-ridge", {"n_features": 2**12}),
+        ("knn", {"embedder": "fake"}),
+        ("embed-ridge", {"embedder": "fake"}),
+        ("mmra", {**FAST_MMRA, "epochs": 3}),
+    ],
+)
+def test_fit_save_load_round_trip_is_identical(tmp_path, name, params):
+    train, valid, test = tables(300)
+    model = model_class(name)(**params).fit(train, valid)
+    before = model.predict(test)
+    model.save(tmp_path / name)
+    assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["config.json", "weights.npz"]
+    again = load_model(tmp_path / name)
+    assert type(again) is type(model)
+    np.testing.assert_array_equal(again.predict(test), before)
+
+
+def test_unfitted_and_unknown_models_fail_clearly(tmp_path):
+    with pytest.raises(DataError, match="not fitted"):
+        model_class("knn")().predict(tables(60)[2])
+    with pytest.raises(Exception, match="available models"):
+        model_class("nope")
+    with pytest.raises(DataError, match="config.json"):
+        load_model(tmp_path)
+
+
+def test_mmra_is_deterministic_under_seed():
+    train, valid, test = tables(300)
+    a = model_class("mmra")(**{**FAST_MMRA, "epochs": 4}).fit(train, valid).predict(test)
+    b = model_class("mmra")(**{**FAST_MMRA, "epochs": 4}).fit(train, valid).predict(test)
+    c = model_class("mmra")(**{**FAST_MMRA, "epochs": 4, "seed": 1}).fit(train, valid).predict(test)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_mmra_finds_a_planted_signal():
+    train, valid, test = tables(600)
+    model = model_class("mmra")(**FAST_MMRA).fit(train, valid)
+    report = regression_report(test.labels, model.predict(test))
+    assert report["src"] > 0.8 and report["nmse"] < 0.3, report
+
+
+def test_mmra_accepts_visual_features_from_a_random_extractor(tmp_path):
+    from llmpopcorn.predict.visual import RandomProjectionExtractor
+
+    extractor = RandomProjectionExtractor(dim=6, seed=0)
+    train, valid, test = tables(200)
+    for part in (train, valid, test):
+        rng = np.random.default_rng(len(part))
+        frames = [[rng.integers(0, 255, (32, 24, 3), dtype=np.uint8)] for _ in range(len(part))]
+        part.visual = np.stack([extractor.extract(f) for f in frames])
+    model = model_class("mmra")(**{**FAST_MMRA, "epochs": 2, "visual_dim": 6}).fit(train, valid)
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_model(tmp_path / "m").predict(test), model.predict(test))
+    test.visual = None
+    with pytest.raises(DataError, match="visual features"):
+        model.predict(test)

@@ -1,0 +1,185 @@
+"""Predictor CLI (train, eval, score), the scorer, the shipped model and the score stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from llmpopcorn.cli import main
+from llmpopcorn.errors import MissingExtraError
+from llmpopcorn.media import write_mp4
+from llmpopcorn.predict import DEFAULT_MODEL, load_scorer
+from llmpopcorn.predict import embed as embed_mod
+from llmpopcorn.predict.scorer import PopularityScorer
+from llmpopcorn.predict.train import train_and_save
+from llmpopcorn.predict.visual import clip_stats
+from llmpopcorn.settings import Settings
+from llmpopcorn.types import Idea
+from predict_fixtures import FakeEmbedder, synthetic_frame, write_csv
+
+FAST = ("global-mean", "category-mean", "tfidf-ridge")
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch):
+    emb = FakeEmbedder()
+    monkeypatch.setattr(embed_mod, "get_embedder", lambda name: emb)
+    return emb
+
+
+@pytest.fixture
+def csvs(tmp_path):
+    frame = synthetic_frame(400, seed=0)
+    held = synthetic_frame(120, seed=5)
+    held["video_id"] = [str(10_000 + i) for i in range(len(held))]
+    return write_csv(tmp_path / "train.csv", frame), write_csv(tmp_path / "held.csv", held)
+
+
+@pytest.fixture
+def knn_model(tmp_path, csvs, fake_embedder):
+    """A small retrieval model trained with the fake embedder (tests the full path)."""
+    out = tmp_path / "model"
+    from llmpopcorn.predict import train as train_mod
+
+    params = {"mmra": {"embedder": "fake", "epochs": 6, "hidden": 32, "lr": 3e-3}}
+    orig = train_mod.train_all
+
+    def train_all(table, **kw):
+        return orig(table, **{**kw, "params": params})
+
+    import unittest.mock as mock
+
+    with mock.patch.object(train_mod, "train_all", train_all), mock.patch.object(
+        train_mod, "embedders_for", lambda models: {"fake"}
+    ):
+        path, metrics = train_and_save(
+            csvs[0], out, model="mmra", models=["global-mean", "mmra"], cache_dir=tmp_path / "c"
+        )
+    return path, metrics
+
+
+def test_train_and_eval_cli_write_model_metrics_and_json(tmp_path, csvs):
+    out = tmp_path / "m"
+    args = ["predictor", "train", "--data", str(csvs[0]), "--out", str(out), "--seed", "3"]
+    result = run(*args, *[x for name in FAST for x in ("--only", name)])
+    assert result.exit_code == 0, result.output
+    assert "| tfidf-ridge |" in result.stdout and "saved tfidf-ridge" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["default"] == "tfidf-ridge" and metrics["seed"] == 3
+    assert set(metrics["models"]) == set(FAST)
+    assert metrics["models"]["global-mean"]["test"]["src"] is None  # constant: undefined
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["data_sha256"] and config["conformal"]["level"] == 0.8
+
+    result = run("predictor", "eval", "--model", str(out), "--data", str(csvs[1]), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for key in ("n", "nmse", "mae", "src", "nmse_batched", "src_batched", "interval_coverage"):
+        assert key in report
+    assert report["n"] == 120 and report["src"] > 0.8  # the planted topic words carry it
+
+    seen = run("predictor", "eval", "--model", str(out), "--data", str(csvs[0]), "--json")
+    assert json.loads(seen.stdout)["n"] == 400  # tfidf-ridge has no memory: nothing to drop
+
+
+def test_train_cli_bad_data_exits_2_with_hint(tmp_path):
+    bad = write_csv(tmp_path / "bad.csv", synthetic_frame(20).drop(columns=["comment_count"]))
+    result = CliRunner().invoke(
+        main, ["predictor", "train", "--data", str(bad), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "comment_count" in result.stderr and "hint:" in result.stderr
+
+
+def test_retrieval_model_scores_ideas_with_interval_and_explanation(knn_model, csvs, tmp_path):
+    path, metrics = knn_model
+    assert metrics["default"] == "mmra"
+    scorer = PopularityScorer(path, data_dir=csvs[0])
+    idea = Idea(title="topic7word1 topic7word2", cover_prompt="topic7word3", video_prompt="x y")
+    score = scorer.score(idea, query="q")
+    assert score.category == "Cat3" and score.extra["category_inferred"]
+    lo, hi = score.interval
+    assert lo < score.log2_comments < hi and score.interval_level == 0.8
+    assert score.log2_comments > 5.5  # topic 7 is the most commented one
+    assert 0 <= score.percentile <= 100
+    assert len(score.neighbours) == 5 and all(n.title for n in score.neighbours)
+    assert all("topic7" in n.title for n in score.neighbours[:3])
+    assert len(score.extra["attention"]) == 10
+    # eval on the training CSV leaves out the rows in the memory
+    from llmpopcorn.predict.evaluate import evaluate_csv
+
+    report = evaluate_csv(path, csvs[0])
+    assert report["rows_in_training_data"] == 320 and report["n"] == 80
+
+
+def test_score_cli_json_and_text(knn_model, csvs):
+    path, _ = knn_model
+    args = ["score", "--title", "topic0word1 topic0word2", "--model", str(path)]
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    score = json.loads(result.stdout)
+    assert score["log2_comments"] < 3 and len(score["neighbours"]) == 5
+    text = run(*args, "--data", str(csvs[0]))
+    assert "Interval:" in text.stdout and "Percentile:" in text.stdout and "topic0" in text.stdout
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["score", "--title", "x", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "POPCORN_PREDICTOR" in result.stderr
+
+
+def test_clip_stats_tell_bright_moving_from_dark_static(tmp_path):
+    from llmpopcorn.backends.base import Clip
+
+    dark = [np.full((64, 36, 3), 20, np.uint8)] * 12
+    rng = np.random.default_rng(0)
+    bright = [rng.integers(120, 255, (64, 36, 3), dtype=np.uint8) for _ in range(12)]
+    a = clip_stats(write_mp4(Clip(dark, 12.0), tmp_path / "dark.mp4"))
+    b = clip_stats(write_mp4(Clip(bright, 12.0), tmp_path / "bright.mp4"))
+    assert a["brightness"] < 0.15 < b["brightness"]
+    assert a["motion_energy"] < 0.01 < b["motion_energy"]
+    assert a["sharpness"] < b["sharpness"] and a["colourfulness"] < b["colourfulness"]
+
+
+def test_pipeline_records_not_scored_when_the_extra_is_missing(monkeypatch, out_dir):
+    import llmpopcorn.predict as predict
+    from llmpopcorn.pipeline import Pipeline
+
+    def missing(settings):
+        raise MissingExtraError("sentence_transformers", "ml", "scoring")
+
+    monkeypatch.setattr(predict, "load_scorer", missing)
+    record = Pipeline(Settings.resolve(out_dir=out_dir)).make("a corgi learns to surf")
+    assert record.status == "ok" and record.score is None
+    assert any("Not scored" in n and "llmpopcorn[ml]" in n for n in record.notes)
+    assert record.visual_stats and 0 < record.visual_stats["brightness"] < 1
+
+
+def test_shipped_model_is_small_and_holds_no_corpus_text():
+    files = {p.name: p for p in DEFAULT_MODEL.iterdir()}
+    assert {"config.json", "weights.npz", "metrics.json"} <= set(files)
+    assert sum(p.stat().st_size for p in files.values()) < 25 * 1024 * 1024
+    config = json.loads(files["config.json"].read_text())
+    assert config["train"]["data_sha256"] and config["train"]["code_version"]
+    with np.load(files["weights.npz"], allow_pickle=False) as npz:
+        for key in npz.files:
+            arr = npz[key]
+            if arr.dtype.kind == "U":  # only ids (digits) and category names
+                assert key in ("memory_ids_", "categories_"), key
+                if key == "memory_ids_":
+                    assert all(s.isdigit() for s in arr)
+
+
+def test_shipped_model_scores_an_idea():
+    pytest.importorskip("sentence_transformers")
+    scorer = load_scorer(Settings.resolve())
+    idea = Idea(title="My cat tries the new game", cover_prompt="a cat", video_prompt="a cat")
+    score = scorer.score(idea)
+    assert 0 < score.log2_comments < 10 and score.interval and score.neighbours
+    assert score.category

@@ -20,6 +20,7 @@ from llmpopcorn.report import load_record
 from llmpopcorn.settings import Settings
 
 tiny_models = fx.tiny_models  # session fixtures shared with the other diffusion tests
+single_torch_thread = fx.single_torch_thread  # autouse
 tiny_backends = fx.tiny_backends
 tiny_options = fx.tiny_options
 

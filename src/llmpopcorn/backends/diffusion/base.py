@@ -9,6 +9,8 @@ memory plan. The pipeline is loaded on the first ``generate`` call, with
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import resource
 import sys
@@ -238,9 +240,7 @@ class DiffusionBackend:
         return kwargs
 
     def _accepts(self, arg: str) -> bool:
-        import inspect
-
-        return arg in inspect.signature(type(self.pipe).__call__).parameters
+        return arg in _call_parameters(type(self.pipe))
 
     def run(self, kwargs: dict[str, Any], seed: int) -> Any:
         """Call the pipeline with a seeded generator; record time per step and peak memory."""
@@ -284,6 +284,11 @@ class DiffusionBackend:
         return out
 
 
+@functools.cache
+def _call_parameters(pipeline_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(pipeline_class.__call__).parameters)
+
+
 def _max_rss_gb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1e9 if sys.platform == "darwin" else rss * 1024 / 1e9
@@ -312,25 +317,33 @@ def crop_to_aspect(image: Image.Image, width: int, height: int) -> Image.Image:
 class DiffusionImage(DiffusionBackend, ImageBackend):
     """A diffusers text-to-image backend; the cover is centre-cropped to 9:16."""
 
-    def generate(self, request: ImageRequest) -> Image.Image:
-        from PIL import Image as PILImage
-
+    def request_kwargs(self, request: ImageRequest) -> dict[str, Any]:
+        """The exact pipeline arguments for ``request`` (less the generator)."""
         kwargs = self.call_kwargs(request.prompt, request.negative_prompt)
         if request.width and request.height:
             kwargs.update(width=request.width, height=request.height)
-        out = self.run(kwargs, request.seed)
+        return kwargs
+
+    def generate(self, request: ImageRequest) -> Image.Image:
+        from PIL import Image as PILImage
+
+        out = self.run(self.request_kwargs(request), request.seed)
         picture = PILImage.fromarray(to_uint8(out.images[0]))
-        cover = crop_to_aspect(picture, 9, 16)
-        # even sizes keep the cover usable as a video frame
-        cover = cover.crop((0, 0, cover.width - cover.width % 2, cover.height - cover.height % 2))
         self.last_run["generated_size"] = f"{picture.width}x{picture.height}"
-        return cover
+        return to_cover(picture)
+
+
+def to_cover(picture: Image.Image) -> Image.Image:
+    """The 9:16 cover policy: centre-crop (no stretching), even width and height."""
+    cover = crop_to_aspect(picture, 9, 16)
+    return cover.crop((0, 0, cover.width - cover.width % 2, cover.height - cover.height % 2))
 
 
 class DiffusionVideo(DiffusionBackend, VideoBackend):
     """A diffusers text-to-video (or cover-to-video) backend."""
 
-    def generate(self, request: VideoRequest) -> Clip:
+    def request_kwargs(self, request: VideoRequest) -> dict[str, Any]:
+        """The exact pipeline arguments for ``request`` (less the generator)."""
         from PIL import Image as PILImage
 
         opts = self.opts
@@ -339,8 +352,7 @@ class DiffusionVideo(DiffusionBackend, VideoBackend):
             kwargs.update(width=request.width, height=request.height)
         width, height = kwargs["width"], kwargs["height"]
         fps = float(opts.fps or 8)
-        frames = opts.frames or self.spec.frames_for(request.seconds, fps)
-        kwargs["num_frames"] = frames
+        kwargs["num_frames"] = opts.frames or self.spec.frames_for(request.seconds, fps)
         if self._accepts("frame_rate"):
             kwargs["frame_rate"] = int(round(fps))
         if opts.from_cover:
@@ -351,15 +363,18 @@ class DiffusionVideo(DiffusionBackend, VideoBackend):
                 )
             cover = crop_to_aspect(request.cover.convert("RGB"), width, height)
             kwargs["image"] = cover.resize((width, height), PILImage.Resampling.LANCZOS)
-        out = self.run(kwargs, request.seed)
+        return kwargs
+
+    def generate(self, request: VideoRequest) -> Clip:
+        out = self.run(self.request_kwargs(request), request.seed)
         video = to_uint8(out.frames[0])  # (frames, H, W, 3)
         clip_frames = [np.ascontiguousarray(frame[..., :3]) for frame in video]
         meta = {
             "model": self.model_id(),
             "generated_frames": len(clip_frames),
-            "from_cover": opts.from_cover,
+            "from_cover": self.opts.from_cover,
             **{k: v for k, v in self.last_run.items() if k != "seed"},
         }
         if self.plan is not None:
             meta.update(self.plan.record())
-        return Clip(frames=clip_frames, fps=fps, meta=meta)
+        return Clip(frames=clip_frames, fps=float(self.opts.fps or 8), meta=meta)

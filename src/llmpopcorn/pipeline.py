@@ -176,6 +176,11 @@ class Pipeline:
                 record.timings[name] = round(time.perf_counter() - started, 4)
 
         try:
+            if getattr(settings, "render", True):
+                # create the renderers first: bad options, missing weights or too little
+                # memory fail here, before the LLM is called
+                self._backend("image")
+                self._backend("video")
             with stage("prompt"):
                 prompt = self.prompt_builder.build(query)
                 record.messages = list(prompt.messages)
@@ -223,6 +228,7 @@ class Pipeline:
             picture = image.generate(
                 ImageRequest(prompt=idea.cover_prompt, title=idea.title, seed=record.seed)
             )
+            record.backends["image"] = image.describe()  # again: now with measured time/memory
             path = save_png(picture, run_dir / "cover.png")
             record.artifacts.append(
                 Artifact(

@@ -35,10 +35,20 @@ _PE: list[tuple[str, str, dict[str, Any]]] = [
     ("--embedder-model", "embedder_model", {"help": "PE: embedding model folder (or a name already in the Hugging Face cache) [env POPCORN_EMBEDDER_MODEL]."}),
     ("--cache-dir", "cache_dir", {"type": click.Path(file_okay=False), "help": "PE: cache for corpus embeddings [default ~/.cache/llmpopcorn, env POPCORN_CACHE_DIR]."}),
 ]
+
+
+def _none_if_empty(_ctx: click.Context, _param: click.Parameter, value: tuple) -> list | None:
+    """Repeatable flags give ``()`` when absent: make that "not given" (None)."""
+    return list(value) or None
+
+
 _RENDER: list[tuple[str, str, dict[str, Any]]] = [
     ("--image", "image", {"help": "Cover backend: draft (CPU default) or a diffusers model [env POPCORN_IMAGE]."}),
     ("--video", "video", {"help": "Clip backend: draft (CPU default) or a diffusers model [env POPCORN_VIDEO]."}),
     ("--device", "device", {"help": "Device for model backends: auto, cpu, cuda, cuda:N [default auto]."}),
+    ("--image-opt", "image_options", {"multiple": True, "callback": _none_if_empty, "metavar": "KEY=VALUE", "help": "Option of the image backend, repeatable: model, steps, guidance, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_IMAGE_OPTIONS]."}),
+    ("--video-opt", "video_options", {"multiple": True, "callback": _none_if_empty, "metavar": "KEY=VALUE", "help": "Option of the video backend, repeatable: model, steps, frames, fps, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_VIDEO_OPTIONS]."}),
+    ("--video-from-cover", "video_from_cover", {"is_flag": True, "help": "Animate the rendered cover (image-to-video: ltx, cogvideox, wan)."}),
     ("--out", "out_dir", {"type": click.Path(file_okay=False), "help": "Directory for run folders [default ./popcorn-runs, env POPCORN_OUT]."}),
 ]
 

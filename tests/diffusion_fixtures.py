@@ -419,13 +419,8 @@ def build_cogvideox():
     )
 
 
-def build_animatediff():
-    from diffusers import (
-        AnimateDiffPipeline,
-        EulerDiscreteScheduler,
-        MotionAdapter,
-        UNet2DConditionModel,
-    )
+def _animatediff_parts() -> dict[str, Any]:
+    from diffusers import EulerDiscreteScheduler, MotionAdapter, UNet2DConditionModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -446,15 +441,36 @@ def build_animatediff():
         motion_norm_num_groups=2,
         motion_num_attention_heads=4,
     )
-    scheduler = EulerDiscreteScheduler(timestep_spacing="trailing", beta_schedule="linear")
-    return AnimateDiffPipeline(
-        vae=sd_vae(blocks=(8, 16)),
-        text_encoder=clip_text(),
-        tokenizer=clip_tokenizer(),
-        unet=unet,
-        motion_adapter=adapter,
-        scheduler=scheduler,
-    )
+    return {
+        "vae": sd_vae(blocks=(8, 16)),
+        "text_encoder": clip_text(),
+        "tokenizer": clip_tokenizer(),
+        "unet": unet,
+        "motion_adapter": adapter,
+        "scheduler": EulerDiscreteScheduler(timestep_spacing="trailing", beta_schedule="linear"),
+    }
+
+
+def build_animatediff():
+    from diffusers import AnimateDiffPipeline
+
+    return AnimateDiffPipeline(**_animatediff_parts())
+
+
+def save_animatediff_base_and_adapter(root: Path) -> tuple[Path, Path]:
+    """The real-world AnimateDiff layout: a Stable Diffusion 1.5-style base pipeline folder
+    and a separate motion adapter (as AnimateDiff-Lightning ships it)."""
+    from diffusers import StableDiffusionPipeline
+
+    base, adapter_dir = Path(root) / "ad-base", Path(root) / "ad-adapter"
+    if not (base / "model_index.json").exists():
+        parts = _animatediff_parts()
+        parts.pop("motion_adapter").save_pretrained(str(adapter_dir))
+        pipe = StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+        pipe.save_pretrained(str(base))
+    return base, adapter_dir
 
 
 def build_wan():

@@ -178,3 +178,21 @@ def test_make_fails_before_loading_without_memory(tmp_path, tiny_models, monkeyp
         Pipeline(_settings(tmp_path, tiny_models), llm=llm).make("a corgi learns to surf")
     assert "only 0.1 GB of 0.2 GB is free" in info.value.message
     assert "memory_check=false" in info.value.hint and llm.requests == []
+
+
+def test_animatediff_base_model_plus_separate_motion_adapter(tmp_path):
+    from llmpopcorn.backends.diffusion.models import AnimateDiff
+    from llmpopcorn.backends.diffusion.options import resolve_options
+
+    base, adapter = fx.save_animatediff_base_and_adapter(tmp_path)
+    raw = tiny_options("animatediff", base, adapter=str(adapter))
+    backend = AnimateDiff.prepare(resolve_options(AnimateDiff.spec, raw, device="cpu"))
+    assert backend.opts.adapter == str(adapter)
+    clip = backend.generate(VideoRequest(prompt="a corgi surfs", seed=2))
+    assert type(backend.pipe).__name__ == "AnimateDiffPipeline" and len(clip.frames) == 8
+    # the Lightning scheduler settings from the spec replace the base model's scheduler
+    assert backend.pipe.scheduler.config.timestep_spacing == "trailing"
+    missing = resolve_options(AnimateDiff.spec, {"model": str(base)}, device="cpu")
+    with pytest.raises(Exception, match="motion adapter") as info:
+        AnimateDiff.prepare(missing)  # the default adapter is not in the (empty) HF cache
+    assert "hf download ByteDance/AnimateDiff-Lightning animatediff_lightning" in info.value.hint

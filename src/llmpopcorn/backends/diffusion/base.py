@@ -10,6 +10,7 @@ memory plan. The pipeline is loaded on the first ``generate`` call, with
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import logging
 import resource
@@ -20,12 +21,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ...errors import RenderError, require
+from ...errors import MissingExtraError, RenderError, require
 from ..base import Availability, Clip, ImageBackend, ImageRequest, VideoBackend, VideoRequest
 from . import memory as mem
 from .options import Resolved, resolve_options
 from .specs import ModelSpec
-from .weights import find, locate, measured_sizes, model_index
+from .weights import fetch_command, find, locate, measured_sizes, model_index
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -74,8 +75,9 @@ class DiffusionBackend:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusionBackend:
-        for module in GPU_MODULES:
-            require(module, "gpu", f"the '{cls.name}' {cls.kind} backend")
+        for module in GPU_MODULES:  # present, not imported: loading imports them
+            if not _installed(module):
+                raise MissingExtraError(module, "gpu", f"the '{cls.name}' {cls.kind} backend")
         raw = _settings_options(settings, cls.kind, cls.name)
         from_cover = bool(getattr(settings, "video_from_cover", False)) and cls.kind == "video"
         opts = resolve_options(cls.spec, raw, device=settings.device, from_cover=from_cover)
@@ -117,8 +119,16 @@ class DiffusionBackend:
         if found is None:
             return Availability(
                 False,
-                f"weights not found locally: hf download {ref} (~{cls.spec.download_gb:.0f} GB)",
+                f"weights not found locally: {fetch_command(str(ref))} "
+                f"(~{cls.spec.download_gb:.0f} GB)",
             )
+        adapter = raw.get("adapter") or cls.spec.adapter_id
+        if adapter and found.is_dir() and "motion_adapter" not in model_index(found):
+            if find(str(adapter)) is None:
+                return Availability(
+                    False,
+                    f"motion adapter not found locally: {fetch_command(str(adapter))} (~1 GB)",
+                )
         return Availability(True, f"weights: {found}")
 
     # -- recorded options ------------------------------------------------------------
@@ -282,6 +292,13 @@ class DiffusionBackend:
             seed=int(seed),
         )
         return out
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @functools.cache

@@ -68,16 +68,23 @@ def find(ref: str, filename: str = "model_index.json") -> Path | None:
     return None
 
 
+def fetch_command(ref: str) -> str:
+    """The command that fetches ``ref`` (``owner/name`` or ``owner/name/file``) into the cache."""
+    hub = split_hub_ref(ref)
+    if hub is None:
+        return f"(a local path: {ref})"
+    repo, file = hub
+    return f"hf download {repo}" + (f" {file}" if file else "")
+
+
 def fetch_hint(ref: str, spec: ModelSpec, flag: str, size_gb: float | None = None) -> str:
     hub = split_hub_ref(ref)
     size = f" (about {size_gb if size_gb is not None else spec.download_gb:.0f} GB)"
     if hub is None:
         return f"check the path, or pass a diffusers folder with {flag} model=PATH"
-    repo, file = hub
-    command = f"hf download {repo}" + (f" {file}" if file else "")
     return (
-        f"on a connected machine run `{command}`{size}, then copy the Hugging Face cache "
-        f"({hub_cache_dir()}) to this machine, or pass a local folder with {flag} model=PATH"
+        f"on a connected machine run `{fetch_command(ref)}`{size}, then copy the Hugging Face "
+        f"cache ({hub_cache_dir()}) to this machine, or pass a local folder with {flag} model=PATH"
     )
 
 

@@ -142,9 +142,7 @@ def test_training_retrieval_cannot_read_the_rows_own_label(name):
     train, valid, _ = tables(300)
     rng = np.random.default_rng(3)
     train.y = rng.normal(4, 1, size=len(train))
-    params = {"k": 1, "embedder": "fake"} if name == "knn" else {**FAST_MMRA, "k": 3}
-    if name == "mmra":
-        params.update(epochs=3)
+    params = {"k": 1, "embedder": "fake"} if name == "knn" else {**FAST_MMRA, "k": 3, "epochs": 3}
     model = model_class(name)(**params).fit(train, None)
     idx, _ = model.neighbours(train) if name == "mmra" else retrieve(
         train.features["fake"], model.memory_.astype(np.float32), 1,
@@ -152,6 +150,18 @@ def test_training_retrieval_cannot_read_the_rows_own_label(name):
     )
     assert not (idx == np.arange(len(train))[:, None]).any()
     assert src(train.y, model.predict(train)) < 0.3
+
+
+def test_text_prior_is_stacked_out_of_fold():
+    # the network learns from prior values of ridges that never saw the row: on random
+    # labels those carry no signal, while the in-sample ridge would echo the labels
+    train, _, _ = tables(300)
+    train.y = np.random.default_rng(3).normal(4, 1, size=len(train))
+    model = model_class("mmra")(**{**FAST_MMRA, "text_prior": True, "prior_folds": 3})
+    model.seed = 0
+    oof = model._fit_prior(train, None, None)
+    assert src(train.y, oof) < 0.3
+    assert src(train.y, model.prior_.predict(train)) > 0.5  # what a leak would look like
 
 
 # -- models ---------------------------------------------------------------------------
@@ -166,6 +176,7 @@ def test_training_retrieval_cannot_read_the_rows_own_label(name):
         ("knn", {"embedder": "fake"}),
         ("embed-ridge", {"embedder": "fake"}),
         ("mmra", {**FAST_MMRA, "epochs": 3}),
+        ("mmra", {**FAST_MMRA, "epochs": 3, "text_prior": True, "prior_folds": 3}),
     ],
 )
 def test_fit_save_load_round_trip_is_identical(tmp_path, name, params):

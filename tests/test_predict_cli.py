@@ -34,33 +34,34 @@ def fake_embedder(monkeypatch):
     return emb
 
 
-@pytest.fixture
-def csvs(tmp_path):
+@pytest.fixture(scope="module")
+def csvs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("csv")
     frame = synthetic_frame(400, seed=0)
     held = synthetic_frame(120, seed=5)
     held["video_id"] = [str(10_000 + i) for i in range(len(held))]
-    return write_csv(tmp_path / "train.csv", frame), write_csv(tmp_path / "held.csv", held)
+    return write_csv(root / "train.csv", frame), write_csv(root / "held.csv", held)
 
 
-@pytest.fixture
-def knn_model(tmp_path, csvs, fake_embedder):
+@pytest.fixture(scope="module")
+def knn_model(tmp_path_factory, csvs):
     """A small retrieval model trained with the fake embedder (tests the full path)."""
-    out = tmp_path / "model"
     from llmpopcorn.predict import train as train_mod
 
+    root = tmp_path_factory.mktemp("model")
     params = {"mmra": {"embedder": "fake", "epochs": 6, "hidden": 32, "lr": 3e-3}}
     orig = train_mod.train_all
 
     def train_all(table, **kw):
         return orig(table, **{**kw, "params": params})
 
-    import unittest.mock as mock
-
-    with mock.patch.object(train_mod, "train_all", train_all), mock.patch.object(
-        train_mod, "embedders_for", lambda models: {"fake"}
-    ):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(embed_mod, "get_embedder", lambda name: FakeEmbedder())
+        mp.setattr(train_mod, "train_all", train_all)
+        mp.setattr(train_mod, "embedders_for", lambda models: {"fake"})
         path, metrics = train_and_save(
-            csvs[0], out, model="mmra", models=["global-mean", "mmra"], cache_dir=tmp_path / "c"
+            csvs[0], root / "m", model="mmra", models=["global-mean", "mmra"],
+            cache_dir=root / "cache",
         )
     return path, metrics
 
@@ -97,7 +98,9 @@ def test_train_cli_bad_data_exits_2_with_hint(tmp_path):
     assert result.exit_code == 2 and "comment_count" in result.stderr and "hint:" in result.stderr
 
 
-def test_retrieval_model_scores_ideas_with_interval_and_explanation(knn_model, csvs, tmp_path):
+def test_retrieval_model_scores_ideas_with_interval_and_explanation(
+    knn_model, csvs, fake_embedder
+):
     path, metrics = knn_model
     assert metrics["default"] == "mmra"
     scorer = PopularityScorer(path, data_dir=csvs[0])
@@ -118,7 +121,7 @@ def test_retrieval_model_scores_ideas_with_interval_and_explanation(knn_model, c
     assert report["rows_in_training_data"] == 320 and report["n"] == 80
 
 
-def test_score_cli_json_and_text(knn_model, csvs):
+def test_score_cli_json_and_text(knn_model, csvs, fake_embedder):
     path, _ = knn_model
     args = ["score", "--title", "topic0word1 topic0word2", "--model", str(path)]
     result = run(*args, "--json")
@@ -183,3 +186,15 @@ def test_shipped_model_scores_an_idea():
     score = scorer.score(idea)
     assert 0 < score.log2_comments < 10 and score.interval and score.neighbours
     assert score.category
+
+
+def test_knn_model_scores_with_explanation_too(tmp_path, fake_embedder):
+    from llmpopcorn.predict import Table, model_class
+
+    table = Table.from_frame(synthetic_frame(200, seed=1))
+    model = model_class("knn")(embedder="fake", k=5).fit(table)
+    model.save(tmp_path / "knn")
+    score = PopularityScorer(tmp_path / "knn").score_text("topic2word1 topic2word4")
+    assert score.interval is None  # saved without a calibrated interval
+    assert score.category == "Cat2" and len(score.neighbours) == 5
+    assert score.percentile is not None

@@ -36,11 +36,13 @@ def build_network(torch: Any, model: Any) -> Any:
             if model.visual_dim:
                 self.visual = nn.Linear(model.visual_dim, hidden // 2)
                 head_in += hidden // 2
+            if model.text_prior:
+                head_in += 1
             self.head1 = nn.Linear(head_in, hidden)
             self.head2 = nn.Linear(hidden, 1)
             self.drop = nn.Dropout(model.dropout)
 
-        def forward(self, emb, nemb, labels, sim, cat, visual=None):
+        def forward(self, emb, nemb, labels, sim, cat, visual=None, prior=None):
             relu = torch.relu
             h = self.drop(relu(self.target(emb)))
             side = torch.stack([labels, sim], dim=-1)
@@ -61,8 +63,11 @@ def build_network(torch: Any, model: Any) -> Any:
             ]
             if visual is not None:
                 parts.append(relu(self.visual(visual)))
+            if prior is not None:
+                parts.append(prior[:, None])
             feats = self.drop(torch.cat(parts, dim=1))
-            return self.head2(relu(self.head1(feats)))[:, 0]
+            out = self.head2(relu(self.head1(feats)))[:, 0]
+            return out + prior if prior is not None else out
 
     return Net()
 
@@ -74,7 +79,21 @@ def train_network(
     valid: dict[str, np.ndarray] | None,
     progress: Any = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train with MSE + Adam, early stopping on validation MSE; return (weights, history)."""
+    """Train with MSE + Adam, early stopping on validation MSE; return (weights, history).
+
+    Runs on ``model.threads`` CPU threads (default 1): this network is small, and on a
+    shared machine torch's thread pool spends far more time waiting than computing
+    (measured: backward 19 ms on 1 thread vs 430 ms on 2 under load).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(model.threads)))
+    try:
+        return _train(model, torch, train, valid, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(model, torch, train, valid, progress):
     torch.manual_seed(model.seed)
     gen = torch.Generator().manual_seed(model.seed)
     net = build_network(torch, model)
@@ -95,7 +114,10 @@ def train_network(
             drop = torch.rand(cat.shape, generator=gen) < model.category_dropout
             cat = torch.where(drop, torch.zeros_like(cat), cat)
         visual = batch["visual"][rows] if "visual" in batch else None
-        return net(batch["emb"][rows], memory[idx], memory_y[idx], batch["sim"][rows], cat, visual)
+        prior = batch["prior"][rows] if "prior" in batch else None
+        return net(
+            batch["emb"][rows], memory[idx], memory_y[idx], batch["sim"][rows], cat, visual, prior
+        )
 
     def evaluate(batch: dict[str, Any]) -> float:
         net.eval()

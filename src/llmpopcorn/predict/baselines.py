@@ -186,6 +186,9 @@ class KnnLabels(Predictor):
         self.memory_ = normalise(table.embeddings(self.embedder)).astype(np.float16)
         self.memory_ids_ = np.asarray(table.ids).astype(str)
         self.memory_y_ = np.asarray(table.labels, dtype=np.float32)
+        self.categories_ = np.array(["<unknown>", *sorted(set(map(str, table.categories)))])
+        lookup = {c: i for i, c in enumerate(self.categories_)}
+        self.memory_cat_ = np.array([lookup[str(c)] for c in table.categories], dtype=np.int64)
         self.k_ = int(self.k or 10)
         if self.k is None and valid is not None:
             yv = valid.labels
@@ -196,12 +199,16 @@ class KnnLabels(Predictor):
             self.k_ = min(scores, key=scores.get)
         return self
 
-    def predict(self, table: Table) -> np.ndarray:
+    def neighbours(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into the memory, similarities), each (n, k); self excluded by id."""
         self.check_fitted()
-        idx, sim = retrieve(
+        return retrieve(
             table.embeddings(self.embedder), self.memory_.astype(np.float32), self.k_,
             query_ids=table.ids, memory_ids=self.memory_ids_,
         )
+
+    def predict(self, table: Table) -> np.ndarray:
+        idx, sim = self.neighbours(table)
         w = np.exp((sim - sim.max(axis=1, keepdims=True)) / self.temperature)
         w /= w.sum(axis=1, keepdims=True)
         return (w * self.memory_y_[idx]).sum(axis=1).astype(np.float64)

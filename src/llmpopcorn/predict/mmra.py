@@ -8,6 +8,9 @@ embedding (the row itself excluded), then combine
   the row's content and whose scores are biased by the retrieval similarity,
 * two label aggregates: the attention-weighted and the softmax(similarity)-weighted
   neighbour labels (MMRA's retrieval label aggregation),
+* optionally (``text_prior``) a lexical prior: the prediction of a hashed TF-IDF +
+  category ridge, stacked (out-of-fold on the training rows, so the network never
+  sees a prior fitted on the row it learns from),
 
 and regress log2(comment_count) with a small MLP head, trained with MSE and Adam
 and early-stopped on the validation set. Training uses torch; inference is a NumPy
@@ -61,6 +64,9 @@ class RetrievalAttention(Predictor):
         seed: int = 42,
         embedder: str = "minilm",
         visual_dim: int = 0,
+        text_prior: bool = False,
+        prior_folds: int = 5,
+        threads: int = 1,
     ):
         self.k = k
         self.hidden = hidden
@@ -75,11 +81,15 @@ class RetrievalAttention(Predictor):
         self.seed = seed
         self.embedder = embedder
         self.visual_dim = visual_dim
+        self.text_prior = text_prior
+        self.prior_folds = prior_folds
+        self.threads = threads
 
     def get_params(self) -> dict[str, Any]:
         keys = (
             "k", "hidden", "dropout", "category_dropout", "lr", "weight_decay", "epochs",
             "patience", "batch_size", "tau", "seed", "embedder", "visual_dim",
+            "text_prior", "prior_folds", "threads",
         )
         return {key: getattr(self, key) for key in keys}
 
@@ -135,14 +145,32 @@ class RetrievalAttention(Predictor):
         self.k_ = int(min(self.k, len(table) - 1))
         self.dim_ = int(self.memory_.shape[1])
 
-        train_in = self._inputs(table)
+        oof = None
+        if self.text_prior:
+            oof = self._fit_prior(table, valid, progress)
+        train_in = self._inputs(table, prior=oof)
         valid_in = self._inputs(valid) if valid is not None and len(valid) else None
         weights, history = train_network(self, torch, train_in, valid_in, progress=progress)
         self.weights_ = weights
         self.history_ = history
         return self
 
-    def _inputs(self, table: Table) -> dict[str, np.ndarray]:
+    def _fit_prior(self, table: Table, valid: Table | None, progress: Any) -> np.ndarray:
+        """Fit the lexical prior on all training rows; return its out-of-fold
+        predictions on those rows (each from a ridge that never saw the row)."""
+        from .baselines import TfidfRidge
+
+        self.prior_ = TfidfRidge().fit(table, valid)
+        alpha = self.prior_.alpha_
+        oof = np.zeros(len(table))
+        folds = np.random.default_rng(self.seed).permutation(len(table)) % self.prior_folds
+        for fold in range(self.prior_folds):
+            held = np.flatnonzero(folds == fold)
+            fitted = TfidfRidge(alpha=alpha).fit(table.take(np.flatnonzero(folds != fold)))
+            oof[held] = fitted.predict(table.take(held))
+        return oof
+
+    def _inputs(self, table: Table, prior: np.ndarray | None = None) -> dict[str, np.ndarray]:
         idx, sim = self.neighbours(table)
         out = {
             "emb": normalise(table.embeddings(self.embedder)),
@@ -155,6 +183,10 @@ class RetrievalAttention(Predictor):
         visual = self._visual(table)
         if visual is not None:
             out["visual"] = visual
+        if self.text_prior:
+            if prior is None:
+                prior = self.prior_.predict(table)
+            out["prior"] = ((prior - self.y_mean_) / self.y_std_).astype(np.float32)
         return out
 
     # -- inference (NumPy) ----------------------------------------------------------
@@ -198,22 +230,38 @@ class RetrievalAttention(Predictor):
         ]
         if self.visual_dim:
             parts.append(_relu(lin(inputs["visual"], "visual")))
+        if self.text_prior:
+            parts.append(inputs["prior"][:, None])
         feats = np.concatenate(parts, axis=1)
         out = lin(_relu(lin(feats, "head1")), "head2")[:, 0]
+        if self.text_prior:
+            out = out + inputs["prior"]  # the network learns a correction to the prior
         return out.astype(np.float64), att
 
     # -- state ----------------------------------------------------------------------
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta, arrays = super().state()
-        weights = arrays.pop("weights_", None)
-        weights = meta.pop("weights_", weights)
+        weights = meta.pop("weights_", None)
         for key, value in (weights or {}).items():
             arrays[f"w:{key}"] = np.asarray(value, dtype=np.float32)
+        prior = meta.pop("prior_", None)
+        if prior is not None:
+            prior_meta, prior_arrays = prior.state()
+            meta["prior_state"] = {"params": prior.get_params(), "state": prior_meta}
+            arrays.update({f"prior:{k}": v for k, v in prior_arrays.items()})
         return meta, arrays
 
     def set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        meta = dict(meta)
         weights = {k[2:]: v for k, v in arrays.items() if k.startswith("w:")}
-        rest = {k: v for k, v in arrays.items() if not k.startswith("w:")}
+        prior_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("prior:")}
+        rest = {k: v for k, v in arrays.items() if ":" not in k}
+        prior_state = meta.pop("prior_state", None)
         super().set_state(meta, rest)
         self.weights_ = weights
+        if prior_state is not None:
+            from .baselines import TfidfRidge
+
+            self.prior_ = TfidfRidge(**prior_state["params"])
+            self.prior_.set_state(prior_state["state"], prior_arrays)

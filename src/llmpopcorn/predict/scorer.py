@@ -86,13 +86,14 @@ class PopularityScorer:
     def labels(self) -> np.ndarray:
         """The memory's labels in log2 comments."""
         m = self.model
-        return m.memory_y_.astype(np.float64) * m.y_std_ + m.y_mean_
+        y = m.memory_y_.astype(np.float64)
+        return y * m.y_std_ + m.y_mean_ if hasattr(m, "y_std_") else y
 
     def score_table(self, table: Table) -> list[Score]:
         """Score rows; rows with an empty category get the one their neighbours vote for."""
         m = self.model
         started = time.perf_counter()
-        has_memory = hasattr(m, "memory_") and hasattr(m, "neighbours")
+        has_memory = hasattr(m, "memory_cat_") and hasattr(m, "neighbours")
         idx = sim = None
         inferred = np.zeros(len(table), dtype=bool)
         if has_memory:
@@ -107,10 +108,12 @@ class PopularityScorer:
                     cats[row] = m.categories_[int(votes.argmax())]
                     inferred[row] = True
             table.categories = cats
-        pred = m.predict(table)
         attention = None
-        if has_memory and hasattr(m, "forward"):
-            attention = m.forward(m._inputs(table))[1]
+        if hasattr(m, "forward"):
+            standardised, attention = m.forward(m._inputs(table))
+            pred = standardised * m.y_std_ + m.y_mean_
+        else:
+            pred = m.predict(table)
         labels = self.labels() if has_memory else None
         seconds = (time.perf_counter() - started) / max(len(table), 1)
         scores = []

@@ -512,6 +512,109 @@ def build_wan():
     )
 
 
+def build_cogvideox_i2v():
+    """CogVideoX image-to-video: its own weights (the transformer also reads the image
+    latents, so it has twice the input channels)."""
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXImageToVideoPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=8,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=32,
+        num_layers=1,
+        sample_width=2,
+        sample_height=4,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=16,
+        use_rotary_positional_embeddings=True,
+    )
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+    )
+    return CogVideoXImageToVideoPipeline(
+        tokenizer=t5_tokenizer(),
+        text_encoder=t5_encoder(),
+        vae=vae,
+        transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(),
+    )
+
+
+def build_wan_i2v():
+    """Wan 2.1 image-to-video: a CLIP image encoder and a transformer with image inputs."""
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=36,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=1,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        image_dim=4,
+    )
+    encoder = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=4,
+            projection_dim=4,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            intermediate_size=16,
+            patch_size=1,
+        )
+    )
+    processor = CLIPImageProcessor(crop_size=32, size=32)
+    return WanImageToVideoPipeline(
+        tokenizer=t5_tokenizer(),
+        text_encoder=t5_encoder(umt5=True),
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        transformer=transformer,
+        image_encoder=encoder,
+        image_processor=processor,
+    )
+
+
 BUILDERS: dict[str, Callable[[], Any]] = {
     "sd15": build_sd15,
     "sdxl": build_sdxl,
@@ -521,6 +624,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "cogvideox": build_cogvideox,
     "animatediff": build_animatediff,
     "wan": build_wan,
+    "cogvideox-i2v": build_cogvideox_i2v,
+    "wan-i2v": build_wan_i2v,
 }
 
 

@@ -92,6 +92,23 @@ def test_video_from_cover_uses_the_image_to_video_pipeline(tiny_backends):
         backend.generate(VideoRequest(prompt="x", seed=1))
 
 
+@pytest.mark.parametrize("name", ["cogvideox", "wan"])
+def test_video_from_cover_with_separate_image_to_video_weights(name, tiny_models):
+    from llmpopcorn.backends.diffusion.options import resolve_options
+    from llmpopcorn.registry import registry
+
+    if name == "wan":
+        pytest.importorskip("ftfy")  # diffusers' Wan image-to-video cleans prompts with ftfy
+    cls = registry.get("video", name)
+    raw = tiny_options(name, tiny_models(name), i2v_model=str(tiny_models(f"{name}-i2v")))
+    backend = cls.prepare(resolve_options(cls.spec, raw, device="cpu", from_cover=True))
+    assert backend.model_id().endswith(f"{name}-i2v")
+    cover = Image.new("RGB", (90, 160), (20, 200, 30))
+    clip = backend.generate(VideoRequest(prompt="the corgi surfs", seed=1, cover=cover))
+    assert type(backend.pipe).__name__ == cls.spec.i2v_pipeline
+    assert len(clip.frames) == backend.opts.frames and clip.meta["from_cover"] is True
+
+
 def _settings(tmp_path, tiny_models, **kw):
     return Settings.resolve(
         env={},

@@ -192,3 +192,27 @@ def test_offline_composer_uses_references_and_never_copies_a_title():
     same = [Reference(video_id="7", title="Castle speedrun", label="popular", comment_count=50)]
     out = json.loads(composer.complete(_context("Castle speedrun", same)))
     assert find_copy(out["title"], same) is None
+
+
+def test_pe_run_against_an_openai_compatible_server(pe_settings, monkeypatch):
+    from fake_openai_server import FakeOpenAIServer, completion
+
+    monkeypatch.setenv("POPCORN_LLM_API_KEY", "sk-test")
+    answer = {
+        "title": "Blindfolded castle run",
+        "cover_prompt": "a knight",
+        "video_prompt": "he runs",
+    }
+    reasoning = "Step 1: the popular videos use records and challenges...\n"
+    with FakeOpenAIServer() as srv:
+        srv.queue(200, completion(reasoning + "```json\n" + json.dumps(answer) + "\n```"))
+        base = pe_settings.model_dump(exclude_none=True)
+        settings = Settings.resolve(
+            **{**base, "llm": "openai", "llm_base_url": srv.url, "llm_model": "m"}
+        )
+        record = Pipeline(settings).make("castle level speedrun")
+        sent = srv.chat_requests[0]["body"]["messages"]
+    assert record.idea.title == "Blindfolded castle run"
+    assert record.backends["llm"].is_llm and record.copy_check["status"] == "original"
+    assert [m["content"] for m in sent] == [m.content for m in record.messages]
+    assert all(f"Title: {r.title}\n" in sent[1]["content"] for r in record.references)

@@ -133,6 +133,8 @@ def test_pipeline_make_end_to_end_with_sd15_and_ltx(tmp_path, tiny_models):
     assert saved.backends["image"].options["measured"]["seconds_per_step"] > 0
     clip = saved.artifact("clip")
     assert clip.meta["frames"] == 24 and clip.meta["from_cover"] is True
+    assert clip.meta["seconds"] == 3.0 and clip.meta["render_seconds"] > 0
+    assert clip.meta["generated_frames"] == 25  # 8k+1 at 8 fps, then trimmed to 3.0 s
     assert clip.meta["peak_memory_gb"] > 0 and "estimated_peak_gb" in clip.meta
     info = probe_mp4(run_dir / "clip.mp4")
     assert info["codec"] == "h264" and info["frames"] == 24 and info["seconds"] == pytest.approx(3)

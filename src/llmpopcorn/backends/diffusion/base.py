@@ -284,7 +284,7 @@ class DiffusionBackend:
         else:
             peak, source = _max_rss_gb(), "process max RSS"
         self.last_run.update(
-            seconds=round(total, 4),
+            render_seconds=round(total, 4),
             steps=steps,
             seconds_per_step=round(per_step, 4),
             peak_memory_gb=round(peak, 3),

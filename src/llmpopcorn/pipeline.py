@@ -126,12 +126,12 @@ class Pipeline:
             return None
         return predict.load_scorer(self.settings)
 
-    def sampling(self) -> SamplingParams:
+    def sampling(self, seed: int | None = None) -> SamplingParams:
         s = self.settings
         return SamplingParams(
             temperature=s.temperature,
             top_p=s.top_p,
-            seed=s.seed,
+            seed=s.seed if seed is None else seed,
             max_tokens=s.max_tokens,
             max_attempts=s.max_attempts,
         )
@@ -148,17 +148,22 @@ class Pipeline:
         *,
         out_dir: str | Path | None = None,
         on_stage: Callable[[str], None] | None = None,
+        seed: int | None = None,
     ) -> RunRecord:
-        """Run every stage for one query and return the saved record."""
+        """Run every stage for one query and return the saved record.
+
+        ``seed`` overrides the settings' seed for this run (LLM sampling and rendering).
+        """
         query = clean_query(query)
         settings = self.settings
+        seed = settings.seed if seed is None else seed
         run_id = new_run_id()
         run_dir = make_run_dir(Path(out_dir or settings.out_dir), query, run_id)
         record = RunRecord(
             run_id=run_id,
             query=query,
             mode=settings.mode,
-            seed=settings.seed,
+            seed=seed,
             package_version=__version__,
             run_dir=str(run_dir),
             settings=settings.public(),
@@ -195,13 +200,14 @@ class Pipeline:
                     record.notes.append(NO_LLM_NOTE)
                 make_guard = getattr(self.prompt_builder, "copy_guard", None)
                 guard = make_guard(prompt) if make_guard else None
-                result = ideate(llm, prompt, self.sampling(), check=guard)
+                result = ideate(llm, prompt, self.sampling(seed), check=guard)
                 record.idea = result.idea
                 record.messages = result.messages
                 record.attempts = result.attempts
                 if guard:
                     record.copy_check = guard.report(result.idea)
-            self._render(record, run_dir, stage)
+            if settings.render:
+                self._render(record, run_dir, stage)
             with stage("score"):
                 self._score(record, run_dir)
             record.status = "ok"

@@ -57,6 +57,7 @@ class Settings(BaseModel):
     llm_load_in_4bit: bool = False
 
     # renderers
+    render: bool = Field(True, description="render the cover and clip (off: ideas and scores only)")
     image: str = Field("draft", description="cover image backend")
     video: str = Field("draft", description="video clip backend")
     device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:N")

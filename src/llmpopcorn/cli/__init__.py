@@ -16,7 +16,7 @@ import click
 from ..errors import PopcornError
 
 #: subcommand modules, imported when the CLI starts
-COMMAND_MODULES = ("make", "backends", "predictor", "score", "prompt", "corpus")
+COMMAND_MODULES = ("make", "backends", "predictor", "score", "prompt", "corpus", "bench")
 
 
 class PopcornGroup(click.Group):

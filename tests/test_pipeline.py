@@ -126,3 +126,43 @@ def test_prompt_only_does_not_call_the_llm(out_dir):
     prompt = small_pipeline(out_dir, llm=llm).prompt("  a corgi\n learns to surf ")
     assert prompt.query == "a corgi learns to surf" and not llm.requests
     assert not list(out_dir.iterdir())
+
+
+class TitleLengthScorer:
+    name = "title-length"
+
+    def score(self, idea, *, query=None, clip_path=None):
+        from llmpopcorn.types import Score
+
+        value = len(idea.title) / 10
+        return Score(predictor=self.name, log2_comments=value, expected_comments=2**value)
+
+
+def _idea(title):
+    return json.dumps({"title": title, "cover_prompt": "c", "video_prompt": "v"})
+
+
+def test_variants_are_ranked_by_the_predictor_and_the_best_is_rendered(out_dir):
+    llm = FakeLLM([_idea("short"), _idea("the longest title here"), "junk", "junk", "junk", _idea("medium one")])
+    settings = Settings.resolve(env={}, out_dir=out_dir, variants=4, seed=10)
+    pipeline = Pipeline(
+        settings, llm=llm, scorer=TitleLengthScorer(),
+        image=DraftCover(width=72, height=128), video=DraftClip(width=72, height=128, fps=4),
+    )
+    record = pipeline.make("a corgi")
+    assert record.idea.title == "the longest title here"
+    assert [v.seed for v in record.variants] == [11, 13, 10, 12]
+    assert record.variants[-1].error and "no valid idea" in record.variants[-1].error
+    assert [r.seed for r in llm.requests][:2] == [10, 11]
+    assert record.score.log2_comments == pytest.approx(2.2)
+    assert any("Best of 4 variants" in n for n in record.notes)
+    html = (out_dir.resolve() / record.run_dir.split("/")[-1] / "report.html").read_text()
+    assert "Variants ranked" in html and "medium one" in html
+
+
+def test_variants_need_a_predictor(out_dir):
+    settings = Settings.resolve(env={}, out_dir=out_dir, variants=3, score=False)
+    from llmpopcorn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs the popularity predictor"):
+        Pipeline(settings, image=DraftCover(width=72, height=128), video=DraftClip(width=72, height=128, fps=4)).make("q")

@@ -25,7 +25,7 @@ from .paths import clean_query, make_run_dir, new_run_id
 from .registry import Registry, registry as default_registry
 from .report import save_record, save_report
 from .settings import Settings
-from .types import Artifact, Idea, Prompt, RunRecord, Score
+from .types import Artifact, Idea, Prompt, RunRecord, Score, Variant
 
 log = logging.getLogger(__name__)
 
@@ -194,18 +194,7 @@ class Pipeline:
                     record.enhancement = prompt.settings
                     record.notes += [f"PE: {note}" for note in prompt.settings.get("notes", [])]
             with stage("ideate"):
-                llm = self.llm
-                record.backends["llm"] = llm.describe()
-                if not llm.is_llm:
-                    record.notes.append(NO_LLM_NOTE)
-                make_guard = getattr(self.prompt_builder, "copy_guard", None)
-                guard = make_guard(prompt) if make_guard else None
-                result = ideate(llm, prompt, self.sampling(seed), check=guard)
-                record.idea = result.idea
-                record.messages = result.messages
-                record.attempts = result.attempts
-                if guard:
-                    record.copy_check = guard.report(result.idea)
+                self._ideate(record, prompt, seed)
             if settings.render:
                 self._render(record, run_dir, stage)
             with stage("score"):
@@ -224,6 +213,64 @@ class Pipeline:
             save_record(record, run_dir)
             save_report(record, run_dir)
         return record
+
+    def _ideate(self, record: RunRecord, prompt: Prompt, seed: int) -> None:
+        """Ask for ``settings.variants`` ideas (seeds seed, seed+1, ...); keep the one the
+        predictor ranks highest (with one variant, no ranking is needed)."""
+        llm = self.llm
+        record.backends["llm"] = llm.describe()
+        if not llm.is_llm:
+            record.notes.append(NO_LLM_NOTE)
+        count = self.settings.variants
+        if count > 1 and self.scorer is None:
+            raise ConfigError(
+                "ranking variants needs the popularity predictor",
+                "drop --variants, or enable scoring (no --no-score, POPCORN_SCORE unset)",
+            )
+        make_guard = getattr(self.prompt_builder, "copy_guard", None)
+        candidates, variants, attempts = [], [], []
+        for variant_seed in range(seed, seed + count):
+            guard = make_guard(prompt) if make_guard else None
+            try:
+                result = ideate(llm, prompt, self.sampling(variant_seed), check=guard)
+            except InvalidReplyError as exc:
+                if count == 1:
+                    raise
+                attempts += exc.attempts
+                variants.append(Variant(seed=variant_seed, error=str(exc)))
+                continue
+            attempts += result.attempts
+            score = self.scorer.score(result.idea, query=record.query) if count > 1 else None
+            candidates.append((score, variant_seed, result, guard))
+            if score is not None:
+                variants.append(
+                    Variant(
+                        seed=variant_seed,
+                        idea=result.idea,
+                        log2_comments=score.log2_comments,
+                        expected_comments=score.expected_comments,
+                    )
+                )
+        if not candidates:
+            raise InvalidReplyError(
+                f"none of the {count} variants produced a valid idea",
+                "try another model or raise --max-attempts; the raw replies are in the run record",
+                attempts=attempts,
+            )
+        if count > 1:
+            candidates.sort(key=lambda c: -c[0].log2_comments)  # stable: ties keep seed order
+            variants.sort(key=lambda v: -v.log2_comments if v.log2_comments is not None else 1e9)
+            record.variants = variants
+        _, chosen_seed, result, guard = candidates[0]
+        record.idea = result.idea
+        record.messages = result.messages
+        record.attempts = attempts if count > 1 else result.attempts
+        if count > 1:
+            record.notes.append(
+                f"Best of {count} variants by predicted popularity (variant seed {chosen_seed})."
+            )
+        if guard:
+            record.copy_check = guard.report(result.idea)
 
     def _render(self, record: RunRecord, run_dir: Path, stage) -> None:
         idea = record.idea

@@ -84,6 +84,17 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
         for key in ("title", "cover_prompt", "video_prompt"):
             parts.append(f"<tr><th>{key}</th><td>{e(getattr(record.idea, key))}</td></tr>")
         parts.append("</table>")
+    if record.variants:
+        rows = "".join(
+            f"<tr><td>{rank}</td><td>{v.seed}</td><td>{e(v.idea.title) if v.idea else ''}</td>"
+            f"<td>{'' if v.expected_comments is None else f'{v.expected_comments:.1f}'}</td>"
+            f"<td>{e(v.error or '')}</td></tr>"
+            for rank, v in enumerate(record.variants, start=1)
+        )
+        parts.append(
+            "<h2>Variants ranked by predicted popularity</h2><table><tr><th>rank</th>"
+            f"<th>seed</th><th>title</th><th>expected comments</th><th>error</th></tr>{rows}</table>"
+        )
     if record.score:
         s = record.score
         interval = (

@@ -52,6 +52,7 @@ class Settings(BaseModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_tokens: int = Field(1024, ge=16)
     max_attempts: int = Field(3, ge=1, le=10, description="ideation attempts before giving up")
+    variants: int = Field(1, ge=1, le=50, description="ideas to generate and rank by predicted popularity")
     llm_timeout: float = Field(120.0, gt=0)
     llm_max_retries: int = Field(3, ge=0, le=10, description="retries on 429/5xx/timeouts")
     llm_load_in_4bit: bool = False

@@ -122,6 +122,16 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class Variant(BaseModel):
+    """One of several ideas asked for the same query, with its predicted popularity."""
+
+    seed: int
+    idea: Idea | None = None
+    log2_comments: float | None = None
+    expected_comments: float | None = None
+    error: str | None = None
+
+
 class RunRecord(BaseModel):
     """Everything about one run; saved as ``record.json`` in the run directory."""
 
@@ -142,6 +152,7 @@ class RunRecord(BaseModel):
     references: list[Reference] = Field(default_factory=list)
     enhancement: dict[str, Any] | None = None  # PE: categories, pools, counts, notes
     idea: Idea | None = None
+    variants: list[Variant] = Field(default_factory=list)  # ranked best first
     copy_check: dict[str, Any] | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     score: Score | None = None

@@ -16,15 +16,16 @@ from .options import common_options, llm_options, pe_options, render_options, se
 @llm_options
 @render_options
 @common_options
+@click.option("--variants", type=int, default=None, help="Generate N ideas (seeds seed..seed+N-1), rank them by predicted popularity and render the best [default 1].")
 @click.option("--no-score", is_flag=True, help="Skip the popularity prediction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON (and nothing else) on stdout.")
-def make(query: str, no_score: bool, as_json: bool, **params) -> None:
+def make(query: str, variants: int | None, no_score: bool, as_json: bool, **params) -> None:
     """Generate a micro-video for QUERY: title, cover, 3-second clip, score, report.
 
     Runs offline on the CPU by default (offline composer + draft renderers). The
     run directory holds record.json, cover.png, clip.mp4 and report.html.
     """
-    settings = settings_from(params, score=False if no_score else None)
+    settings = settings_from(params, score=False if no_score else None, variants=variants)
     pipeline = Pipeline(settings)
 
     def on_stage(name: str) -> None:
@@ -45,6 +46,13 @@ def make(query: str, no_score: bool, as_json: bool, **params) -> None:
         if s.interval:
             line += f", {s.interval_level or 0:.0%} interval {2 ** s.interval[0]:.0f}-{2 ** s.interval[1]:.0f}"
         click.echo(line)
+    if record.variants:
+        click.echo("Variants (best first):")
+        for rank, v in enumerate(record.variants, start=1):
+            if v.idea is None:
+                click.echo(f"  {rank}. seed {v.seed}: failed ({v.error})")
+            else:
+                click.echo(f"  {rank}. {v.expected_comments:8.1f} comments  {v.idea.title}  (seed {v.seed})")
     click.echo(f"Run directory: {record.run_dir}")
     for art in record.artifacts:
         click.echo(f"  {art.kind + ':':<7} {art.path} ({art.bytes:,} bytes)")

@@ -216,9 +216,9 @@ class DiffusionBackend:
             pipe.enable_model_cpu_offload(device=opts.device)
         elif opts.offload == "sequential":
             pipe.enable_sequential_cpu_offload(device=opts.device)
-        elif opts.quantization == "none":
+        elif not opts.quantization.startswith("bnb"):
             pipe.to(opts.device)
-        else:  # quantized weights are placed by their loader; move the rest
+        else:  # bitsandbytes places its weights on the GPU while loading; move the rest
             for name, component in pipe.components.items():
                 if isinstance(component, torch.nn.Module) and name not in ("transformer", "unet"):
                     component.to(opts.device)

@@ -215,3 +215,15 @@ def test_animatediff_base_model_plus_separate_motion_adapter(tmp_path):
     with pytest.raises(Exception, match="motion adapter") as info:
         AnimateDiff.prepare(missing)  # the default adapter is not in the (empty) HF cache
     assert "hf download ByteDance/AnimateDiff-Lightning animatediff_lightning" in info.value.hint
+
+
+def test_dtype_and_vae_options_reach_the_loaded_pipeline(tiny_backends):
+    import torch
+
+    backend = tiny_backends("ltx", dtype="bfloat16", vae_tiling=True, vae_slicing=True)
+    clip = backend.generate(VideoRequest(prompt="a corgi surfs", seed=3))
+    pipe = backend.pipe
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.use_tiling
+    assert len(clip.frames) == backend.opts.frames and clip.frames[0].dtype == np.uint8
+    # the plan used the sizes read from the tiny weights, not LTX-Video's 7B parameters
+    assert backend.plan.estimate.weights_gb < 0.01 and backend.plan.fits

@@ -16,7 +16,7 @@ import click
 from ..errors import PopcornError
 
 #: subcommand modules, imported when the CLI starts
-COMMAND_MODULES = ("make", "backends", "predictor", "score", "prompt", "corpus", "bench")
+COMMAND_MODULES = ("make", "backends", "predictor", "score", "prompt", "corpus", "bench", "serve")
 
 
 class PopcornGroup(click.Group):

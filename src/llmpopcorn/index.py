@@ -66,6 +66,12 @@ class VectorIndex(ABC):
         """The ``k`` best rows (restricted to ``rows`` when given), best first, and
         their similarities. Equal similarities are ordered by row number."""
 
+    def search_pools(
+        self, query: np.ndarray, requests: list[tuple[np.ndarray, int]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`search` for several (rows, k) requests with one query."""
+        return [self.search(query, k, rows=rows) for rows, k in requests]
+
 
 class ExactIndex(VectorIndex):
     """Exact search: one matrix-vector product over the candidate rows."""
@@ -76,21 +82,29 @@ class ExactIndex(VectorIndex):
         self.vectors = np.asarray(vectors)
 
     def search(self, query, k, rows=None):
-        query = np.asarray(query, dtype=np.float32).reshape(-1)
         if rows is None:
             rows = np.arange(len(self.vectors))
-            scores = self.vectors @ query
-        else:
-            rows = np.asarray(rows, dtype=np.int64)
-            # a large subset: one product over the whole matrix beats gathering its rows
-            if 4 * len(rows) > len(self.vectors):
-                scores = (self.vectors @ query)[rows]
+        return self.search_pools(query, [(rows, k)])[0]
+
+    def search_pools(self, query, requests):
+        # one product over the union of the pools instead of one per pool
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        every = np.concatenate([np.asarray(rows, dtype=np.int64) for rows, _ in requests])
+        scores = (
+            (self.vectors @ query)[every]
+            if 4 * len(every) > len(self.vectors)
+            else self.vectors[every] @ query
+        )
+        out, start = [], 0
+        for rows, k in requests:
+            part = slice(start, start + len(rows))
+            start += len(rows)
+            k = min(int(k), len(rows))
+            if k <= 0:
+                out.append((every[:0], np.zeros(0, dtype=np.float32)))
             else:
-                scores = self.vectors[rows] @ query
-        k = min(int(k), len(rows))
-        if k <= 0:
-            return rows[:0], np.zeros(0, dtype=np.float32)
-        return top_k(rows, scores, k)
+                out.append(top_k(every[part], scores[part], k))
+        return out
 
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -365,6 +379,12 @@ def build_entry(corpus: Corpus, embedder: Embedder) -> CacheEntry:
     started = time.perf_counter()
     texts = corpus.texts
     names = corpus.categories
+    # a warning so that the CLI shows why the first PE run takes a while
+    log.warning(
+        "embedding %d corpus texts with %s (once: later runs read them from the cache)",
+        len(texts),
+        embedder.id,
+    )
     embedder.fit([*texts, *names])
     parts = []
     for start in range(0, len(texts), EMBED_BATCH):

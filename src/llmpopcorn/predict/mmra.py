@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError, require
 from .base import Predictor
 from .data import Table
-from .retrieval import normalise, retrieve
+from .retrieval import id_positions, normalise, retrieve
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,12 @@ class RetrievalAttention(Predictor):
     def neighbours(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
         """(indices into the memory, similarities), each (n, k); self excluded by id."""
         self.check_fitted()
+        positions = getattr(self, "_positions", None)
+        if positions is None or len(positions) != len(self.memory_ids_):
+            positions = self._positions = id_positions(self.memory_ids_)
         return retrieve(
             table.embeddings(self.embedder), self._memory32(), self.k_,
-            query_ids=table.ids, memory_ids=self.memory_ids_, memory_normalised=True,
+            query_ids=table.ids, memory_ids=positions, memory_normalised=True,
         )
 
     def _visual(self, table: Table) -> np.ndarray | None:
@@ -135,6 +138,7 @@ class RetrievalAttention(Predictor):
         y = table.labels
         if len(table) <= self.k + 1:
             raise DataError(f"need more than {self.k + 1} training rows", "use a bigger table")
+        self._mem32 = self._positions = None  # caches of a previous fit
         self.memory_ = normalise(table.embeddings(self.embedder)).astype(np.float16)
         self.memory_ids_ = np.asarray(table.ids).astype(str)
         self.categories_ = np.array([UNKNOWN, *sorted(set(map(str, table.categories)))])
@@ -170,8 +174,13 @@ class RetrievalAttention(Predictor):
             oof[held] = fitted.predict(table.take(held))
         return oof
 
-    def _inputs(self, table: Table, prior: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        idx, sim = self.neighbours(table)
+    def _inputs(
+        self,
+        table: Table,
+        prior: np.ndarray | None = None,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        idx, sim = neighbours if neighbours is not None else self.neighbours(table)
         out = {
             "emb": normalise(table.embeddings(self.embedder)),
             "idx": idx,

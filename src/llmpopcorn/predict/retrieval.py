@@ -19,13 +19,18 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+def id_positions(ids: np.ndarray) -> dict[str, int]:
+    """Memory id -> row (pass it to :func:`retrieve` to skip rebuilding it per call)."""
+    return {str(v): i for i, v in enumerate(ids)}
+
+
 def retrieve(
     queries: np.ndarray,
     memory: np.ndarray,
     k: int,
     *,
     query_ids: np.ndarray | None = None,
-    memory_ids: np.ndarray | None = None,
+    memory_ids: np.ndarray | dict[str, int] | None = None,
     memory_normalised: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (n, k) into ``memory`` and cosine similarities (n, k), best first."""
@@ -36,7 +41,7 @@ def retrieve(
         raise ValueError("the retrieval memory is too small")
     position: dict[str, int] = {}
     if query_ids is not None and memory_ids is not None:
-        position = {str(v): i for i, v in enumerate(memory_ids)}
+        position = memory_ids if isinstance(memory_ids, dict) else id_positions(memory_ids)
     idx = np.empty((q.shape[0], k), dtype=np.int64)
     sim = np.empty((q.shape[0], k), dtype=np.float32)
     for start in range(0, q.shape[0], BLOCK):

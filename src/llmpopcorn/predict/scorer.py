@@ -114,7 +114,8 @@ class PopularityScorer:
             table.categories = cats
         attention = None
         if hasattr(m, "forward"):
-            standardised, attention = m.forward(m._inputs(table))
+            found = (idx, sim) if idx is not None else None
+            standardised, attention = m.forward(m._inputs(table, neighbours=found))
             pred = standardised * m.y_std_ + m.y_mean_
         else:
             pred = m.predict(table)

@@ -179,8 +179,9 @@ def _title_candidates(subject: str, key: str, borrowed: Borrowed | None) -> list
         if _pick(("a", "b"), key, "hook") == "b":
             hook_patterns.reverse()
         patterns = hook_patterns + patterns
-    tag = (borrowed.keywords[0] if borrowed and borrowed.keywords else "fyp").replace("'", "")
-    return [fit_title(_capitalise(p.format(subject=subject, tag=tag))) for p in patterns]
+    # the category as the community hashtag (#animal, #anime), as MicroLens titles do
+    tag = re.sub(r"\W+", "", borrowed.category.lower()) if borrowed else ""
+    return [fit_title(_capitalise(p.format(subject=subject, tag=tag or "fyp"))) for p in patterns]
 
 
 class OfflineComposer(LLM):

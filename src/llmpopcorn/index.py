@@ -266,7 +266,6 @@ class CorpusIndex:
         self.corpus = corpus
         self.embedder = embedder
         self.entry = entry
-        self.vectors = entry.items
         self.index = index or ExactIndex(entry.items)
         frame = corpus.frame
         self.category_names = entry.category_names

@@ -208,3 +208,24 @@ def test_a_model_whose_embedder_is_not_installed_raises_missing_extra(monkeypatc
     with pytest.raises(MissingExtraError) as err:
         load_scorer(Settings.resolve(predictor=str(path)))
     assert "llmpopcorn[ml]" in str(err.value)
+
+
+def test_a_visual_model_scores_from_the_rendered_clip(tmp_path, fake_embedder):
+    from llmpopcorn.backends.base import Clip
+    from llmpopcorn.predict import Table, model_class
+    from llmpopcorn.predict.visual import RandomProjectionExtractor
+
+    table = Table.from_frame(synthetic_frame(150, seed=2))
+    table.visual = np.random.default_rng(0).normal(size=(150, 4)).astype(np.float32)
+    params = {"embedder": "fake", "epochs": 2, "hidden": 16, "text_prior": False}
+    model = model_class("mmra")(**params, visual_dim=4, visual_extractor="random-projection")
+    model.fit(table).save(tmp_path / "vis")
+    frames = [np.full((32, 24, 3), v, np.uint8) for v in (10, 200)]
+    clips = [write_mp4(Clip([f] * 6, 6.0), tmp_path / f"c{i}.mp4") for i, f in enumerate(frames)]
+    scorer = PopularityScorer(tmp_path / "vis")
+    idea = Idea(title="topic1word1", cover_prompt="c", video_prompt="v")
+    a, b = (scorer.score(idea, clip_path=c).log2_comments for c in clips)
+    assert a != b  # the clip changes the score
+    assert RandomProjectionExtractor(dim=4).dim == 4
+    with pytest.raises(Exception, match="rendered clip"):
+        scorer.score(idea)

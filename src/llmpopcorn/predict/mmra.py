@@ -64,6 +64,7 @@ class RetrievalAttention(Predictor):
         seed: int = 42,
         embedder: str = "minilm",
         visual_dim: int = 0,
+        visual_extractor: str = "",
         text_prior: bool = True,
         prior_folds: int = 5,
         threads: int = 1,
@@ -81,6 +82,7 @@ class RetrievalAttention(Predictor):
         self.seed = seed
         self.embedder = embedder
         self.visual_dim = visual_dim
+        self.visual_extractor = visual_extractor
         self.text_prior = text_prior
         self.prior_folds = prior_folds
         self.threads = threads
@@ -88,7 +90,7 @@ class RetrievalAttention(Predictor):
     def get_params(self) -> dict[str, Any]:
         keys = (
             "k", "hidden", "dropout", "category_dropout", "lr", "weight_decay", "epochs",
-            "patience", "batch_size", "tau", "seed", "embedder", "visual_dim",
+            "patience", "batch_size", "tau", "seed", "embedder", "visual_dim", "visual_extractor",
             "text_prior", "prior_folds", "threads",
         )
         return {key: getattr(self, key) for key in keys}

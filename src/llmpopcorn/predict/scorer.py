@@ -174,8 +174,11 @@ class PopularityScorer:
     def score(
         self, idea: Idea, *, query: str | None = None, clip_path: str | Path | None = None
     ) -> Score:
-        """Score one idea from its text (title, cover prompt, video prompt)."""
-        return self.score_text(idea.title, idea.cover_prompt, idea.video_prompt, query=query)
+        """Score one idea from its text (title, cover prompt, video prompt) and, for a
+        model trained with visual features, from its rendered clip."""
+        return self.score_text(
+            idea.title, idea.cover_prompt, idea.video_prompt, query=query, clip_path=clip_path
+        )
 
     def score_text(
         self,
@@ -185,6 +188,7 @@ class PopularityScorer:
         *,
         category: str = "",
         query: str | None = None,
+        clip_path: str | Path | None = None,
     ) -> Score:
         """Score raw text fields; an empty ``category`` is inferred from the neighbours."""
         from ..corpus import item_text
@@ -197,6 +201,17 @@ class PopularityScorer:
             categories=[category],
             titles=[title],
         )
+        visual_dim = int(getattr(self.model, "visual_dim", 0) or 0)
+        if visual_dim:
+            if clip_path is None:
+                raise InputError(
+                    "this predictor also reads the rendered clip, and there is none",
+                    "render a clip first, or use a text-only predictor",
+                )
+            from .visual import get_extractor, read_frames
+
+            extractor = get_extractor(self.model.visual_extractor, visual_dim)
+            table.visual = extractor.extract(read_frames(clip_path))[None, :]
         result = self.score_table(table)[0]
         if query:
             result.extra["query"] = query

@@ -108,3 +108,22 @@ class RandomProjectionExtractor:
             blocks = f[:h, :w].astype(np.float32).reshape(8, h // 8, 8, w // 8, 3)
             pooled.append(blocks.mean(axis=(1, 3)).ravel() / 255.0)
         return np.tanh(np.mean(pooled, axis=0) @ self.weight).astype(np.float32)
+
+
+#: extractors a model can name in its ``visual_extractor`` parameter
+VISUAL_EXTRACTORS: dict[str, type] = {
+    "clip-stats": ClipStatsExtractor,
+    "random-projection": RandomProjectionExtractor,
+}
+
+
+def get_extractor(name: str, dim: int) -> VisualExtractor:
+    if name not in VISUAL_EXTRACTORS:
+        raise DataError(
+            f"unknown visual extractor '{name}'", f"use one of: {', '.join(VISUAL_EXTRACTORS)}"
+        )
+    cls = VISUAL_EXTRACTORS[name]
+    extractor = cls(dim=dim) if cls is RandomProjectionExtractor else cls()
+    if extractor.dim != dim:
+        raise DataError(f"extractor '{name}' gives {extractor.dim} features, model wants {dim}")
+    return extractor

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="auto")
     ap.add_argument("--fresh-cache", action="store_true")
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads while embedding")
     ap.add_argument("--json", default=None, help="write the numbers here")
     args = ap.parse_args(argv)
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         cache = tmp.name
     started = time.perf_counter()
     path, metrics = train_and_save(
-        args.data, args.out, model=args.model, seed=args.seed, cache_dir=cache
+        args.data, args.out, model=args.model, seed=args.seed, cache_dir=cache,
+        threads=args.threads or None,
     )
     train_s = time.perf_counter() - started
     print(metrics_table(metrics, "valid"))

@@ -229,3 +229,12 @@ def test_a_visual_model_scores_from_the_rendered_clip(tmp_path, fake_embedder):
     assert RandomProjectionExtractor(dim=4).dim == 4
     with pytest.raises(Exception, match="rendered clip"):
         scorer.score(idea)
+
+
+def test_backends_lists_the_predictor_and_why_it_cannot_run(monkeypatch, tmp_path):
+    from llmpopcorn.cli.backends import backend_table
+
+    rows = backend_table(Settings.resolve())["predictor"]
+    assert rows[0]["name"] == "default"
+    bad = backend_table(Settings.resolve(predictor=str(tmp_path)))["predictor"][0]
+    assert not bad["usable"] and "POPCORN_PREDICTOR" in bad["reason"]

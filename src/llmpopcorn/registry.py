@@ -49,7 +49,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "minilm-l12": ".embed.sentence:MiniLML12Embedder",
         "tfidf": ".embed.tfidf:TfidfEmbedder",
     },
-    "predictor": {},
+    "predictor": {
+        "default": "llmpopcorn.predict.scorer:PopularityScorer",
+    },
 }
 
 

@@ -62,6 +62,26 @@ def check_embedder_available(name: str | None, what: str = "scoring") -> None:
 class PopularityScorer:
     """Wraps a saved model; ``score(idea)`` returns a :class:`~llmpopcorn.types.Score`."""
 
+    kind = "predictor"
+    description = "shipped MMRA-style predictor (or POPCORN_PREDICTOR=DIR): log2 comments"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PopularityScorer:
+        return load_scorer(settings)
+
+    @classmethod
+    def availability(cls, settings: Any = None) -> Any:
+        """Whether the selected model exists and its embedder's extra is installed."""
+        from ..backends.base import Availability
+
+        try:
+            path = resolve_model_dir(getattr(settings, "predictor", None))
+            embedder = read_config(path).get("params", {}).get("embedder")
+            check_embedder_available(embedder)
+        except (DataError, MissingExtraError) as exc:
+            return Availability(False, f"{exc.message}: {exc.hint}")
+        return Availability(True)
+
     def __init__(self, model_dir: str | Path, data_dir: str | Path | None = None):
         self.model_dir = Path(model_dir)
         self.config = read_config(self.model_dir)

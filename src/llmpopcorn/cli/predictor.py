@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -147,3 +148,9 @@ def eval_(model_dir: str | None, data: str, include_seen: bool, as_json: bool) -
     ):
         value = report.get(key)
         click.echo(f"{key:<18} {'n/a' if value is None else f'{value:.4f}'}")
+    saved = Path(report["model_dir"]) / "metrics.json"
+    if saved.exists():  # every model on the split the model was trained on, for comparison
+        from ..predict.train import metrics_table
+
+        click.echo(f"\nAll models on the held-out test split of its training data ({saved}):")
+        click.echo(metrics_table(json.loads(saved.read_text()), "test"))

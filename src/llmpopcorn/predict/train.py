@@ -195,7 +195,9 @@ def metrics_table(metrics: dict[str, Any], split: str = "test") -> str:
     def fmt(v: Any) -> str:
         return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
-    for name, r in metrics["models"].items():
+    order = {name: i for i, name in enumerate(DEFAULT_MODELS)}
+    for name in sorted(metrics["models"], key=lambda n: (order.get(n, len(order)), n)):
+        r = metrics["models"][name]
         m = r[split]
         cover = r["conformal"]["test_coverage" if split == "test" else "valid_coverage"]
         lines.append(

@@ -168,6 +168,10 @@ def test_prompt_contains_every_reference_exactly_once(index):
     assert '"title"' in user.content and '"cover_prompt"' in user.content
     assert "copying a reference is strictly forbidden" in user.content
     assert "game animal food sports" in user.content
+    names = [f'"{c["name"]}"' for c in prompt.settings["categories"]]
+    assert f"from the {', '.join(names[:-1])} and {names[-1]} categories of" in user.content
+    single = builder(index, n_refs=3).build("game")
+    assert 'from the "Game" category of' in single.messages[1].content
 
 
 def test_copies_of_the_title_are_not_repeated_in_the_prompt():

@@ -226,11 +226,18 @@ def format_references(references: list[Reference]) -> str:
     return "\n\n".join(blocks) if blocks else "(no reference videos are available)"
 
 
+def _category_phrase(names: list[str]) -> str:
+    quoted = [f'"{n}"' for n in names]
+    if len(quoted) == 1:
+        return f"the {quoted[0]} category"
+    return f"the {', '.join(quoted[:-1])} and {quoted[-1]} categories"
+
+
 def pe_messages(query: str, references: list[Reference], categories: list[str]) -> list[Message]:
     user = render(
         "pe_user.txt",
         query=query,
-        categories='", "'.join(categories),
+        categories=_category_phrase(categories),
         references=format_references(references),
         example=example_json(),
     )

@@ -62,9 +62,12 @@ class SentenceEmbedder(Embedder):
             needed.append(SHIPPED_PACKAGE)
         avail = Availability.needs_modules("ml", *needed)
         if avail.ok and model is not None and not Path(model).expanduser().is_dir():
-            return Availability(
-                True, f"needs {model} in the local Hugging Face cache (no download)"
-            )
+            if not _in_hub_cache(model):
+                return Availability(
+                    False,
+                    f"{model} is not in the local Hugging Face cache (nothing is downloaded): "
+                    "pass --embedder-model /path/to/its/folder",
+                )
         return avail
 
     # -- identity ---------------------------------------------------------------------
@@ -125,6 +128,15 @@ class SentenceEmbedder(Embedder):
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 #: up to this many texts (a query) are embedded on one CPU thread

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .corpus import Corpus
+from .corpus import Corpus, file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Embedder
@@ -138,14 +138,6 @@ def cache_key(corpus_sha256: str, embedder_id: str, recipe: str = TEXT_RECIPE) -
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(file object)`` on a temporary file beside ``path``, then rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -198,7 +190,7 @@ class EmbeddingCache:
                 raise ValueError(
                     f"{path.name} has {path.stat().st_size} bytes, expected {info['bytes']}"
                 )
-            if _sha256(path) != info["sha256"]:
+            if file_sha256(path) != info["sha256"]:
                 raise ValueError(f"{path.name} does not match its checksum")
         items = np.load(paths["items"], mmap_mode="r", allow_pickle=False)
         categories = np.load(paths["categories"], allow_pickle=False)
@@ -235,7 +227,7 @@ class EmbeddingCache:
             writes.append(("state", lambda fh: np.savez(fh, **entry.state)))
         for name, write in writes:
             _atomic_write(paths[name], write)
-            files[name] = {"bytes": paths[name].stat().st_size, "sha256": _sha256(paths[name])}
+            files[name] = {"bytes": paths[name].stat().st_size, "sha256": file_sha256(paths[name])}
         manifest = {
             **expect,
             "items_shape": list(entry.items.shape),

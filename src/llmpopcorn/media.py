@@ -49,6 +49,9 @@ def write_mp4(clip: Clip, path: Path, *, crf: int = 23) -> Path:
         stream.pix_fmt = "yuv420p"
         # one thread: x264's output then does not depend on the machine's core count
         stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+        # the option alone is not enough: PyAV sets its own thread count, and after torch is
+        # imported two encodes of the same frames were seen to differ
+        stream.codec_context.thread_count = 1
         for array in clip.frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[..., :3]), format="rgb24")
             for packet in stream.encode(frame):

@@ -32,6 +32,8 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
         click.echo(f"... {name}", err=True)
 
     record = pipeline.make(query, on_stage=on_stage)
+    for note in record.notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
         click.echo(record_json(record))
         return
@@ -57,5 +59,3 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
     for art in record.artifacts:
         click.echo(f"  {art.kind + ':':<7} {art.path} ({art.bytes:,} bytes)")
     click.echo("  report: report.html")
-    for note in record.notes:
-        click.echo(f"note: {note}", err=True)

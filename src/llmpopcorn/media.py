@@ -33,6 +33,26 @@ def fit_duration(frames: list[np.ndarray], fps: float, seconds: float) -> list[n
     return [frames[i] for i in index]
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """RGB (H x W x 3 uint8, even sizes) to planar yuv420p (BT.601, limited range), as
+    the (H * 3 / 2) x W array PyAV expects.
+
+    Converting here rather than letting PyAV's swscale do it keeps the encode
+    deterministic: with swscale, two encodes of the same frames in one process were
+    seen to differ once other libraries (torch) had been loaded.
+    """
+    pixels = rgb[..., :3].astype(np.float32)
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b
+    height, width = y.shape
+    u = u.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+    v = v.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+    planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8).ravel() for p in (y, u, v)]
+    return np.concatenate(planes).reshape(height * 3 // 2, width)
+
+
 def write_mp4(clip: Clip, path: Path, *, crf: int = 23) -> Path:
     """Encode RGB frames as browser-playable H.264 (yuv420p, faststart) with PyAV."""
     import av
@@ -49,11 +69,9 @@ def write_mp4(clip: Clip, path: Path, *, crf: int = 23) -> Path:
         stream.pix_fmt = "yuv420p"
         # one thread: x264's output then does not depend on the machine's core count
         stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
-        # the option alone is not enough: PyAV sets its own thread count, and after torch is
-        # imported two encodes of the same frames were seen to differ
         stream.codec_context.thread_count = 1
         for array in clip.frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[..., :3]), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(array), format="yuv420p")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

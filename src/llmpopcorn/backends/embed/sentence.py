@@ -103,6 +103,9 @@ class SentenceEmbedder(Embedder):
             st = require("sentence_transformers", "ml", "the MiniLM embedder")
             source, _ = self._source()
             device = resolve_device(self.device)
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # its bar would clutter every CLI run's stderr
             try:
                 # local_files_only: a name must already be in the cache; never download
                 self._model = st.SentenceTransformer(source, device=device, local_files_only=True)

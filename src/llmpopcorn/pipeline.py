@@ -22,10 +22,11 @@ from .errors import ConfigError, InvalidReplyError, MissingExtraError, PopcornEr
 from .ideate import SamplingParams, ideate
 from .media import fit_duration, save_png, write_mp4
 from .paths import clean_query, make_run_dir, new_run_id
-from .registry import Registry, registry as default_registry
+from .registry import Registry
+from .registry import registry as default_registry
 from .report import save_record, save_report
 from .settings import Settings
-from .types import Artifact, Idea, Prompt, RunRecord, Score, Variant
+from .types import Artifact, BackendUse, Idea, Prompt, RunRecord, Score, Variant, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,10 @@ class Pipeline:
             return self._scorer
         return self._default_scorer()
 
-    def _default_scorer(self) -> Scorer | None:
-        """The shipped popularity predictor, once the ``predict`` package provides one."""
-        try:
-            predict = importlib.import_module("llmpopcorn.predict")
-        except ModuleNotFoundError as exc:
-            if exc.name != "llmpopcorn.predict":
-                raise
-            return None
+    def _default_scorer(self) -> Scorer:
+        """The predictor selected by the settings (default: the shipped model)."""
+        from . import predict  # model files load only when scoring
+
         return predict.load_scorer(self.settings)
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
@@ -181,7 +178,7 @@ class Pipeline:
                 record.timings[name] = round(time.perf_counter() - started, 4)
 
         try:
-            if getattr(settings, "render", True):
+            if settings.render:
                 # create the renderers first: bad options, missing weights or too little
                 # memory fail here, before the LLM is called
                 self._backend("image")
@@ -207,8 +204,6 @@ class Pipeline:
                 record.attempts = list(exc.attempts)
             raise
         finally:
-            from .types import utcnow
-
             record.finished = utcnow()
             save_record(record, run_dir)
             save_report(record, run_dir)
@@ -283,17 +278,8 @@ class Pipeline:
             )
             record.backends["image"] = image.describe()  # again: now with measured time/memory
             path = save_png(picture, run_dir / "cover.png")
-            record.artifacts.append(
-                Artifact(
-                    kind="cover",
-                    path=path.name,
-                    media_type="image/png",
-                    bytes=path.stat().st_size,
-                    backend=image.name,
-                    meta={"width": picture.width, "height": picture.height},
-                )
-            )
-            save_record(record, run_dir)
+            meta = {"width": picture.width, "height": picture.height}
+            _keep_artifact(record, run_dir, "cover", path, "image/png", image.name, meta)
         with stage("clip"):
             video = self.video
             record.backends["video"] = video.describe()
@@ -305,24 +291,15 @@ class Pipeline:
             clip.frames = fit_duration(clip.frames, clip.fps, 3.0)
             path = write_mp4(clip, run_dir / "clip.mp4")
             height, width = clip.frames[0].shape[:2]
-            record.artifacts.append(
-                Artifact(
-                    kind="clip",
-                    path=path.name,
-                    media_type="video/mp4",
-                    bytes=path.stat().st_size,
-                    backend=video.name,
-                    meta={
-                        "width": width,
-                        "height": height,
-                        "fps": clip.fps,
-                        "frames": len(clip.frames),
-                        "seconds": round(clip.seconds, 4),
-                        **clip.meta,
-                    },
-                )
-            )
-            save_record(record, run_dir)
+            meta = {
+                "width": width,
+                "height": height,
+                "fps": clip.fps,
+                "frames": len(clip.frames),
+                "seconds": round(clip.seconds, 4),
+                **clip.meta,
+            }
+            _keep_artifact(record, run_dir, "clip", path, "video/mp4", video.name, meta)
 
     def _score(self, record: RunRecord, run_dir: Path) -> None:
         clip = record.artifact("clip")
@@ -347,10 +324,24 @@ class Pipeline:
             query=record.query,
             clip_path=(run_dir / clip.path) if clip else None,
         )
-        record.backends["predictor"] = _predictor_use(scorer)
+        record.backends["predictor"] = BackendUse(
+            name=getattr(scorer, "name", type(scorer).__name__), kind="predictor"
+        )
 
 
-def _predictor_use(scorer: Scorer):
-    from .types import BackendUse
-
-    return BackendUse(name=getattr(scorer, "name", type(scorer).__name__), kind="predictor")
+def _keep_artifact(
+    record: RunRecord, run_dir: Path, kind: str, path: Path, media_type: str, backend: str, meta: dict
+) -> None:
+    """Add a written file to the record and save the record at once (so a later crash
+    still lists it)."""
+    record.artifacts.append(
+        Artifact(
+            kind=kind,
+            path=path.name,
+            media_type=media_type,
+            bytes=path.stat().st_size,
+            backend=backend,
+            meta=meta,
+        )
+    )
+    save_record(record, run_dir)

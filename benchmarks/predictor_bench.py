@@ -23,12 +23,21 @@ from llmpopcorn.predict.train import json_safe, metrics_table, train_and_save
 from llmpopcorn.types import Idea
 
 IDEAS = [
-    Idea(title="A corgi learns to surf", cover_prompt="a corgi on a surfboard, sunny beach",
-         video_prompt="a corgi rides a small wave and falls off, slow motion"),
-    Idea(title="Speedrun: the hardest boss in 30 s", cover_prompt="a game boss fight, neon",
-         video_prompt="fast cuts of a player dodging attacks"),
-    Idea(title="Grandma's noodle secret", cover_prompt="steaming bowl of hand-pulled noodles",
-         video_prompt="hands pulling noodles, flour in the air"),
+    Idea(
+        title="A corgi learns to surf",
+        cover_prompt="a corgi on a surfboard, sunny beach",
+        video_prompt="a corgi rides a small wave and falls off, slow motion",
+    ),
+    Idea(
+        title="Speedrun: the hardest boss in 30 s",
+        cover_prompt="a game boss fight, neon",
+        video_prompt="fast cuts of a player dodging attacks",
+    ),
+    Idea(
+        title="Grandma's noodle secret",
+        cover_prompt="steaming bowl of hand-pulled noodles",
+        video_prompt="hands pulling noodles, flour in the air",
+    ),
 ]
 
 
@@ -51,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         cache = tmp.name
     started = time.perf_counter()
     path, metrics = train_and_save(
-        args.data, args.out, model=args.model, seed=args.seed, cache_dir=cache,
+        args.data,
+        args.out,
+        model=args.model,
+        seed=args.seed,
+        cache_dir=cache,
         threads=args.threads or None,
     )
     train_s = time.perf_counter() - started
@@ -73,14 +86,26 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - t0)
     warm_ms = 1000 * statistics.median(times)
     size = sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file())
-    print(f"scorer load + first score: {cold_s:.2f} s; warm score: median {warm_ms:.1f} ms "
-          f"(p90 {1000 * sorted(times)[int(0.9 * len(times))]:.1f} ms)")
+    print(
+        f"scorer load + first score: {cold_s:.2f} s; warm score: median {warm_ms:.1f} ms "
+        f"(p90 {1000 * sorted(times)[int(0.9 * len(times))]:.1f} ms)"
+    )
     print(f"model directory: {path} ({size / 2**20:.1f} MB)")
     if args.json:
-        Path(args.json).write_text(json.dumps(json_safe({
-            "metrics": metrics, "train_seconds": train_s, "score_cold_seconds": cold_s,
-            "score_warm_ms_median": warm_ms, "model_bytes": size,
-        }), indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                json_safe(
+                    {
+                        "metrics": metrics,
+                        "train_seconds": train_s,
+                        "score_cold_seconds": cold_s,
+                        "score_warm_ms_median": warm_ms,
+                        "model_bytes": size,
+                    }
+                ),
+                indent=2,
+            )
+        )
     if tmp:
         tmp.cleanup()
     return 0

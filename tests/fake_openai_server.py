@@ -18,7 +18,11 @@ def completion(content: str, model: str = "test-model") -> dict:
         "created": 0,
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
         ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
@@ -44,9 +48,14 @@ class FakeOpenAIServer:
                 self.wfile.write(data)
 
             def do_GET(self):  # noqa: N802
-                server.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
+                server.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": None}
+                )
                 if self.path.endswith("/models"):
-                    data = [{"id": m, "object": "model", "created": 0, "owned_by": "x"} for m in server.models]
+                    data = [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "x"}
+                        for m in server.models
+                    ]
                     self._send(200, {"object": "list", "data": data})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
@@ -55,7 +64,11 @@ class FakeOpenAIServer:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 server.requests.append(
-                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                    {
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body,
+                    }
                 )
                 if len(server.responses) > 1:
                     status, payload = server.responses.pop(0)

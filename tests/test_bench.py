@@ -7,7 +7,14 @@ from click.testing import CliRunner
 from llmpopcorn.backends.image.draft import DraftCover
 from llmpopcorn.backends.llm.fake import FakeLLM
 from llmpopcorn.backends.video.draft import DraftClip
-from llmpopcorn.bench import StudyPlan, bootstrap_ci, load_queries, run_study, summarise, write_reports
+from llmpopcorn.bench import (
+    StudyPlan,
+    bootstrap_ci,
+    load_queries,
+    run_study,
+    summarise,
+    write_reports,
+)
 from llmpopcorn.errors import DataError
 from llmpopcorn.pipeline import Pipeline
 from llmpopcorn.store import CellKey, Store
@@ -52,7 +59,12 @@ def factory(scorer, llm=None):
 
 def test_load_queries_kinds_limit_and_errors(data_dir, tmp_path):
     qs = load_queries(data_dir)
-    assert [q.query_id for q in qs] == ["abstract-001", "abstract-002", "concrete-001", "concrete-002"]
+    assert [q.query_id for q in qs] == [
+        "abstract-001",
+        "abstract-002",
+        "concrete-001",
+        "concrete-002",
+    ]
     assert load_queries(data_dir, ["concrete"], limit=1)[0].text == "A corgi learns to surf"
     with pytest.raises(DataError, match="POPCORN_DATA"):
         load_queries(None)
@@ -66,7 +78,9 @@ def test_study_runs_every_cell_then_resumes_without_redoing(data_dir, tmp_path):
     from llmpopcorn.settings import Settings
 
     settings = Settings.resolve(env={}, render=False)
-    plan = StudyPlan(queries=load_queries(data_dir), llms=["offline"], modes=["basic"], seeds=[1, 2])
+    plan = StudyPlan(
+        queries=load_queries(data_dir), llms=["offline"], modes=["basic"], seeds=[1, 2]
+    )
     scorer = LengthScorer()
     store = run_study(plan, settings, tmp_path / "study", pipeline_factory=factory(scorer))
     rows = Store(store).rows()
@@ -74,7 +88,13 @@ def test_study_runs_every_cell_then_resumes_without_redoing(data_dir, tmp_path):
     assert all(r["log2_comments"] == pytest.approx(len(r["title"]) / 10) for r in rows)
     assert scorer.calls == 8
     seen = []
-    run_study(plan, settings, tmp_path / "study", pipeline_factory=factory(scorer), on_cell=lambda k, s: seen.append(s))
+    run_study(
+        plan,
+        settings,
+        tmp_path / "study",
+        pipeline_factory=factory(scorer),
+        on_cell=lambda k, s: seen.append(s),
+    )
     assert scorer.calls == 8 and seen == ["skipped"] * 8
 
 
@@ -84,14 +104,27 @@ def test_failed_cells_are_recorded_and_retried(data_dir, tmp_path):
     settings = Settings.resolve(env={}, render=False, max_attempts=1)
     plan = StudyPlan(queries=load_queries(data_dir, ["concrete"]), llms=["fake"], modes=["basic"])
     good = json.dumps({"title": "Good", "cover_prompt": "c", "video_prompt": "v"})
-    store = run_study(plan, settings, tmp_path / "s", pipeline_factory=factory(LengthScorer(), FakeLLM(["junk", good])))
+    store = run_study(
+        plan,
+        settings,
+        tmp_path / "s",
+        pipeline_factory=factory(LengthScorer(), FakeLLM(["junk", good])),
+    )
     statuses = [r["status"] for r in Store(store).rows()]
     assert statuses == ["failed", "ok"]
     assert "no valid idea" in Store(store).rows("failed")[0]["error"]
     # --keep-failed leaves it; the default retries it
-    run_study(plan, settings, tmp_path / "s", retry_failed=False, pipeline_factory=factory(LengthScorer(), FakeLLM([])))
+    run_study(
+        plan,
+        settings,
+        tmp_path / "s",
+        retry_failed=False,
+        pipeline_factory=factory(LengthScorer(), FakeLLM([])),
+    )
     assert Store(store).rows("failed")
-    run_study(plan, settings, tmp_path / "s", pipeline_factory=factory(LengthScorer(), FakeLLM([good])))
+    run_study(
+        plan, settings, tmp_path / "s", pipeline_factory=factory(LengthScorer(), FakeLLM([good]))
+    )
     assert not Store(store).rows("failed")
 
 
@@ -101,7 +134,12 @@ def test_setup_errors_stop_the_study(data_dir, tmp_path):
 
     plan = StudyPlan(queries=load_queries(data_dir), llms=["no-such-llm"], modes=["basic"])
     with pytest.raises(UnknownBackendError):
-        run_study(plan, Settings.resolve(env={}, render=False), tmp_path / "s", pipeline_factory=factory(LengthScorer()))
+        run_study(
+            plan,
+            Settings.resolve(env={}, render=False),
+            tmp_path / "s",
+            pipeline_factory=factory(LengthScorer()),
+        )
     rows = Store(tmp_path / "s" / "store.sqlite").rows()
     assert len(rows) == 1 and rows[0]["status"] == "failed"
 
@@ -111,8 +149,16 @@ def rows_for(values):
     rows = []
     for (qid, mode), value in values.items():
         rows.append(
-            {"query_id": qid, "query_kind": qid.split("-")[0], "llm": "x", "mode": mode, "video": "draft",
-             "seed": 42, "status": "ok", "log2_comments": value}
+            {
+                "query_id": qid,
+                "query_kind": qid.split("-")[0],
+                "llm": "x",
+                "mode": mode,
+                "video": "draft",
+                "seed": 42,
+                "status": "ok",
+                "log2_comments": value,
+            }
         )
     return rows
 
@@ -120,9 +166,12 @@ def rows_for(values):
 def test_summary_pairs_pe_with_basic_by_query():
     rows = rows_for(
         {
-            ("abstract-1", "basic"): 1.0, ("abstract-1", "pe"): 3.0,
-            ("abstract-2", "basic"): 2.0, ("abstract-2", "pe"): 2.0,
-            ("concrete-1", "basic"): 4.0, ("concrete-1", "pe"): 3.0,
+            ("abstract-1", "basic"): 1.0,
+            ("abstract-1", "pe"): 3.0,
+            ("abstract-2", "basic"): 2.0,
+            ("abstract-2", "pe"): 2.0,
+            ("concrete-1", "basic"): 4.0,
+            ("concrete-1", "pe"): 3.0,
         }
     )
     rows.append({**rows[0], "query_id": "concrete-9", "status": "failed", "log2_comments": None})
@@ -153,8 +202,21 @@ def test_reports_and_cli(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "study"
     result = CliRunner().invoke(
         main,
-        ["bench", "--data", str(data_dir), "--mode", "basic", "--limit", "1", "--no-render",
-         "--out", str(out), "--seeds", "1,2", "--json"],
+        [
+            "bench",
+            "--data",
+            str(data_dir),
+            "--mode",
+            "basic",
+            "--limit",
+            "1",
+            "--no-render",
+            "--out",
+            str(out),
+            "--seeds",
+            "1,2",
+            "--json",
+        ],
         env={"POPCORN_SCORE": "false"},
     )
     assert result.exit_code == 0, result.stderr
@@ -163,7 +225,9 @@ def test_reports_and_cli(data_dir, tmp_path, monkeypatch):
     assert (out / "summary.md").exists() and (out / "results.csv").exists()
     with sqlite3.connect(out / "store.sqlite") as conn:
         assert conn.execute("select count(*) from cells where status='ok'").fetchone()[0] == 4
-    bad = CliRunner().invoke(main, ["bench", "--data", str(data_dir), "--seeds", "a,b", "--out", str(out)])
+    bad = CliRunner().invoke(
+        main, ["bench", "--data", str(data_dir), "--seeds", "a,b", "--out", str(out)]
+    )
     assert bad.exit_code == 2 and "--seeds must be integers" in bad.stderr
 
 

@@ -44,7 +44,9 @@ def test_empty_query_and_unknown_backend_exit_2_with_hint(out_dir):
 
 
 def test_env_settings_reach_the_run(out_dir):
-    result = run("make", "a corgi", "--json", env={"POPCORN_OUT": str(out_dir), "POPCORN_SEED": "9"})
+    result = run(
+        "make", "a corgi", "--json", env={"POPCORN_OUT": str(out_dir), "POPCORN_SEED": "9"}
+    )
     assert json.loads(result.stdout)["seed"] == 9
 
 
@@ -52,9 +54,13 @@ def test_backends_lists_kinds_and_reasons():
     result = run("backends", "--json")
     table = json.loads(result.stdout)
     names = {row["name"]: row for row in table["llm"]}
-    assert {"offline", "openai", "deepseek", "ollama", "vllm", "llamacpp", "transformers"} <= set(names)
+    assert {"offline", "openai", "deepseek", "ollama", "vllm", "llamacpp", "transformers"} <= set(
+        names
+    )
     assert names["offline"]["usable"] is True
-    assert names["deepseek"]["usable"] is False and "DEEPSEEK_API_KEY" in names["deepseek"]["reason"]
+    assert (
+        names["deepseek"]["usable"] is False and "DEEPSEEK_API_KEY" in names["deepseek"]["reason"]
+    )
     assert any(r["name"] == "draft" for r in table["image"])
     text = run("backends").stdout
     assert "llm:" in text and "video:" in text

@@ -18,7 +18,10 @@ def test_cover_is_9_16_and_byte_identical_for_same_inputs(tmp_path):
     a = save_png(backend.generate(req), tmp_path / "a.png")
     b = save_png(backend.generate(req), tmp_path / "b.png")
     assert sha(a) == sha(b)
-    c = save_png(backend.generate(ImageRequest(prompt=req.prompt, title=req.title, seed=4)), tmp_path / "c.png")
+    c = save_png(
+        backend.generate(ImageRequest(prompt=req.prompt, title=req.title, seed=4)),
+        tmp_path / "c.png",
+    )
     assert sha(a) != sha(c)
     assert backend.generate(req).size == (270, 480)
 
@@ -52,7 +55,9 @@ def test_clip_is_three_seconds_h264_with_motion_and_deterministic(tmp_path):
     assert info1["codec"] == "h264" and info1["pix_fmt"] == "yuv420p"
     assert (info1["width"], info1["height"], info1["frames"]) == (160, 288, 72)
     assert abs(info1["seconds"] - 3.0) < 1e-6
-    assert all(np.array_equal(x, y) for x, y in zip(info1["decoded"], info2["decoded"], strict=True))
+    assert all(
+        np.array_equal(x, y) for x, y in zip(info1["decoded"], info2["decoded"], strict=True)
+    )
     assert p1.read_bytes() == p2.read_bytes()
     first, last = info1["decoded"][0].astype(int), info1["decoded"][-1].astype(int)
     assert np.abs(first - last).mean() > 5  # visible motion

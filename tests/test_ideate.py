@@ -62,7 +62,10 @@ def test_gives_up_after_max_attempts_keeping_raw_replies():
 def test_check_hook_can_reject_a_valid_idea():
     llm = FakeLLM([GOOD, GOOD.replace("Corgi surf", "Corgi rides")])
     result = ideate(
-        llm, prompt(), SamplingParams(), check=lambda idea: "copied" if idea.title == "Corgi surf" else None
+        llm,
+        prompt(),
+        SamplingParams(),
+        check=lambda idea: "copied" if idea.title == "Corgi surf" else None,
     )
     assert result.idea.title == "Corgi rides"
     assert result.attempts[0].error == "copied"
@@ -82,7 +85,10 @@ def test_offline_composer_is_deterministic_valid_and_labelled():
 @pytest.mark.parametrize(
     "query, subject",
     [
-        ("Create a video showcasing Goku's most iconic transformations.", "Goku's most iconic transformations"),
+        (
+            "Create a video showcasing Goku's most iconic transformations.",
+            "Goku's most iconic transformations",
+        ),
         ("Make a montage of Naruto's Rasengan evolution", "Naruto's Rasengan evolution"),
         ("a corgi learns to surf", "a corgi learns to surf"),
         ("Create a video", "Create a video"),

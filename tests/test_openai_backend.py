@@ -26,7 +26,12 @@ def test_sends_the_papers_sampling_and_returns_content():
         (req,) = srv.chat_requests
         body = req["body"]
         assert body["model"] == "m" and body["messages"] == [{"role": "user", "content": "hi"}]
-        assert (body["temperature"], body["top_p"], body["seed"], body["max_tokens"]) == (0.7, 0.9, 42, 77)
+        assert (body["temperature"], body["top_p"], body["seed"], body["max_tokens"]) == (
+            0.7,
+            0.9,
+            42,
+            77,
+        )
         assert req["headers"]["authorization"] == f"Bearer {SECRET}"
 
 
@@ -48,10 +53,13 @@ def test_gives_up_after_bounded_retries():
         assert len(srv.chat_requests) == 2  # one try + one retry, no more
 
 
-@pytest.mark.parametrize("status, match, hint", [
-    (401, "rejected the API key", "POPCORN_LLM_API_KEY"),
-    (404, "not found", "--llm-model"),
-])
+@pytest.mark.parametrize(
+    "status, match, hint",
+    [
+        (401, "rejected the API key", "POPCORN_LLM_API_KEY"),
+        (404, "not found", "--llm-model"),
+    ],
+)
 def test_auth_and_not_found_fail_at_once_without_leaking_the_key(status, match, hint):
     with FakeOpenAIServer() as srv:
         srv.queue(status, {"error": {"message": f"bad key {SECRET}"}})
@@ -73,7 +81,9 @@ def test_other_status_errors_scrub_the_key():
 
 
 def test_connection_refused_names_the_url():
-    llm = OpenAICompatLLM(model="m", base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0, timeout=2)
+    llm = OpenAICompatLLM(
+        model="m", base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0, timeout=2
+    )
     with pytest.raises(LLMError, match="cannot connect to http://127.0.0.1:9/v1"):
         llm.complete(request())
 

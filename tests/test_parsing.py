@@ -30,7 +30,7 @@ def test_think_block_is_ignored_even_with_json_inside():
 
 
 def test_think_block_with_missing_opening_tag():
-    reply = "reasoning... maybe {\"title\": \"x\"}</think>" + json.dumps(GOOD)
+    reply = 'reasoning... maybe {"title": "x"}</think>' + json.dumps(GOOD)
     assert parse_idea(reply).title == GOOD["title"]
 
 

@@ -88,7 +88,10 @@ class ExplodingImage(ImageBackend):
         raise self.exc
 
 
-@pytest.mark.parametrize("exc, message", [(RenderError("GPU on fire"), "GPU on fire"), (KeyboardInterrupt(), "interrupted")])
+@pytest.mark.parametrize(
+    "exc, message",
+    [(RenderError("GPU on fire"), "GPU on fire"), (KeyboardInterrupt(), "interrupted")],
+)
 def test_failure_mid_run_keeps_the_idea(out_dir, exc, message):
     pipeline = small_pipeline(out_dir, llm=FakeLLM([GOOD]))
     pipeline._given["image"] = ExplodingImage(exc)
@@ -114,7 +117,9 @@ def test_secret_never_reaches_the_record(out_dir, monkeypatch):
     settings = Settings.resolve(out_dir=out_dir, score=False)
     assert settings.api_key() == secret
     record = Pipeline(
-        settings, image=DraftCover(width=144, height=256), video=DraftClip(width=144, height=256, fps=8)
+        settings,
+        image=DraftCover(width=144, height=256),
+        video=DraftClip(width=144, height=256, fps=8),
     ).make("a corgi")
     run_dir = out_dir.resolve() / record.run_dir.split("/")[-1]
     for name in ("record.json", "report.html"):
@@ -143,11 +148,23 @@ def _idea(title):
 
 
 def test_variants_are_ranked_by_the_predictor_and_the_best_is_rendered(out_dir):
-    llm = FakeLLM([_idea("short"), _idea("the longest title here"), "junk", "junk", "junk", _idea("medium one")])
+    llm = FakeLLM(
+        [
+            _idea("short"),
+            _idea("the longest title here"),
+            "junk",
+            "junk",
+            "junk",
+            _idea("medium one"),
+        ]
+    )
     settings = Settings.resolve(env={}, out_dir=out_dir, variants=4, seed=10)
     pipeline = Pipeline(
-        settings, llm=llm, scorer=TitleLengthScorer(),
-        image=DraftCover(width=72, height=128), video=DraftClip(width=72, height=128, fps=4),
+        settings,
+        llm=llm,
+        scorer=TitleLengthScorer(),
+        image=DraftCover(width=72, height=128),
+        video=DraftClip(width=72, height=128, fps=4),
     )
     record = pipeline.make("a corgi")
     assert record.idea.title == "the longest title here"
@@ -165,4 +182,8 @@ def test_variants_need_a_predictor(out_dir):
     from llmpopcorn.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs the popularity predictor"):
-        Pipeline(settings, image=DraftCover(width=72, height=128), video=DraftClip(width=72, height=128, fps=4)).make("q")
+        Pipeline(
+            settings,
+            image=DraftCover(width=72, height=128),
+            video=DraftClip(width=72, height=128, fps=4),
+        ).make("q")

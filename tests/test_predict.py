@@ -18,7 +18,12 @@ from llmpopcorn.predict.retrieval import retrieve
 from predict_fixtures import FakeEmbedder, synthetic_frame, write_csv
 
 FAST_MMRA = {
-    "embedder": "fake", "epochs": 25, "patience": 25, "hidden": 32, "lr": 3e-3, "text_prior": False,
+    "embedder": "fake",
+    "epochs": 25,
+    "patience": 25,
+    "hidden": 32,
+    "lr": 3e-3,
+    "text_prior": False,
 }
 
 
@@ -146,9 +151,16 @@ def test_training_retrieval_cannot_read_the_rows_own_label(name):
     train.y = rng.normal(4, 1, size=len(train))
     params = {"k": 1, "embedder": "fake"} if name == "knn" else {**FAST_MMRA, "k": 3, "epochs": 3}
     model = model_class(name)(**params).fit(train, None)
-    idx, _ = model.neighbours(train) if name == "mmra" else retrieve(
-        train.features["fake"], model.memory_.astype(np.float32), 1,
-        query_ids=train.ids, memory_ids=model.memory_ids_,
+    idx, _ = (
+        model.neighbours(train)
+        if name == "mmra"
+        else retrieve(
+            train.features["fake"],
+            model.memory_.astype(np.float32),
+            1,
+            query_ids=train.ids,
+            memory_ids=model.memory_ids_,
+        )
     )
     assert not (idx == np.arange(len(train))[:, None]).any()
     assert src(train.y, model.predict(train)) < 0.3

@@ -60,7 +60,10 @@ def knn_model(tmp_path_factory, csvs):
         mp.setattr(train_mod, "train_all", train_all)
         mp.setattr(train_mod, "embedders_for", lambda models: {"fake"})
         path, metrics = train_and_save(
-            csvs[0], root / "m", model="mmra", models=["global-mean", "mmra"],
+            csvs[0],
+            root / "m",
+            model="mmra",
+            models=["global-mean", "mmra"],
             cache_dir=root / "cache",
         )
     return path, metrics
@@ -98,9 +101,7 @@ def test_train_cli_bad_data_exits_2_with_hint(tmp_path):
     assert result.exit_code == 2 and "comment_count" in result.stderr and "hint:" in result.stderr
 
 
-def test_retrieval_model_scores_ideas_with_interval_and_explanation(
-    knn_model, csvs, fake_embedder
-):
+def test_retrieval_model_scores_ideas_with_interval_and_explanation(knn_model, csvs, fake_embedder):
     path, metrics = knn_model
     assert metrics["default"] == "mmra"
     scorer = PopularityScorer(path, data_dir=csvs[0])

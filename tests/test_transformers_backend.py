@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 
 import pytest
 
@@ -62,7 +61,10 @@ def tiny_model_dir(tmp_path_factory):
 
 def req(seed=42, temperature=0.7):
     return ChatRequest(
-        messages=[Message(role="system", content="you are"), Message(role="user", content="a corgi")],
+        messages=[
+            Message(role="system", content="you are"),
+            Message(role="user", content="a corgi"),
+        ],
         seed=seed,
         temperature=temperature,
         max_tokens=12,
@@ -92,12 +94,16 @@ def test_greedy_when_temperature_is_zero(tiny_model_dir):
 
 def test_random_model_output_goes_through_validation(tiny_model_dir):
     llm = registry.create(
-        "llm", "transformers", Settings.resolve(env={}, llm="transformers", llm_model=str(tiny_model_dir), device="cpu")
+        "llm",
+        "transformers",
+        Settings.resolve(env={}, llm="transformers", llm_model=str(tiny_model_dir), device="cpu"),
     )
     from llmpopcorn.errors import InvalidReplyError
 
     with pytest.raises(InvalidReplyError) as info:
-        ideate(llm, BasicPromptBuilder().build("a corgi"), SamplingParams(max_attempts=2, max_tokens=8))
+        ideate(
+            llm, BasicPromptBuilder().build("a corgi"), SamplingParams(max_attempts=2, max_tokens=8)
+        )
     assert len(info.value.attempts) == 2 and all(a.error for a in info.value.attempts)
 
 

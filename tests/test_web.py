@@ -15,7 +15,11 @@ from llmpopcorn.web.app import create_app  # noqa: E402
 @pytest.fixture
 def client(out_dir):
     def factory(settings):
-        return Pipeline(settings, image=DraftCover(width=72, height=128), video=DraftClip(width=72, height=128, fps=4))
+        return Pipeline(
+            settings,
+            image=DraftCover(width=72, height=128),
+            video=DraftClip(width=72, height=128, fps=4),
+        )
 
     settings = Settings.resolve(env={}, out_dir=out_dir, score=False)
     return TestClient(create_app(settings, pipeline_factory=factory))
@@ -45,8 +49,13 @@ def test_make_then_fetch_files(client):
 
 @pytest.mark.parametrize(
     "path",
-    ["/runs/..%2F..%2Fetc/passwd", "/runs/20260101-000000-abcdef/..%2Frecord.json", "/runs/x/record.json",
-     "/runs/20260101-000000-abcdef/settings.py", "/runs/20260101-000000-abcdef/record.json"],
+    [
+        "/runs/..%2F..%2Fetc/passwd",
+        "/runs/20260101-000000-abcdef/..%2Frecord.json",
+        "/runs/x/record.json",
+        "/runs/20260101-000000-abcdef/settings.py",
+        "/runs/20260101-000000-abcdef/record.json",
+    ],
 )
 def test_no_path_escapes_and_unknown_runs_404(client, path):
     assert client.get(path).status_code == 404

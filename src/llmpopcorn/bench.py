@@ -53,7 +53,13 @@ class StudyPlan:
 
     @property
     def size(self) -> int:
-        return len(self.queries) * len(self.llms) * len(self.modes) * len(self.videos) * len(self.seeds)
+        return (
+            len(self.queries)
+            * len(self.llms)
+            * len(self.modes)
+            * len(self.videos)
+            * len(self.seeds)
+        )
 
 
 def load_queries(
@@ -135,7 +141,9 @@ def _run_cell(store: Store, pipeline: Pipeline, key: CellKey, query: BenchQuery,
             raise
         return
     except KeyboardInterrupt:
-        store.finish(key, status="failed", error="interrupted", seconds=time.perf_counter() - started)
+        store.finish(
+            key, status="failed", error="interrupted", seconds=time.perf_counter() - started
+        )
         raise
     score = record.score
     store.finish(
@@ -152,7 +160,9 @@ def _run_cell(store: Store, pipeline: Pipeline, key: CellKey, query: BenchQuery,
 # -- statistics -----------------------------------------------------------------------
 
 
-def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
+def bootstrap_ci(
+    values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+):
     """Percentile bootstrap interval of the mean (``None`` for fewer than 2 values)."""
     data = np.asarray(values, dtype=float)
     if len(data) < 2:
@@ -178,7 +188,11 @@ def summarise(rows: list[dict], *, n_boot: int = 2000, seed: int = 0) -> dict[st
     for (llm, mode, video, kind), values in sorted(cells.items()):
         cell_rows.append(
             {
-                "llm": llm, "mode": mode, "video": video, "queries": kind, "n": len(values),
+                "llm": llm,
+                "mode": mode,
+                "video": video,
+                "queries": kind,
+                "n": len(values),
                 "mean_log2_comments": float(np.mean(values)),
                 "ci95": bootstrap_ci(values, n_boot=n_boot, seed=seed),
                 "mean_expected_comments": float(np.mean(np.exp2(values))),
@@ -201,7 +215,10 @@ def summarise(rows: list[dict], *, n_boot: int = 2000, seed: int = 0) -> dict[st
         diff = pe - basic
         comparisons.append(
             {
-                "llm": llm, "video": video, "queries": kind, "pairs": len(diff),
+                "llm": llm,
+                "video": video,
+                "queries": kind,
+                "pairs": len(diff),
                 "mean_gain_log2": float(diff.mean()),
                 "ci95": bootstrap_ci(diff, n_boot=n_boot, seed=seed),
                 "pe_win_rate": float(((diff > 0) + 0.5 * (diff == 0)).mean()),
@@ -234,7 +251,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for c in summary["cells"]:
         lines.append(
             f"| {c['llm']} | {c['mode']} | {c['video']} | {c['queries']} | {c['n']} | "
-            f"{c['mean_log2_comments']:.3f} | {_ci(c['ci95'])} | {c['mean_expected_comments']:.1f} | "
+            f"{c['mean_log2_comments']:.3f} | {_ci(c['ci95'])} | "
+            f"{c['mean_expected_comments']:.1f} | "
             f"{c['failed']} |"
         )
     lines += [

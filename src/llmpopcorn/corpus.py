@@ -27,7 +27,14 @@ REQUIRED_COLUMNS = ("video_id", "title_en", "partition", "comment_count")
 OPTIONAL_TEXT = ("cover_desc", "caption_en")
 OPTIONAL_COUNTS = ("likes", "views")
 ALL_COLUMNS = (
-    "video_id", "title_en", "cover_desc", "caption_en", "partition", "likes", "views", "comment_count",
+    "video_id",
+    "title_en",
+    "cover_desc",
+    "caption_en",
+    "partition",
+    "likes",
+    "views",
+    "comment_count",
 )
 
 
@@ -125,7 +132,9 @@ def read_table(path: Path, *, require_label: bool = True) -> Corpus:
     return validate_frame(frame, path=path, require_label=require_label)
 
 
-def validate_frame(frame: pd.DataFrame, *, path: Path | None = None, require_label: bool = True) -> Corpus:
+def validate_frame(
+    frame: pd.DataFrame, *, path: Path | None = None, require_label: bool = True
+) -> Corpus:
     """Check columns, clean values and drop bad rows (counted and logged)."""
     import pandas as pd
 
@@ -136,7 +145,8 @@ def validate_frame(frame: pd.DataFrame, *, path: Path | None = None, require_lab
     if missing:
         raise DataError(
             f"{where} lacks the column(s): {', '.join(missing)}",
-            f"expected columns: {', '.join(ALL_COLUMNS)} (cover_desc, caption_en, likes, views optional)",
+            f"expected columns: {', '.join(ALL_COLUMNS)} "
+            "(cover_desc, caption_en, likes, views optional)",
         )
     frame = frame.copy()
     for col in OPTIONAL_TEXT:
@@ -170,7 +180,9 @@ def validate_frame(frame: pd.DataFrame, *, path: Path | None = None, require_lab
         frame[col] = values.fillna(0).round().astype("int64")
     drop(frame["video_id"].duplicated(keep="first"), "duplicate video_id")
     if rejected:
-        detail = "; ".join(f"{n} {reason} (e.g. ids {samples[reason]})" for reason, n in rejected.items())
+        detail = "; ".join(
+            f"{n} {reason} (e.g. ids {samples[reason]})" for reason, n in rejected.items()
+        )
         log.warning("%s: dropped %d row(s): %s", where, sum(rejected.values()), detail)
     if frame.empty:
         raise DataError(f"{where} has no usable rows", "check the file's contents and columns")

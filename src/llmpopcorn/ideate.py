@@ -74,7 +74,11 @@ def ideate(
         except ReplyParseError as exc:
             log.info("attempt %d rejected: %s", number, exc)
             attempts.append(Attempt(reply=reply, error=str(exc), seconds=seconds))
-            messages = [*messages, Message(role="assistant", content=reply), retry_message(str(exc))]
+            messages = [
+                *messages,
+                Message(role="assistant", content=reply),
+                retry_message(str(exc)),
+            ]
             continue
         attempts.append(Attempt(reply=reply, seconds=seconds))
         return IdeationResult(idea=idea, messages=messages, attempts=attempts)

@@ -159,7 +159,9 @@ def parse_idea(reply: str) -> Idea:
             f"the title has {len(title)} characters; it must have at most {TITLE_MAX_CHARS}"
         )
     try:
-        return Idea(title=title, cover_prompt=fields["cover_prompt"], video_prompt=fields["video_prompt"])
+        return Idea(
+            title=title, cover_prompt=fields["cover_prompt"], video_prompt=fields["video_prompt"]
+        )
     except ValidationError as exc:
         reasons = "; ".join(f'"{e["loc"][0]}": {e["msg"]}' for e in exc.errors())
         raise ReplyParseError(reasons) from None

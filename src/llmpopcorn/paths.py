@@ -17,7 +17,9 @@ _NON_SLUG = re.compile(r"[^a-z0-9]+")
 def clean_query(query: str | None) -> str:
     """Validate a query: collapse whitespace, drop control characters, bound its size."""
     if query is None:
-        raise InputError("no query given", 'pass a query, e.g. popcorn make "a corgi learns to surf"')
+        raise InputError(
+            "no query given", 'pass a query, e.g. popcorn make "a corgi learns to surf"'
+        )
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in str(query))
     text = " ".join(text.split())
     if not text:

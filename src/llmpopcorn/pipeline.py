@@ -50,8 +50,9 @@ class PromptBuilder(Protocol):
 class Scorer(Protocol):
     name: str
 
-    def score(self, idea: Idea, *, query: str | None = None, clip_path: Path | None = None) -> Score:
-        ...
+    def score(
+        self, idea: Idea, *, query: str | None = None, clip_path: Path | None = None
+    ) -> Score: ...
 
 
 def _load(spec: str) -> Any:
@@ -330,7 +331,13 @@ class Pipeline:
 
 
 def _keep_artifact(
-    record: RunRecord, run_dir: Path, kind: str, path: Path, media_type: str, backend: str, meta: dict
+    record: RunRecord,
+    run_dir: Path,
+    kind: str,
+    path: Path,
+    media_type: str,
+    backend: str,
+    meta: dict,
 ) -> None:
     """Add a written file to the record and save the record at once (so a later crash
     still lists it)."""

@@ -70,7 +70,9 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
     cover, clip = record.artifact("cover"), record.artifact("clip")
     if cover and (run_dir / cover.path).exists():
         uri = _data_uri(run_dir / cover.path, cover.media_type)
-        media.append(f"<figure><img src='{uri}' alt='cover'><figcaption>Cover</figcaption></figure>")
+        media.append(
+            f"<figure><img src='{uri}' alt='cover'><figcaption>Cover</figcaption></figure>"
+        )
     if clip and (run_dir / clip.path).exists():
         uri = _data_uri(run_dir / clip.path, clip.media_type)
         media.append(
@@ -93,7 +95,8 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
         )
         parts.append(
             "<h2>Variants ranked by predicted popularity</h2><table><tr><th>rank</th>"
-            f"<th>seed</th><th>title</th><th>expected comments</th><th>error</th></tr>{rows}</table>"
+            "<th>seed</th><th>title</th><th>expected comments</th><th>error</th></tr>"
+            f"{rows}</table>"
         )
     if record.score:
         s = record.score
@@ -103,10 +106,15 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
             if s.interval
             else "n/a"
         )
-        pct = f"{s.percentile:.0f}th percentile of {e(s.category or '')}" if s.percentile is not None else ""
+        pct = (
+            f"{s.percentile:.0f}th percentile of {e(s.category or '')}"
+            if s.percentile is not None
+            else ""
+        )
         parts.append(
             "<h2>Predicted popularity</h2>"
-            f"<p><b>{s.expected_comments:.0f}</b> comments expected (log2 = {s.log2_comments:.2f}); "
+            f"<p><b>{s.expected_comments:.0f}</b> comments expected "
+            f"(log2 = {s.log2_comments:.2f}); "
             f"{interval}. {pct} <br><small>predictor: {e(s.predictor)}</small></p>"
         )
         if s.neighbours:

@@ -37,7 +37,9 @@ class Settings(BaseModel):
     # where things are
     data_dir: Path | None = Field(None, description="data directory (holds microlens/videos.csv)")
     out_dir: Path = Field(Path("popcorn-runs"), description="where run directories are created")
-    cache_dir: Path | None = Field(None, description="cache for embeddings (default: ~/.cache/llmpopcorn)")
+    cache_dir: Path | None = Field(
+        None, description="cache for embeddings (default: ~/.cache/llmpopcorn)"
+    )
 
     # run
     mode: Literal["basic", "pe"] = "basic"
@@ -52,7 +54,9 @@ class Settings(BaseModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_tokens: int = Field(1024, ge=16)
     max_attempts: int = Field(3, ge=1, le=10, description="ideation attempts before giving up")
-    variants: int = Field(1, ge=1, le=50, description="ideas to generate and rank by predicted popularity")
+    variants: int = Field(
+        1, ge=1, le=50, description="ideas to generate and rank by predicted popularity"
+    )
     llm_timeout: float = Field(120.0, gt=0)
     llm_max_retries: int = Field(3, ge=0, le=10, description="retries on 429/5xx/timeouts")
     llm_load_in_4bit: bool = False
@@ -61,7 +65,9 @@ class Settings(BaseModel):
     render: bool = Field(True, description="render the cover and clip (off: ideas and scores only)")
     image: str = Field("draft", description="cover image backend")
     video: str = Field("draft", description="video clip backend")
-    device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:N")
+    device: str = Field(
+        "auto", description="torch device for model backends: auto, cpu, cuda, cuda:N"
+    )
     image_options: dict[str, Any] = Field(
         default_factory=dict, description="options of the image backend (KEY=VALUE; see its docs)"
     )
@@ -76,7 +82,9 @@ class Settings(BaseModel):
         return parse_options(value)
 
     # prompt enhancement (PE)
-    embedder: str = Field("minilm", description="text embedder for PE retrieval (see `popcorn backends`)")
+    embedder: str = Field(
+        "minilm", description="text embedder for PE retrieval (see `popcorn backends`)"
+    )
     embedder_model: str | None = Field(
         None, description="embedding model folder or cached hub name (default: the embedder's own)"
     )
@@ -129,7 +137,9 @@ class Settings(BaseModel):
         try:
             return cls(**merged)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc), "fix the value in the flag, env var or config file") from None
+            raise ConfigError(
+                _describe(exc), "fix the value in the flag, env var or config file"
+            ) from None
 
 
 def parse_options(value: Any) -> Any:

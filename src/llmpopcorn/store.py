@@ -109,8 +109,18 @@ class Store:
                 " expected_comments=?, error=?, seconds=?, updated=datetime('now')"
                 " WHERE query_id=? AND llm=? AND mode=? AND video=? AND seed=?",
                 (
-                    status, run_dir, title, log2_comments, expected_comments, error, seconds,
-                    key.query_id, key.llm, key.mode, key.video, key.seed,
+                    status,
+                    run_dir,
+                    title,
+                    log2_comments,
+                    expected_comments,
+                    error,
+                    seconds,
+                    key.query_id,
+                    key.llm,
+                    key.mode,
+                    key.video,
+                    key.seed,
                 ),
             )
 

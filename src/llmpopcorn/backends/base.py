@@ -35,7 +35,7 @@ class Availability:
         return cls(True)
 
 
-class Backend(ABC):
+class Backend(ABC):  # noqa: B024 - subclasses add the abstract method
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""

@@ -47,7 +47,11 @@ def main(verbose: int) -> None:
       DEEPSEEK_API_KEY=... popcorn make "a corgi learns to surf" --llm deepseek
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 for _name in COMMAND_MODULES:

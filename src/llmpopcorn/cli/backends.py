@@ -28,7 +28,14 @@ def backend_table(settings: Settings | None = None) -> dict[str, list[dict]]:
                     }
                 )
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the rest
-                rows.append({"name": name, "description": "", "usable": False, "reason": f"failed to load: {exc}"})
+                rows.append(
+                    {
+                        "name": name,
+                        "description": "",
+                        "usable": False,
+                        "reason": f"failed to load: {exc}",
+                    }
+                )
         if rows:
             table[kind] = rows
     return table

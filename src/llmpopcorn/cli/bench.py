@@ -29,22 +29,63 @@ def _seeds(text: str | None) -> list[int] | None:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds must be integers separated by commas, got {text!r}", "e.g. --seeds 42,43,44") from None
+        raise ConfigError(
+            f"--seeds must be integers separated by commas, got {text!r}", "e.g. --seeds 42,43,44"
+        ) from None
 
 
 @main.command("bench")
-@click.option("--llm", "llms", multiple=True, help="LLM backend(s) to compare; repeat the flag [default: the configured one].")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["basic", "pe"]), help="Mode(s) [default: basic and pe].")
-@click.option("--video", "videos", multiple=True, help="Video backend(s) [default: the configured one].")
-@click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44 [default: the configured seed].")
-@click.option("--queries", "kinds", multiple=True, type=click.Choice(QUERY_KINDS), help="Query set(s) [default: abstract and concrete, 100 each].")
-@click.option("--limit", type=int, help="Use only the first N queries of each set (for a quick look).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default="popcorn-bench", show_default=True, help="Study directory (store.sqlite, runs/, summary.md); rerunning resumes it.")
-@click.option("--render/--no-render", default=True, show_default=True, help="Render covers and clips, or only ideate and score.")
-@click.option("--keep-failed", is_flag=True, help="On resume, do not retry cells that failed before.")
+@click.option(
+    "--llm",
+    "llms",
+    multiple=True,
+    help="LLM backend(s) to compare; repeat the flag [default: the configured one].",
+)
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["basic", "pe"]),
+    help="Mode(s) [default: basic and pe].",
+)
+@click.option(
+    "--video", "videos", multiple=True, help="Video backend(s) [default: the configured one]."
+)
+@click.option(
+    "--seeds", help="Comma-separated seeds, e.g. 42,43,44 [default: the configured seed]."
+)
+@click.option(
+    "--queries",
+    "kinds",
+    multiple=True,
+    type=click.Choice(QUERY_KINDS),
+    help="Query set(s) [default: abstract and concrete, 100 each].",
+)
+@click.option(
+    "--limit", type=int, help="Use only the first N queries of each set (for a quick look)."
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default="popcorn-bench",
+    show_default=True,
+    help="Study directory (store.sqlite, runs/, summary.md); rerunning resumes it.",
+)
+@click.option(
+    "--render/--no-render",
+    default=True,
+    show_default=True,
+    help="Render covers and clips, or only ideate and score.",
+)
+@click.option(
+    "--keep-failed", is_flag=True, help="On resume, do not retry cells that failed before."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_shared
-def bench_command(llms, modes, videos, seeds, kinds, limit, out, render, keep_failed, as_json, **params):
+def bench_command(
+    llms, modes, videos, seeds, kinds, limit, out, render, keep_failed, as_json, **params
+):
     """Run the LLMPopcorn study and summarise predicted popularity per cell.
 
     Each cell (query, LLM, mode, video backend, seed) is a full `popcorn make` run;

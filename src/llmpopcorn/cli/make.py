@@ -16,9 +16,19 @@ from .options import common_options, llm_options, pe_options, render_options, se
 @llm_options
 @render_options
 @common_options
-@click.option("--variants", type=int, default=None, help="Generate N ideas (seeds seed..seed+N-1), rank them by predicted popularity and render the best [default 1].")
+@click.option(
+    "--variants",
+    type=int,
+    default=None,
+    help="Generate N ideas (seeds seed..seed+N-1), rank them by predicted popularity and render the best [default 1].",
+)
 @click.option("--no-score", is_flag=True, help="Skip the popularity prediction.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON (and nothing else) on stdout.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run record as JSON (and nothing else) on stdout.",
+)
 def make(query: str, variants: int | None, no_score: bool, as_json: bool, **params) -> None:
     """Generate a micro-video for QUERY: title, cover, 3-second clip, score, report.
 
@@ -54,7 +64,9 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
             if v.idea is None:
                 click.echo(f"  {rank}. seed {v.seed}: failed ({v.error})")
             else:
-                click.echo(f"  {rank}. {v.expected_comments:8.1f} comments  {v.idea.title}  (seed {v.seed})")
+                click.echo(
+                    f"  {rank}. {v.expected_comments:8.1f} comments  {v.idea.title}  (seed {v.seed})"
+                )
     click.echo(f"Run directory: {record.run_dir}")
     for art in record.artifacts:
         click.echo(f"  {art.kind + ':':<7} {art.path} ({art.bytes:,} bytes)")

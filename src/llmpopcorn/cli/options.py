@@ -11,29 +11,117 @@ from ..settings import Settings
 
 # (flag, settings field, click kwargs)
 _COMMON: list[tuple[str, str, dict[str, Any]]] = [
-    ("--config", "_config", {"type": click.Path(dir_okay=False), "help": "TOML config file (else $POPCORN_CONFIG, else ~/.config/llmpopcorn/config.toml)."}),
-    ("--data", "data_dir", {"type": click.Path(file_okay=False), "help": "Data directory holding microlens/videos.csv [env POPCORN_DATA]."}),
-    ("--seed", "seed", {"type": int, "help": "Random seed for the LLM and renderers [default 42]."}),
+    (
+        "--config",
+        "_config",
+        {
+            "type": click.Path(dir_okay=False),
+            "help": "TOML config file (else $POPCORN_CONFIG, else ~/.config/llmpopcorn/config.toml).",
+        },
+    ),
+    (
+        "--data",
+        "data_dir",
+        {
+            "type": click.Path(file_okay=False),
+            "help": "Data directory holding microlens/videos.csv [env POPCORN_DATA].",
+        },
+    ),
+    (
+        "--seed",
+        "seed",
+        {"type": int, "help": "Random seed for the LLM and renderers [default 42]."},
+    ),
 ]
 _LLM: list[tuple[str, str, dict[str, Any]]] = [
-    ("--llm", "llm", {"help": "LLM backend: offline (default), deepseek, openai, ollama, vllm, llamacpp, transformers [env POPCORN_LLM]."}),
-    ("--llm-model", "llm_model", {"help": "Model name or local path for the LLM backend [env POPCORN_LLM_MODEL]."}),
-    ("--llm-base-url", "llm_base_url", {"help": "Base URL of an OpenAI-compatible server [env POPCORN_LLM_BASE_URL]. The key comes from POPCORN_LLM_API_KEY or the provider's variable."}),
-    ("--temperature", "temperature", {"type": float, "help": "Sampling temperature [default 0.7, as in the paper]."}),
+    (
+        "--llm",
+        "llm",
+        {
+            "help": "LLM backend: offline (default), deepseek, openai, ollama, vllm, llamacpp, transformers [env POPCORN_LLM]."
+        },
+    ),
+    (
+        "--llm-model",
+        "llm_model",
+        {"help": "Model name or local path for the LLM backend [env POPCORN_LLM_MODEL]."},
+    ),
+    (
+        "--llm-base-url",
+        "llm_base_url",
+        {
+            "help": "Base URL of an OpenAI-compatible server [env POPCORN_LLM_BASE_URL]. The key comes from POPCORN_LLM_API_KEY or the provider's variable."
+        },
+    ),
+    (
+        "--temperature",
+        "temperature",
+        {"type": float, "help": "Sampling temperature [default 0.7, as in the paper]."},
+    ),
     ("--top-p", "top_p", {"type": float, "help": "Nucleus sampling top_p [default 0.9]."}),
     ("--max-tokens", "max_tokens", {"type": int, "help": "Most tokens in a reply [default 1024]."}),
-    ("--max-attempts", "max_attempts", {"type": int, "help": "Ideation attempts before giving up on invalid replies [default 3]."}),
-    ("--llm-timeout", "llm_timeout", {"type": float, "help": "Seconds to wait for one LLM reply [default 120]."}),
-    ("--llm-max-retries", "llm_max_retries", {"type": int, "help": "Retries on 429/5xx/timeouts, with backoff [default 3]."}),
+    (
+        "--max-attempts",
+        "max_attempts",
+        {"type": int, "help": "Ideation attempts before giving up on invalid replies [default 3]."},
+    ),
+    (
+        "--llm-timeout",
+        "llm_timeout",
+        {"type": float, "help": "Seconds to wait for one LLM reply [default 120]."},
+    ),
+    (
+        "--llm-max-retries",
+        "llm_max_retries",
+        {"type": int, "help": "Retries on 429/5xx/timeouts, with backoff [default 3]."},
+    ),
 ]
 _PE: list[tuple[str, str, dict[str, Any]]] = [
-    ("--mode", "mode", {"type": click.Choice(["basic", "pe"]), "help": "basic: direct prompt; pe: prompt enhancement with MicroLens references [default basic]."}),
-    ("--refs", "n_refs", {"type": int, "help": "PE: number of reference videos shown to the LLM [default 50]."}),
-    ("--tags", "num_tags", {"type": int, "help": "PE: number of categories to draw references from [default 1]."}),
-    ("--ratio", "ratio", {"type": float, "help": "PE: share of unpopular references [default 0.1]."}),
-    ("--embedder", "embedder", {"help": "PE: text embedder for retrieval: minilm (default), minilm-l12, tfidf [env POPCORN_EMBEDDER]."}),
-    ("--embedder-model", "embedder_model", {"help": "PE: embedding model folder (or a name already in the Hugging Face cache) [env POPCORN_EMBEDDER_MODEL]."}),
-    ("--cache-dir", "cache_dir", {"type": click.Path(file_okay=False), "help": "PE: cache for corpus embeddings [default ~/.cache/llmpopcorn, env POPCORN_CACHE_DIR]."}),
+    (
+        "--mode",
+        "mode",
+        {
+            "type": click.Choice(["basic", "pe"]),
+            "help": "basic: direct prompt; pe: prompt enhancement with MicroLens references [default basic].",
+        },
+    ),
+    (
+        "--refs",
+        "n_refs",
+        {"type": int, "help": "PE: number of reference videos shown to the LLM [default 50]."},
+    ),
+    (
+        "--tags",
+        "num_tags",
+        {"type": int, "help": "PE: number of categories to draw references from [default 1]."},
+    ),
+    (
+        "--ratio",
+        "ratio",
+        {"type": float, "help": "PE: share of unpopular references [default 0.1]."},
+    ),
+    (
+        "--embedder",
+        "embedder",
+        {
+            "help": "PE: text embedder for retrieval: minilm (default), minilm-l12, tfidf [env POPCORN_EMBEDDER]."
+        },
+    ),
+    (
+        "--embedder-model",
+        "embedder_model",
+        {
+            "help": "PE: embedding model folder (or a name already in the Hugging Face cache) [env POPCORN_EMBEDDER_MODEL]."
+        },
+    ),
+    (
+        "--cache-dir",
+        "cache_dir",
+        {
+            "type": click.Path(file_okay=False),
+            "help": "PE: cache for corpus embeddings [default ~/.cache/llmpopcorn, env POPCORN_CACHE_DIR].",
+        },
+    ),
 ]
 
 
@@ -43,13 +131,57 @@ def _none_if_empty(_ctx: click.Context, _param: click.Parameter, value: tuple) -
 
 
 _RENDER: list[tuple[str, str, dict[str, Any]]] = [
-    ("--image", "image", {"help": "Cover backend: draft (CPU default) or a diffusers model [env POPCORN_IMAGE]."}),
-    ("--video", "video", {"help": "Clip backend: draft (CPU default) or a diffusers model [env POPCORN_VIDEO]."}),
-    ("--device", "device", {"help": "Device for model backends: auto, cpu, cuda, cuda:N [default auto]."}),
-    ("--image-opt", "image_options", {"multiple": True, "callback": _none_if_empty, "metavar": "KEY=VALUE", "help": "Option of the image backend, repeatable: model, steps, guidance, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_IMAGE_OPTIONS]."}),
-    ("--video-opt", "video_options", {"multiple": True, "callback": _none_if_empty, "metavar": "KEY=VALUE", "help": "Option of the video backend, repeatable: model, steps, frames, fps, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_VIDEO_OPTIONS]."}),
-    ("--video-from-cover", "video_from_cover", {"is_flag": True, "help": "Animate the rendered cover (image-to-video: ltx, cogvideox, wan)."}),
-    ("--out", "out_dir", {"type": click.Path(file_okay=False), "help": "Directory for run folders [default ./popcorn-runs, env POPCORN_OUT]."}),
+    (
+        "--image",
+        "image",
+        {"help": "Cover backend: draft (CPU default) or a diffusers model [env POPCORN_IMAGE]."},
+    ),
+    (
+        "--video",
+        "video",
+        {"help": "Clip backend: draft (CPU default) or a diffusers model [env POPCORN_VIDEO]."},
+    ),
+    (
+        "--device",
+        "device",
+        {"help": "Device for model backends: auto, cpu, cuda, cuda:N [default auto]."},
+    ),
+    (
+        "--image-opt",
+        "image_options",
+        {
+            "multiple": True,
+            "callback": _none_if_empty,
+            "metavar": "KEY=VALUE",
+            "help": "Option of the image backend, repeatable: model, steps, guidance, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_IMAGE_OPTIONS].",
+        },
+    ),
+    (
+        "--video-opt",
+        "video_options",
+        {
+            "multiple": True,
+            "callback": _none_if_empty,
+            "metavar": "KEY=VALUE",
+            "help": "Option of the video backend, repeatable: model, steps, frames, fps, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_VIDEO_OPTIONS].",
+        },
+    ),
+    (
+        "--video-from-cover",
+        "video_from_cover",
+        {
+            "is_flag": True,
+            "help": "Animate the rendered cover (image-to-video: ltx, cogvideox, wan).",
+        },
+    ),
+    (
+        "--out",
+        "out_dir",
+        {
+            "type": click.Path(file_okay=False),
+            "help": "Directory for run folders [default ./popcorn-runs, env POPCORN_OUT].",
+        },
+    ),
 ]
 
 

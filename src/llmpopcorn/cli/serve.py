@@ -9,7 +9,12 @@ from .options import common_options, llm_options, pe_options, render_options, se
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep 127.0.0.1 unless you mean to share it).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind (keep 127.0.0.1 unless you mean to share it).",
+)
 @click.option("--port", default=8765, show_default=True, type=int, help="Port.")
 @pe_options
 @llm_options
@@ -22,6 +27,8 @@ def serve_command(host: str, port: int, **params) -> None:
 
     settings = settings_from(params)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: serving on {host}: anyone who can reach it can run generations", err=True)
+        click.echo(
+            f"warning: serving on {host}: anyone who can reach it can run generations", err=True
+        )
     click.echo(f"LLMPopcorn web UI on http://{host}:{port}/ (Ctrl+C to stop)", err=True)
     serve(settings, host=host, port=port)

@@ -125,7 +125,10 @@ class TfidfRidge(_LinearOnFeatures):
         from sklearn.feature_extraction.text import HashingVectorizer
 
         vec = HashingVectorizer(
-            n_features=self.n_features, ngram_range=(1, 2), alternate_sign=False, norm=None,
+            n_features=self.n_features,
+            ngram_range=(1, 2),
+            alternate_sign=False,
+            norm=None,
             lowercase=True,
         )
         return vec.transform(texts).tocsr()
@@ -203,8 +206,11 @@ class KnnLabels(Predictor):
         """(indices into the memory, similarities), each (n, k); self excluded by id."""
         self.check_fitted()
         return retrieve(
-            table.embeddings(self.embedder), self.memory_.astype(np.float32), self.k_,
-            query_ids=table.ids, memory_ids=self.memory_ids_,
+            table.embeddings(self.embedder),
+            self.memory_.astype(np.float32),
+            self.k_,
+            query_ids=table.ids,
+            memory_ids=self.memory_ids_,
         )
 
     def predict(self, table: Table) -> np.ndarray:

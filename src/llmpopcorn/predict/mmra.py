@@ -89,9 +89,23 @@ class RetrievalAttention(Predictor):
 
     def get_params(self) -> dict[str, Any]:
         keys = (
-            "k", "hidden", "dropout", "category_dropout", "lr", "weight_decay", "epochs",
-            "patience", "batch_size", "tau", "seed", "embedder", "visual_dim", "visual_extractor",
-            "text_prior", "prior_folds", "threads",
+            "k",
+            "hidden",
+            "dropout",
+            "category_dropout",
+            "lr",
+            "weight_decay",
+            "epochs",
+            "patience",
+            "batch_size",
+            "tau",
+            "seed",
+            "embedder",
+            "visual_dim",
+            "visual_extractor",
+            "text_prior",
+            "prior_folds",
+            "threads",
         )
         return {key: getattr(self, key) for key in keys}
 
@@ -115,8 +129,12 @@ class RetrievalAttention(Predictor):
         if positions is None or len(positions) != len(self.memory_ids_):
             positions = self._positions = id_positions(self.memory_ids_)
         return retrieve(
-            table.embeddings(self.embedder), self._memory32(), self.k_,
-            query_ids=table.ids, memory_ids=positions, memory_normalised=True,
+            table.embeddings(self.embedder),
+            self._memory32(),
+            self.k_,
+            query_ids=table.ids,
+            memory_ids=positions,
+            memory_normalised=True,
         )
 
     def _visual(self, table: Table) -> np.ndarray | None:

@@ -88,8 +88,12 @@ class ClipStatsExtractor:
     def extract(self, frames: list[np.ndarray]) -> np.ndarray:
         s = frame_stats(frames)
         return np.array(
-            [s["brightness"], s["colourfulness"] / 100, s["motion_energy"] * 10,
-             np.log1p(s["sharpness"]) / 10],
+            [
+                s["brightness"],
+                s["colourfulness"] / 100,
+                s["motion_energy"] * 10,
+                np.log1p(s["sharpness"]) / 10,
+            ],
             dtype=np.float32,
         )
 

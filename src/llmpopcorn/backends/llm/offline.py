@@ -159,7 +159,8 @@ def borrow(references: list[dict], query: str) -> Borrowed | None:
     query_words = set(_WORD.findall(query.lower()))
     ranked_hooks = sorted(hooks.items(), key=lambda kv: (-kv[1], kv[0]))
     keywords = [
-        w for w, score in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
+        w
+        for w, score in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
         if score > 0 and w not in query_words
     ][:3]
     return Borrowed(

@@ -61,7 +61,9 @@ class OpenAICompatLLM(LLM):
         if settings is not None and settings.api_key():
             return Availability(True)
         if cls.needs_key and not (cls.key_env and os.environ.get(cls.key_env)):
-            where = f"POPCORN_LLM_API_KEY or {cls.key_env}" if cls.key_env else "POPCORN_LLM_API_KEY"
+            where = (
+                f"POPCORN_LLM_API_KEY or {cls.key_env}" if cls.key_env else "POPCORN_LLM_API_KEY"
+            )
             return Availability(False, f"no API key: set {where}")
         return Availability(True, f"needs a server at {cls.default_base_url} (or --llm-base-url)")
 
@@ -90,10 +92,15 @@ class OpenAICompatLLM(LLM):
             key = self._api_key
             if not key:
                 if self.needs_key:
-                    raise ConfigError(f"no API key for the '{self.name}' LLM backend", self._key_hint())
+                    raise ConfigError(
+                        f"no API key for the '{self.name}' LLM backend", self._key_hint()
+                    )
                 key = "not-needed"  # local servers ignore it, the client insists on one
             self._client = openai.OpenAI(
-                base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=self.max_retries
+                base_url=self.base_url,
+                api_key=key,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
             )
         return self._client
 
@@ -120,7 +127,8 @@ class OpenAICompatLLM(LLM):
         url, model = self.base_url, self._model
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return LLMError(
-                f"the server at {url} rejected the API key (HTTP {exc.status_code})", self._key_hint()
+                f"the server at {url} rejected the API key (HTTP {exc.status_code})",
+                self._key_hint(),
             )
         if isinstance(exc, openai.NotFoundError):
             return LLMError(

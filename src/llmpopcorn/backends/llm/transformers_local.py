@@ -55,7 +55,9 @@ class TransformersLLM(LLM):
 
     @classmethod
     def from_settings(cls, settings) -> TransformersLLM:
-        return cls(settings.llm_model or "", device=settings.device, load_in_4bit=settings.llm_load_in_4bit)
+        return cls(
+            settings.llm_model or "", device=settings.device, load_in_4bit=settings.llm_load_in_4bit
+        )
 
     @classmethod
     def availability(cls, settings=None) -> Availability:
@@ -99,7 +101,9 @@ class TransformersLLM(LLM):
         model_kwargs = dict(kwargs)
         if self.load_in_4bit:
             if not device.startswith("cuda"):
-                raise ConfigError("4-bit loading needs a CUDA GPU", "drop --llm-load-in-4bit on CPU")
+                raise ConfigError(
+                    "4-bit loading needs a CUDA GPU", "drop --llm-load-in-4bit on CPU"
+                )
             require("bitsandbytes", "gpu", "4-bit models")
             model_kwargs["quantization_config"] = transformers.BitsAndBytesConfig(load_in_4bit=True)
         if self.dtype != "auto":
@@ -108,8 +112,9 @@ class TransformersLLM(LLM):
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
             model = transformers.AutoModelForCausalLM.from_pretrained(source, **model_kwargs)
         except OSError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise LLMError(
-                f"could not load the model '{self.model_name}' from local files: {exc}".splitlines()[0],
+                f"could not load the model '{self.model_name}' from local files: {reason}",
                 f"download it on a connected machine (huggingface-cli download {self.model_name}) "
                 "and pass its local path with --llm-model",
             ) from None
@@ -127,7 +132,9 @@ class TransformersLLM(LLM):
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )
         else:
-            log.warning("%s has no chat template; using a plain role-prefixed prompt", self.model_name)
+            log.warning(
+                "%s has no chat template; using a plain role-prefixed prompt", self.model_name
+            )
             text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
             encoded = tok(text + "Assistant:", return_tensors="pt")
         return {k: v.to(self._model.device) for k, v in encoded.items()}

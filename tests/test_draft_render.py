@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 
 from llmpopcorn.backends.base import ImageRequest, VideoRequest
 from llmpopcorn.backends.image.draft import DraftCover
@@ -80,3 +81,28 @@ def test_fit_duration_trims_and_resamples():
     assert len(fit_duration(frames, 2, 3.0)) == 6
     stretched = fit_duration(frames[:3], 4, 3.0)
     assert len(stretched) == 12 and stretched[0][0, 0, 0] == 0 and stretched[-1][0, 0, 0] == 2
+
+
+def test_clip_from_cover_pushes_in_on_the_cover():
+    from PIL import Image
+
+    from llmpopcorn.errors import RenderError
+
+    cover = DraftCover(width=90, height=160).generate(ImageRequest(prompt="p", title="T", seed=1))
+    backend = DraftClip(width=90, height=160, fps=8, from_cover=True)
+    clip = backend.generate(VideoRequest(prompt="v", title="T", seed=1, cover=cover))
+    assert len(clip.frames) == 24 and clip.meta["from_cover"] is True
+    first = clip.frames[0].astype(int)
+    assert np.abs(first - np.asarray(cover).astype(int)).mean() < 2  # starts on the cover
+    assert np.abs(first - clip.frames[-1].astype(int)).mean() > 1  # and moves
+    with pytest.raises(RenderError, match="needs a rendered cover"):
+        backend.generate(VideoRequest(prompt="v"))
+    assert isinstance(cover, Image.Image)
+
+
+def test_from_cover_setting_reaches_the_draft_backend():
+    from llmpopcorn.registry import registry
+    from llmpopcorn.settings import Settings
+
+    backend = registry.create("video", "draft", Settings.resolve(env={}, video_from_cover=True))
+    assert backend.from_cover is True and backend.options()["from_cover"] is True

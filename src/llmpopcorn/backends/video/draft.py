@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from ...draw import draw_text_block, gradient, palette, seed_from
+from ...errors import RenderError
 from ..base import Clip, VideoBackend, VideoRequest
 
 
@@ -19,11 +20,23 @@ class DraftClip(VideoBackend):
     name = "draft"
     description = "fast CPU 3 s motion card (540x960, 24 fps, H.264); no model"
 
-    def __init__(self, width: int = 540, height: int = 960, fps: int = 24):
+    def __init__(
+        self, width: int = 540, height: int = 960, fps: int = 24, from_cover: bool = False
+    ):
         self.width, self.height, self.fps = width, height, fps
+        self.from_cover = from_cover
+
+    @classmethod
+    def from_settings(cls, settings) -> DraftClip:
+        return cls(from_cover=settings.video_from_cover)
 
     def options(self) -> dict:
-        return {"width": self.width, "height": self.height, "fps": self.fps}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "from_cover": self.from_cover,
+        }
 
     def model_id(self) -> str:
         return "draft-clip-v1"
@@ -32,6 +45,12 @@ class DraftClip(VideoBackend):
         width = request.width or self.width
         height = request.height or self.height
         n = max(1, round(self.fps * request.seconds))
+        if self.from_cover:
+            if request.cover is None:
+                raise RenderError(
+                    "--video-from-cover needs a rendered cover", "render the cover first"
+                )
+            return self._animate_cover(request.cover, width, height, n)
         seed = seed_from("clip", request.prompt, request.seed)
         colours = palette(seed, 4)
         rng = np.random.default_rng(seed)
@@ -73,3 +92,15 @@ class DraftClip(VideoBackend):
                 frame = Image.alpha_composite(frame, faded)
             frames.append(np.asarray(frame.convert("RGB")))
         return Clip(frames=frames, fps=float(self.fps), meta={"seed": request.seed})
+
+    def _animate_cover(self, cover: Image.Image, width: int, height: int, n: int) -> Clip:
+        """A slow push-in on the cover (Ken Burns), so the clip and the cover agree."""
+        base = ImageOps.fit(cover.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+        frames = []
+        for i in range(n):
+            zoom = 1.0 + 0.15 * i / max(1, n - 1)
+            w, h = width / zoom, height / zoom
+            box = ((width - w) / 2, (height - h) / 2, (width + w) / 2, (height + h) / 2)
+            frame = base.resize((width, height), Image.Resampling.BILINEAR, box=box)
+            frames.append(np.asarray(frame))
+        return Clip(frames=frames, fps=float(self.fps), meta={"from_cover": True})

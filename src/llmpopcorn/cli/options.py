@@ -206,3 +206,13 @@ def settings_from(params: dict[str, Any], **explicit: Any) -> Settings:
     fields = Settings.model_fields
     cli = {k: v for k, v in params.items() if k in fields}
     return Settings.resolve(cli, config_path=params.get("_config"), **explicit)
+
+
+#: ``--model DIR`` of the predictor commands (eval, score)
+predictor_model_option = click.option(
+    "--model",
+    "model_dir",
+    default=None,
+    type=click.Path(),
+    help="Model directory [default: the shipped model, env POPCORN_PREDICTOR].",
+)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .options import settings_from
+from .options import predictor_model_option, settings_from
 
 
 @main.group()
@@ -104,13 +104,7 @@ def train(
 
 
 @predictor.command(name="eval")
-@click.option(
-    "--model",
-    "model_dir",
-    default=None,
-    type=click.Path(),
-    help="Model directory [default: the shipped model, env POPCORN_PREDICTOR].",
-)
+@predictor_model_option
 @click.option(
     "--data",
     "data",

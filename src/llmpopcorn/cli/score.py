@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import main
-from .options import settings_from
+from .options import predictor_model_option, settings_from
 
 
 @main.command()
@@ -16,13 +16,7 @@ from .options import settings_from
 @click.option(
     "--category", default="", help="MicroLens category; default: inferred from the nearest videos."
 )
-@click.option(
-    "--model",
-    "model_dir",
-    default=None,
-    type=click.Path(),
-    help="Predictor directory [default: shipped model, env POPCORN_PREDICTOR].",
-)
+@predictor_model_option
 @click.option(
     "--data",
     "data_dir",

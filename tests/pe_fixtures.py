@@ -5,16 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-HEADER = [
-    "video_id",
-    "title_en",
-    "cover_desc",
-    "caption_en",
-    "partition",
-    "likes",
-    "views",
-    "comment_count",
-]
+from llmpopcorn.corpus import ALL_COLUMNS
+
+HEADER = list(ALL_COLUMNS)
 
 ANIMAL = [
     "cute kitten chases a red laser dot",

@@ -4,9 +4,8 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from llmpopcorn.backends.image.draft import DraftCover
+from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.llm.fake import FakeLLM
-from llmpopcorn.backends.video.draft import DraftClip
 from llmpopcorn.bench import (
     StudyPlan,
     bootstrap_ci,
@@ -16,23 +15,7 @@ from llmpopcorn.bench import (
     write_reports,
 )
 from llmpopcorn.errors import DataError
-from llmpopcorn.pipeline import Pipeline
 from llmpopcorn.store import CellKey, Store
-from llmpopcorn.types import Score
-
-
-class LengthScorer:
-    """A fake predictor: log2 comments = title length / 10 (deterministic, checkable)."""
-
-    name = "length"
-
-    def __init__(self):
-        self.calls = 0
-
-    def score(self, idea, *, query=None, clip_path=None):
-        self.calls += 1
-        value = len(idea.title) / 10
-        return Score(predictor=self.name, log2_comments=value, expected_comments=2**value)
 
 
 @pytest.fixture
@@ -45,16 +28,7 @@ def data_dir(tmp_path):
 
 
 def factory(scorer, llm=None):
-    def make(settings):
-        return Pipeline(
-            settings,
-            llm=llm,
-            scorer=scorer,
-            image=DraftCover(width=72, height=128),
-            video=DraftClip(width=72, height=128, fps=4),
-        )
-
-    return make
+    return lambda settings: draft_pipeline(settings, llm=llm, scorer=scorer)
 
 
 def test_load_queries_kinds_limit_and_errors(data_dir, tmp_path):
@@ -81,7 +55,7 @@ def test_study_runs_every_cell_then_resumes_without_redoing(data_dir, tmp_path):
     plan = StudyPlan(
         queries=load_queries(data_dir), llms=["offline"], modes=["basic"], seeds=[1, 2]
     )
-    scorer = LengthScorer()
+    scorer = TitleLengthScorer()
     store = run_study(plan, settings, tmp_path / "study", pipeline_factory=factory(scorer))
     rows = Store(store).rows()
     assert len(rows) == plan.size == 8 and all(r["status"] == "ok" for r in rows)
@@ -108,7 +82,7 @@ def test_failed_cells_are_recorded_and_retried(data_dir, tmp_path):
         plan,
         settings,
         tmp_path / "s",
-        pipeline_factory=factory(LengthScorer(), FakeLLM(["junk", good])),
+        pipeline_factory=factory(TitleLengthScorer(), FakeLLM(["junk", good])),
     )
     statuses = [r["status"] for r in Store(store).rows()]
     assert statuses == ["failed", "ok"]
@@ -119,11 +93,14 @@ def test_failed_cells_are_recorded_and_retried(data_dir, tmp_path):
         settings,
         tmp_path / "s",
         retry_failed=False,
-        pipeline_factory=factory(LengthScorer(), FakeLLM([])),
+        pipeline_factory=factory(TitleLengthScorer(), FakeLLM([])),
     )
     assert Store(store).rows("failed")
     run_study(
-        plan, settings, tmp_path / "s", pipeline_factory=factory(LengthScorer(), FakeLLM([good]))
+        plan,
+        settings,
+        tmp_path / "s",
+        pipeline_factory=factory(TitleLengthScorer(), FakeLLM([good])),
     )
     assert not Store(store).rows("failed")
 
@@ -138,7 +115,7 @@ def test_setup_errors_stop_the_study(data_dir, tmp_path):
             plan,
             Settings.resolve(env={}, render=False),
             tmp_path / "s",
-            pipeline_factory=factory(LengthScorer()),
+            pipeline_factory=factory(TitleLengthScorer()),
         )
     rows = Store(tmp_path / "s" / "store.sqlite").rows()
     assert len(rows) == 1 and rows[0]["status"] == "failed"

@@ -2,10 +2,9 @@ import json
 
 import pytest
 
+from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.base import ImageBackend
-from llmpopcorn.backends.image.draft import DraftCover
 from llmpopcorn.backends.llm.fake import FakeLLM
-from llmpopcorn.backends.video.draft import DraftClip
 from llmpopcorn.errors import InvalidReplyError, RenderError, UnknownBackendError
 from llmpopcorn.media import probe_mp4
 from llmpopcorn.pipeline import Pipeline
@@ -23,12 +22,7 @@ GOOD = json.dumps(
 
 def small_pipeline(out_dir, llm=None, **kw):
     settings = Settings.resolve(env={}, out_dir=out_dir, score=False, **kw)
-    return Pipeline(
-        settings,
-        llm=llm,
-        image=DraftCover(width=144, height=256),
-        video=DraftClip(width=144, height=256, fps=8),
-    )
+    return draft_pipeline(settings, size=(144, 256), fps=8, llm=llm)
 
 
 def test_offline_make_writes_everything(out_dir):
@@ -116,11 +110,7 @@ def test_secret_never_reaches_the_record(out_dir, monkeypatch):
     monkeypatch.setenv("POPCORN_LLM_API_KEY", secret)
     settings = Settings.resolve(out_dir=out_dir, score=False)
     assert settings.api_key() == secret
-    record = Pipeline(
-        settings,
-        image=DraftCover(width=144, height=256),
-        video=DraftClip(width=144, height=256, fps=8),
-    ).make("a corgi")
+    record = draft_pipeline(settings, size=(144, 256), fps=8).make("a corgi")
     run_dir = out_dir.resolve() / record.run_dir.split("/")[-1]
     for name in ("record.json", "report.html"):
         assert secret not in (run_dir / name).read_text()
@@ -131,16 +121,6 @@ def test_prompt_only_does_not_call_the_llm(out_dir):
     prompt = small_pipeline(out_dir, llm=llm).prompt("  a corgi\n learns to surf ")
     assert prompt.query == "a corgi learns to surf" and not llm.requests
     assert not list(out_dir.iterdir())
-
-
-class TitleLengthScorer:
-    name = "title-length"
-
-    def score(self, idea, *, query=None, clip_path=None):
-        from llmpopcorn.types import Score
-
-        value = len(idea.title) / 10
-        return Score(predictor=self.name, log2_comments=value, expected_comments=2**value)
 
 
 def _idea(title):
@@ -159,13 +139,7 @@ def test_variants_are_ranked_by_the_predictor_and_the_best_is_rendered(out_dir):
         ]
     )
     settings = Settings.resolve(env={}, out_dir=out_dir, variants=4, seed=10)
-    pipeline = Pipeline(
-        settings,
-        llm=llm,
-        scorer=TitleLengthScorer(),
-        image=DraftCover(width=72, height=128),
-        video=DraftClip(width=72, height=128, fps=4),
-    )
+    pipeline = draft_pipeline(settings, llm=llm, scorer=TitleLengthScorer())
     record = pipeline.make("a corgi")
     assert record.idea.title == "the longest title here"
     assert [v.seed for v in record.variants] == [11, 13, 10, 12]
@@ -182,8 +156,4 @@ def test_variants_need_a_predictor(out_dir):
     from llmpopcorn.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs the popularity predictor"):
-        Pipeline(
-            settings,
-            image=DraftCover(width=72, height=128),
-            video=DraftClip(width=72, height=128, fps=4),
-        ).make("q")
+        draft_pipeline(settings).make("q")

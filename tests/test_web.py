@@ -5,24 +5,15 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from llmpopcorn.backends.image.draft import DraftCover  # noqa: E402
-from llmpopcorn.backends.video.draft import DraftClip  # noqa: E402
-from llmpopcorn.pipeline import Pipeline  # noqa: E402
+from fakes import draft_pipeline  # noqa: E402
 from llmpopcorn.settings import Settings  # noqa: E402
 from llmpopcorn.web.app import create_app  # noqa: E402
 
 
 @pytest.fixture
 def client(out_dir):
-    def factory(settings):
-        return Pipeline(
-            settings,
-            image=DraftCover(width=72, height=128),
-            video=DraftClip(width=72, height=128, fps=4),
-        )
-
     settings = Settings.resolve(env={}, out_dir=out_dir, score=False)
-    return TestClient(create_app(settings, pipeline_factory=factory))
+    return TestClient(create_app(settings, pipeline_factory=draft_pipeline))
 
 
 def test_page_and_backends(client):

@@ -34,18 +34,12 @@ FLAGS = [
 def server(out_dir):
     import uvicorn
 
-    from llmpopcorn.backends.image.draft import DraftCover
-    from llmpopcorn.backends.video.draft import DraftClip
-    from llmpopcorn.pipeline import Pipeline
+    from fakes import draft_pipeline
     from llmpopcorn.settings import Settings
     from llmpopcorn.web.app import create_app
 
     def factory(settings):
-        return Pipeline(
-            settings,
-            image=DraftCover(width=180, height=320),
-            video=DraftClip(width=160, height=288, fps=8),
-        )
+        return draft_pipeline(settings, size=(180, 320), fps=8)
 
     app = create_app(
         Settings.resolve(env={}, out_dir=out_dir, score=False), pipeline_factory=factory

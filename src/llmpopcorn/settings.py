@@ -91,6 +91,19 @@ class Settings(BaseModel):
     num_tags: int = Field(1, ge=1)
     ratio: float = Field(0.1, ge=0.0, le=1.0)
     n_refs: int = Field(50, ge=1)
+    category_match: Literal["centroid", "name"] = Field(
+        "centroid",
+        description="how a query finds its category: centroid (content: similarity to each "
+        "category's videos) or name (the paper's match against category names)",
+    )
+    min_category_size: int = Field(
+        50, ge=1, description="categories with fewer videos are never chosen for a query"
+    )
+    pe_pool: Literal["all", "reference"] = Field(
+        "all",
+        description="PE draws references from all videos, or only from the reference part "
+        "(disjoint from the judge's training videos; the study's default)",
+    )
 
     # scoring
     predictor: str | None = Field(None, description="predictor directory (default: shipped model)")

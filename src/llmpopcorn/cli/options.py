@@ -101,6 +101,22 @@ _PE: list[tuple[str, str, dict[str, Any]]] = [
         {"type": float, "help": "PE: share of unpopular references [default 0.1]."},
     ),
     (
+        "--category-match",
+        "category_match",
+        {
+            "type": click.Choice(["centroid", "name"]),
+            "help": "How a query finds its category: centroid (content, default) or name (the paper's match on category names) [env POPCORN_CATEGORY_MATCH].",
+        },
+    ),
+    (
+        "--pe-pool",
+        "pe_pool",
+        {
+            "type": click.Choice(["all", "reference"]),
+            "help": "PE: draw references from all videos (default) or only the reference part, which the judge never trained on [env POPCORN_PE_POOL].",
+        },
+    ),
+    (
         "--embedder",
         "embedder",
         {

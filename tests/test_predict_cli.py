@@ -239,3 +239,56 @@ def test_backends_lists_the_predictor_and_why_it_cannot_run(monkeypatch, tmp_pat
     assert rows[0]["name"] == "default"
     bad = backend_table(Settings.resolve(predictor=str(tmp_path)))["predictor"][0]
     assert not bad["usable"] and "POPCORN_PREDICTOR" in bad["reason"]
+
+
+def test_train_on_the_judge_part_records_part_and_inputs(tmp_path, csvs):
+    from llmpopcorn.partition import in_part
+
+    out = tmp_path / "judge"
+    args = ["predictor", "train", "--data", str(csvs[0]), "--out", str(out), "--part", "judge"]
+    result = run(*args, "--only", "category-mean")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["partition"]["part"] == "judge"
+    assert config["inputs"] == {"text_fields": ["title"], "category": True}
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_judge = int(in_part([str(i + 1) for i in range(400)], "judge").sum())
+    assert metrics["partition"]["rows"] == n_judge < 400 == metrics["partition"]["corpus_rows"]
+    assert sum(metrics["split"].values()) == n_judge
+
+
+def test_judge_model_memory_holds_only_judge_videos(tmp_path, csvs, fake_embedder):
+    from llmpopcorn.partition import part_of
+    from llmpopcorn.predict import load_model
+    from llmpopcorn.predict import train as train_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "embedders_for", lambda models: {"fake"})
+        path, _ = train_and_save(
+            csvs[0],
+            tmp_path / "m",
+            model="knn",
+            models=["knn"],
+            cache_dir=tmp_path / "cache",
+            part="judge",
+        )
+    model = load_model(path)
+    assert model.memory_ids_.size and {part_of(v) for v in model.memory_ids_} == {"judge"}
+
+
+def test_text_fields_are_those_that_carry_information():
+    from llmpopcorn.corpus import validate_frame
+    from llmpopcorn.predict.data import Table, informative_fields
+
+    frame = synthetic_frame(50, seed=2)
+    frame["cover_desc"] = frame["title_en"]  # a copy of the title carries nothing
+    corpus = validate_frame(frame)
+    assert informative_fields(corpus) == ["title"]
+    frame["cover_desc"] = [f"cover {i}" for i in range(50)]
+    frame["caption_en"] = ""
+    corpus = validate_frame(frame)
+    assert informative_fields(corpus) == ["title", "cover_desc"]
+    table = Table.from_corpus(corpus, text_fields=["title"])
+    assert table.texts == frame["title_en"].tolist()
+    both = Table.from_corpus(corpus, text_fields=["title", "cover_desc"])
+    assert both.texts[3] == f"{frame['title_en'][3]}. cover 3"

@@ -56,6 +56,14 @@ def predictor() -> None:
     help="torch CPU threads while embedding the corpus (1 is much faster on a busy machine; "
     "0: torch's default).",
 )
+@click.option(
+    "--part",
+    type=click.Choice(["all", "judge", "reference"]),
+    default="all",
+    show_default=True,
+    help="Train on this part of the corpus only (judge: the study's independent judge, "
+    "never trained on PE's reference pool).",
+)
 def train(
     data_dir: str | None,
     out: str,
@@ -63,6 +71,7 @@ def train(
     seed: int | None,
     only: tuple[str, ...],
     threads: int,
+    part: str,
 ) -> None:
     """Train every model on one seeded 80/10/10 split, save the chosen one."""
     from ..predict.train import DEFAULT_MODELS, metrics_table, train_and_save
@@ -94,12 +103,17 @@ def train(
         cache_dir=settings.cache_dir,
         progress=progress,
         threads=threads or None,
+        part=part,
     )
     click.echo(metrics_table(metrics, "valid"))
     click.echo()
     click.echo(metrics_table(metrics, "test"))
     click.echo()
-    click.echo(f"saved {metrics['default']} (chosen by {metrics['selection']}) to {path}")
+    click.echo(
+        f"saved {metrics['default']} (chosen by {metrics['selection']}; part {part}, "
+        f"{metrics['partition']['rows']} of {metrics['partition']['corpus_rows']} rows; "
+        f"text fields: {', '.join(metrics['inputs']['text_fields'])}) to {path}"
+    )
     click.echo(f"metrics: {path / 'metrics.json'}")
 
 

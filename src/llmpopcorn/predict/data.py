@@ -26,6 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
+#: the model's name for a text input -> the corpus column it is read from
+TEXT_FIELDS = {"title": "title_en", "cover_desc": "cover_desc", "caption": "caption_en"}
+#: a text column carries information when at least this share of rows has a value of
+#: its own (a cover_desc that only copies the title does not count)
+MIN_FIELD_SHARE = 0.01
+
 
 @dataclass
 class Table:
@@ -92,16 +98,28 @@ class Table:
     # -- constructors ----------------------------------------------------------------
 
     @classmethod
-    def from_corpus(cls, corpus: Corpus, *, require_label: bool = True) -> Table:
+    def from_corpus(
+        cls,
+        corpus: Corpus,
+        *,
+        require_label: bool = True,
+        text_fields: Sequence[str] | None = None,
+    ) -> Table:
+        """Rows of ``corpus``; ``text_fields`` (default: every text column) names the
+        columns the row text is built from (see :data:`TEXT_FIELDS`)."""
         f = corpus.frame
         y = None
         if "comment_count" in f.columns:
             y = labels_from_counts(f["comment_count"].to_numpy(), where=str(corpus.path or "table"))
         elif require_label:
             raise DataError("the table has no comment_count column", "add the label column")
+        if text_fields is None:
+            texts = list(corpus.texts)
+        else:
+            texts = texts_from_fields(f, text_fields)
         return cls(
             ids=f["video_id"].astype(str).to_numpy(),
-            texts=list(corpus.texts),
+            texts=texts,
             categories=f["partition"].astype(str).to_numpy(),
             y=y,
             titles=f["title_en"].astype(str).tolist(),
@@ -124,6 +142,39 @@ class Table:
             categories=[category] * len(ideas),
             titles=[i.title for i in ideas],
         )
+
+
+def informative_fields(corpus: Corpus, min_share: float = MIN_FIELD_SHARE) -> list[str]:
+    """The text fields that carry information in ``corpus`` (``corpus.fields_present``:
+    a cover description that copies the title is absent); the title always counts."""
+    present = corpus.fields_present()
+    n = max(len(corpus), 1)
+    fields = ["title"]
+    for name, column in TEXT_FIELDS.items():
+        if name != "title" and present.get(column, 0) / n >= min_share:
+            fields.append(name)
+    return fields
+
+
+def texts_from_fields(frame: pd.DataFrame, text_fields: Sequence[str]) -> list[str]:
+    """Row texts built from exactly ``text_fields`` (title first, then the others)."""
+    unknown = [name for name in text_fields if name not in TEXT_FIELDS]
+    if unknown:
+        raise DataError(
+            f"unknown text field(s): {', '.join(unknown)}",
+            f"use some of: {', '.join(TEXT_FIELDS)}",
+        )
+    n = len(frame)
+
+    def column(name: str) -> list[str]:
+        if name not in text_fields:
+            return [""] * n
+        return frame[TEXT_FIELDS[name]].fillna("").astype(str).tolist()
+
+    return [
+        item_text(t, c, p)
+        for t, c, p in zip(column("title"), column("cover_desc"), column("caption"), strict=True)
+    ]
 
 
 def labels_from_counts(counts: np.ndarray, *, where: str = "the table") -> np.ndarray:
@@ -149,15 +200,26 @@ def _check_rejected(corpus: Corpus, where: str) -> None:
         )
 
 
-def load_table(data: str | Path | None, *, require_label: bool = True) -> tuple[Table, Corpus]:
-    """Read a labelled table from a data directory or CSV (strict about labels)."""
+def load_table(
+    data: str | Path | None,
+    *,
+    require_label: bool = True,
+    text_fields: Sequence[str] | str | None = None,
+) -> tuple[Table, Corpus]:
+    """Read a labelled table from a data directory or CSV (strict about labels).
+
+    ``text_fields``: the text fields to build row texts from (default: every text
+    column; ``"informative"``: those :func:`informative_fields` finds in the table)."""
     path = resolve_corpus_path(data)
     corpus = read_table(path, require_label=require_label)
     from ..corpus import file_sha256
 
     corpus.sha256 = file_sha256(path)
     _check_rejected(corpus, str(path))
-    return Table.from_corpus(corpus, require_label=require_label), corpus
+    if text_fields == "informative":
+        text_fields = informative_fields(corpus)
+    table = Table.from_corpus(corpus, require_label=require_label, text_fields=text_fields)
+    return table, corpus
 
 
 def split_indices(

@@ -154,8 +154,15 @@ def save_trained(
     *,
     data_sha256: str,
     rows: int,
+    part: str = "all",
+    inputs: dict[str, Any] | None = None,
 ) -> Path:
-    """Save ``model`` with its interval, provenance and metrics; check the size limit."""
+    """Save ``model`` with its interval, provenance and metrics; check the size limit.
+
+    ``part``: the corpus part it was trained on (:mod:`llmpopcorn.partition`);
+    ``inputs``: what it learned from, ``{"text_fields": [...], "category": True}``."""
+    from ..partition import describe
+
     result = metrics["models"][model.name]
     extra = {
         "conformal": {
@@ -169,11 +176,14 @@ def save_trained(
             "rows": rows,
             "seed": metrics["seed"],
             "split": metrics["split"],
+            "partition": describe(part),
             "code_version": code_version(),
             "trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "metrics": {"valid": result["valid"], "test": result["test"]},
     }
+    if inputs is not None:
+        extra["inputs"] = inputs
     path = model.save(out, extra=json_safe(extra))
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     if size > MAX_MODEL_BYTES:
@@ -254,36 +264,69 @@ def train_and_save(
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
+    part: str = "all",
 ) -> tuple[Path, dict[str, Any]]:
     """Load the corpus, embed it (cached), train every model, save the chosen one.
 
     ``model="auto"`` saves the model with the best validation nMSE; a model name saves
     that one. ``metrics.json`` beside the weights holds every model's numbers.
+
+    ``part`` (``"all"``, ``"judge"``, ``"reference"``) trains on that part of the corpus
+    only (:func:`llmpopcorn.partition.in_part`, applied before the 80/10/10 split). The
+    row texts are built from the text fields that carry information in this corpus
+    (:func:`~llmpopcorn.predict.data.informative_fields`); ``config.json`` records them
+    under ``inputs`` and the part under ``train.partition``.
     """
-    from .data import load_table
+    from ..partition import check_part, describe, in_part
+    from .data import informative_fields, load_table
     from .embed import attach_embeddings
     from .scorer import check_embedder_available
+
+    check_part(part)
 
     models = list(models)
     if model != "auto" and model not in models:
         models.append(model)
     for name in embedders_for(models):
         check_embedder_available(name, "training")
-    table, corpus = load_table(data)
+    table, corpus = load_table(data, text_fields="informative")
+    inputs = {"text_fields": informative_fields(corpus), "category": True}
     if progress:
         progress("embed", 0, 1)
     started = time.perf_counter()
     with torch_threads(threads):
-        attach_embeddings(table, corpus, embedders_for(models), cache_dir)
+        if table.texts == corpus.texts:  # the cached corpus embeddings fit these texts
+            attach_embeddings(table, corpus, embedders_for(models), cache_dir)
+        else:
+            for name in sorted(embedders_for(models)):
+                table.embeddings(name)
     embed_s = time.perf_counter() - started
     if progress:
         progress("embed", 1, 1)
+    corpus_rows = len(table)
+    mask = in_part(table.ids, part)
+    table = table.take(np.flatnonzero(mask))
+    if len(table) < 3:
+        raise ConfigError(
+            f"the {part} part of the corpus holds only {len(table)} row(s)",
+            "train on --part all or use a bigger table",
+        )
     fitted, metrics = train_all(table, seed=seed, models=models, progress=progress)
     chosen = choose(metrics) if model == "auto" else model
     metrics["default"] = chosen
     metrics["embed_seconds"] = embed_s
     metrics["data_sha256"] = corpus.sha256
     metrics["code_version"] = code_version()
-    path = save_trained(fitted[chosen], out, metrics, data_sha256=corpus.sha256, rows=len(table))
+    metrics["partition"] = {**describe(part), "rows": len(table), "corpus_rows": corpus_rows}
+    metrics["inputs"] = inputs
+    path = save_trained(
+        fitted[chosen],
+        out,
+        metrics,
+        data_sha256=corpus.sha256,
+        rows=len(table),
+        part=part,
+        inputs=inputs,
+    )
     write_metrics(metrics, Path(out) / "metrics.json")
     return path, metrics

@@ -33,6 +33,9 @@ def index(tmp_path_factory):
 
 
 def builder(index, **params) -> PEPromptBuilder:
+    """The paper's matcher (category names, no minimum size) unless a test asks otherwise:
+    the fixture's categories are named after their content and all tiny."""
+    params = {"category_match": "name", "min_category_size": 1, **params}
     return PEPromptBuilder(index, PEParams(**params))
 
 
@@ -60,7 +63,7 @@ def test_share_is_floor_without_float_artefacts():
     ],
 )
 def test_category_choice_follows_the_category_name(index, query, category):
-    prompt = builder(index, n_refs=4).build(query)
+    prompt = builder(index, n_refs=3).build(query)  # Sports has 3 videos: no top-up
     assert prompt.settings["categories"][0]["name"] == category
     assert {r.category for r in prompt.references} == {category}
 
@@ -199,10 +202,52 @@ def test_query_in_another_language_still_gets_references(index):
     )
 
 
-def test_small_category_gives_what_it_has(index):
+def test_small_category_is_topped_up_from_the_next_ones_and_says_so(index):
+    prompt = builder(index, n_refs=8).build("sports")
+    pe = prompt.settings
+    assert pe["categories"][0]["name"] == "Sports" and pe["categories"][0]["videos"] == 3
+    assert pe["topped_up"] and pe["pools"]["videos"] >= 8  # Sports has only 3 videos
+    assert counts(prompt) == (8 - share(8, 0.1), share(8, 0.1))
+    assert any("topped up from" in note for note in pe["notes"])
+    assert {r.category for r in prompt.references} - {"Sports"}  # others filled in
+
+
+def test_when_the_whole_corpus_is_too_small_the_shortfall_is_said(index):
     prompt = builder(index, n_refs=50).build("sports")
-    assert counts(prompt) == (3, 0)
-    assert len(prompt.settings["notes"]) == 2  # popular and unpopular shortfalls
+    assert counts(prompt) == (36, 4)  # all 40 videos
+    assert sum("requested" in note for note in prompt.settings["notes"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "category"),
+    [
+        ("a kitten and a puppy play together", "Animal"),
+        ("crispy fried chicken and dumplings", "Delicacy"),
+        ("a sniper clutch in the ranked match", "Game"),
+    ],
+)
+def test_centroid_matcher_follows_content_not_names(index, query, category):
+    prompt = builder(index, n_refs=4, category_match="centroid").build(query)
+    assert prompt.settings["categories"][0]["name"] == category
+    assert prompt.settings["matcher"]["method"] == "centroid"
+
+
+def test_min_category_size_skips_tiny_categories(index):
+    # Sports (3 videos) wins on its name, but with a minimum of 5 it is never chosen
+    prompt = builder(index, n_refs=4, min_category_size=5).build("sports")
+    assert prompt.settings["categories"][0]["name"] != "Sports"
+    assert prompt.settings["min_category_size"] == 5
+
+
+def test_reference_pool_draws_only_from_the_reference_part(index):
+    from llmpopcorn.partition import part_of
+
+    prompt = builder(index, n_refs=10, num_tags=4, pool="reference").build("game")
+    assert prompt.references
+    assert {part_of(r.video_id) for r in prompt.references} == {"reference"}
+    assert prompt.settings["pool"]["part"] == "reference"
+    everything = builder(index, n_refs=10, num_tags=4).build("game")
+    assert {part_of(r.video_id) for r in everything.references} == {"reference", "judge"}
 
 
 def test_bad_parameters_are_rejected():

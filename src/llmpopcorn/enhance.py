@@ -2,8 +2,13 @@
 
 For a query (DESIGN §1.2, following the original ``generate_rag_prompt``):
 
-1. embed the query; keep the ``num_tags`` categories whose names are most
-   cosine-similar to it;
+1. embed the query; keep the ``num_tags`` categories that fit it best (by default
+   by content: similarity to each category's centroid, categories under
+   ``min_category_size`` videos skipped; ``category_match="name"`` is the paper's
+   match on category names, see :mod:`llmpopcorn.categories`); when they hold fewer
+   videos than references asked, the next categories top the pool up (recorded);
+   with ``pool="reference"`` only the corpus part the study's judge never trained
+   on is used (:mod:`llmpopcorn.partition`);
 2. sort those categories' videos by comment count; the bottom ``ratio`` are the
    unpopular pool, the rest the popular pool (ties in comment count are broken
    by a random order drawn from ``seed``, so no id range is favoured);
@@ -21,32 +26,23 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import unicodedata
 from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .copycheck import COPY_THRESHOLD, CopyMatch, find_copy, normalise_title
 from .errors import ConfigError
+from .partition import describe as describe_part
 from .prompts import example_json, render
 from .types import Idea, Message, Prompt, Reference
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .categories import CategoryResolver
     from .index import CorpusIndex
     from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: a title whose normalised form is this similar (difflib ratio) to a reference's is
-#: a copy. Measured on 200 random MicroLens titles (seed 0): one word replaced in a
-#: title of 4+ words scores >= 0.85 in 88 % of cases (0.90: 71 %, 0.95: 25 %), while
-#: only 3 % of titles have a different title in their category that close (0.75: 6 %).
-COPY_THRESHOLD = 0.85
-#: a reference title of at least this many characters found inside the new title
-#: is a copy too ("POV: <reference title>")
-COPY_CONTAINS_MIN_CHARS = 20
 
 
 @dataclass(frozen=True)
@@ -55,6 +51,11 @@ class PEParams:
     ratio: float = 0.1
     n_refs: int = 50
     seed: int = 42
+    #: how the query finds its categories (see :mod:`llmpopcorn.categories`)
+    category_match: str = "centroid"
+    min_category_size: int = 50
+    #: the corpus part references come from (see :mod:`llmpopcorn.partition`)
+    pool: str = "all"
 
     def __post_init__(self) -> None:
         if self.num_tags < 1:
@@ -69,6 +70,10 @@ class PEParams:
             raise ConfigError(
                 f"n_refs must be at least 1, got {self.n_refs}", "pass e.g. --refs 50"
             )
+        if self.pool not in ("all", "reference"):
+            raise ConfigError(
+                f"unknown PE pool '{self.pool}'", "pass --pe-pool all or --pe-pool reference"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PEParams:
@@ -77,6 +82,9 @@ class PEParams:
             ratio=settings.ratio,
             n_refs=settings.n_refs,
             seed=settings.seed,
+            category_match=settings.category_match,
+            min_category_size=settings.min_category_size,
+            pool=settings.pe_pool,
         )
 
     @property
@@ -105,6 +113,9 @@ class Selection:
     references: list[Reference]
     pools: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    #: categories added because the chosen ones held fewer videos than references asked
+    topped_up: list[dict[str, Any]] = field(default_factory=list)
+    matcher: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, params: PEParams, embedder_id: str) -> dict[str, Any]:
         shown = {
@@ -117,7 +128,12 @@ class Selection:
             "ratio": params.ratio,
             "n_refs": params.n_refs,
             "seed": params.seed,
+            "category_match": params.category_match,
+            "min_category_size": params.min_category_size,
+            "matcher": self.matcher,
             "categories": self.categories,
+            "topped_up": self.topped_up,
+            "pool": describe_part(params.pool),
             "pools": self.pools,
             "requested": {"popular": params.n_popular, "unpopular": params.n_unpopular},
             "shown": shown,
@@ -126,19 +142,28 @@ class Selection:
 
 
 def choose_categories(
-    index: CorpusIndex, query_vec: np.ndarray, num_tags: int
+    index: CorpusIndex,
+    query_vec: np.ndarray,
+    num_tags: int,
+    *,
+    method: str = "name",
+    min_size: int = 1,
 ) -> list[dict[str, Any]]:
-    """The ``num_tags`` categories whose names are most similar to the query; equal
-    similarities (e.g. a query the embedder cannot represent) prefer the larger
-    category, then the name."""
-    sims = index.category_vectors @ query_vec
-    names = index.category_names
-    sizes = np.array([len(index.category_rows[n]) for n in names])
-    order = np.lexsort((np.arange(len(names)), -sizes, -sims))[: min(num_tags, len(names))]
-    return [
-        {"name": names[i], "similarity": round(float(sims[i]), 4), "videos": int(sizes[i])}
-        for i in order
-    ]
+    """The ``num_tags`` categories that best fit the query (see
+    :class:`~llmpopcorn.categories.CategoryResolver`); ``method="name"`` with
+    ``min_size=1`` is the paper's matcher."""
+    resolver = category_resolver(index, method=method, min_size=min_size)
+    return [c.as_dict() for c in resolver.resolve(query_vec, num_tags)]
+
+
+def category_resolver(index: CorpusIndex, *, method: str, min_size: int) -> CategoryResolver:
+    """A resolver over the index's categories (the centroids are computed once per index)."""
+    from .categories import CategoryResolver, profile_from_index
+
+    profile = getattr(index, "_category_profile", None)
+    if profile is None:
+        profile = index._category_profile = profile_from_index(index)
+    return CategoryResolver(profile, index.embedder.embed, method=method, min_size=min_size)
 
 
 def split_pools(
@@ -156,11 +181,52 @@ def split_pools(
     return rows[order[:cut]], rows[order[cut:]]
 
 
-def select_references(index: CorpusIndex, query_vec: np.ndarray, params: PEParams) -> Selection:
-    categories = choose_categories(index, query_vec, params.num_tags)
-    rows = np.concatenate([index.category_rows[c["name"]] for c in categories])
-    popular, unpopular = split_pools(rows, index.comments[rows], params.ratio, params.seed)
+def pool_mask(index: CorpusIndex, part: str) -> np.ndarray:
+    """Which corpus rows PE may show for ``part`` (cached per index and part)."""
+    cache = index.__dict__.setdefault("_pool_masks", {})
+    if part not in cache:
+        from .partition import in_part
+
+        cache[part] = in_part(index.corpus.frame["video_id"], part)
+    return cache[part]
+
+
+def select_references(
+    index: CorpusIndex,
+    query_vec: np.ndarray,
+    params: PEParams,
+    resolver: CategoryResolver | None = None,
+) -> Selection:
+    resolver = resolver or category_resolver(
+        index, method=params.category_match, min_size=params.min_category_size
+    )
+    allowed = pool_mask(index, params.pool)
+    ranked = resolver.rank(query_vec)
+    chosen, rest = ranked[: params.num_tags], ranked[params.num_tags :]
+
+    def pool_rows(name: str) -> np.ndarray:
+        rows = index.category_rows[name]
+        return rows[allowed[rows]]
+
+    categories = [{**c.as_dict(), "pool_videos": int(len(pool_rows(c.name)))} for c in chosen]
+    rows = np.concatenate([pool_rows(c.name) for c in chosen])
     notes: list[str] = []
+    topped_up: list[dict[str, Any]] = []
+    for extra in rest:  # too few videos for the references asked: the next category tops up
+        if len(rows) >= params.n_refs:
+            break
+        add = pool_rows(extra.name)
+        if len(add):
+            rows = np.concatenate([rows, add])
+            topped_up.append({**extra.as_dict(), "pool_videos": int(len(add))})
+    if topped_up:
+        names = ", ".join(c["name"] for c in categories)
+        added = ", ".join(f"{t['name']} ({t['pool_videos']})" for t in topped_up)
+        notes.append(
+            f"{names} holds fewer than the {params.n_refs} videos asked for in the "
+            f"{params.pool} pool: topped up from {added}"
+        )
+    popular, unpopular = split_pools(rows, index.comments[rows], params.ratio, params.seed)
     if not np.any(query_vec):
         notes.append(
             f"the query has no vector in the {index.embedder.name} embedder's space "
@@ -173,10 +239,10 @@ def select_references(index: CorpusIndex, query_vec: np.ndarray, params: PEParam
     )
     for label, (found, sims) in zip(("popular", "unpopular"), results, strict=True):
         if len(found) < wanted[label]:
-            names = ", ".join(c["name"] for c in categories)
+            names = ", ".join(c["name"] for c in categories + topped_up)
             notes.append(
                 f"only {len(found)} {label} reference(s) available in {names} "
-                f"({len(rows)} videos); {wanted[label]} requested"
+                f"({len(rows)} videos in the {params.pool} pool); {wanted[label]} requested"
             )
         references += [
             Reference(**index.row(int(i)), label=label, similarity=round(float(s), 4))
@@ -187,7 +253,14 @@ def select_references(index: CorpusIndex, query_vec: np.ndarray, params: PEParam
         "popular": int(len(popular)),
         "unpopular": int(len(unpopular)),
     }
-    return Selection(categories=categories, references=references, pools=pools, notes=notes)
+    return Selection(
+        categories=categories,
+        references=references,
+        pools=pools,
+        notes=notes,
+        topped_up=topped_up,
+        matcher=resolver.describe(),
+    )
 
 
 # -- the prompt --------------------------------------------------------------------------
@@ -289,62 +362,7 @@ class PEPromptBuilder:
         return CopyGuard(prompt.references)
 
 
-# -- the copy check ----------------------------------------------------------------------
-
-_NON_WORD = re.compile(r"[\W_]+")
-
-
-def normalise_title(text: str) -> str:
-    """Case, accents, punctuation, emoji and spacing removed: what a copy keeps."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return " ".join(_NON_WORD.sub(" ", text.casefold()).split())
-
-
-@dataclass
-class CopyMatch:
-    video_id: str
-    title: str
-    label: str
-    similarity: float
-    kind: str  # exact | near | contains
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "video_id": self.video_id,
-            "title": self.title,
-            "label": self.label,
-            "similarity": self.similarity,
-            "kind": self.kind,
-        }
-
-
-def find_copy(
-    title: str, references: list[Reference], threshold: float = COPY_THRESHOLD
-) -> CopyMatch | None:
-    """The reference whose title ``title`` copies most closely, if any does."""
-    new = normalise_title(title)
-    if not new:
-        return None
-    best: CopyMatch | None = None
-    for ref in references:
-        old = normalise_title(ref.title)
-        if not old:
-            continue
-        if new == old:
-            return CopyMatch(ref.video_id, ref.title, ref.label, 1.0, "exact")
-        matcher = SequenceMatcher(None, new, old, autojunk=False)
-        if matcher.real_quick_ratio() < threshold and not _contains(new, old):
-            continue
-        ratio = matcher.ratio()
-        kind = "near" if ratio >= threshold else "contains" if _contains(new, old) else ""
-        if kind and (best is None or ratio > best.similarity):
-            best = CopyMatch(ref.video_id, ref.title, ref.label, round(ratio, 4), kind)
-    return best
-
-
-def _contains(new: str, old: str) -> bool:
-    return len(old) >= COPY_CONTAINS_MIN_CHARS and f" {old} " in f" {new} "
+# -- the copy guard ------------------------------------------------------------------
 
 
 class CopyGuard:

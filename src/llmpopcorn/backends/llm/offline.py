@@ -191,7 +191,7 @@ class OfflineComposer(LLM):
     is_llm = False
 
     def complete(self, request: ChatRequest) -> str:
-        from ...enhance import find_copy
+        from ...copycheck import find_copy
         from ...types import Reference
 
         query = str(request.context.get("query", "")).strip()

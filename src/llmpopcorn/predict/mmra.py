@@ -267,6 +267,30 @@ class RetrievalAttention(Predictor):
             out = out + inputs["prior"]  # the network learns a correction to the prior
         return out.astype(np.float64), att
 
+    # -- explanation ----------------------------------------------------------------
+
+    def memory_labels(self) -> np.ndarray:
+        """The retrieval memory's labels in log2 comments."""
+        return self.memory_y_.astype(np.float64) * self.y_std_ + self.y_mean_
+
+    def memory_category_names(self) -> np.ndarray:
+        """The category name of every memory row."""
+        return self.categories_[self.memory_cat_]
+
+    def explain(self, table: Table) -> dict[str, np.ndarray]:
+        """Predictions with what drove them: ``prediction`` (n,) log2 comments and, per
+        row, the ``k`` retrieved memory rows (``neighbours``, best first), their
+        ``similarity`` and their ``attention`` weight in the network."""
+        self.check_fitted()
+        idx, sim = self.neighbours(table)
+        standardised, attention = self.forward(self._inputs(table, neighbours=(idx, sim)))
+        return {
+            "prediction": standardised * self.y_std_ + self.y_mean_,
+            "neighbours": idx,
+            "similarity": sim,
+            "attention": attention,
+        }
+
     # -- state ----------------------------------------------------------------------
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -24,6 +24,8 @@ import os
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,37 @@ def default_cache_dir(settings: Settings | None = None) -> Path:
         return Path(settings.cache_dir).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return Path(base).expanduser() / "llmpopcorn"
+
+
+@contextmanager
+def file_lock(path: str | Path, what: str = "the embedding cache") -> Iterator[bool]:
+    """Hold an exclusive lock on ``path`` (created when missing) for the block, so that
+    a second process building the same thing waits and then reuses the first one's
+    work. The lock dies with its process (``flock``), so a crash never leaves a stale
+    lock. Yields False, unlocked, where no lock file can be made (read-only or full
+    disk, no ``fcntl``): the work then simply runs without one."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield False
+        return
+    try:
+        handle = open(path, "a+b")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        log.debug("no lock file %s (%s): building without one", path, exc)
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is building %s: waiting for it (%s)", what, path)
+            started = time.perf_counter()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            log.warning("waited %.1f s for the other build", time.perf_counter() - started)
+        yield True
+    finally:
+        handle.close()
 
 
 # -- search ------------------------------------------------------------------------------

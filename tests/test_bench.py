@@ -1,5 +1,6 @@
+import csv
+import errno
 import json
-import sqlite3
 
 import pytest
 from click.testing import CliRunner
@@ -7,28 +8,43 @@ from click.testing import CliRunner
 from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.llm.fake import FakeLLM
 from llmpopcorn.bench import (
+    CELL,
     StudyPlan,
-    bootstrap_ci,
+    cell_identity,
     load_queries,
     run_study,
-    summarise,
-    write_reports,
+    study_rows,
 )
-from llmpopcorn.errors import DataError
-from llmpopcorn.store import CellKey, Store
+from llmpopcorn.errors import ConfigError, DataError, PopcornError
+from llmpopcorn.settings import Settings
+from llmpopcorn.store import Store
+from pe_fixtures import write_corpus
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    prompts = tmp_path / "data" / "prompts"
+    root = write_corpus(tmp_path / "data")
+    prompts = root / "prompts"
     prompts.mkdir(parents=True)
     (prompts / "abstract_prompts.txt").write_text("Something nostalgic\n\nA feeling of calm\n")
     (prompts / "concrete_prompts.txt").write_text("A corgi learns to surf\nA cat meets snow")
-    return tmp_path / "data"
+    return root
 
 
 def factory(scorer, llm=None):
     return lambda settings: draft_pipeline(settings, llm=llm, scorer=scorer)
+
+
+def pe_settings(data_dir, tmp_path, **kw):
+    return Settings.resolve(
+        env={},
+        render=False,
+        data_dir=data_dir,
+        embedder="tfidf",
+        cache_dir=tmp_path / "cache",
+        min_category_size=1,
+        **kw,
+    )
 
 
 def test_load_queries_kinds_limit_and_errors(data_dir, tmp_path):
@@ -49,65 +65,132 @@ def test_load_queries_kinds_limit_and_errors(data_dir, tmp_path):
 
 
 def test_study_runs_every_cell_then_resumes_without_redoing(data_dir, tmp_path):
-    from llmpopcorn.settings import Settings
-
     settings = Settings.resolve(env={}, render=False)
     plan = StudyPlan(
         queries=load_queries(data_dir), llms=["offline"], modes=["basic"], seeds=[1, 2]
     )
     scorer = TitleLengthScorer()
-    store = run_study(plan, settings, tmp_path / "study", pipeline_factory=factory(scorer))
-    rows = Store(store).rows()
-    assert len(rows) == plan.size == 8 and all(r["status"] == "ok" for r in rows)
+    run = run_study(plan, settings, tmp_path / "study", pipeline_factory=factory(scorer))
+    rows = study_rows(run.store_path, run.keys)
+    assert len(rows) == plan.size(settings) == 8 and all(r["status"] == "ok" for r in rows)
     assert all(r["log2_comments"] == pytest.approx(len(r["title"]) / 10) for r in rows)
-    assert scorer.calls == 8
+    assert scorer.calls == 8 and run.computed == 8
     seen = []
-    run_study(
+    again = run_study(
         plan,
         settings,
         tmp_path / "study",
         pipeline_factory=factory(scorer),
-        on_cell=lambda k, s: seen.append(s),
+        on_cell=lambda k, arm, s: seen.append(s),
     )
-    assert scorer.calls == 8 and seen == ["skipped"] * 8
+    assert scorer.calls == 8 and seen == ["skipped"] * 8 and again.keys == run.keys
+
+
+def test_refs_sweep_and_other_settings_make_new_cells_basic_cells_are_shared(data_dir, tmp_path):
+    settings = pe_settings(data_dir, tmp_path, n_refs=4)
+    queries = load_queries(data_dir, ["concrete"])
+    out = tmp_path / "study"
+    scorer = TitleLengthScorer()
+    first = run_study(
+        StudyPlan(queries=queries, llms=["offline"]),
+        settings,
+        out,
+        pipeline_factory=factory(scorer),
+    )
+    assert first.computed == 4  # 2 queries x (basic, pe@4)
+    # --refs 10: basic cells are reused (PE settings do not change them), PE cells are new
+    sweep = run_study(
+        StudyPlan(queries=queries, llms=["offline"], refs=[4, 10]),
+        settings,
+        out,
+        pipeline_factory=factory(scorer),
+    )
+    assert (sweep.computed, sweep.skipped) == (2, 4)
+    rows = study_rows(sweep.store_path, sweep.keys)
+    assert sorted({(r["mode"], r["refs"]) for r in rows}, key=str) == [
+        ("basic", None),
+        ("pe", 10),
+        ("pe", 4),
+    ]
+    assert {r["refs_shown"] for r in rows if r["refs"] == 10} == {10}
+    assert {r["refs_shown"] for r in rows if r["refs"] == 4} == {4}
+    # a setting that changes results (sampling) makes new cells for every arm
+    hotter = settings.model_copy(update={"temperature": 1.1})
+    again = run_study(
+        StudyPlan(queries=queries, llms=["offline"]), hotter, out, pipeline_factory=factory(scorer)
+    )
+    assert again.computed == 4 and again.skipped == 0
+    # rendering into a folder made with --no-render computes new cells
+    rendered = run_study(
+        StudyPlan(queries=queries, llms=["offline"], modes=["basic"]),
+        settings.model_copy(update={"render": True}),
+        out,
+        pipeline_factory=factory(scorer),
+    )
+    assert rendered.computed == 2
+    # the whole store mixes several groups of settings: a summary of "everything" refuses
+    with pytest.raises(ConfigError, match="incompatible groups"):
+        study_rows(out / "store.sqlite")
+
+
+def test_identity_covers_result_settings_and_skips_the_rest(tmp_path):
+    base = Settings.resolve(env={}, mode="pe")
+    ident = lambda s: cell_identity(s, llm_model="m", predictor=None, corpus_sha256="c")  # noqa: E731
+    for change in (
+        {"n_refs": 10},
+        {"ratio": 0.3},
+        {"embedder": "tfidf"},
+        {"pe_pool": "reference"},
+        {"category_match": "name"},
+        {"top_p": 0.5},
+        {"llm_model": "x"},
+        {"image": "sd"},
+        {"video_options": {"steps": "4"}},
+        {"render": False},
+    ):
+        assert ident(base) != ident(base.model_copy(update=change)), change
+    for change in ({"out_dir": tmp_path}, {"cache_dir": tmp_path}, {"llm_timeout": 5.0}):
+        assert ident(base) == ident(base.model_copy(update=change)), change
+    basic = base.model_copy(update={"mode": "basic"})
+    assert ident(basic) == ident(basic.model_copy(update={"n_refs": 10}))
+    assert ident(basic) != cell_identity(
+        basic, llm_model="m", predictor={"name": "judge"}, corpus_sha256="c"
+    )
+    assert ident(basic) != cell_identity(basic, llm_model="m", predictor=None, corpus_sha256="d")
 
 
 def test_failed_cells_are_recorded_and_retried(data_dir, tmp_path):
-    from llmpopcorn.settings import Settings
-
     settings = Settings.resolve(env={}, render=False, max_attempts=1)
     plan = StudyPlan(queries=load_queries(data_dir, ["concrete"]), llms=["fake"], modes=["basic"])
     good = json.dumps({"title": "Good", "cover_prompt": "c", "video_prompt": "v"})
-    store = run_study(
+    run = run_study(
         plan,
         settings,
         tmp_path / "s",
         pipeline_factory=factory(TitleLengthScorer(), FakeLLM(["junk", good])),
     )
-    statuses = [r["status"] for r in Store(store).rows()]
-    assert statuses == ["failed", "ok"]
-    assert "no valid idea" in Store(store).rows("failed")[0]["error"]
-    # --keep-failed leaves it; the default retries it
-    run_study(
+    rows = study_rows(run.store_path, run.keys)
+    assert [r["status"] for r in rows] == ["failed", "ok"]
+    assert "no valid idea" in rows[0]["error"]
+    kept = run_study(
         plan,
         settings,
         tmp_path / "s",
         retry_failed=False,
         pipeline_factory=factory(TitleLengthScorer(), FakeLLM([])),
     )
-    assert Store(store).rows("failed")
+    assert kept.computed == 0
     run_study(
         plan,
         settings,
         tmp_path / "s",
         pipeline_factory=factory(TitleLengthScorer(), FakeLLM([good])),
     )
-    assert not Store(store).rows("failed")
+    assert all(r["status"] == "ok" for r in study_rows(run.store_path, run.keys))
 
 
 def test_setup_errors_stop_the_study(data_dir, tmp_path):
     from llmpopcorn.errors import UnknownBackendError
-    from llmpopcorn.settings import Settings
 
     plan = StudyPlan(queries=load_queries(data_dir), llms=["no-such-llm"], modes=["basic"])
     with pytest.raises(UnknownBackendError):
@@ -117,105 +200,72 @@ def test_setup_errors_stop_the_study(data_dir, tmp_path):
             tmp_path / "s",
             pipeline_factory=factory(TitleLengthScorer()),
         )
-    rows = Store(tmp_path / "s" / "store.sqlite").rows()
-    assert len(rows) == 1 and rows[0]["status"] == "failed"
 
 
-def rows_for(values):
-    """Synthetic store rows: values[(query_id, mode)] = log2 comments."""
-    rows = []
-    for (qid, mode), value in values.items():
-        rows.append(
-            {
-                "query_id": qid,
-                "query_kind": qid.split("-")[0],
-                "llm": "x",
-                "mode": mode,
-                "video": "draft",
-                "seed": 42,
-                "status": "ok",
-                "log2_comments": value,
-            }
-        )
-    return rows
+def test_disk_full_during_a_cell_leaves_a_consistent_store(data_dir, tmp_path, monkeypatch):
+    """Reproduction 3 of issue 9: a full disk while a run is saved used to leave the
+    cell 'running' forever. Now the cell is 'failed' with the cause, the study stops with
+    a clear error, and a rerun finishes it."""
+    import llmpopcorn.pipeline as pipeline_module
 
+    real = pipeline_module.save_report
 
-def test_summary_pairs_pe_with_basic_by_query():
-    rows = rows_for(
-        {
-            ("abstract-1", "basic"): 1.0,
-            ("abstract-1", "pe"): 3.0,
-            ("abstract-2", "basic"): 2.0,
-            ("abstract-2", "pe"): 2.0,
-            ("concrete-1", "basic"): 4.0,
-            ("concrete-1", "pe"): 3.0,
-        }
+    def full(record, run_dir):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline_module, "save_report", full)
+    settings = Settings.resolve(env={}, render=False)
+    plan = StudyPlan(
+        queries=load_queries(data_dir, ["concrete"]), llms=["offline"], modes=["basic"]
     )
-    rows.append({**rows[0], "query_id": "concrete-9", "status": "failed", "log2_comments": None})
-    s = summarise(rows, n_boot=200)
-    cell = {(c["mode"], c["queries"]): c for c in s["cells"]}
-    assert cell[("basic", "all")]["mean_log2_comments"] == pytest.approx(7 / 3)
-    assert cell[("pe", "abstract")]["mean_log2_comments"] == pytest.approx(2.5)
-    assert cell[("basic", "all")]["failed"] == 1
-    comp = {c["queries"]: c for c in s["pe_vs_basic"]}
-    assert comp["all"]["pairs"] == 3
-    assert comp["all"]["mean_gain_log2"] == pytest.approx((2 + 0 - 1) / 3)
-    assert comp["all"]["pe_win_rate"] == pytest.approx((1 + 0.5 + 0) / 3)
-    assert comp["abstract"]["pe_win_rate"] == pytest.approx(0.75)
-    assert s["total"] == 7 and s["ok"] == 6
+    with pytest.raises(PopcornError, match="disk is full") as info:
+        run_study(plan, settings, tmp_path / "s", pipeline_factory=factory(TitleLengthScorer()))
+    assert "rerun" in info.value.hint
+    with Store(tmp_path / "s" / "store.sqlite") as store:
+        items = store.items(kind=CELL)
+    assert [(i["status"], i["error"][:9]) for i in items] == [("failed", "disk full")]
+    monkeypatch.setattr(pipeline_module, "save_report", real)
+    run = run_study(plan, settings, tmp_path / "s", pipeline_factory=factory(TitleLengthScorer()))
+    assert [r["status"] for r in study_rows(run.store_path, run.keys)] == ["ok", "ok"]
 
 
-def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
-    values = [1.0, 2.0, 3.0, 4.0, 10.0]
-    lo, hi = bootstrap_ci(values, seed=1)
-    assert lo < sum(values) / len(values) < hi
-    assert bootstrap_ci(values, seed=1) == (lo, hi)
-    assert bootstrap_ci([1.0]) is None
-
-
-def test_reports_and_cli(data_dir, tmp_path, monkeypatch):
+def invoke(args, env=None):
     from llmpopcorn.cli import main
 
+    return CliRunner().invoke(main, ["bench", *args], env={"POPCORN_SCORE": "false", **(env or {})})
+
+
+def test_cli_env_render_false_is_honoured_and_outputs_say_no_llm(data_dir, tmp_path):
     out = tmp_path / "study"
-    result = CliRunner().invoke(
-        main,
-        [
-            "bench",
-            "--data",
-            str(data_dir),
-            "--mode",
-            "basic",
-            "--limit",
-            "1",
-            "--no-render",
-            "--out",
-            str(out),
-            "--seeds",
-            "1,2",
-            "--json",
-        ],
-        env={"POPCORN_SCORE": "false"},
+    args = ["--data", str(data_dir), "--mode", "basic", "--limit", "1", "--out", str(out)]
+    result = invoke(
+        [*args, "--seeds", "1,2", "--baseline-k", "0", "--json"], {"POPCORN_RENDER": "false"}
     )
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["total"] == 4 and summary["ok"] == 4 and summary["scored"] == 0
-    assert (out / "summary.md").exists() and (out / "results.csv").exists()
-    with sqlite3.connect(out / "store.sqlite") as conn:
-        assert conn.execute("select count(*) from cells where status='ok'").fetchone()[0] == 4
-    bad = CliRunner().invoke(
-        main, ["bench", "--data", str(data_dir), "--seeds", "a,b", "--out", str(out)]
-    )
+    assert summary["total"] == 4 and summary["ok"] == 4
+    assert summary["settings"]["render"] is False
+    assert not list(out.glob("runs/*/clip.mp4")) and list(out.glob("runs/*/record.json"))
+    assert "NO LLM WAS USED in 4 of 4" in summary["banner"]
+    for name in ("summary.md", "summary.html"):
+        assert "NO LLM WAS USED" in (out / name).read_text()
+    with open(out / "results.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["is_llm"], r["ideator"], r["ideator_model"]) for r in rows} == {
+        ("False", "offline", "offline-composer-v2")
+    }
+    bad = invoke([*args, "--seeds", "a,b"])
     assert bad.exit_code == 2 and "--seeds must be integers" in bad.stderr
+    bad = invoke([*args, "--refs", "0,10"])
+    assert bad.exit_code == 2 and "--refs values must be at least 1" in bad.stderr
 
 
-def test_store_survives_reopen(tmp_path):
-    key = CellKey("q1", "llm", "basic", "draft", 42)
-    with Store(tmp_path / "s.sqlite") as store:
-        store.start(key, "abstract", "a query")
-        assert store.status(key) == "running"
-    with Store(tmp_path / "s.sqlite") as store:
-        assert store.status(key) == "running"
-        store.finish(key, status="ok", log2_comments=3.5)
-        assert store.rows()[0]["log2_comments"] == 3.5
-    write_reports(tmp_path / "s.sqlite", tmp_path)
-    assert "1 of 1 cells finished" in (tmp_path / "summary.md").read_text()
+def test_cli_corrupt_store_is_an_error_with_a_hint(data_dir, tmp_path):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "store.sqlite").write_bytes(b"not a database at all" * 10)
+    result = invoke(["--data", str(data_dir), "--mode", "basic", "--limit", "1", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "store.sqlite" in result.stderr and "hint:" in result.stderr and "mv " in result.stderr
+    assert "Traceback" not in result.output
+    assert (out / "store.sqlite").read_bytes() == b"not a database at all" * 10

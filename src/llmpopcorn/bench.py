@@ -1,39 +1,66 @@
-"""The paper's study as one command: queries x LLMs x basic/PE x video backends x seeds.
+"""The paper's study as one command: queries x LLMs x basic/PE (x refs) x video x seeds.
 
 Every cell is one :meth:`Pipeline.make` run whose predicted popularity (log2 of the
-comment count) is stored in a SQLite :class:`~llmpopcorn.store.Store`; a rerun
-skips finished cells, so an interrupted study resumes where it stopped. The
-summary reports, per cell and per query kind (abstract / concrete), the mean
-predicted log2 comments with a bootstrap 95 % confidence interval, and PE against
-basic mode paired by query, LLM, video backend and seed: the mean gain, its
-interval and the win rate (ties count half).
+comment count) goes into the run store (:mod:`llmpopcorn.store`). A cell's key is a hash
+of its query, its seed and **every setting that changes its result** (:func:`cell_identity`:
+LLM backend, model and sampling; mode and, in PE mode, every PE parameter; renderers and
+their options when rendering; the predictor's files; the corpus file), so a rerun with
+other settings computes new cells, and a rerun with the same settings skips finished
+ones. Cells are claimed with a lease, so two processes on one folder never do the same
+cell. The summary covers exactly the cells of the command that wrote it; statistics are
+in :mod:`llmpopcorn.study_stats`, the files in :mod:`llmpopcorn.study_report`.
 """
 
 from __future__ import annotations
 
-import csv
+import errno
+import hashlib
 import itertools
-import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import ConfigError, DataError, MissingExtraError, PopcornError
 from .pipeline import Pipeline
 from .settings import Settings
-from .store import CellKey, Store
+from .store import DEFAULT_LEASE_S, Store, StoreError, digest
 
 log = logging.getLogger(__name__)
 
 QUERY_KINDS = ("abstract", "concrete")
+CELL = "study-cell"
 #: errors that would fail every cell alike: stop the study instead of repeating them
-SETUP_ERRORS = (ConfigError, DataError, MissingExtraError)
+SETUP_ERRORS = (ConfigError, DataError, MissingExtraError, StoreError)
+#: settings that never change a result: where files go, how long to wait for a server
+NOT_RESULT = frozenset(
+    {"data_dir", "out_dir", "cache_dir", "llm_timeout", "llm_max_retries", "llm_api_key"}
+)
+#: settings read only in PE mode (dropped from a basic cell's identity, so basic cells
+#: are shared by every point of a --refs sweep)
+PE_ONLY = frozenset(
+    {
+        "embedder",
+        "embedder_model",
+        "num_tags",
+        "ratio",
+        "n_refs",
+        "category_match",
+        "min_category_size",
+        "pe_pool",
+    }
+)
+#: settings read only when rendering
+RENDER_ONLY = frozenset(
+    {"image", "video", "image_options", "video_options", "video_from_cover", "device"}
+)
+#: what the study uses unless a flag, the environment or the config file says otherwise:
+#: an independent judge (trained on the judge part only) and PE references from the
+#: reference part, so no reference sits in the judge's memory
+STUDY_DEFAULTS = {"predictor": "judge", "pe_pool": "reference"}
+NOT_RENDERED = "none"
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,16 @@ class BenchQuery:
     text: str
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One configuration of the grid: every cell of an arm shares a pipeline."""
+
+    llm: str
+    mode: str
+    refs: int | None
+    video: str
+
+
 @dataclass
 class StudyPlan:
     queries: list[BenchQuery]
@@ -50,16 +87,19 @@ class StudyPlan:
     modes: list[str] = field(default_factory=lambda: ["basic", "pe"])
     videos: list[str] = field(default_factory=lambda: ["draft"])
     seeds: list[int] = field(default_factory=lambda: [42])
+    #: PE's number of references: one arm per value (empty: the configured n_refs)
+    refs: list[int] = field(default_factory=list)
 
-    @property
-    def size(self) -> int:
-        return (
-            len(self.queries)
-            * len(self.llms)
-            * len(self.modes)
-            * len(self.videos)
-            * len(self.seeds)
-        )
+    def arms(self, settings: Settings) -> list[Arm]:
+        videos = self.videos if settings.render else [NOT_RENDERED]
+        out = []
+        for llm, mode, video in itertools.product(self.llms, self.modes, videos):
+            for refs in (self.refs or [settings.n_refs]) if mode == "pe" else [None]:
+                out.append(Arm(llm, mode, refs, video))
+        return out
+
+    def size(self, settings: Settings) -> int:
+        return len(self.arms(settings)) * len(self.queries) * len(self.seeds)
 
 
 def load_queries(
@@ -91,196 +131,356 @@ def load_queries(
     return queries
 
 
+# -- identity -------------------------------------------------------------------------
+
+
+def _sha256_files(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def predictor_identity(settings: Settings) -> dict[str, Any] | None:
+    """The predictor's id and version: its folder name and a hash of its files."""
+    if not settings.score:
+        return None
+    from .predict.scorer import resolve_model_dir  # light: no torch
+
+    path = resolve_model_dir(settings.predictor)
+    files = [
+        p
+        for p in path.iterdir()
+        if p.is_file() and p.suffix in (".json", ".npz", ".safetensors", ".pt")
+    ]
+    return {"name": path.name, "sha256": _sha256_files(files)}
+
+
+def corpus_identity(settings: Settings) -> str | None:
+    """The corpus file's hash (``None`` without a data folder)."""
+    if settings.data_dir is None:
+        return None
+    from .corpus import file_sha256, resolve_corpus_path
+
+    try:
+        path = resolve_corpus_path(settings.data_dir)
+    except DataError:
+        return None
+    return file_sha256(path) if path.exists() else None
+
+
+def cell_identity(
+    settings: Settings,
+    *,
+    llm_model: str | None,
+    predictor: dict[str, Any] | None,
+    corpus_sha256: str | None,
+) -> dict[str, Any]:
+    """Every setting that changes a cell's result (see the module docstring). Fields
+    added to :class:`Settings` later are included unless listed as not mattering."""
+    data = {k: v for k, v in settings.public().items() if k not in NOT_RESULT}
+    if settings.mode != "pe":
+        data = {k: v for k, v in data.items() if k not in PE_ONLY}
+    if not settings.render:
+        data = {k: v for k, v in data.items() if k not in RENDER_ONLY}
+    data["predictor"] = predictor
+    data["llm_model_id"] = llm_model
+    data["corpus_sha256"] = corpus_sha256
+    return data
+
+
+#: the grid's axes: cells that differ only in these belong to one study
+AXES = ("llm", "llm_model", "llm_model_id", "mode", "n_refs", "video")
+
+
+def group_of(settings: Settings, predictor: dict | None, corpus_sha256: str | None) -> str:
+    """The hash of a study's fixed settings (everything but its axes)."""
+    pe = settings.model_copy(update={"mode": "pe"})
+    data = cell_identity(pe, llm_model=None, predictor=predictor, corpus_sha256=corpus_sha256)
+    return "study-" + digest({k: v for k, v in data.items() if k not in AXES})
+
+
+def cell_key(query: BenchQuery, seed: int, settings_hash: str) -> str:
+    return f"cell-{digest([query.query_id, query.text, seed, settings_hash], 32)}"
+
+
+# -- running --------------------------------------------------------------------------
+
+
+@dataclass
+class StudyRun:
+    """What :func:`run_study` did: the store, the keys of the plan's cells (the summary
+    covers exactly these), and how many were computed, skipped or busy elsewhere."""
+
+    store_path: Path
+    keys: list[str] = field(default_factory=list)
+    computed: int = 0
+    skipped: int = 0
+    busy: int = 0
+
+
+def _pipelines(
+    plan: StudyPlan,
+    settings: Settings,
+    out_dir: Path,
+    factory: Callable[[Settings], Pipeline] | None,
+) -> Iterator[tuple[Arm, Pipeline]]:
+    shared_scorer = None
+    for arm in plan.arms(settings):
+        update: dict[str, Any] = {"llm": arm.llm, "mode": arm.mode, "out_dir": out_dir / "runs"}
+        if arm.refs is not None:
+            update["n_refs"] = arm.refs
+        if arm.video != NOT_RENDERED:
+            update["video"] = arm.video
+        cell_settings = settings.model_copy(update=update)
+        if factory is not None:
+            yield arm, factory(cell_settings)
+            continue
+        # one predictor for the whole study (it loads in seconds)
+        pipeline = Pipeline(cell_settings, scorer=shared_scorer)
+        yield arm, pipeline
+        if shared_scorer is None and settings.score:
+            try:
+                shared_scorer = pipeline.scorer
+            except PopcornError:
+                shared_scorer = None
+
+
 def run_study(
     plan: StudyPlan,
     settings: Settings,
     out_dir: str | Path,
     *,
     retry_failed: bool = True,
-    on_cell: Callable[[CellKey, str], None] | None = None,
-    pipeline_factory: Callable[[Settings], Pipeline] = Pipeline,
-) -> Path:
-    """Run every cell not yet finished; return the store's path.
+    on_cell: Callable[[str, Arm, str], None] | None = None,
+    pipeline_factory: Callable[[Settings], Pipeline] | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
+) -> StudyRun:
+    """Run every cell of ``plan`` that is not finished or held by another process.
 
-    A failing cell (an LLM that keeps answering badly, a render error) is recorded
-    and the study goes on. A problem with the setup itself (a bad setting, missing
-    data, a missing extra) would fail every cell alike: it is recorded for the cell
-    and stops the study. An interrupt marks the cell in flight and stops.
+    A failing cell (an LLM that keeps answering badly, a render error) is recorded and
+    the study goes on. A problem with the setup (a bad setting, missing data, a missing
+    extra, a store that cannot be written, a full disk) would fail every cell alike: it
+    is recorded for the cell and stops the study. An interrupt marks the cell failed
+    ("interrupted") and stops; a rerun retries it.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store_path = out_dir / "store.sqlite"
-    with Store(store_path) as store:
-        for llm, mode, video in itertools.product(plan.llms, plan.modes, plan.videos):
-            cell_settings = settings.model_copy(
-                update={"llm": llm, "mode": mode, "video": video, "out_dir": out_dir / "runs"}
+    run = StudyRun(out_dir / "store.sqlite")
+    predictor = predictor_identity(settings)
+    corpus = corpus_identity(settings)
+    group = group_of(settings, predictor, corpus)
+    with Store(run.store_path) as store:
+        for arm, pipeline in _pipelines(plan, settings, out_dir, pipeline_factory):
+            llm = pipeline.llm  # a bad backend name stops the study here
+            identity = cell_identity(
+                pipeline.settings,
+                llm_model=llm.model_id(),
+                predictor=predictor,
+                corpus_sha256=corpus,
             )
-            pipeline = pipeline_factory(cell_settings)
+            settings_hash = store.put_settings(identity)
             for query, seed in itertools.product(plan.queries, plan.seeds):
-                key = CellKey(query.query_id, llm, mode, video, seed)
-                status = store.status(key)
-                if status == "ok" or (status == "failed" and not retry_failed):
+                key = cell_key(query, seed, settings_hash)
+                run.keys.append(key)
+                labels = {
+                    "query_id": query.query_id,
+                    "query_kind": query.kind,
+                    "query": query.text,
+                    "llm": arm.llm,
+                    "mode": arm.mode,
+                    "refs": arm.refs,
+                    "video": arm.video,
+                    "seed": seed,
+                }
+                claim = store.claim(
+                    key,
+                    kind=CELL,
+                    group=group,
+                    settings_hash=settings_hash,
+                    labels=labels,
+                    lease_s=lease_s,
+                    retry_failed=retry_failed,
+                )
+                if not claim.claimed:
+                    run.skipped += claim.outcome != "busy"
+                    run.busy += claim.outcome == "busy"
                     if on_cell:
-                        on_cell(key, "skipped")
+                        on_cell(key, arm, "busy" if claim.outcome == "busy" else "skipped")
                     continue
-                _run_cell(store, pipeline, key, query, seed)
+                _run_cell(store, pipeline, key, query, seed, lease_s)
+                run.computed += 1
                 if on_cell:
-                    on_cell(key, store.status(key) or "")
-    return store_path
+                    on_cell(key, arm, store.status(key) or "")
+    return run
 
 
-def _run_cell(store: Store, pipeline: Pipeline, key: CellKey, query: BenchQuery, seed: int) -> None:
-    store.start(key, query.kind, query.text)
+def _run_cell(
+    store: Store, pipeline: Pipeline, key: str, query: BenchQuery, seed: int, lease_s: float
+) -> None:
     started = time.perf_counter()
+
+    def fail(error: str) -> None:
+        store.finish(key, status="failed", error=error, seconds=time.perf_counter() - started)
+
     try:
-        record = pipeline.make(query.text, seed=seed)
+        record = pipeline.make(
+            query.text, seed=seed, on_stage=lambda _stage: store.renew(key, lease_s)
+        )
     except PopcornError as exc:
         log.warning("cell %s failed: %s", key, exc)
-        store.finish(key, status="failed", error=str(exc), seconds=time.perf_counter() - started)
+        fail(str(exc))
         if isinstance(exc, SETUP_ERRORS):
             raise
         return
     except KeyboardInterrupt:
-        store.finish(
-            key, status="failed", error="interrupted", seconds=time.perf_counter() - started
-        )
+        fail("interrupted")
         raise
-    score = record.score
+    except OSError as exc:
+        # a full disk (or an unwritable folder) fails every later cell too: stop here,
+        # with the store saying what happened to this cell
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        fail(f"{'disk full' if full else 'cannot write'}: {exc}")
+        raise PopcornError(
+            f"the study stopped: {'the disk is full' if full else 'a file could not be written'}"
+            f" ({exc})",
+            "free some space (or fix the folder's permissions) and rerun the same command: "
+            "finished cells are kept and this one is retried",
+        ) from None
+    except BaseException as exc:
+        fail(f"{type(exc).__name__}: {exc}")  # a bug: never leave the cell 'running'
+        raise
+    run_dir = Path(record.run_dir)
+    missing = [n for n in ("record.json", "report.html") if not (run_dir / n).exists()]
+    if missing:
+        fail(f"the run folder is incomplete (missing {', '.join(missing)})")
+        return
     store.finish(
         key,
         status="ok",
+        result=cell_result(record, pipeline),
         run_dir=record.run_dir,
-        title=record.idea.title if record.idea else None,
-        log2_comments=score.log2_comments if score else None,
-        expected_comments=score.expected_comments if score else None,
         seconds=time.perf_counter() - started,
     )
 
 
-# -- statistics -----------------------------------------------------------------------
-
-
-def bootstrap_ci(
-    values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-):
-    """Percentile bootstrap interval of the mean (``None`` for fewer than 2 values)."""
-    data = np.asarray(values, dtype=float)
-    if len(data) < 2:
+def judge_memory_ids(pipeline: Pipeline) -> set[str] | None:
+    """The video ids in the judging predictor's retrieval memory (``None`` if unknown)."""
+    try:
+        scorer = pipeline.scorer
+    except PopcornError:
         return None
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(n_boot, len(data)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    ids = getattr(getattr(scorer, "model", None), "memory_ids_", None)
+    if ids is None:
+        return None
+    cached = getattr(scorer, "_study_memory_ids", None)
+    if cached is None:
+        cached = {str(v) for v in ids}
+        try:
+            scorer._study_memory_ids = cached
+        except AttributeError:
+            pass
+    return cached
 
 
-def summarise(rows: list[dict], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Per-cell means with intervals, and paired PE-vs-basic gains and win rates."""
-    scored = [r for r in rows if r["status"] == "ok" and r["log2_comments"] is not None]
-    cells: dict[tuple, list[float]] = defaultdict(list)
-    for r in scored:
-        for kind in (r["query_kind"], "all"):
-            cells[(r["llm"], r["mode"], r["video"], kind)].append(r["log2_comments"])
-    failed = defaultdict(int)
-    for r in rows:
-        if r["status"] != "ok":
-            failed[(r["llm"], r["mode"], r["video"])] += 1
-    cell_rows = []
-    for (llm, mode, video, kind), values in sorted(cells.items()):
-        cell_rows.append(
-            {
-                "llm": llm,
-                "mode": mode,
-                "video": video,
-                "queries": kind,
-                "n": len(values),
-                "mean_log2_comments": float(np.mean(values)),
-                "ci95": bootstrap_ci(values, n_boot=n_boot, seed=seed),
-                "mean_expected_comments": float(np.mean(np.exp2(values))),
-                "failed": failed.get((llm, mode, video), 0),
-            }
-        )
-    by_key = {(r["query_id"], r["llm"], r["video"], r["seed"], r["mode"]): r for r in scored}
-    pairs: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
-    for (qid, llm, video, seed_, mode), r in by_key.items():
-        if mode != "pe":
-            continue
-        basic = by_key.get((qid, llm, video, seed_, "basic"))
-        if basic is None:
-            continue
-        for kind in (r["query_kind"], "all"):
-            pairs[(llm, video, kind)].append((r["log2_comments"], basic["log2_comments"]))
-    comparisons = []
-    for (llm, video, kind), values in sorted(pairs.items()):
-        pe, basic = np.array(values).T
-        diff = pe - basic
-        comparisons.append(
-            {
-                "llm": llm,
-                "video": video,
-                "queries": kind,
-                "pairs": len(diff),
-                "mean_gain_log2": float(diff.mean()),
-                "ci95": bootstrap_ci(diff, n_boot=n_boot, seed=seed),
-                "pe_win_rate": float(((diff > 0) + 0.5 * (diff == 0)).mean()),
-            }
-        )
+def cell_result(record, pipeline: Pipeline) -> dict[str, Any]:
+    """What the summary needs from a finished run."""
+    score = record.score
+    llm = record.backends.get("llm")
+    category = None
+    if record.enhancement and record.enhancement.get("categories"):
+        category = record.enhancement["categories"][0].get("name")
+    elif score is not None:
+        category = score.category
+    ref_ids = [r.video_id for r in record.references]
+    memory = judge_memory_ids(pipeline) if ref_ids else None
+    if memory is not None:
+        overlap, method = sum(v in memory for v in ref_ids), "predictor memory"
+    elif ref_ids:
+        from .partition import in_part
+
+        overlap, method = int(in_part(ref_ids, "judge").sum()), "partition (judge part)"
+    else:
+        overlap, method = 0, None
     return {
-        "cells": cell_rows,
-        "pe_vs_basic": comparisons,
-        "total": len(rows),
-        "ok": sum(r["status"] == "ok" for r in rows),
-        "scored": len(scored),
+        "title": record.idea.title if record.idea else None,
+        "log2_comments": score.log2_comments if score else None,
+        "expected_comments": score.expected_comments if score else None,
+        "interval": list(score.interval) if score and score.interval else None,
+        "predictor": score.predictor if score else None,
+        "category": category,
+        "is_llm": llm.is_llm if llm else None,
+        "ideator": llm.name if llm else None,
+        "ideator_model": llm.model if llm else None,
+        "refs_shown": len(ref_ids),
+        "refs_in_judge_memory": overlap,
+        "overlap_method": method,
+        "pe_pool": (record.settings or {}).get("pe_pool") if record.mode == "pe" else None,
     }
 
 
-def _ci(ci) -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
+CSV_COLUMNS = (
+    "query_id",
+    "query_kind",
+    "query",
+    "llm",
+    "is_llm",
+    "ideator",
+    "ideator_model",
+    "mode",
+    "refs",
+    "video",
+    "seed",
+    "status",
+    "title",
+    "log2_comments",
+    "expected_comments",
+    "predictor",
+    "category",
+    "refs_shown",
+    "refs_in_judge_memory",
+    "pe_pool",
+    "error",
+    "seconds",
+    "run_dir",
+    "settings_hash",
+    "key",
+)
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    lines = [
-        "# LLMPopcorn study",
-        "",
-        f"{summary['ok']} of {summary['total']} cells finished, {summary['scored']} scored.",
-        "",
-        "## Predicted popularity per cell (log2 comments, 95 % bootstrap CI)",
-        "",
-        "| llm | mode | video | queries | n | mean log2 | 95 % CI | mean comments | failed |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in summary["cells"]:
-        lines.append(
-            f"| {c['llm']} | {c['mode']} | {c['video']} | {c['queries']} | {c['n']} | "
-            f"{c['mean_log2_comments']:.3f} | {_ci(c['ci95'])} | "
-            f"{c['mean_expected_comments']:.1f} | "
-            f"{c['failed']} |"
-        )
-    lines += [
-        "",
-        "## PE against basic mode (paired by query, LLM, video backend and seed)",
-        "",
-        "| llm | video | queries | pairs | mean gain (log2) | 95 % CI | PE win rate |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in summary["pe_vs_basic"]:
-        lines.append(
-            f"| {c['llm']} | {c['video']} | {c['queries']} | {c['pairs']} | "
-            f"{c['mean_gain_log2']:+.3f} | {_ci(c['ci95'])} | {c['pe_win_rate']:.1%} |"
-        )
-    return "\n".join(lines) + "\n"
+def cell_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store items flattened to one dict per cell (labels, result, status)."""
+    rows = []
+    for item in items:
+        row = {c: None for c in CSV_COLUMNS}
+        row.update(item["labels"])
+        row.update(item["result"])
+        for c in ("status", "error", "seconds", "run_dir", "settings_hash", "key"):
+            row[c] = item[c]
+        rows.append(row)
+    return rows
 
 
-def write_reports(store_path: Path, out_dir: Path, *, n_boot: int = 2000) -> dict[str, Any]:
-    """Write results.csv, summary.json and summary.md next to the store."""
+def study_rows(store_path: str | Path, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The cells of one study: ``keys`` (a :class:`StudyRun`'s), else every cell in the
+    store, which must then come from one group of settings (else a ConfigError says which
+    groups there are)."""
     with Store(store_path) as store:
-        rows = store.rows()
-    summary = summarise(rows, n_boot=n_boot)
-    out_dir = Path(out_dir)
-    if rows:
-        with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    (out_dir / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
-    return summary
+        if keys is not None:
+            order = {k: i for i, k in enumerate(keys)}
+            items = sorted(store.items(kind=CELL, keys=keys), key=lambda it: order[it["key"]])
+        else:
+            groups = store.groups(CELL)
+            if len(groups) > 1:
+                listed = ", ".join(f"{g} ({n} cells)" for g, n in sorted(groups.items()))
+                raise ConfigError(
+                    f"{store_path} holds cells made with {len(groups)} incompatible groups of "
+                    f"settings: {listed}",
+                    "rerun the study command whose summary you want (it summarises exactly "
+                    "its own cells), or use a separate --out folder per configuration",
+                )
+            items = store.items(kind=CELL)
+    return cell_rows(items)

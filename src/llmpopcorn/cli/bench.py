@@ -1,15 +1,18 @@
-"""``popcorn bench``: the paper's study (queries x LLMs x basic/PE x video x seeds)."""
+"""``popcorn bench``: the paper's study (queries x LLMs x basic/PE (x refs) x video x seeds)."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from ..bench import QUERY_KINDS, StudyPlan, load_queries, run_study, summary_markdown, write_reports
-from ..errors import ConfigError
+from ..bench import QUERY_KINDS, STUDY_DEFAULTS, StudyPlan, load_queries, run_study, study_rows
+from ..errors import ConfigError, DataError
+from ..settings import Settings, _from_config, _from_env
 from . import main
 from .options import _COMMON, _LLM, _PE, _RENDER, _apply, settings_from
 
@@ -17,21 +20,49 @@ _shared = _apply(
     [
         [o for o in _COMMON if o[0] != "--seed"],
         [o for o in _LLM if o[0] != "--llm"],
-        [o for o in _PE if o[0] != "--mode"],
+        [o for o in _PE if o[0] not in ("--mode", "--refs")],
         [o for o in _RENDER if o[0] not in ("--video", "--out")],
     ]
 )
 
 
-def _seeds(text: str | None) -> list[int] | None:
+def _int_list(flag: str, text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(
-            f"--seeds must be integers separated by commas, got {text!r}", "e.g. --seeds 42,43,44"
+            f"{flag} must be integers separated by commas, got {text!r}",
+            f"e.g. {flag} 42,43,44" if flag == "--seeds" else f"e.g. {flag} 10,50,100",
         ) from None
+    if flag == "--refs" and any(v < 1 for v in values):
+        raise ConfigError(
+            f"--refs values must be at least 1, got {text!r}", "e.g. --refs 10,50,100"
+        )
+    return values
+
+
+def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
+    """Settings with the study's defaults (:data:`STUDY_DEFAULTS`) applied only where no
+    flag, environment variable or config file set the field; returns the defaults used."""
+    env = os.environ
+    given = {k for k, v in params.items() if v is not None}
+    given |= set(_from_env(env)) | set(_from_config(params.get("_config"), env))
+    given |= {k for k, v in explicit.items() if v is not None}
+    applied = {}
+    for name, value in STUDY_DEFAULTS.items():
+        if name in given or name not in Settings.model_fields:
+            continue
+        if name == "predictor":
+            from ..predict.scorer import resolve_model_dir
+
+            try:
+                resolve_model_dir(value)
+            except DataError:
+                continue  # not shipped yet: keep the default predictor (the summary says so)
+        applied[name] = value
+    return settings_from(params, **explicit, **applied), applied
 
 
 @main.command("bench")
@@ -47,6 +78,12 @@ def _seeds(text: str | None) -> list[int] | None:
     multiple=True,
     type=click.Choice(["basic", "pe"]),
     help="Mode(s) [default: basic and pe].",
+)
+@click.option(
+    "--refs",
+    "refs",
+    help="PE: reference counts to compare, comma-separated, e.g. 10,50,100 as in the paper "
+    "[default: the configured --refs, 50].",
 )
 @click.option(
     "--video", "videos", multiple=True, help="Video backend(s) [default: the configured one]."
@@ -65,18 +102,31 @@ def _seeds(text: str | None) -> list[int] | None:
     "--limit", type=int, help="Use only the first N queries of each set (for a quick look)."
 )
 @click.option(
+    "--predictor",
+    "predictor",
+    default=None,
+    help="Judge: a model name under models/ or a folder [default: 'judge' when shipped, "
+    "env POPCORN_PREDICTOR].",
+)
+@click.option(
     "--out",
     "out",
     type=click.Path(file_okay=False),
     default="popcorn-bench",
     show_default=True,
-    help="Study directory (store.sqlite, runs/, summary.md); rerunning resumes it.",
+    help="Study directory (store.sqlite, runs/, summary.*); rerunning resumes it.",
 )
 @click.option(
     "--render/--no-render",
-    default=True,
+    default=None,
+    help="Render covers and clips, or only ideate and score [default: on, env POPCORN_RENDER].",
+)
+@click.option(
+    "--baseline-k",
+    type=int,
+    default=5,
     show_default=True,
-    help="Render covers and clips, or only ideate and score.",
+    help="Human baseline: real videos per query (0: none).",
 )
 @click.option(
     "--keep-failed", is_flag=True, help="On resume, do not retry cells that failed before."
@@ -84,40 +134,104 @@ def _seeds(text: str | None) -> list[int] | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_shared
 def bench_command(
-    llms, modes, videos, seeds, kinds, limit, out, render, keep_failed, as_json, **params
+    llms,
+    modes,
+    refs,
+    videos,
+    seeds,
+    kinds,
+    limit,
+    predictor,
+    out,
+    render,
+    baseline_k,
+    keep_failed,
+    as_json,
+    **params,
 ):
-    """Run the LLMPopcorn study and summarise predicted popularity per cell.
+    """Run the LLMPopcorn study and summarise predicted popularity.
 
-    Each cell (query, LLM, mode, video backend, seed) is a full `popcorn make` run;
-    its score goes into OUT/store.sqlite. Rerunning the same command skips finished
-    cells, so an interrupted study resumes. Writes OUT/summary.md, summary.json and
-    results.csv: mean predicted log2 comments with bootstrap 95 % intervals, and PE
-    against basic mode paired by query (gain, interval, win rate).
+    Each cell (query, LLM, mode, refs, video backend, seed) is a full `popcorn make` run,
+    keyed by a hash of every setting that changes its result; its score goes into
+    OUT/store.sqlite. Rerunning the same command skips finished cells (another process
+    on the same folder skips the cells this one holds); other settings make new cells.
+    Writes OUT/results.csv, summary.md, summary.json and a self-contained summary.html:
+    means with bootstrap 95 % intervals, PE - basic paired by query with a Wilcoxon test,
+    per category, head-to-head wins, a human baseline and charts.
     """
-    settings = settings_from(params, render=render)
+    from ..study_report import summary_markdown, write_reports
+
+    started = time.perf_counter()
+    params["predictor"] = predictor
+    settings, applied = study_settings(params, render=render)
     queries = load_queries(settings.data_dir, kinds or QUERY_KINDS, limit)
     plan = StudyPlan(
         queries=queries,
         llms=list(llms) or [settings.llm],
         modes=list(modes) or ["basic", "pe"],
         videos=list(videos) or [settings.video],
-        seeds=_seeds(seeds) or [settings.seed],
+        seeds=_int_list("--seeds", seeds) or [settings.seed],
+        refs=_int_list("--refs", refs) or [],
     )
+    size = plan.size(settings)
     click.echo(
-        f"{plan.size} cells: {len(queries)} queries x {len(plan.llms)} LLM(s) x {len(plan.modes)} "
-        f"mode(s) x {len(plan.videos)} video backend(s) x {len(plan.seeds)} seed(s) -> {out}",
+        f"{size} cells: {len(queries)} queries x {len(plan.arms(settings))} arm(s) "
+        f"(LLM x mode x refs x video) x {len(plan.seeds)} seed(s) -> {out}"
+        + (" (not rendered)" if not settings.render else ""),
         err=True,
     )
-    with tqdm(total=plan.size, unit="cell", file=click.get_text_stream("stderr")) as bar:
+    if applied:
+        click.echo("study defaults: " + ", ".join(f"{k}={v}" for k, v in applied.items()), err=True)
+    with tqdm(total=size, unit="cell", file=click.get_text_stream("stderr")) as bar:
 
-        def on_cell(key, status):
-            bar.set_postfix_str(f"{key.llm}/{key.mode} {status}", refresh=False)
+        def on_cell(_key, arm, status):
+            bar.set_postfix_str(f"{arm.llm}/{arm.mode} {status}", refresh=False)
             bar.update(1)
 
-        store = run_study(plan, settings, Path(out), retry_failed=not keep_failed, on_cell=on_cell)
-    summary = write_reports(store, Path(out))
+        run = run_study(plan, settings, Path(out), retry_failed=not keep_failed, on_cell=on_cell)
+    rows = study_rows(run.store_path, run.keys)
+    baseline = _baseline(queries, settings, baseline_k)
+    extra = {
+        "runtime_seconds": round(time.perf_counter() - started, 1),
+        "cells_computed": run.computed,
+        "cells_skipped": run.skipped,
+        "cells_busy_elsewhere": run.busy,
+        "study_defaults_applied": applied,
+        "settings": {
+            k: v
+            for k, v in settings.public().items()
+            if k not in ("data_dir", "out_dir", "cache_dir")
+        },
+    }
+    if run.busy:
+        extra["note"] = (
+            f"{run.busy} cell(s) were held by another process and are missing from this summary; "
+            "rerun when it has finished."
+        )
+    summary = write_reports(rows, Path(out), baseline=baseline, extra=extra)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(summary_markdown(summary))
-        click.echo(f"Study directory: {out}", err=True)
+        click.echo(f"Study directory: {out} (summary.html has the charts)", err=True)
+
+
+def _baseline(queries, settings: Settings, k: int):
+    if k <= 0 or settings.data_dir is None:
+        return None
+    from ..errors import MissingExtraError, PopcornError
+    from ..study_baseline import human_baseline
+
+    scorer = None
+    if settings.score:
+        from ..predict import load_scorer
+
+        try:
+            scorer = load_scorer(settings)
+        except MissingExtraError as exc:
+            click.echo(f"human baseline without predictions: {exc}", err=True)
+    try:
+        return human_baseline(queries, settings, scorer=scorer, k=k)
+    except PopcornError as exc:
+        click.echo(f"no human baseline: {exc}", err=True)
+        return None

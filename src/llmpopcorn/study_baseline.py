@@ -1,0 +1,110 @@
+"""The study's human baseline: what people actually posted about each query.
+
+For every benchmark query, the ``k`` real MicroLens videos nearest to it (by the PE
+embedder, among the *reference* part of the corpus, which the independent judge never
+trained on) with their true log2 comment counts and the judge's predictions for them.
+It shows how LLM ideas compare with real posts on the judge's scale, and how far the
+judge is from the truth on real videos of the same topics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def human_baseline(
+    queries: Sequence[Any],
+    settings: Settings,
+    *,
+    scorer: Any = None,
+    k: int = 5,
+    part: str = "reference",
+) -> dict[str, Any]:
+    """``queries`` are :class:`~llmpopcorn.bench.BenchQuery`; ``scorer`` a loaded
+    :class:`~llmpopcorn.predict.PopularityScorer` (``None``: no predictions)."""
+    from .corpus import item_text, load_corpus
+    from .index import CorpusIndex, get_embedder
+    from .partition import in_part
+
+    corpus = load_corpus(settings.data_dir)
+    frame = corpus.frame
+    index = CorpusIndex.open(corpus, get_embedder(settings.embedder, settings), settings.cache_dir)
+    pool = np.flatnonzero(in_part(frame["video_id"], part))
+    per_query, chosen = [], []
+    for q in queries:
+        rows, sims = index.index.search(index.embed_query(q.text), k, pool)
+        chosen.append(rows)
+        per_query.append(
+            {
+                "query_id": q.query_id,
+                "query_kind": q.kind,
+                "video_ids": [str(frame["video_id"].iat[int(r)]) for r in rows],
+                "titles": [str(frame["title_en"].iat[int(r)]) for r in rows],
+                "similarity": [round(float(s), 4) for s in sims],
+                "true_log2": [
+                    float(np.log2(max(int(frame["comment_count"].iat[int(r)]), 1))) for r in rows
+                ],
+            }
+        )
+    predictor, in_memory = None, None
+    if scorer is not None and chosen:
+        from .predict.data import Table
+
+        every = np.concatenate(chosen)
+        sub = frame.iloc[every]
+        table = Table(
+            ids=sub["video_id"].astype(str).tolist(),
+            texts=[
+                item_text(t, c, p)
+                for t, c, p in zip(
+                    sub["title_en"], sub["cover_desc"], sub["caption_en"], strict=True
+                )
+            ],
+            categories=sub["partition"].tolist(),
+            titles=sub["title_en"].tolist(),
+        )
+        scores = scorer.score_table(table)
+        start = 0
+        for entry in per_query:
+            n = len(entry["video_ids"])
+            entry["predicted_log2"] = [s.log2_comments for s in scores[start : start + n]]
+            start += n
+        predictor = getattr(scorer, "name", type(scorer).__name__)
+        memory = getattr(getattr(scorer, "model", None), "memory_ids_", None)
+        if memory is not None:
+            known = {str(v) for v in memory}
+            in_memory = int(sum(v in known for v in table.ids))
+    true = np.array([v for e in per_query for v in e["true_log2"]], dtype=float)
+    out: dict[str, Any] = {
+        "part": part,
+        "k": k,
+        "embedder": settings.embedder,
+        "videos": int(true.size),
+        "distinct_videos": len({v for e in per_query for v in e["video_ids"]}),
+        "true_mean_log2": float(true.mean()) if true.size else None,
+        "predictor": predictor,
+        "videos_in_predictor_memory": in_memory,
+        "per_query": per_query,
+    }
+    if predictor is not None and true.size:
+        pred = np.array([v for e in per_query for v in e["predicted_log2"]], dtype=float)
+        out["predicted_mean_log2"] = float(pred.mean())
+        out["mae_log2"] = float(np.abs(pred - true).mean())
+        out["spearman"] = _spearman(pred, true)
+    return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return None
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)

@@ -2,6 +2,11 @@
 
 Responses are queued as (status, json body) pairs; when the queue runs dry the
 last one repeats. Every request is recorded (path, headers, parsed body).
+
+Faults for the hardening tests: :meth:`FakeOpenAIServer.queue_raw` answers with any
+body and content type (an HTML page with HTTP 200); ``delay`` stalls each chat
+request before it answers; ``echo_key`` replaces ``{API_KEY}`` in a reply with the
+bearer token the request carried (a server that echoes the key).
 """
 
 from __future__ import annotations
@@ -29,23 +34,36 @@ def completion(content: str, model: str = "test-model") -> dict:
 
 
 class FakeOpenAIServer:
-    def __init__(self, models: list[str] | None = None):
-        self.responses: list[tuple[int, dict]] = []
+    def __init__(
+        self, models: list[str] | None = None, *, delay: float = 0.0, echo_key: bool = False
+    ):
+        self.responses: list[tuple[int, dict | bytes, str]] = []
         self.requests: list[dict] = []
         self.models = models or ["test-model"]
+        self.delay = delay
+        self.echo_key = echo_key
+        self._stop = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
+            def _send(
+                self, status: int, body: dict | bytes, content_type: str = "application/json"
+            ) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                if server.echo_key:
+                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    data = data.replace(b"{API_KEY}", token.encode())
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (a timeout test)
+                    pass
 
             def do_GET(self):  # noqa: N802
                 server.requests.append(
@@ -71,10 +89,12 @@ class FakeOpenAIServer:
                     }
                 )
                 if len(server.responses) > 1:
-                    status, payload = server.responses.pop(0)
+                    status, payload, content_type = server.responses.pop(0)
                 else:
-                    status, payload = server.responses[0]
-                self._send(status, payload)
+                    status, payload, content_type = server.responses[0]
+                if server.delay and server._stop.wait(server.delay):
+                    return  # shutting down: drop the stalled request
+                self._send(status, payload, content_type)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -85,11 +105,20 @@ class FakeOpenAIServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
     def queue(self, status: int, body: dict) -> FakeOpenAIServer:
-        self.responses.append((status, body))
+        self.responses.append((status, body, "application/json"))
+        return self
+
+    def queue_raw(
+        self, status: int, body: str | bytes, content_type: str = "text/html"
+    ) -> FakeOpenAIServer:
+        """Answer with ``body`` as it is (not JSON unless it is)."""
+        data = body.encode() if isinstance(body, str) else body
+        self.responses.append((status, data, content_type))
         return self
 
     @property

@@ -1,9 +1,21 @@
 """The MicroLens corpus: load, validate and describe ``microlens/videos.csv``.
 
 The table is read from the data directory setting (``--data`` / ``POPCORN_DATA``)
-and never copied into the package. Bad rows (non-numeric or negative counts,
-duplicate ids, empty titles) are dropped with a count and a sample in the log;
-a missing file or missing columns raise :class:`DataError` naming the fix.
+and never copied into the package. Bad rows are dropped, counted per reason in
+``Corpus.rejected`` (shown by ``popcorn corpus info``) and logged with sample ids:
+
+- an empty ``video_id`` or title, a duplicate ``video_id``;
+- a count (``comment_count``, ``likes``, ``views``) that is not a finite number, is
+  negative or is above :data:`MAX_COUNT` (10**12: more than any real video, and far
+  inside int64, so a value such as ``1e30`` is never wrapped to a negative integer);
+- a text field longer than its cap in :data:`MAX_FIELD_CHARS` (titles: 1,000
+  characters; the longest MicroLens title has 640). Such rows are rejected, not
+  truncated: a field that long is almost always a broken CSV (an unclosed quote
+  swallowing the rows after it), and half a title would mislead retrieval.
+
+Text is cleaned of control and bidirectional-override characters
+(:func:`llmpopcorn.paths.strip_unsafe`) before it can reach a prompt or a report.
+A missing file or missing columns raise :class:`DataError` naming the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DataError
+from .paths import strip_unsafe
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -26,6 +39,16 @@ CORPUS_FILE = Path("microlens") / "videos.csv"
 REQUIRED_COLUMNS = ("video_id", "title_en", "partition", "comment_count")
 OPTIONAL_TEXT = ("cover_desc", "caption_en")
 OPTIONAL_COUNTS = ("likes", "views")
+#: the largest count accepted (counts are stored as int64; 10**12 is exact in float64)
+MAX_COUNT = 10**12
+#: the longest text accepted per column; a longer value rejects the row
+MAX_FIELD_CHARS = {
+    "video_id": 200,
+    "title_en": 1_000,
+    "partition": 200,
+    "cover_desc": 4_000,
+    "caption_en": 4_000,
+}
 ALL_COLUMNS = (
     "video_id",
     "title_en",
@@ -65,7 +88,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _clean_text(series: pd.Series) -> pd.Series:
-    return series.fillna("").astype(str).str.split().str.join(" ")
+    return series.fillna("").astype(str).map(strip_unsafe).str.split().str.join(" ")
 
 
 def item_text(title: str, cover_desc: str = "", caption: str = "") -> str:
@@ -160,6 +183,7 @@ def validate_frame(
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal frame
+        mask = mask.reindex(frame.index, fill_value=False)  # rows dropped before stay out
         n = int(mask.sum())
         if n:
             rejected[reason] = rejected.get(reason, 0) + n
@@ -168,16 +192,15 @@ def validate_frame(
 
     drop(frame["video_id"] == "", "empty video_id")
     drop(frame["title_en"] == "", "empty title")
+    for col, cap in MAX_FIELD_CHARS.items():
+        drop(frame[col].str.len() > cap, f"{col} longer than {cap:,} characters")
     count_cols = [c for c in (*OPTIONAL_COUNTS, "comment_count") if c in frame.columns]
     for col in count_cols:
-        raw = frame[col].astype(str).str.strip()
-        values = pd.to_numeric(raw, errors="coerce")
-        optional_blank = (raw == "") & (col != "comment_count")
-        drop(values.isna() & ~optional_blank, f"non-numeric {col}")
+        drop_bad_counts(frame[col], col, drop)
+        # every value left is blank (optional columns) or a number in [0, MAX_COUNT]:
+        # only now is the cast to int64 safe
         values = pd.to_numeric(frame[col].astype(str).str.strip(), errors="coerce")
-        drop(values < 0, f"negative {col}")
-        values = pd.to_numeric(frame[col].astype(str).str.strip(), errors="coerce")
-        frame[col] = values.fillna(0).round().astype("int64")
+        frame[col] = values.astype("float64").fillna(0).round().astype("int64")
     drop(frame["video_id"].duplicated(keep="first"), "duplicate video_id")
     if rejected:
         detail = "; ".join(
@@ -187,6 +210,22 @@ def validate_frame(
     if frame.empty:
         raise DataError(f"{where} has no usable rows", "check the file's contents and columns")
     return Corpus(frame=frame.reset_index(drop=True), path=path, rejected=rejected)
+
+
+def drop_bad_counts(column: pd.Series, col: str, drop) -> None:
+    """Reject values of a count column that are not numbers, not finite, negative or
+    above :data:`MAX_COUNT` (blank is allowed in the optional ``likes``/``views``)."""
+    import numpy as np
+    import pandas as pd
+
+    raw = column.astype(str).str.strip()
+    # float64 holds any magnitude (1e30, 10**25 -> finite; "inf" -> inf); never int64 here
+    values = pd.to_numeric(raw, errors="coerce").astype("float64")
+    blank_ok = (raw == "") & (col != "comment_count")
+    drop(values.isna() & ~blank_ok, f"non-numeric {col}")
+    drop(np.isinf(values), f"infinite {col}")
+    drop(values < 0, f"negative {col}")
+    drop(values > MAX_COUNT, f"{col} above {MAX_COUNT:.0e}")
 
 
 COMMENT_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)

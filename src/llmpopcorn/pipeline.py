@@ -200,7 +200,9 @@ class Pipeline:
             record.status = "ok"
         except BaseException as exc:
             record.status = "failed"
-            record.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            # Ctrl-C: "interrupted"; SIGTERM/SIGHUP (signals.Interrupted): "interrupted by ..."
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            record.error = (str(exc) or "interrupted") if interrupted else str(exc)
             if isinstance(exc, InvalidReplyError):
                 record.attempts = list(exc.attempts)
             raise

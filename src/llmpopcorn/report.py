@@ -1,4 +1,9 @@
-"""Run records (``record.json``) and the self-contained ``report.html``."""
+"""Run records (``record.json``) and the self-contained ``report.html``.
+
+Both are scrubbed of secrets (:func:`llmpopcorn.redact.scrub`) as they are written,
+and every text in the report is HTML-escaped with bidirectional-override and other
+invisible control characters removed (:func:`llmpopcorn.paths.strip_unsafe`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,15 @@ import os
 import tempfile
 from pathlib import Path
 
+from .paths import strip_unsafe
+from .redact import scrub
 from .types import RunRecord
+
+
+def _escape(text: object) -> str:
+    """HTML-escaped text with no bidi overrides or invisible controls (they could make
+    a title read differently from what it is)."""
+    return html.escape(strip_unsafe(str(text)))
 
 
 def write_text_atomic(path: Path, data: str) -> None:
@@ -27,7 +40,7 @@ def write_text_atomic(path: Path, data: str) -> None:
 
 def save_record(record: RunRecord, run_dir: Path) -> Path:
     path = Path(run_dir) / "record.json"
-    write_text_atomic(path, record.model_dump_json(indent=2))
+    write_text_atomic(path, scrub(record.model_dump_json(indent=2)))
     return path
 
 
@@ -51,7 +64,7 @@ border-radius:6px} .failed{background:#fde2e2} code,pre{white-space:pre-wrap;wor
 
 def render_html(record: RunRecord, run_dir: Path) -> str:
     """A single HTML file with the cover and clip embedded; every text is escaped."""
-    e = html.escape
+    e = _escape
     run_dir = Path(run_dir)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -139,7 +152,7 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
 
 def _enhancement_html(record: RunRecord) -> str:
     """PE's choices (categories, pools) and the copy check, above the reference table."""
-    e = html.escape
+    e = _escape
     pe = record.enhancement or {}
     lines = []
     if pe.get("categories"):
@@ -161,7 +174,7 @@ def _enhancement_html(record: RunRecord) -> str:
 
 
 def _reference_table(heading: str, refs) -> str:
-    e = html.escape
+    e = _escape
     rows = "".join(
         f"<tr><td>{e(r.video_id)}</td><td>{e(r.label)}</td><td>{e(r.title)}</td>"
         f"<td>{'' if r.comment_count is None else r.comment_count}</td>"
@@ -176,9 +189,9 @@ def _reference_table(heading: str, refs) -> str:
 
 def save_report(record: RunRecord, run_dir: Path) -> Path:
     path = Path(run_dir) / "report.html"
-    write_text_atomic(path, render_html(record, run_dir))
+    write_text_atomic(path, scrub(render_html(record, run_dir)))
     return path
 
 
 def record_json(record: RunRecord) -> str:
-    return json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    return scrub(json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False))

@@ -57,8 +57,11 @@ class Settings(BaseModel):
     variants: int = Field(
         1, ge=1, le=50, description="ideas to generate and rank by predicted popularity"
     )
-    llm_timeout: float = Field(120.0, gt=0)
+    llm_timeout: float = Field(120.0, gt=0, description="seconds one LLM request may take")
     llm_max_retries: int = Field(3, ge=0, le=10, description="retries on 429/5xx/timeouts")
+    llm_deadline: float = Field(
+        120.0, gt=0, description="seconds one LLM call may take, retries and backoff included"
+    )
     llm_load_in_4bit: bool = False
 
     # renderers

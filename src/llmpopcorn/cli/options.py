@@ -68,12 +68,20 @@ _LLM: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--llm-timeout",
         "llm_timeout",
-        {"type": float, "help": "Seconds to wait for one LLM reply [default 120]."},
+        {"type": float, "help": "Seconds to wait for one LLM request [default 120]."},
     ),
     (
         "--llm-max-retries",
         "llm_max_retries",
         {"type": int, "help": "Retries on 429/5xx/timeouts, with backoff [default 3]."},
+    ),
+    (
+        "--llm-deadline",
+        "llm_deadline",
+        {
+            "type": float,
+            "help": "Most seconds one LLM call may take, retries included [default 120].",
+        },
     ),
 ]
 _PE: list[tuple[str, str, dict[str, Any]]] = [

@@ -99,6 +99,7 @@ class Predictor(ABC):
             "model": self.name,
             "params": self.get_params(),
             "state": meta,
+            "shapes": {key: list(value.shape) for key, value in arrays.items()},
             **(extra or {}),
         }
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -110,7 +111,27 @@ class Predictor(ABC):
         return load_model(directory)
 
 
+#: what to do about a model folder that cannot be used
+FIX_HINT = (
+    "retrain it with `popcorn predictor train --data DIR --out MODEL_DIR`, or unset "
+    "POPCORN_PREDICTOR (drop --model) to use the shipped model"
+)
+#: the type each top-level config key must have when present
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": int,
+    "model": str,
+    "params": dict,
+    "state": dict,
+}
+
+
+def _bad_model(directory: str | Path, problem: str) -> DataError:
+    return DataError(f"the predictor model in {directory} is unusable: {problem}", FIX_HINT)
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
+    """``config.json`` of a model folder, checked for shape and types (a clear
+    :class:`DataError` naming the folder, never a traceback)."""
     path = Path(directory) / CONFIG_FILE
     if not path.exists():
         raise DataError(
@@ -118,21 +139,94 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             "train one with `popcorn predictor train --data DIR --out MODEL_DIR`",
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}", "retrain the model") from None
+        raise _bad_model(directory, f"{CONFIG_FILE} is not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise _bad_model(directory, f"{CONFIG_FILE} is not UTF-8 text") from None
+    except OSError as exc:
+        raise _bad_model(directory, f"{CONFIG_FILE} cannot be read ({exc.strerror})") from None
+    if not isinstance(config, dict):
+        raise _bad_model(
+            directory, f"{CONFIG_FILE} holds a {type(config).__name__}, not a JSON object"
+        )
+    for key, kind in _CONFIG_TYPES.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise _bad_model(
+                directory,
+                f"{CONFIG_FILE} key '{key}' is a {type(value).__name__}, "
+                f"expected {getattr(kind, '__name__', kind)}",
+            )
+    return config
+
+
+def _read_weights(directory: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of ``weights.npz``; a missing, empty, truncated or foreign file (or one
+    holding pickled objects, which are never loaded) is a :class:`DataError`."""
+    import zipfile
+    import zlib
+
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise _bad_model(directory, f"{WEIGHTS_FILE} is missing")
+    if path.stat().st_size == 0:
+        raise _bad_model(directory, f"{WEIGHTS_FILE} is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise _bad_model(
+            directory, f"{WEIGHTS_FILE} is not a NumPy .npz archive (truncated or overwritten?)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        problem = (
+            "it holds Python objects, which are never unpickled"
+            if "pickle" in str(exc)
+            else f"an array is malformed ({exc})"
+        )
+        raise _bad_model(directory, f"{WEIGHTS_FILE}: {problem}") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _bad_model(directory, f"{WEIGHTS_FILE} is damaged ({exc})") from None
 
 
 def load_model(directory: str | Path) -> Predictor:
-    """Rebuild a saved model (any of :data:`MODELS`) from its directory."""
+    """Rebuild a saved model (any of :data:`MODELS`) from its directory.
+
+    Every way a folder can be broken (config of the wrong shape or types, unknown
+    model, parameters the model does not take, an unreadable weights file, arrays whose
+    shapes contradict the config's ``shapes``) raises a :class:`DataError` that names
+    the folder and the fix.
+    """
     config = read_config(directory)
     if config.get("format") != FORMAT_VERSION:
         raise DataError(
             f"{directory}: model format {config.get('format')} is not supported",
             f"retrain with this version (format {FORMAT_VERSION})",
         )
-    model = model_class(config["model"])(**config.get("params", {}))
-    with np.load(Path(directory) / WEIGHTS_FILE, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    model.set_state(config.get("state", {}), arrays)
+    name = config.get("model")
+    if name not in MODELS:
+        raise _bad_model(
+            directory, f"unknown model {name!r} in {CONFIG_FILE} (known: {', '.join(MODELS)})"
+        )
+    try:
+        model = model_class(name)(**config.get("params", {}))
+    except (TypeError, ValueError) as exc:
+        raise _bad_model(directory, f"{CONFIG_FILE} 'params' do not fit {name}: {exc}") from None
+    arrays = _read_weights(directory)
+    shapes = config.get("shapes")
+    if isinstance(shapes, dict):
+        for key, shape in shapes.items():
+            if key not in arrays:
+                raise _bad_model(directory, f"{WEIGHTS_FILE} lacks the array '{key}'")
+            if list(arrays[key].shape) != list(shape):
+                raise _bad_model(
+                    directory,
+                    f"array '{key}' has shape {list(arrays[key].shape)}, "
+                    f"{CONFIG_FILE} says {list(shape)} (weights from another model?)",
+                )
+    try:
+        model.set_state(config.get("state", {}), arrays)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise _bad_model(directory, f"its state does not fit {name}: {exc}") from None
     return model

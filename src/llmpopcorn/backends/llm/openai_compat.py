@@ -1,24 +1,43 @@
 """Any OpenAI-compatible chat-completions server, through the official ``openai`` client.
 
 Presets fill in the base URL, the usual API-key variable and a default model for
-DeepSeek, OpenAI, Ollama, vLLM and the llama.cpp server. Transient failures
-(429, 5xx, timeouts, dropped connections) are retried by the client with
-exponential backoff, at most ``llm_max_retries`` times; 401/403/404 fail at once
-with a message naming the setting to fix. The API key never appears in records,
-logs or error messages.
+DeepSeek, OpenAI, Ollama, vLLM and the llama.cpp server.
+
+Time is bounded. Each request waits at most ``llm_timeout`` seconds (default 120),
+enforced on the wall clock (a server that trickles bytes cannot stretch it), and one
+call, retries and backoff included, ends after ``llm_deadline`` seconds (default
+120): a stalled server holds a run for about two minutes, never more. Transient
+failures (408, 409, 429, 5xx, timeouts, dropped connections) are retried with
+exponential backoff (0.5 s, 1 s, 2 s... at most 8 s), at most ``llm_max_retries``
+times and only while the deadline allows; 401/403/404 fail at once with a message
+naming the setting to fix.
+
+A reply that is not a chat completion (an HTML page with HTTP 200, JSON of another
+shape) is an :class:`LLMError` naming the URL to check. The API key never appears in
+records, logs or error messages, even when a server echoes it in its reply: replies
+go through :func:`llmpopcorn.redact.scrub`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Any, ClassVar
 
 from ...errors import ConfigError, LLMError
+from ...redact import register_secret, scrub
 from ...types import ChatRequest
 from ..base import LLM, Availability
 
 log = logging.getLogger(__name__)
+
+#: HTTP statuses worth retrying (as the openai client does)
+RETRY_STATUS = frozenset({408, 409, 429})
+#: extra seconds the wall-clock guard grants a request beyond its own timeout
+WALL_CLOCK_GRACE = 2.0
+MAX_BACKOFF = 8.0
 
 
 class OpenAICompatLLM(LLM):
@@ -37,13 +56,16 @@ class OpenAICompatLLM(LLM):
         api_key: str | None = None,
         timeout: float = 120.0,
         max_retries: int = 3,
+        deadline: float = 120.0,
         client: Any = None,
     ):
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self._model = model or self.default_model
         self._api_key = api_key or (os.environ.get(self.key_env) if self.key_env else None)
+        register_secret(self._api_key)
         self.timeout = timeout
         self.max_retries = max_retries
+        self.deadline = deadline
         self._client = client
 
     @classmethod
@@ -54,6 +76,7 @@ class OpenAICompatLLM(LLM):
             api_key=settings.api_key(),
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
+            deadline=getattr(settings, "llm_deadline", 120.0),
         )
 
     @classmethod
@@ -73,13 +96,20 @@ class OpenAICompatLLM(LLM):
         return self._model
 
     def options(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "timeout": self.timeout, "max_retries": self.max_retries}
+        return {
+            "base_url": self.base_url,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "deadline": self.deadline,
+        }
 
     def _key_hint(self) -> str:
         names = ["POPCORN_LLM_API_KEY"] + ([self.key_env] if self.key_env else [])
         return f"set {' or '.join(names)} to a valid key for {self.base_url}"
 
     def _scrub(self, text: str) -> str:
+        """For error messages: every configured key, and this client's even if short."""
+        text = scrub(text)
         if self._api_key and self._api_key in text:
             text = text.replace(self._api_key, "***")
         return text
@@ -100,7 +130,7 @@ class OpenAICompatLLM(LLM):
                 base_url=self.base_url,
                 api_key=key,
                 timeout=self.timeout,
-                max_retries=self.max_retries,
+                max_retries=0,  # retried in complete(), within the deadline
             )
         return self._client
 
@@ -121,10 +151,11 @@ class OpenAICompatLLM(LLM):
             "pass --llm-model NAME or set POPCORN_LLM_MODEL",
         )
 
-    def _convert(self, exc: Exception) -> LLMError:
+    def _convert(self, exc: Exception, tries: int = 1) -> LLMError:
         import openai
 
         url, model = self.base_url, self._model
+        retried = f" after {tries} attempt(s) in {self.deadline:g} s at most"
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return LLMError(
                 f"the server at {url} rejected the API key (HTTP {exc.status_code})",
@@ -138,13 +169,14 @@ class OpenAICompatLLM(LLM):
             )
         if isinstance(exc, openai.RateLimitError):
             return LLMError(
-                f"rate limited by {url} after {self.max_retries} retries (HTTP 429)",
-                "wait and rerun, or raise --llm-max-retries",
+                f"rate limited by {url}{retried} (HTTP 429)",
+                "wait and rerun, or raise --llm-max-retries / --llm-deadline",
             )
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(
-                f"no answer from {url} within {self.timeout:g} s after {self.max_retries} retries",
-                "raise --llm-timeout or check the server's load",
+                f"no answer from {url} within {self.timeout:g} s per request{retried}",
+                "check the server's load, or raise --llm-timeout / --llm-deadline "
+                "(POPCORN_LLM_TIMEOUT / POPCORN_LLM_DEADLINE)",
             )
         if isinstance(exc, openai.APIConnectionError):
             return LLMError(
@@ -159,6 +191,84 @@ class OpenAICompatLLM(LLM):
             )
         return LLMError(f"LLM call to {url} failed: {self._scrub(type(exc).__name__)}")
 
+    @staticmethod
+    def _transient(exc: Exception) -> bool:
+        import openai
+
+        if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+            return True
+        status = getattr(exc, "status_code", None)
+        return isinstance(status, int) and (status in RETRY_STATUS or status >= 500)
+
+    def _create(self, kwargs: dict[str, Any], timeout: float) -> Any:
+        """One request, bounded on the wall clock: the client's own timeout covers a
+        silent server, this guard one that trickles bytes. A daemon thread, so a
+        stalled request never holds the process at exit (SIGTERM, Ctrl-C)."""
+        import httpx
+        import openai
+
+        client = self.client
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["value"] = client.chat.completions.create(**kwargs, timeout=timeout)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="popcorn-llm-request", daemon=True).start()
+        try:
+            finished = done.wait(timeout + WALL_CLOCK_GRACE)
+        finally:
+            if not done.is_set():  # timed out or interrupted: abort the connection
+                self._client = None
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001 - closing a half-broken client
+                    pass
+        if not finished:
+            raise openai.APITimeoutError(request=httpx.Request("POST", self.base_url))
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _content(self, response: Any) -> str:
+        """The text of a chat completion; anything else is a clear :class:`LLMError`."""
+
+        def field(obj: Any, name: str) -> Any:
+            return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+        choices = None if isinstance(response, str | bytes) else field(response, "choices")
+        if not isinstance(choices, list):
+            if isinstance(response, str | bytes):
+                body = response if isinstance(response, str) else response.decode(errors="replace")
+                html = body.lstrip()[:1].startswith("<")
+                what = "an HTML page" if html else "text that is not JSON"
+                snippet = " ".join(self._scrub(body).split())[:120]
+            else:
+                what, snippet = "JSON without 'choices'", ""
+            raise LLMError(
+                f"the server at {self.base_url} answered with {what}, not a chat completion"
+                + (f": {snippet!r}" if snippet else ""),
+                "check --llm-base-url / POPCORN_LLM_BASE_URL: it must be the root of an "
+                "OpenAI-compatible API (usually ending in /v1), not a web page or a proxy",
+            )
+        if not choices:
+            return ""
+        content = field(field(choices[0], "message"), "content")
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise LLMError(
+                f"the server at {self.base_url} sent a reply whose content is a "
+                f"{type(content).__name__}, not text",
+                "check that --llm-base-url points at an OpenAI-compatible chat endpoint",
+            )
+        return scrub(content)  # a server may echo the key (keys under 8 characters are kept)
+
     def complete(self, request: ChatRequest) -> str:
         import openai
 
@@ -172,13 +282,22 @@ class OpenAICompatLLM(LLM):
         }
         if request.seed is not None:
             kwargs["seed"] = request.seed
-        try:
-            response = self.client.chat.completions.create(**kwargs)
-        except openai.OpenAIError as exc:
-            raise self._convert(exc) from None
-        if not response.choices:
-            return ""
-        return response.choices[0].message.content or ""
+        deadline = time.monotonic() + self.deadline
+        tries = 0
+        while True:
+            tries += 1
+            remaining = deadline - time.monotonic()
+            try:
+                response = self._create(kwargs, timeout=max(0.1, min(self.timeout, remaining)))
+                break
+            except openai.OpenAIError as exc:
+                wait = min(MAX_BACKOFF, 0.5 * 2 ** (tries - 1))
+                late = time.monotonic() + wait >= deadline
+                if not self._transient(exc) or tries > self.max_retries or late:
+                    raise self._convert(exc, tries) from None
+                log.info("LLM call to %s failed (%s); retry in %.1f s", self.base_url, exc, wait)
+                time.sleep(wait)
+        return self._content(response)
 
 
 class DeepSeekLLM(OpenAICompatLLM):

@@ -35,6 +35,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "sd15": ".diffusion.models:SD15",
         "sdxl": ".diffusion.models:SDXL",
         "flux": ".diffusion.models:FluxSchnell",
+        "openai-image": ".hosted.openai_image:OpenAIImage",
+        "fal-flux": ".hosted.fal:FalFlux",
+        "fal-sd": ".hosted.fal:FalSD",
     },
     "video": {
         "draft": ".video.draft:DraftClip",
@@ -43,6 +46,10 @@ BUILTINS: dict[str, dict[str, str]] = {
         "cogvideox": ".diffusion.models:CogVideoX",
         "animatediff": ".diffusion.models:AnimateDiff",
         "wan": ".diffusion.models:Wan",
+        "fal-ltx": ".hosted.fal:FalLTX",
+        "fal-wan": ".hosted.fal:FalWan",
+        "fal-hunyuan": ".hosted.fal:FalHunyuan",
+        "fal-kling": ".hosted.fal:FalKling",
     },
     "embedder": {
         "minilm": ".embed.sentence:SentenceEmbedder",

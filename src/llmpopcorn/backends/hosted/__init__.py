@@ -1,0 +1,1 @@
+"""Hosted image and video generators (no GPU): OpenAI Images and fal's queue."""

@@ -1,0 +1,629 @@
+"""One shared base for hosted image and video generators (OpenAI Images, fal's queue).
+
+What every hosted backend shares lives here, so that each provider module is only
+its protocol and its model table:
+
+- the API key comes from the provider's usual variable or a ``POPCORN_*`` one, is
+  sent in a header and nowhere else: never in options, records, logs or errors;
+- HTTP with timeouts, and bounded retries on 429/5xx, timeouts and dropped
+  connections, honouring ``Retry-After`` (capped at ``max_retry_wait`` seconds);
+- error classes that say what happened: a rejected key or an empty balance
+  (:class:`HostedAuthError`, naming the setting), a content-policy refusal
+  (:class:`ContentRefusedError`, kept in the run record), a job that took too long;
+- cost estimates from each model's published price and ``--max-cost``, checked
+  when the backends are created (before the LLM or any provider is called) and
+  again before each call; :func:`check_batch_cost` is the hook for batches;
+- downloads that notice a truncated body and retry, and MP4 decoding with PyAV.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...errors import ConfigError, MissingExtraError, RenderError
+from ..base import Availability
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
+    from PIL import Image
+
+    from ...settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: words in an error body that mean "the account has no money left", whatever the status
+QUOTA_WORDS = (
+    "insufficient_quota",
+    "insufficient credit",
+    "insufficient balance",
+    "exhausted balance",
+    "billing_hard_limit",
+    "billing hard limit",
+    "out of credit",
+    "top up",
+    "payment required",
+)
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class HostedError(RenderError):
+    """A hosted generator failed (after retries, or for good)."""
+
+
+class ContentRefusedError(HostedError):
+    """The provider refused the prompt or the image under its content policy."""
+
+    def __init__(self, message: str, hint: str | None = None, *, detail: str = ""):
+        super().__init__(message, hint)
+        self.detail = detail
+
+
+class HostedTimeoutError(HostedError):
+    """The provider did not answer, or the job did not finish, in time."""
+
+
+class HostedAuthError(ConfigError):
+    """The key is missing or rejected, or the account is out of credit (every run would
+    fail alike, so a study stops at once)."""
+
+
+class CostLimitError(ConfigError):
+    """The estimated cost is above ``--max-cost`` (refused before any call)."""
+
+
+# -- options ----------------------------------------------------------------------------
+
+
+class HostedOptions(BaseModel):
+    """Options every hosted backend takes (``--image-opt`` / ``--video-opt KEY=VALUE``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="the provider's model / endpoint id")
+    base_url: str | None = Field(None, description="the provider's API URL (e.g. a proxy)")
+    timeout: float = Field(600.0, gt=0, le=7200, description="seconds for the whole job")
+    request_timeout: float = Field(60.0, gt=0, le=600, description="seconds for one HTTP call")
+    poll_interval: float = Field(1.0, gt=0, le=60, description="first wait between polls")
+    max_retries: int = Field(3, ge=0, le=10, description="retries on 429/5xx/timeouts")
+    max_retry_wait: float = Field(60.0, ge=0, le=600, description="longest wait for one retry")
+    price: float | None = Field(
+        None, ge=0, description="override the price per the model's unit (USD), for estimates"
+    )
+
+
+def parse_options(model_cls: type[BaseModel], raw: Mapping[str, Any] | None, flag: str) -> Any:
+    """Validate ``raw`` options; a bad one names itself and lists the known ones."""
+    try:
+        return model_cls(**dict(raw or {}))
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            parts.append(f"{flag} {loc}: {err['msg']} (got {err.get('input')!r})")
+        known = ", ".join(sorted(model_cls.model_fields))
+        raise ConfigError("; ".join(parts), f"known options: {known}") from None
+
+
+def selected_options(settings: Settings | None, kind: str, name: str) -> dict[str, Any]:
+    """The user's options for this backend: only when it is the selected one of its kind."""
+    if settings is None or getattr(settings, kind, None) != name:
+        return {}
+    return dict(getattr(settings, f"{kind}_options", None) or {})
+
+
+# -- prices ----------------------------------------------------------------------------
+
+PriceUnit = Literal["image", "megapixel", "video", "second", "first-5s"]
+
+
+@dataclass(frozen=True)
+class Price:
+    """A published price: ``usd`` per ``unit``.
+
+    ``first-5s``: ``usd`` buys the first five seconds, ``per_extra_second`` each one
+    after (Kling's rule). ``second`` counts video seconds at ``billing_fps`` when the
+    provider bills frames that way (Wan: 16 frames = 1 s).
+    """
+
+    usd: float
+    unit: PriceUnit
+    source: str = ""  # where and when the number was read
+    verified: bool = True  # False: an estimate not read from the provider's own page
+    per_extra_second: float = 0.0
+    billing_fps: float | None = None
+
+    def estimate(self, *, megapixels: float = 0.0, seconds: float = 0.0) -> float:
+        if self.unit == "megapixel":
+            return self.usd * max(megapixels, 0.0)
+        if self.unit == "second":
+            return self.usd * max(seconds, 0.0)
+        if self.unit == "first-5s":
+            return self.usd + self.per_extra_second * max(0.0, seconds - 5.0)
+        return self.usd  # per image / per video
+
+    def label(self) -> str:
+        unit = {"first-5s": "first 5 s"}.get(self.unit, self.unit)
+        extra = f" + ${self.per_extra_second:g}/extra s" if self.per_extra_second else ""
+        return f"${self.usd:g}/{unit}{extra}" + ("" if self.verified else " (unverified)")
+
+
+def over_budget_hint(kind: str) -> str:
+    return (
+        "raise --max-cost (POPCORN_MAX_COST), or choose cheaper options, e.g. "
+        f"--{kind}-opt model=... or a lower resolution"
+    )
+
+
+def check_cost(estimate: float | None, limit: float | None, what: str, kind: str) -> None:
+    """Refuse before the call when ``estimate`` is above ``limit`` (or unknown)."""
+    if limit is None:
+        return
+    if estimate is None:
+        raise CostLimitError(
+            f"no price is known for {what}, so --max-cost ${limit:g} cannot be enforced",
+            f"give the price per unit with --{kind}-opt price=USD, or drop --max-cost",
+        )
+    if estimate > limit + 1e-12:
+        raise CostLimitError(
+            f"{what} would cost about ${estimate:.4f}, above --max-cost ${limit:g}",
+            over_budget_hint(kind),
+        )
+
+
+def estimate_run_cost(settings: Settings) -> dict[str, float | None]:
+    """Estimated USD per hosted stage (``{"image": 0.003, "video": 0.28}``) for one run of
+    ``settings``; local backends are left out. No network call."""
+    from ...registry import registry
+
+    out: dict[str, float | None] = {}
+    if not settings.render:
+        return out
+    for kind in ("image", "video"):
+        name = getattr(settings, kind)
+        try:
+            cls = registry.get(kind, name)
+        except ConfigError:
+            continue  # the pipeline reports unknown names itself
+        estimator = getattr(cls, "estimate_for_settings", None)
+        if estimator is not None:
+            out[kind] = estimator(settings)
+    return out
+
+
+def check_run_cost(settings: Settings) -> None:
+    """``--max-cost``: the sum of the hosted stages' estimates must stay within it."""
+    limit = getattr(settings, "max_cost", None)
+    if limit is None:
+        return
+    costs = estimate_run_cost(settings)
+    for kind, cost in costs.items():
+        check_cost(cost, limit, f"the {kind} backend '{getattr(settings, kind)}'", kind)
+    total = sum(c for c in costs.values() if c is not None)
+    if total > limit + 1e-12:
+        parts = " + ".join(f"{k} ${v:.4f}" for k, v in costs.items() if v is not None)
+        raise CostLimitError(
+            f"this run would cost about ${total:.4f} ({parts}), above --max-cost ${limit:g}",
+            over_budget_hint("video"),
+        )
+
+
+def check_batch_cost(settings: Settings, runs: int, limit: float | None = None) -> float:
+    """The hook for batches and studies: refuse before the first run when ``runs`` runs
+    of ``settings`` would cost more than ``limit`` (default: ``settings.max_batch_cost``).
+    Returns the estimated total (USD)."""
+    limit = getattr(settings, "max_batch_cost", None) if limit is None else limit
+    costs = estimate_run_cost(settings)
+    if any(c is None for c in costs.values()):
+        if limit is not None:
+            raise CostLimitError(
+                "a hosted backend of this batch has no known price, so its cost cap "
+                f"${limit:g} cannot be enforced",
+                "give the price with --image-opt/--video-opt price=USD, or drop the cap",
+            )
+        return float("nan")
+    total = runs * sum(c for c in costs.values() if c is not None)
+    if limit is not None and total > limit + 1e-12:
+        raise CostLimitError(
+            f"{runs} runs would cost about ${total:.2f}, above the batch cap ${limit:g}",
+            "raise the cap (POPCORN_MAX_BATCH_COST), run fewer items or cheaper backends",
+        )
+    return total
+
+
+# -- HTTP -------------------------------------------------------------------------------
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``, if present."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HostedBackend:
+    """Mixin with the shared behaviour; provider bases set the class variables."""
+
+    kind: ClassVar[str]
+    name: ClassVar[str]
+    provider: ClassVar[str] = ""  # "fal", "openai"
+    #: where the key is read from, first match wins (a POPCORN_* one first)
+    key_envs: ClassVar[tuple[str, ...]] = ()
+    #: Python modules the backend needs (checked by availability, never imported there)
+    modules: ClassVar[tuple[str, ...]] = ("httpx",)
+    options_model: ClassVar[type[HostedOptions]] = HostedOptions
+
+    def __init__(
+        self,
+        opts: HostedOptions,
+        *,
+        api_key: str | None = None,
+        max_cost: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: Any = None,
+    ):
+        self.opts = opts
+        self._api_key = api_key
+        self.max_cost = max_cost
+        self._sleep = sleep  # tests pass a recorder: no real waiting
+        self._transport = transport
+        self._http: httpx.Client | None = None
+        self.last: dict[str, Any] = {}  # the last call: request id, model, seconds, cost
+        self.spent_usd = 0.0  # estimated, summed over this backend's calls
+        self.calls = 0
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def read_key(cls, env: Mapping[str, str] | None = None) -> str | None:
+        env = os.environ if env is None else env
+        for name in cls.key_envs:
+            value = env.get(name, "").strip()
+            if value:
+                return value
+        return None
+
+    @classmethod
+    def key_hint(cls) -> str:
+        return f"set {' or '.join(cls.key_envs)} to a valid {cls.provider} API key"
+
+    @classmethod
+    def resolve(cls, settings: Settings | None) -> HostedOptions:
+        raw = selected_options(settings, cls.kind, cls.name)
+        return parse_options(cls.options_model, raw, f"--{cls.kind}-opt")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HostedBackend:
+        for module in cls.modules:
+            if not _installed(module):
+                raise MissingExtraError(module, "hosted", f"the '{cls.name}' {cls.kind} backend")
+        opts = cls.resolve(settings)
+        backend = cls(opts, api_key=cls.read_key(), max_cost=getattr(settings, "max_cost", None))
+        backend.configure(settings)
+        backend.require_key()
+        check_run_cost(settings)  # before the LLM or any provider is called
+        return backend
+
+    def configure(self, settings: Settings) -> None:
+        """Take what else the backend needs from the settings (e.g. --video-from-cover)."""
+
+    @classmethod
+    def availability(cls, settings: Settings | None = None) -> Availability:
+        """Usable when the modules are installed and a key is set; no network call."""
+        deps = Availability.needs_modules("hosted", *cls.modules)
+        if not deps.ok:
+            return deps
+        if not cls.read_key():
+            return Availability(False, f"no API key: {cls.key_hint()}")
+        return Availability(True, f"key from {cls.key_source()}; calls {cls.provider} (paid)")
+
+    @classmethod
+    def key_source(cls) -> str:
+        return next((n for n in cls.key_envs if os.environ.get(n, "").strip()), "")
+
+    @classmethod
+    def estimate_for_settings(cls, settings: Settings) -> float | None:
+        """The estimated USD of one call with these settings (no network)."""
+        backend = cls(cls.resolve(settings))
+        backend.configure(settings)
+        return backend.estimate()
+
+    def estimate(self) -> float | None:  # pragma: no cover - every provider overrides it
+        return None
+
+    def require_key(self) -> None:
+        if not self._api_key:
+            raise HostedAuthError(
+                f"no API key for the '{self.name}' {self.kind} backend ({self.provider})",
+                self.key_hint(),
+            )
+
+    # -- recording (never the key) ---------------------------------------------------
+
+    def model_id(self) -> str | None:
+        return self.opts.model
+
+    def options(self) -> dict[str, Any]:
+        data = self.opts.model_dump(exclude_none=True)
+        data["provider"] = self.provider
+        data["estimated_cost_usd"] = _round(self.estimate())
+        data["spent_usd_estimate"] = round(self.spent_usd, 6)
+        if self.last:
+            data["last_call"] = dict(self.last)
+        return data
+
+    def scrub(self, text: str) -> str:
+        if self._api_key and self._api_key in text:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    # -- budget ---------------------------------------------------------------------
+
+    def check_budget(self, estimate: float | None, what: str) -> None:
+        check_cost(estimate, self.max_cost, what, self.kind)
+
+    def charge(self, estimate: float | None) -> None:
+        self.calls += 1
+        if estimate is not None:
+            self.spent_usd += estimate
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:  # pragma: no cover - providers override
+        return {}
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            import httpx
+
+            timeout = httpx.Timeout(self.opts.request_timeout, connect=min(10.0, self.opts.timeout))
+            self._http = httpx.Client(
+                timeout=timeout, transport=self._transport, follow_redirects=True
+            )
+        return self._http
+
+    def send(
+        self, method: str, url: str, *, json: Any = None, auth: bool = True, download: bool = False
+    ) -> httpx.Response:
+        """One HTTP call with bounded retries on 429/5xx, timeouts, dropped connections and
+        (``download``) bodies shorter than their Content-Length; other errors are
+        classified (key, credit, refusal, ...)."""
+        import httpx
+
+        headers = self.auth_headers() if auth else {}
+        retries = self.opts.max_retries
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                response = self.http.request(method, url, json=json, headers=headers)
+                if download:
+                    _check_length(response)
+            except httpx.TimeoutException as exc:
+                if last:
+                    raise HostedTimeoutError(
+                        f"{self.provider} did not answer within {self.opts.request_timeout:g} s "
+                        f"({method} {_short(url)}) after {retries} retries",
+                        f"raise --{self.kind}-opt request_timeout=SECONDS or retry later",
+                    ) from None
+                self._wait(attempt, None, type(exc).__name__)
+                continue
+            except (_Truncated, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if last:
+                    got = f" ({exc})" if isinstance(exc, _Truncated) else ""
+                    raise HostedError(
+                        f"the answer from {self.provider} was cut short{got}: {_short(url)}",
+                        "retry the run; the provider keeps results for a while",
+                    ) from None
+                self._wait(attempt, None, "cut-short answer")
+                continue
+            except httpx.TransportError as exc:
+                if last:
+                    raise HostedError(
+                        f"cannot reach {self.provider} at {_short(url)}: "
+                        f"{self.scrub(type(exc).__name__)}",
+                        f"check the network or --{self.kind}-opt base_url",
+                    ) from None
+                self._wait(attempt, None, type(exc).__name__)
+                continue
+            if response.status_code < 400:
+                return response
+            body = _body_text(response)
+            if response.status_code in RETRYABLE_STATUS and not _is_quota(body) and not last:
+                self._wait(
+                    attempt, retry_after_seconds(response.headers), str(response.status_code)
+                )
+                continue
+            raise self.classify(response.status_code, body, url)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
+        backoff = min(self.opts.max_retry_wait, 0.5 * 2**attempt)
+        wait = backoff if retry_after is None else min(self.opts.max_retry_wait, retry_after)
+        log.info("%s: %s, retrying in %.2f s", self.name, why, wait)
+        self._sleep(wait)
+
+    def classify(self, status: int, body: str, url: str) -> Exception:
+        """An error for a final HTTP failure; providers add their refusal formats."""
+        detail = self.scrub(body)[:400]
+        if status == 402 or _is_quota(body):
+            return HostedAuthError(
+                f"{self.provider} says the account is out of credit (HTTP {status}): {detail}",
+                f"top up the {self.provider} account that the key belongs to "
+                f"({' / '.join(self.key_envs)}), or use another key",
+            )
+        if status in (401, 403):
+            return HostedAuthError(
+                f"{self.provider} rejected the API key (HTTP {status}): {detail}",
+                self.key_hint(),
+            )
+        if status == 429:
+            return HostedError(
+                f"rate limited by {self.provider} after {self.opts.max_retries} retries (HTTP 429)",
+                f"wait and rerun, or raise --{self.kind}-opt max_retries",
+            )
+        if status == 404:
+            return HostedError(
+                f"{self.provider} has no such endpoint or model: {_short(url)} (HTTP 404)",
+                f"check --{self.kind}-opt model=... and base_url",
+            )
+        return HostedError(
+            f"{self.provider} answered HTTP {status} for {_short(url)}: {detail}",
+            f"check the options of the '{self.name}' backend (--{self.kind}-opt)",
+        )
+
+    # -- downloads ------------------------------------------------------------------
+
+    def download(self, url: str, *, auth: bool = False) -> bytes:
+        """The file at ``url`` (http(s) or a ``data:`` URI); a truncated body is retried,
+        then reported as such."""
+        if url.startswith("data:"):
+            return decode_data_uri(url)
+        return self.send("GET", url, auth=auth, download=True).content
+
+
+class _Truncated(Exception):
+    def __init__(self, got: int, expected: int):
+        super().__init__(f"{got} of {expected} bytes")
+
+
+def _check_length(response: httpx.Response) -> None:
+    expected = response.headers.get("content-length", "")
+    if expected.isdigit() and len(response.content) != int(expected):
+        raise _Truncated(len(response.content), int(expected))
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 and not url.startswith("data:") else url[:60] + "..."
+
+
+def _body_text(response: httpx.Response) -> str:
+    try:
+        return response.text
+    except Exception:  # noqa: BLE001 - an undecodable body is reported as such
+        return "<unreadable body>"
+
+
+def _is_quota(body: str) -> bool:
+    low = body.lower()
+    return any(word in low for word in QUOTA_WORDS)
+
+
+def decode_data_uri(uri: str) -> bytes:
+    header, _, payload = uri.partition(",")
+    if ";base64" in header:
+        return base64.b64decode(payload)
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(payload)
+
+
+def png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def open_image(data: bytes, what: str) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise HostedError(f"{what} is not a readable image: {exc}") from None
+    return image.convert("RGB")
+
+
+def to_cover(picture: Image.Image) -> Image.Image:
+    """The project's 9:16 cover policy: centre-crop, never stretch, even sizes."""
+    from ..diffusion.base import to_cover as crop
+
+    return crop(picture)
+
+
+def decode_mp4(data: bytes, *, seconds: float, what: str) -> tuple[list[np.ndarray], float, dict]:
+    """Decode at most ``seconds`` (plus one frame) of a video file with PyAV; frames are
+    centre-cropped to 9:16 with even sizes, like the covers."""
+    import av
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise HostedError(f"{what} has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 24.0
+            want = max(1, round(fps * seconds))
+            info = {
+                "source_width": stream.codec_context.width,
+                "source_height": stream.codec_context.height,
+                "source_fps": round(fps, 3),
+                "source_codec": stream.codec_context.name,
+            }
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) >= want:
+                    break
+    except av.error.FFmpegError as exc:
+        raise HostedError(f"{what} could not be decoded as a video: {exc}") from None
+    if not frames:
+        raise HostedError(f"{what} holds no frames")
+    info["source_frames_decoded"] = len(frames)
+    return [_crop_frame(f) for f in frames], fps, info
+
+
+def _crop_frame(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if w * 16 > h * 9:  # too wide: keep the middle
+        new_w = max(2, h * 9 // 16)
+        left = (w - new_w) // 2
+        frame = frame[:, left : left + new_w]
+    elif w * 16 < h * 9:  # too tall
+        new_h = max(2, w * 16 // 9)
+        top = (h - new_h) // 2
+        frame = frame[top : top + new_h]
+    h, w = frame.shape[:2]
+    return np.ascontiguousarray(frame[: h - h % 2, : w - w % 2, :3])

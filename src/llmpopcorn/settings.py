@@ -78,6 +78,19 @@ class Settings(BaseModel):
         default_factory=dict, description="options of the video backend (KEY=VALUE; see its docs)"
     )
     video_from_cover: bool = Field(False, description="animate the rendered cover (image-to-video)")
+    max_cost: float | None = Field(
+        None, ge=0, description="most USD one run may spend on hosted generators (estimated)"
+    )
+    max_batch_cost: float | None = Field(
+        None, ge=0, description="most USD a batch may spend on hosted generators (estimated)"
+    )
+
+    # ready-to-post package
+    package: bool = Field(False, description="write a ready-to-post zip beside the run")
+    c2pa_cert: Path | None = Field(
+        None, description="PEM certificate chain that signs the C2PA manifests of packages"
+    )
+    c2pa_key: Path | None = Field(None, description="PEM private key for that certificate")
 
     @field_validator("image_options", "video_options", mode="before")
     @classmethod

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..pipeline import Pipeline
-from ..report import record_json
 from . import main
 from .options import common_options, llm_options, pe_options, render_options, settings_from
 
@@ -35,6 +33,9 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
     Runs offline on the CPU by default (offline composer + draft renderers). The
     run directory holds record.json, cover.png, clip.mp4 and report.html.
     """
+    from ..pipeline import Pipeline  # here, not at the top: `popcorn --help` stays fast
+    from ..report import record_json
+
     settings = settings_from(params, score=False if no_score else None, variants=variants)
     pipeline = Pipeline(settings)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..pipeline import Pipeline
 from . import main
 from .options import common_options, pe_options, settings_from
 
@@ -22,6 +21,8 @@ from .options import common_options, pe_options, settings_from
 def prompt_command(query: str, as_json: bool, **params) -> None:
     """Print the messages that `popcorn make QUERY` would send and, in PE mode, the
     reference videos chosen from the corpus. No LLM is called."""
+    from ..pipeline import Pipeline  # here, not at the top: `popcorn --help` stays fast
+
     settings = settings_from(params)
     prompt = Pipeline(settings).prompt(query)
     if as_json:

@@ -1,6 +1,7 @@
 import csv
 import errno
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -114,6 +115,15 @@ def test_refs_sweep_and_other_settings_make_new_cells_basic_cells_are_shared(dat
     ]
     assert {r["refs_shown"] for r in rows if r["refs"] == 10} == {10}
     assert {r["refs_shown"] for r in rows if r["refs"] == 4} == {4}
+    # the report says what the offline stand-in actually read (titles of at most 15 popular)
+    pe_dir = Path(next(r["run_dir"] for r in rows if r["refs"] == 10))
+    shown = json.loads((pe_dir / "record.json").read_text())["enhancement"]["shown"]
+    report = (pe_dir / "report.html").read_text()
+    assert "No LLM read them" in report and "The LLM studied" not in report
+    assert (
+        f"used only the titles of the {min(shown['popular'], 15)} nearest popular "
+        f"and the {shown['unpopular']} unpopular ones"
+    ) in report
     # a setting that changes results (sampling) makes new cells for every arm
     hotter = settings.model_copy(update={"temperature": 1.1})
     again = run_study(

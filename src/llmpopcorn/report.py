@@ -158,10 +158,22 @@ def _enhancement_html(record: RunRecord) -> str:
     if pe.get("categories"):
         cats = ", ".join(f"{e(c['name'])} ({c['videos']} videos)" for c in pe["categories"])
         shown = pe.get("shown", {})
-        lines.append(
-            f"The LLM studied {shown.get('popular', 0)} popular and {shown.get('unpopular', 0)} "
-            f"unpopular videos from {cats}, nearest to the query first."
-        )
+        popular, unpopular = shown.get("popular", 0), shown.get("unpopular", 0)
+        llm = record.backends.get("llm")
+        if llm is not None and llm.is_llm is False and llm.name == "offline":
+            from .backends.llm.offline import _POPULAR_SHOWN  # what the stand-in reads
+
+            lines.append(
+                f"The prompt listed {popular} popular and {unpopular} unpopular videos from "
+                f"{cats}, nearest to the query first. No LLM read them: the offline stand-in "
+                f"used only the titles of the {min(popular, _POPULAR_SHOWN)} nearest popular "
+                f"and the {unpopular} unpopular ones (to pick a title hook and topical words)."
+            )
+        else:
+            lines.append(
+                f"The LLM was shown {popular} popular and {unpopular} unpopular videos from "
+                f"{cats}, nearest to the query first."
+            )
     check = record.copy_check
     if check:
         match = check.get("match") or {}

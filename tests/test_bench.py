@@ -1,6 +1,7 @@
 import csv
 import errno
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,48 @@ def test_cli_corrupt_store_is_an_error_with_a_hint(data_dir, tmp_path):
     assert "store.sqlite" in result.stderr and "hint:" in result.stderr and "mv " in result.stderr
     assert "Traceback" not in result.output
     assert (out / "store.sqlite").read_bytes() == b"not a database at all" * 10
+
+
+class SlowScorer(TitleLengthScorer):
+    def score(self, idea, **kw):
+        time.sleep(0.1)  # long enough for both processes to be mid-study together
+        return super().score(idea, **kw)
+
+
+def _study_process(data_dir, out, queue, start):
+    start.wait(30)
+    settings = Settings.resolve(env={}, render=False)
+    plan = StudyPlan(queries=load_queries(data_dir), llms=["offline"], seeds=[1, 2, 3])
+    run = run_study(
+        StudyPlan(queries=plan.queries, llms=plan.llms, modes=["basic"], seeds=plan.seeds),
+        settings,
+        out,
+        pipeline_factory=factory(SlowScorer()),
+    )
+    queue.put((run.computed, run.skipped, run.busy))
+
+
+def test_two_study_processes_on_one_folder_never_duplicate_work(data_dir, tmp_path):
+    """Reproduction 3 of issue 9: two `popcorn bench` on one folder made 475 run folders
+    for 240 cells. Now each cell is claimed by exactly one process."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    out = tmp_path / "study"
+    start = ctx.Event()
+    procs = [
+        ctx.Process(target=_study_process, args=(data_dir, out, queue, start)) for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sum(r[0] for r in results) == 12  # 4 queries x 3 seeds, each computed once
+    assert min(r[0] for r in results) >= 1  # both really worked at the same time
+    assert len(list((out / "runs").iterdir())) == 12
+    with Store(out / "store.sqlite") as store:
+        items = store.items(kind=CELL)
+    assert len(items) == 12 and {(i["status"], i["attempts"]) for i in items} == {("ok", 1)}

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from . import main
-from .options import common_options, llm_options, pe_options, render_options, settings_from
+from .options import (
+    common_options,
+    llm_options,
+    package_options,
+    pe_options,
+    render_options,
+    settings_from,
+)
 
 
 @main.command()
@@ -13,6 +20,7 @@ from .options import common_options, llm_options, pe_options, render_options, se
 @pe_options
 @llm_options
 @render_options
+@package_options
 @common_options
 @click.option(
     "--variants",
@@ -37,12 +45,30 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
     from ..report import record_json
 
     settings = settings_from(params, score=False if no_score else None, variants=variants)
+    signer = None
+    if settings.package:  # a bad certificate fails here, before anything is generated
+        from ..package import signer_from_settings
+
+        signer = signer_from_settings(settings)
+        if signer is not None:
+            signer.algorithm()
     pipeline = Pipeline(settings)
 
     def on_stage(name: str) -> None:
         click.echo(f"... {name}", err=True)
 
     record = pipeline.make(query, on_stage=on_stage)
+    if settings.package:
+        from ..package import make_package
+
+        on_stage("package")
+        make_package(record.run_dir, signer=signer, record=record)
+        if signer is None:
+            click.echo(
+                "note: package.zip carries the AI-generated disclosure in its files but no "
+                "C2PA signature: set --c2pa-cert and --c2pa-key to sign it",
+                err=True,
+            )
     for note in record.notes:
         click.echo(f"note: {note}", err=True)
     if as_json:

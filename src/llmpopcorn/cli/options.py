@@ -195,7 +195,16 @@ _RENDER: list[tuple[str, str, dict[str, Any]]] = [
         "video_from_cover",
         {
             "is_flag": True,
-            "help": "Animate the rendered cover (image-to-video: ltx, cogvideox, wan).",
+            "help": "Animate the rendered cover (image-to-video: ltx, cogvideox, wan, and the hosted fal-* video backends).",
+        },
+    ),
+    (
+        "--max-cost",
+        "max_cost",
+        {
+            "type": float,
+            "metavar": "USD",
+            "help": "Most a run may spend on hosted generators (estimated from published prices); refused before any call [env POPCORN_MAX_COST].",
         },
     ),
     (
@@ -219,7 +228,35 @@ def _apply(groups: list[list[tuple[str, str, dict[str, Any]]]]) -> Callable:
     return deco
 
 
+_PACKAGE: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "--package",
+        "package",
+        {
+            "is_flag": True,
+            "help": "Also write package.zip (clip, cover, metadata.json with caption, hashtags and the AI-generated disclosure, embedded in the files) [env POPCORN_PACKAGE].",
+        },
+    ),
+    (
+        "--c2pa-cert",
+        "c2pa_cert",
+        {
+            "type": click.Path(dir_okay=False),
+            "help": "PEM certificate chain that signs the package's C2PA manifests [env POPCORN_C2PA_CERT].",
+        },
+    ),
+    (
+        "--c2pa-key",
+        "c2pa_key",
+        {
+            "type": click.Path(dir_okay=False),
+            "help": "PEM private key of that certificate [env POPCORN_C2PA_KEY].",
+        },
+    ),
+]
+
 common_options = _apply([_COMMON])
+package_options = _apply([_PACKAGE])
 llm_options = _apply([_LLM])
 pe_options = _apply([_PE])
 render_options = _apply([_RENDER])

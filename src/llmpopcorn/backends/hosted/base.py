@@ -292,6 +292,10 @@ class HostedBackend:
     ):
         self.opts = opts
         self._api_key = api_key
+        if api_key:  # scrubbed from every record, report, log line and error from now on
+            from ...redact import register_secret
+
+            register_secret(api_key)
         self.max_cost = max_cost
         self._sleep = sleep  # tests pass a recorder: no real waiting
         self._transport = transport

@@ -374,6 +374,8 @@ def judge_memory_ids(pipeline: Pipeline) -> set[str] | None:
     except PopcornError:
         return None
     ids = getattr(getattr(scorer, "model", None), "memory_ids_", None)
+    if ids is None and callable(getattr(scorer, "memory_ids", None)):
+        ids = scorer.memory_ids()
     if ids is None:
         return None
     cached = getattr(scorer, "_study_memory_ids", None)
@@ -393,12 +395,19 @@ def cell_result(record, pipeline: Pipeline) -> dict[str, Any]:
     category = None
     if record.enhancement and record.enhancement.get("categories"):
         category = record.enhancement["categories"][0].get("name")
+    elif isinstance(getattr(record, "category", None), dict):
+        category = record.category.get("name")
     elif score is not None:
         category = score.category
     ref_ids = [r.video_id for r in record.references]
-    memory = judge_memory_ids(pipeline) if ref_ids else None
-    if memory is not None:
-        overlap, method = sum(v in memory for v in ref_ids), "predictor memory"
+    # the pipeline's own independence check when it has one, else the judge's memory,
+    # else the partition the judge was trained on
+    independence = (score.extra or {}).get("independence") if score else None
+    memory = judge_memory_ids(pipeline) if ref_ids and not independence else None
+    if independence:
+        overlap, method = int(independence["references_in_judge_memory"]), "judge memory"
+    elif memory is not None:
+        overlap, method = sum(v in memory for v in ref_ids), "judge memory"
     elif ref_ids:
         from .partition import in_part
 

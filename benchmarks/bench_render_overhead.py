@@ -49,15 +49,15 @@ def overhead(names: list[str], repeats: int, steps: int) -> list[dict]:
 
     import diffusion_fixtures as fx
     from llmpopcorn.backends.base import ImageRequest, VideoRequest
+    from llmpopcorn.backends.diffusion import policy
     from llmpopcorn.backends.diffusion.base import to_cover, to_uint8
     from llmpopcorn.backends.diffusion.options import resolve_options
-    from llmpopcorn.registry import registry
 
     rows = []
     root = Path(tempfile.mkdtemp(prefix="bench-tiny-"))
     for name in names:
         kind = "image" if name in IMAGES else "video"
-        cls = registry.get(kind, name)
+        cls = fx.tiny_class(name)  # the mimic of the real model, at its default preset
         raw = fx.tiny_options(name, fx.save(name, root), steps=steps)
         backend = cls.prepare(resolve_options(cls.spec, raw, device="cpu"))
         make = ImageRequest if kind == "image" else VideoRequest
@@ -65,11 +65,13 @@ def overhead(names: list[str], repeats: int, steps: int) -> list[dict]:
         pipe = backend.pipe  # loaded once, shared by both ways
         kwargs = backend.request_kwargs(request)  # the same arguments the wrapper passes
 
-        def direct(pipe=pipe, kwargs=kwargs, kind=kind) -> np.ndarray:
+        def direct(pipe=pipe, kwargs=kwargs, kind=kind, opts=backend.opts) -> np.ndarray:
             out = pipe(**kwargs, generator=torch.Generator().manual_seed(7))
             if kind == "image":
                 return np.asarray(to_cover(Image.fromarray(to_uint8(out.images[0]))))
-            return to_uint8(out.frames[0])
+            # the same 9:16 / 3.0 s policy any caller needs
+            frames = [policy.fit_frame(f[..., :3], opts.fit) for f in to_uint8(out.frames[0])]
+            return np.stack(policy.fit_duration(frames, opts.fps, opts.duration)[0])
 
         def wrapped(backend=backend, request=request, kind=kind) -> np.ndarray:
             out = backend.generate(request)

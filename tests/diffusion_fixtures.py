@@ -22,53 +22,47 @@ import torch
 
 CHARS = sorted(set(string.ascii_lowercase + string.digits + ".,!?'-"))
 
-#: options that make each backend run its tiny pipeline quickly (2 steps, small sizes)
-TINY_OPTIONS: dict[str, dict[str, Any]] = {
-    "sd15": {"steps": 2, "width": 72, "height": 128, "dtype": "float32"},
-    "sdxl": {"steps": 2, "width": 72, "height": 128, "dtype": "float32"},
-    "flux": {"steps": 2, "width": 32, "height": 64, "dtype": "float32", "max_sequence_length": 16},
-    "ltx": {
-        "steps": 2,
-        "width": 32,
-        "height": 64,
-        "fps": 8,
-        "dtype": "float32",
-        "max_sequence_length": 16,
-    },
-    "hunyuan": {
-        "steps": 2,
-        "width": 16,
-        "height": 32,
-        "fps": 8,
-        "dtype": "float32",
-        "quantization": "none",
-        "max_sequence_length": 16,
-    },
-    "cogvideox": {
-        "steps": 2,
-        "width": 16,
-        "height": 32,
-        "fps": 8,
-        "dtype": "float32",
-        "max_sequence_length": 16,
-    },
-    "animatediff": {
-        "steps": 2,
-        "width": 16,
-        "height": 32,
-        "fps": 8,
-        "frames": 8,
-        "dtype": "float32",
-    },
-    "wan": {
-        "steps": 2,
-        "width": 16,
-        "height": 32,
-        "fps": 8,
-        "dtype": "float32",
-        "max_sequence_length": 16,
-    },
+#: the mimics' size: (width, height) of the default preset, ~1/15 of the real one, still
+#: following each model's multiple (the fixed-size CogVideoX keeps its 3:2 landscape)
+TINY_SIZES: dict[str, tuple[int, int]] = {
+    "sd15": (72, 128),
+    "sdxl": (72, 128),
+    "flux": (32, 64),
+    "ltx": (32, 64),
+    "hunyuan": (16, 32),
+    "cogvideox": (48, 32),
+    "animatediff": (16, 32),
+    "wan": (16, 32),
 }
+
+#: options every tiny run needs (2 steps, float32 on the CPU, the tiny text length);
+#: sizes, frame counts, frame rates and policies are each backend's defaults
+TINY_OPTIONS: dict[str, dict[str, Any]] = {
+    name: {"steps": 2, "dtype": "float32"}
+    | ({} if name in ("sd15", "sdxl", "animatediff") else {"max_sequence_length": 16})
+    for name in TINY_SIZES
+}
+
+
+def tiny_spec(name: str) -> Any:
+    """The real model's spec with its sizes scaled to the mimic; every other rule (frame
+    counts, frame rates, fit and duration policies, fixed sizes) is the real one."""
+    import dataclasses
+
+    from llmpopcorn.backends.diffusion.specs import SPECS
+
+    spec = SPECS[name]
+    size = TINY_SIZES[name]
+    native = size if spec.fixed_size else spec.native_size
+    return dataclasses.replace(spec, size_9x16=size, size_paper=size, native_size=native)
+
+
+def tiny_class(name: str) -> Any:
+    """The registered backend class, with the mimic's scaled spec."""
+    from llmpopcorn.registry import registry
+
+    cls = registry.get("image" if name in IMAGE_NAMES else "video", name)
+    return type(f"Tiny{cls.__name__}", (cls,), {"spec": tiny_spec(name)})
 
 
 def clip_tokenizer():
@@ -135,7 +129,8 @@ def t5_encoder(d_model: int = 32, umt5: bool = False):
     return T5EncoderModel(T5Config(**kwargs))
 
 
-def sd_vae(blocks=(4, 8), latent: int = 4, groups: int = 2, **kw):
+def sd_vae(blocks=(4, 4, 4, 8), latent: int = 4, groups: int = 2, **kw):
+    """Four blocks: the real 8x spatial factor of the SD/Flux VAEs."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -228,7 +223,7 @@ def build_flux():
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=4,
+        in_channels=64,  # 16 latent channels packed 2x2, as in FLUX.1
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
@@ -238,9 +233,7 @@ def build_flux():
         axes_dims_rope=[4, 4, 8],
     )
     vae = sd_vae(
-        blocks=(4,),
-        latent=1,
-        groups=1,
+        latent=16,
         use_quant_conv=False,
         use_post_quant_conv=False,
         shift_factor=0.0609,
@@ -287,13 +280,13 @@ def build_ltx(pipeline_class: str = "LTXPipeline"):
         decoder_block_out_channels=(8, 8, 8, 8),
         layers_per_block=(1, 1, 1, 1, 1),
         decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False),
+        spatio_temporal_scaling=(True, True, True, False),  # with patch 4: 32x / 8x, as LTX
+        decoder_spatio_temporal_scaling=(True, True, True, False),
         decoder_inject_noise=(False, False, False, False, False),
         upsample_residual=(False, False, False, False),
         upsample_factor=(1, 1, 1, 1),
         timestep_conditioning=False,
-        patch_size=1,
+        patch_size=4,
         patch_size_t=1,
         encoder_causal=True,
         decoder_causal=False,
@@ -328,7 +321,7 @@ def build_hunyuan():
         num_layers=1,
         num_single_layers=1,
         num_refiner_layers=1,
-        patch_size=1,
+        patch_size=2,  # HunyuanVideo's: 2x2 spatial patches, 1 frame
         patch_size_t=1,
         guidance_embeds=True,
         text_embed_dim=16,
@@ -375,6 +368,29 @@ def build_hunyuan():
     )
 
 
+def cogvideox_transformer_config(in_channels: int) -> dict[str, Any]:
+    """CogVideoX-5B's structure, shrunk: rotary embeddings, patch 2, and a sample size of
+    the native size / the VAE's 8x (720x480 -> 90x60 latents; here 48x32 -> 6x4) with
+    the real 49 frames."""
+    width, height = TINY_SIZES["cogvideox"]
+    return dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=in_channels,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=32,
+        num_layers=1,
+        sample_width=width // 8,
+        sample_height=height // 8,
+        sample_frames=49,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=16,
+        use_rotary_positional_embeddings=True,
+    )
+
+
 def build_cogvideox():
     from diffusers import (
         AutoencoderKLCogVideoX,
@@ -384,21 +400,7 @@ def build_cogvideox():
     )
 
     torch.manual_seed(0)
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=4,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=4,
-        time_embed_dim=2,
-        text_embed_dim=32,
-        num_layers=1,
-        sample_width=2,
-        sample_height=4,
-        sample_frames=9,
-        patch_size=2,
-        temporal_compression_ratio=4,
-        max_text_seq_length=16,
-    )
+    transformer = CogVideoXTransformer3DModel(**cogvideox_transformer_config(in_channels=4))
     vae = AutoencoderKLCogVideoX(
         in_channels=3,
         out_channels=3,
@@ -440,9 +442,10 @@ def _animatediff_parts() -> dict[str, Any]:
         motion_layers_per_block=1,
         motion_norm_num_groups=2,
         motion_num_attention_heads=4,
+        motion_max_seq_length=32,  # AnimateDiff's: a table of 32 positions, trained on 16
     )
     return {
-        "vae": sd_vae(blocks=(8, 16)),
+        "vae": sd_vae(blocks=(8, 8, 8, 16)),
         "text_encoder": clip_text(),
         "tokenizer": clip_tokenizer(),
         "unet": unet,
@@ -524,20 +527,9 @@ def build_cogvideox_i2v():
 
     torch.manual_seed(0)
     transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=8,
-        out_channels=4,
-        time_embed_dim=2,
-        text_embed_dim=32,
-        num_layers=1,
-        sample_width=2,
-        sample_height=4,
-        sample_frames=9,
-        patch_size=2,
-        temporal_compression_ratio=4,
-        max_text_seq_length=16,
-        use_rotary_positional_embeddings=True,
+        **cogvideox_transformer_config(in_channels=8),
+        # CogVideoX-5b-I2V: a learned table for exactly 720x480 x 49 frames (here scaled)
+        use_learned_positional_embeddings=True,
     )
     vae = AutoencoderKLCogVideoX(
         in_channels=3,
@@ -675,17 +667,19 @@ def tiny_options(name: str, path: Path, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def tiny_backends(tiny_models) -> Callable[..., Any]:
-    """``tiny_backends(name, **options)`` -> a ready backend on the CPU (cached per options)."""
+    """``tiny_backends(name, **options)`` -> a ready backend on the CPU (cached per options):
+    the mimic's weights, the backend's default preset (scaled sizes, real frame rules)."""
     from llmpopcorn.backends.diffusion.options import resolve_options
-    from llmpopcorn.registry import registry
 
     cache: dict[tuple, Any] = {}
 
     def get(name: str, *, from_cover: bool = False, **overrides: Any) -> Any:
         key = (name, from_cover, tuple(sorted(overrides.items())))
         if key not in cache:
-            kind = "image" if name in IMAGE_NAMES else "video"
-            cls = registry.get(kind, name)
+            cls = tiny_class(name)
+            i2v = f"{name}-i2v"
+            if from_cover and i2v in BUILDERS and "i2v_model" not in overrides:
+                overrides = {**overrides, "i2v_model": str(tiny_models(i2v))}
             raw = tiny_options(name, tiny_models(name), **overrides)
             opts = resolve_options(cls.spec, raw, device="cpu", from_cover=from_cover)
             cache[key] = cls.prepare(opts)

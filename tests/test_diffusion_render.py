@@ -1,6 +1,11 @@
 """Every diffusers backend, run for 2 steps on the CPU with a tiny random pipeline that
 was built from configs and saved to a folder (no download), through our wrapper: the
-real local loading path, seeding, the call, conversion and the MP4/PNG export."""
+real local loading path, seeding, the call, conversion and the MP4/PNG export.
+
+The tiny pipelines mimic the real models' structure (patch sizes, VAE factors,
+CogVideoX I2V's learned positional embeddings, AnimateDiff's motion table) and run
+each backend's default preset: its frame count, frame rate and 9:16 / 3.0 s policy
+(only the pixel sizes are scaled down, see diffusion_fixtures.tiny_spec)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from PIL import Image
 import diffusion_fixtures as fx
 from llmpopcorn.backends.base import ImageRequest, VideoRequest
 from llmpopcorn.backends.llm.fake import FakeLLM
-from llmpopcorn.media import fit_duration, probe_mp4, save_png, write_mp4
+from llmpopcorn.media import probe_mp4, save_png, write_mp4
 from llmpopcorn.pipeline import Pipeline
 from llmpopcorn.report import load_record
 from llmpopcorn.settings import Settings
@@ -50,20 +55,29 @@ def test_image_backend_renders_a_9x16_cover(name, tiny_backends, tmp_path):
 
 
 @pytest.mark.parametrize("name", fx.VIDEO_NAMES)
-def test_video_backend_renders_a_3_second_h264_clip(name, tiny_backends, tmp_path):
+def test_video_backend_default_preset_gives_a_9x16_3_second_h264_clip(
+    name, tiny_backends, tmp_path
+):
     backend = tiny_backends(name)
     opts, spec = backend.opts, backend.spec
     clip = backend.generate(VideoRequest(prompt="a corgi surfs", seed=3))
-    assert len(clip.frames) == opts.frames and spec.valid_frames(len(clip.frames))
-    assert clip.frames[0].shape == (opts.height, opts.width, 3)
-    assert clip.frames[0].dtype == np.uint8 and clip.fps == opts.fps
-    assert clip.meta["generated_frames"] == opts.frames
+    # generated at the model's own size and frame count...
+    assert (opts.width, opts.height) == spec.size_9x16 and spec.valid_frames(opts.frames)
+    assert clip.meta["generated_frames"] == opts.frames == spec.default_frames(spec.fps)
+    assert clip.meta["generated_size"] == f"{opts.width}x{opts.height}"
+    # ...then 9:16 and exactly 3.0 s by the recorded policy
+    assert clip.meta["fit"] == spec.fit and clip.meta["duration"] == spec.duration
+    assert len(clip.frames) == opts.out_frames and clip.fps == pytest.approx(opts.out_fps)
+    assert clip.seconds == pytest.approx(3.0)
+    height, width = clip.frames[0].shape[:2]
+    assert (width, height) == (opts.out_width, opts.out_height)
+    assert abs(width / height - 9 / 16) < 0.1 and width % 2 == height % 2 == 0
+    assert clip.frames[0].dtype == np.uint8 and np.stack(clip.frames).std() > 0
     assert clip.meta["seconds_per_step"] > 0 and clip.meta["peak_memory_gb"] > 0
-    clip.frames = fit_duration(clip.frames, clip.fps, 3.0)
     info = probe_mp4(write_mp4(clip, tmp_path / "clip.mp4"))
     assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
-    assert (info["width"], info["height"]) == (opts.width, opts.height)
-    assert info["frames"] == round(3.0 * opts.fps) and info["seconds"] == pytest.approx(3.0)
+    assert (info["width"], info["height"]) == (width, height)
+    assert info["frames"] == len(clip.frames) and info["seconds"] == pytest.approx(3.0, abs=0.01)
 
 
 def test_same_seed_same_pixels_other_seed_differs(tiny_backends):
@@ -82,31 +96,95 @@ def test_video_seed_determinism(tiny_backends):
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_video_from_cover_uses_the_image_to_video_pipeline(tiny_backends):
-    backend = tiny_backends("ltx", from_cover=True)
-    cover = Image.new("RGB", (90, 160), (200, 30, 30))
-    clip = backend.generate(VideoRequest(prompt="the corgi surfs", seed=1, cover=cover))
-    assert type(backend.pipe).__name__ == "LTXImageToVideoPipeline"
-    assert clip.meta["from_cover"] is True and len(clip.frames) == backend.opts.frames
+def _cover() -> Image.Image:
+    """A 9:16 cover with structure (a gradient and a block), as an image backend gives."""
+    ramp = np.linspace(0, 255, 160, dtype=np.uint8)[:, None].repeat(90, axis=1)
+    rgb = np.stack([ramp, ramp[::-1], np.full_like(ramp, 90)], axis=-1)
+    rgb[60:100, 30:60] = (250, 40, 40)
+    return Image.fromarray(rgb)
+
+
+@pytest.mark.parametrize("name", ["ltx", "cogvideox", "wan"])
+def test_every_image_to_video_path_runs_its_default_preset(name, tiny_backends):
+    """Fault 1 (issue 13): CogVideoX I2V at 9:16 crashed inside the denoising loop on its
+    learned positional embeddings; now every i2v path runs at the model's own size."""
+    if name == "wan":
+        pytest.importorskip("ftfy")  # diffusers' Wan image-to-video cleans prompts with ftfy
+    backend = tiny_backends(name, from_cover=True)
+    spec, opts = backend.spec, backend.opts
+    clip = backend.generate(VideoRequest(prompt="the corgi surfs", seed=1, cover=_cover()))
+    assert type(backend.pipe).__name__ == spec.i2v_pipeline
+    assert clip.meta["from_cover"] is True and clip.meta["generated_frames"] == opts.frames
+    assert clip.seconds == pytest.approx(3.0) and len(clip.frames) == opts.out_frames
+    if spec.i2v_model_id:  # separate image-to-video weights
+        assert backend.model_id().endswith(f"{name}-i2v")
     with pytest.raises(Exception, match="no cover"):
         backend.generate(VideoRequest(prompt="x", seed=1))
 
 
-@pytest.mark.parametrize("name", ["cogvideox", "wan"])
-def test_video_from_cover_with_separate_image_to_video_weights(name, tiny_models):
-    from llmpopcorn.backends.diffusion.options import resolve_options
-    from llmpopcorn.registry import registry
+def test_cogvideox_i2v_mimic_has_the_learned_embeddings_and_gets_their_size(tiny_backends):
+    """The mimic is faithful: its learned table refuses any other size inside diffusers
+    (the old crash), and our backend feeds it exactly the trained size and frame count
+    (fault 5: with another count diffusers silently swaps in a sin-cos table)."""
+    backend = tiny_backends("cogvideox", from_cover=True)
+    pipe, opts = backend.pipe, backend.opts
+    config = pipe.transformer.config
+    assert config.use_learned_positional_embeddings is True
+    kwargs = backend.request_kwargs(VideoRequest(prompt="x", seed=1, cover=_cover()))
+    assert (kwargs["width"] // 8, kwargs["height"] // 8) == (
+        config.sample_width,
+        config.sample_height,
+    )
+    assert kwargs["num_frames"] == config.sample_frames == 49
+    assert kwargs["image"].size == (kwargs["width"], kwargs["height"])
+    swapped = {**kwargs, "width": opts.height, "height": opts.width, "num_inference_steps": 1}
+    with pytest.raises(ValueError, match="different resolution"):
+        pipe(**swapped)
 
-    if name == "wan":
-        pytest.importorskip("ftfy")  # diffusers' Wan image-to-video cleans prompts with ftfy
-    cls = registry.get("video", name)
-    raw = tiny_options(name, tiny_models(name), i2v_model=str(tiny_models(f"{name}-i2v")))
-    backend = cls.prepare(resolve_options(cls.spec, raw, device="cpu", from_cover=True))
-    assert backend.model_id().endswith(f"{name}-i2v")
-    cover = Image.new("RGB", (90, 160), (20, 200, 30))
-    clip = backend.generate(VideoRequest(prompt="the corgi surfs", seed=1, cover=cover))
-    assert type(backend.pipe).__name__ == cls.spec.i2v_pipeline
-    assert len(clip.frames) == backend.opts.frames and clip.meta["from_cover"] is True
+
+def test_a_failure_inside_the_pipeline_call_is_our_error_naming_the_option(tiny_backends):
+    """Every failure in a pipeline call becomes a RenderError naming backend, option, fix."""
+    from llmpopcorn.errors import RenderError
+
+    good = tiny_backends("cogvideox", from_cover=True)
+    swapped = good.opts.replace(width=good.opts.height, height=good.opts.width)
+    bad = type(good)(swapped, weights=good.weights, pipeline=good.pipe)  # skips validation
+    with pytest.raises(RenderError) as info:
+        bad.generate(VideoRequest(prompt="x", seed=1, cover=_cover()))
+    err = info.value
+    assert "'cogvideox' video backend" in err.message and "ValueError" in err.message
+    assert "width/height" in err.hint and "width=48" in err.hint and "frames=49" in err.hint
+
+
+def test_nan_output_fails_instead_of_turning_black(tiny_models):
+    """A NaN from the model (e.g. a half-precision overflow) must fail, not become black."""
+    import torch
+
+    from llmpopcorn.backends.diffusion.options import resolve_options
+    from llmpopcorn.errors import RenderError
+
+    cls = fx.tiny_class("sd15")
+    backend = cls.prepare(
+        resolve_options(cls.spec, tiny_options("sd15", tiny_models("sd15")), device="cpu")
+    )
+    assert np.asarray(backend.generate(ImageRequest(prompt="a corgi", seed=1))).std() > 0
+    with torch.no_grad():
+        backend.pipe.vae.decoder.conv_out.bias.fill_(float("nan"))
+    with pytest.raises(RenderError, match="NaN") as info:
+        backend.generate(ImageRequest(prompt="a corgi", seed=1))
+    assert "dtype" in info.value.hint
+    video = fx.tiny_class("wan")
+    wan = video.prepare(
+        resolve_options(video.spec, tiny_options("wan", tiny_models("wan")), device="cpu")
+    )
+    with torch.no_grad():
+        wan.pipe.transformer.proj_out.bias.fill_(float("inf"))
+    with pytest.raises(RenderError, match="NaN/infinite"):
+        wan.generate(VideoRequest(prompt="waves", seed=1))
+
+
+#: through Settings the registered (full-size) specs apply: give the mimics' sizes
+SIZED = {"sd15": {"width": 72, "height": 128}, "ltx": {"width": 32, "height": 64, "fps": 8}}
 
 
 def _settings(tmp_path, tiny_models, **kw):
@@ -117,8 +195,8 @@ def _settings(tmp_path, tiny_models, **kw):
         image="sd15",
         video="ltx",
         device="cpu",
-        image_options=tiny_options("sd15", tiny_models("sd15")),
-        video_options=tiny_options("ltx", tiny_models("ltx")),
+        image_options=tiny_options("sd15", tiny_models("sd15"), **SIZED["sd15"]),
+        video_options=tiny_options("ltx", tiny_models("ltx"), **SIZED["ltx"]),
         **kw,
     )
 
@@ -135,9 +213,12 @@ def test_pipeline_make_end_to_end_with_sd15_and_ltx(tmp_path, tiny_models):
     assert clip.meta["frames"] == 24 and clip.meta["from_cover"] is True
     assert clip.meta["seconds"] == 3.0 and clip.meta["render_seconds"] > 0
     assert clip.meta["generated_frames"] == 25  # 8k+1 at 8 fps, then trimmed to 3.0 s
+    assert clip.meta["duration"] == "trim" and clip.meta["fit"] == "crop"
+    assert clip.meta["generated_size"] == "32x64" and "crop to 32x56" in clip.meta["policy"]
     assert clip.meta["peak_memory_gb"] > 0 and "estimated_peak_gb" in clip.meta
     info = probe_mp4(run_dir / "clip.mp4")
     assert info["codec"] == "h264" and info["frames"] == 24 and info["seconds"] == pytest.approx(3)
+    assert (info["width"], info["height"]) == (32, 56)
     with Image.open(run_dir / "cover.png") as cover:
         assert cover.size == (72, 128)
 
@@ -147,7 +228,7 @@ def test_cli_make_with_sd15_and_ltx(tmp_path, tiny_models, monkeypatch):
 
     def opts(name, flag):
         out = []
-        for key, value in tiny_options(name, tiny_models(name)).items():
+        for key, value in tiny_options(name, tiny_models(name), **SIZED[name]).items():
             out += [flag, f"{key}={value}"]
         return out
 
@@ -204,11 +285,15 @@ def test_animatediff_base_model_plus_separate_motion_adapter(tmp_path):
     from llmpopcorn.backends.diffusion.options import resolve_options
 
     base, adapter = fx.save_animatediff_base_and_adapter(tmp_path)
-    raw = tiny_options("animatediff", base, adapter=str(adapter))
+    raw = tiny_options("animatediff", base, adapter=str(adapter), width=16, height=32)
     backend = AnimateDiff.prepare(resolve_options(AnimateDiff.spec, raw, device="cpu"))
     assert backend.opts.adapter == str(adapter)
     clip = backend.generate(VideoRequest(prompt="a corgi surfs", seed=2))
-    assert type(backend.pipe).__name__ == "AnimateDiffPipeline" and len(clip.frames) == 8
+    assert type(backend.pipe).__name__ == "AnimateDiffPipeline"
+    # fault 8: the motion modules' 16 trained frames, retimed to 3.0 s (none repeated)
+    assert clip.meta["generated_frames"] == 16 and len(clip.frames) == 16
+    assert clip.fps == pytest.approx(16 / 3) and clip.seconds == pytest.approx(3.0)
+    assert backend.pipe.unet.config.motion_max_seq_length == 32
     # the Lightning scheduler settings from the spec replace the base model's scheduler
     assert backend.pipe.scheduler.config.timestep_spacing == "trailing"
     missing = resolve_options(AnimateDiff.spec, {"model": str(base)}, device="cpu")
@@ -224,6 +309,6 @@ def test_dtype_and_vae_options_reach_the_loaded_pipeline(tiny_backends):
     clip = backend.generate(VideoRequest(prompt="a corgi surfs", seed=3))
     pipe = backend.pipe
     assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.use_tiling
-    assert len(clip.frames) == backend.opts.frames and clip.frames[0].dtype == np.uint8
+    assert len(clip.frames) == backend.opts.out_frames and clip.frames[0].dtype == np.uint8
     # the plan used the sizes read from the tiny weights, not LTX-Video's 7B parameters
     assert backend.plan.estimate.weights_gb < 0.01 and backend.plan.fits

@@ -9,6 +9,7 @@ memory plan. The pipeline is loaded on the first ``generate`` call, with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import inspect
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ...errors import MissingExtraError, RenderError, require
+from ...errors import MissingExtraError, PopcornError, RenderError, require
 from ..base import Availability, Clip, ImageBackend, ImageRequest, VideoBackend, VideoRequest
 from . import memory as mem
+from . import policy
 from .options import Resolved, resolve_options
 from .specs import ModelSpec
 from .weights import fetch_command, find, locate, measured_sizes, model_index
@@ -36,11 +38,85 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 GPU_MODULES = ("torch", "diffusers", "transformers", "huggingface_hub")
-QUANT_BACKENDS = {
-    "bnb-4bit": ("bitsandbytes_4bit", {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}),
-    "bnb-8bit": ("bitsandbytes_8bit", {"load_in_8bit": True}),
-    "torchao-int8": ("torchao", {"quant_type": "int8wo"}),
-}
+DENOISERS = ("transformer", "unet")
+
+
+def quant_settings(quantization: str, dtype: str) -> dict[str, Any]:
+    """Keyword arguments of diffusers' own quantization config for ``quantization``.
+
+    bnb-4bit computes in the run's dtype (``bnb_4bit_compute_dtype``): without it,
+    diffusers gives ``Linear4bit`` float32 and every 4-bit matmul runs in fp32.
+    torchao takes an ``AOBaseConfig`` instance (int8 weight-only), made in
+    :func:`quantization_config`.
+    """
+    if quantization == "bnb-4bit":
+        return {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_compute_dtype": dtype,
+        }
+    if quantization == "bnb-8bit":
+        return {"load_in_8bit": True}
+    if quantization == "torchao-int8":
+        return {"quant_type": "Int8WeightOnlyConfig"}
+    raise ValueError(f"unknown quantization {quantization!r}")
+
+
+def quantization_config(quantization: str, dtype: str, components: Any) -> Any:
+    """A ``PipelineQuantizationConfig`` that quantizes the denoiser only.
+
+    Built as a ``quant_mapping`` of diffusers' own config classes: the
+    ``quant_backend``/``quant_kwargs`` form fails for torchao in diffusers 0.42 (its
+    TorchAoConfig and transformers' take different arguments).
+    """
+    import diffusers
+    import torch
+
+    settings = quant_settings(quantization, dtype)
+    if quantization.startswith("bnb"):
+        if "bnb_4bit_compute_dtype" in settings:
+            settings["bnb_4bit_compute_dtype"] = getattr(torch, dtype)
+        config = diffusers.BitsAndBytesConfig(**settings)
+    else:
+        from torchao import quantization as ao
+
+        config = diffusers.TorchAoConfig(quant_type=getattr(ao, settings["quant_type"])())
+    targets = [c for c in DENOISERS if c in components]
+    return diffusers.PipelineQuantizationConfig(quant_mapping={c: config for c in targets})
+
+
+def torch_dtypes(opts: Resolved, torch: Any) -> Any:
+    """``torch_dtype`` for ``from_pretrained``: one dtype, or a per-component mapping."""
+    if not opts.component_dtypes:
+        return getattr(torch, opts.dtype)
+    mapping = {name: getattr(torch, value) for name, value in opts.component_dtypes.items()}
+    for name in DENOISERS:
+        mapping.setdefault(name, getattr(torch, opts.dtype))
+    return mapping
+
+
+def device_scope(device: str, torch: Any) -> Any:
+    """Make ``cuda:N`` the current CUDA device while loading and calling: bitsandbytes
+    puts quantized weights on the current device, whatever ``device`` says."""
+    if device.startswith("cuda:"):
+        return torch.cuda.device(torch.device(device))
+    return contextlib.nullcontext()
+
+
+def placement_problem(pipe: Any, device: str, torch: Any) -> str | None:
+    """Components whose weights are not all on ``device`` (None when all are)."""
+    want = torch.device(device)
+    wrong = []
+    for name, component in pipe.components.items():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        devices = {p.device for p in component.parameters()}
+        if any(
+            d.type != want.type or (want.index is not None and d.index != want.index)
+            for d in devices
+        ):
+            wrong.append(f"{name} on {', '.join(sorted(str(d) for d in devices))}")
+    return "; ".join(wrong) or None
 
 
 def _settings_options(settings: Settings | None, kind: str, name: str) -> dict[str, Any]:
@@ -87,10 +163,11 @@ class DiffusionBackend:
     def prepare(cls, opts: Resolved, *, memory: mem.DeviceMemory | None = None) -> DiffusionBackend:
         """Find the weights and check the memory plan for resolved options."""
         spec = cls.spec
-        ref = opts.i2v_model if opts.from_cover and opts.i2v_model else opts.model
-        weights = locate(ref, spec)
+        separate_i2v = bool(opts.from_cover and opts.i2v_model)
+        ref = opts.i2v_model if separate_i2v else opts.model
+        weights = locate(ref, spec, from_cover=separate_i2v)
         if opts.adapter and spec.adapter_id and "motion_adapter" not in model_index(weights):
-            locate(opts.adapter, spec, what="motion adapter", size_gb=0.9)
+            locate(opts.adapter, spec, what="motion adapter", size_gb=spec.adapter_gb)
         elif opts.adapter and "motion_adapter" in model_index(weights):
             opts = opts.replace(adapter=None)  # the folder already holds one
         memory = memory or mem.device_memory(opts.device)
@@ -119,7 +196,7 @@ class DiffusionBackend:
         if found is None:
             return Availability(
                 False,
-                f"weights not found locally: {fetch_command(str(ref))} "
+                f"weights not found locally: {fetch_command(str(ref), cls.spec)} "
                 f"(~{cls.spec.download_gb:.0f} GB)",
             )
         adapter = raw.get("adapter") or cls.spec.adapter_id
@@ -127,7 +204,8 @@ class DiffusionBackend:
             if find(str(adapter)) is None:
                 return Availability(
                     False,
-                    f"motion adapter not found locally: {fetch_command(str(adapter))} (~1 GB)",
+                    f"motion adapter not found locally: {fetch_command(str(adapter))} "
+                    f"(~{cls.spec.adapter_gb:.1f} GB)",
                 )
         return Availability(True, f"weights: {found}")
 
@@ -163,36 +241,49 @@ class DiffusionBackend:
         diffusers = require("diffusers", "gpu", f"the '{self.name}' backend")
         opts, spec = self.opts, self.spec
         path = self.weights or locate(self.model_id(), spec)
-        kwargs: dict[str, Any] = {
-            "torch_dtype": getattr(torch, opts.dtype),
-            "local_files_only": True,
-        }
-        if opts.quantization != "none":
-            backend, quant_kwargs = QUANT_BACKENDS[opts.quantization]
-            kwargs["quantization_config"] = diffusers.PipelineQuantizationConfig(
-                quant_backend=backend,
-                quant_kwargs=quant_kwargs,
-                components_to_quantize=[
-                    c for c in ("transformer", "unet") if c in model_index(path)
-                ],
-            )
-        if opts.adapter:
-            kwargs["motion_adapter"] = self._load_adapter(diffusers, torch)
+        flag = f"--{self.kind}-opt"
         started = time.perf_counter()
         cls = getattr(diffusers, self._pipeline_class())
         try:
-            pipe = cls.from_pretrained(str(path), **kwargs)
-        except (OSError, ValueError) as exc:
-            raise RenderError(
-                f"could not load {spec.title} from {path}: {exc}",
-                "check that the folder is a complete diffusers pipeline; "
-                f"re-fetch it with `hf download {self.model_id()}` on a connected machine",
+            with device_scope(opts.device, torch):
+                kwargs: dict[str, Any] = {
+                    "torch_dtype": torch_dtypes(opts, torch),
+                    "local_files_only": True,
+                }
+                if opts.quantization != "none":
+                    kwargs["quantization_config"] = quantization_config(
+                        opts.quantization, opts.dtype, model_index(path)
+                    )
+                if opts.adapter:
+                    kwargs["motion_adapter"] = self._load_adapter(diffusers, torch)
+                pipe = cls.from_pretrained(str(path), **kwargs)
+                if spec.scheduler:
+                    config = dict(spec.scheduler)
+                    sched_cls = getattr(diffusers, config.pop("class"))
+                    pipe.scheduler = sched_cls.from_config(pipe.scheduler.config, **config)
+                self._place(pipe, torch)
+        except PopcornError:
+            raise
+        except torch.cuda.OutOfMemoryError as exc:
+            raise mem.MemoryPlanError(
+                f"{spec.title} ({self.name}) ran out of GPU memory while loading",
+                f"try {flag} offload=model, a quantization, or a device with more memory",
             ) from exc
-        if spec.scheduler:
-            config = dict(spec.scheduler)
-            sched_cls = getattr(diffusers, config.pop("class"))
-            pipe.scheduler = sched_cls.from_config(pipe.scheduler.config, **config)
-        self._place(pipe, torch)
+        except OSError as exc:
+            raise RenderError(
+                f"could not load {spec.title} ({self.name}) from {path}: {exc}",
+                "check that the folder is a complete diffusers pipeline; re-fetch it with "
+                f"`{fetch_command(self.model_id(), spec, bool(opts.i2v_model))}` "
+                "on a connected machine",
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - every loading failure gets a hint
+            raise RenderError(
+                f"could not load {spec.title} ({self.name}) with {_option_summary(opts)}: "
+                f"{type(exc).__name__}: {_first_line(exc)}",
+                f"the likely options at fault: quantization={opts.quantization}, "
+                f"dtype={opts.dtype}, offload={opts.offload}; try {flag} quantization=none "
+                f"or {flag} offload=none, or re-fetch the weights",
+            ) from exc
         pipe.set_progress_bar_config(disable=True)
         self.last_run["load_seconds"] = round(time.perf_counter() - started, 3)
         return pipe
@@ -218,10 +309,19 @@ class DiffusionBackend:
             pipe.enable_sequential_cpu_offload(device=opts.device)
         elif not opts.quantization.startswith("bnb"):
             pipe.to(opts.device)
-        else:  # bitsandbytes places its weights on the GPU while loading; move the rest
+        else:  # bitsandbytes placed its weights on the current (scoped) device; move the rest
             for name, component in pipe.components.items():
-                if isinstance(component, torch.nn.Module) and name not in ("transformer", "unet"):
+                if isinstance(component, torch.nn.Module) and name not in DENOISERS:
                     component.to(opts.device)
+        if opts.offload == "none":
+            problem = placement_problem(pipe, opts.device, torch)
+            if problem:
+                raise RenderError(
+                    f"{self.spec.title} ({self.name}): components are not all on "
+                    f"{opts.device} after loading: {problem}",
+                    f"use --{self.kind}-opt device=cuda (the first GPU) or "
+                    f"--{self.kind}-opt quantization=none",
+                )
         vae = getattr(pipe, "vae", None)
         if opts.vae_tiling and hasattr(vae, "enable_tiling"):
             vae.enable_tiling()
@@ -269,13 +369,17 @@ class DiffusionBackend:
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         started = time.perf_counter()
         try:
-            with torch.inference_mode():
+            with device_scope(self.opts.device, torch), torch.inference_mode():
                 out = pipe(**kwargs, generator=generator, callback_on_step_end=on_step)
         except torch.cuda.OutOfMemoryError as exc:  # the plan was wrong: say what to change
             raise mem.MemoryPlanError(
                 f"{self.spec.title} ran out of GPU memory: {exc}".splitlines()[0],
                 f"try --{self.kind}-opt offload=model, vae_tiling=true or a lower resolution",
             ) from exc
+        except PopcornError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a raw library error becomes ours, with a fix
+            raise self.call_error(exc) from exc
         total = time.perf_counter() - started
         steps = len(stamps)
         per_step = (stamps[-1] - stamps[0]) / (steps - 1) if steps > 1 else total
@@ -292,6 +396,70 @@ class DiffusionBackend:
             seed=int(seed),
         )
         return out
+
+    def call_error(self, exc: BaseException) -> RenderError:
+        """A failure inside the pipeline call as our error: backend, option, fix."""
+        opts, spec, flag = self.opts, self.spec, f"--{self.kind}-opt"
+        text = f"{type(exc).__name__}: {_first_line(exc)}"
+        low = text.lower()
+        message = f"the '{self.name}' {self.kind} backend ({spec.title}) failed while rendering"
+        message += f" with {_option_summary(opts)}: {text}"
+        if "resolution" in low or "positional" in low or "divisible" in low:
+            if spec.native_size:
+                w, h = spec.native_size
+                fix = f"{flag} width={w} {flag} height={h} (the size it was trained for)"
+            else:
+                fix = f"{flag} width/height that are multiples of {spec.multiple}"
+            hint = f"the option at fault is width/height ({opts.width}x{opts.height}): use {fix}"
+            if spec.native_frames:
+                hint += f" and frames={spec.native_frames}"
+        elif "frame" in low:
+            hint = (
+                f"the option at fault is frames={opts.frames}: leave it unset (the model's "
+                f"default) or follow its rule ({spec.frame_rule()})"
+            )
+        elif "dtype" in low or "half" in low or "bfloat16" in low or "scalar type" in low:
+            other = "float32" if opts.dtype != "float32" else "bfloat16"
+            hint = f"the option at fault is dtype={opts.dtype}: try {flag} dtype={other}"
+        else:
+            hint = (
+                f"the options in use were {_option_summary(opts)}: go back to the model's "
+                f"defaults (drop width/height/frames/dtype/quantization from {flag}); if it "
+                "still fails, run with --debug and report the traceback"
+            )
+        return RenderError(message, hint)
+
+    def check_finite(self, array: Any) -> None:
+        """NaN or infinite output fails loudly: clipped to uint8 it would pass as black."""
+        values = array.detach().float().cpu().numpy() if hasattr(array, "detach") else array
+        values = np.asarray(values)
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            other = "float32" if self.opts.dtype != "float32" else "bfloat16"
+            raise RenderError(
+                f"the '{self.name}' {self.kind} backend ({self.spec.title}) produced "
+                f"{bad} NaN/infinite values of {values.size} (dtype={self.opts.dtype}, "
+                f"component dtypes {self.opts.component_dtypes or 'all ' + self.opts.dtype})",
+                f"the option at fault is most likely dtype: try --{self.kind}-opt "
+                f"dtype={other}; a half-precision VAE overflows on some models",
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [""])[0][:300]
+
+
+def _option_summary(opts: Resolved) -> str:
+    parts = [f"{opts.width}x{opts.height}", f"dtype={opts.dtype}"]
+    if opts.frames:
+        parts.append(f"frames={opts.frames}")
+    if opts.quantization != "none":
+        parts.append(f"quantization={opts.quantization}")
+    if opts.offload != "none":
+        parts.append(f"offload={opts.offload}")
+    parts.append(f"device={opts.device}")
+    return ", ".join(parts)
 
 
 def _installed(module: str) -> bool:
@@ -319,25 +487,13 @@ def to_uint8(array: Any) -> np.ndarray:
     return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def crop_to_aspect(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Centre-crop ``image`` to the aspect ratio width:height (never stretches)."""
-    w, h = image.size
-    if w * height > h * width:  # too wide
-        new_w = max(1, round(h * width / height))
-        left = (w - new_w) // 2
-        return image.crop((left, 0, left + new_w, h))
-    new_h = max(1, round(w * height / width))
-    top = (h - new_h) // 2
-    return image.crop((0, top, w, top + new_h))
-
-
 class DiffusionImage(DiffusionBackend, ImageBackend):
-    """A diffusers text-to-image backend; the cover is centre-cropped to 9:16."""
+    """A diffusers text-to-image backend; the cover reaches 9:16 by the ``fit`` policy."""
 
     def request_kwargs(self, request: ImageRequest) -> dict[str, Any]:
         """The exact pipeline arguments for ``request`` (less the generator)."""
         kwargs = self.call_kwargs(request.prompt, request.negative_prompt)
-        if request.width and request.height:
+        if request.width and request.height and not self.spec.fixed_size:
             kwargs.update(width=request.width, height=request.height)
         return kwargs
 
@@ -345,27 +501,33 @@ class DiffusionImage(DiffusionBackend, ImageBackend):
         from PIL import Image as PILImage
 
         out = self.run(self.request_kwargs(request), request.seed)
+        self.check_finite(out.images[0])
         picture = PILImage.fromarray(to_uint8(out.images[0]))
         self.last_run["generated_size"] = f"{picture.width}x{picture.height}"
-        return to_cover(picture)
+        self.last_run["fit"] = self.opts.fit
+        return to_cover(picture, self.opts.fit)
 
 
-def to_cover(picture: Image.Image) -> Image.Image:
-    """The 9:16 cover policy: centre-crop (no stretching), even width and height."""
-    cover = crop_to_aspect(picture, 9, 16)
-    return cover.crop((0, 0, cover.width - cover.width % 2, cover.height - cover.height % 2))
+def to_cover(picture: Image.Image, fit: str = "crop") -> Image.Image:
+    """The 9:16 cover: centre crop (no stretching) or letterbox, even width and height."""
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray(policy.fit_frame(np.asarray(picture.convert("RGB")), fit))
 
 
 class DiffusionVideo(DiffusionBackend, VideoBackend):
-    """A diffusers text-to-video (or cover-to-video) backend."""
+    """A diffusers text-to-video (or cover-to-video) backend.
+
+    The model runs at its own size and frame count (see :mod:`.specs`); the clip then
+    reaches 9:16 and exactly 3.0 s by the ``fit`` and ``duration`` policies
+    (:mod:`.policy`), recorded in the clip's metadata.
+    """
 
     def request_kwargs(self, request: VideoRequest) -> dict[str, Any]:
         """The exact pipeline arguments for ``request`` (less the generator)."""
-        from PIL import Image as PILImage
-
         opts = self.opts
         kwargs = self.call_kwargs(request.prompt, request.negative_prompt)
-        if request.width and request.height:
+        if request.width and request.height and not self.spec.fixed_size:
             kwargs.update(width=request.width, height=request.height)
         width, height = kwargs["width"], kwargs["height"]
         fps = float(opts.fps or 8)
@@ -378,20 +540,42 @@ class DiffusionVideo(DiffusionBackend, VideoBackend):
                     f"--video-from-cover is on but no cover was given to '{self.name}'",
                     "render the cover first (the pipeline does) or drop --video-from-cover",
                 )
-            cover = crop_to_aspect(request.cover.convert("RGB"), width, height)
-            kwargs["image"] = cover.resize((width, height), PILImage.Resampling.LANCZOS)
+            kwargs["image"] = policy.cover_for_model(request.cover, width, height)
         return kwargs
 
     def generate(self, request: VideoRequest) -> Clip:
+        opts = self.opts
         out = self.run(self.request_kwargs(request), request.seed)
+        self.check_finite(out.frames[0])
         video = to_uint8(out.frames[0])  # (frames, H, W, 3)
-        clip_frames = [np.ascontiguousarray(frame[..., :3]) for frame in video]
+        generated = [np.ascontiguousarray(frame[..., :3]) for frame in video]
+        fps = float(opts.fps or 8)
+        gen_h, gen_w = generated[0].shape[:2]
+        fitted = [policy.fit_frame(frame, opts.fit) for frame in generated]
+        duration = opts.duration or "trim"
+        try:
+            frames, out_fps = policy.fit_duration(fitted, fps, duration)
+        except ValueError as exc:
+            raise RenderError(
+                f"the '{self.name}' video backend: {exc}",
+                "use --video-opt duration=retime or duration=resample",
+            ) from exc
+        out_h, out_w = frames[0].shape[:2]
         meta = {
             "model": self.model_id(),
-            "generated_frames": len(clip_frames),
-            "from_cover": self.opts.from_cover,
+            "generated_frames": len(generated),
+            "generated_size": f"{gen_w}x{gen_h}",
+            "generated_fps": fps,
+            "fit": opts.fit,
+            "duration": duration,
+            "policy": (
+                f"generated {gen_w}x{gen_h} x {len(generated)} frames at {fps:g} fps; "
+                f"{opts.fit} to {out_w}x{out_h}; {duration} to {len(frames)} frames at "
+                f"{out_fps:g} fps (3.0 s)"
+            ),
+            "from_cover": opts.from_cover,
             **{k: v for k, v in self.last_run.items() if k != "seed"},
         }
         if self.plan is not None:
             meta.update(self.plan.record())
-        return Clip(frames=clip_frames, fps=float(self.opts.fps or 8), meta=meta)
+        return Clip(frames=frames, fps=out_fps, meta=meta)

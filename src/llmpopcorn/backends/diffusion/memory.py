@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import RenderError
-from .options import Resolved
+from .options import Resolved, combination_problem
 from .specs import ModelSpec
 
 GB = 1e9
@@ -101,10 +101,12 @@ def estimate(spec: ModelSpec, opts: Resolved, sizes: Sizes | None = None) -> Est
     """Peak device memory (GB) for ``opts``; ``sizes`` default to the spec's."""
     sizes = sizes or Sizes.of(spec, opts.from_cover)
     bpp = BYTES[opts.dtype]
+    dtypes = opts.component_dtypes or {}
+    other_bpp = BYTES[dtypes.get("default", opts.dtype)]
     den_bpp = QUANT_BYTES.get(opts.quantization, bpp)
     denoiser = sizes.denoiser_b * den_bpp
-    text = sizes.text_encoders_b * bpp
-    vae = sizes.vae_b * bpp
+    text = sizes.text_encoders_b * other_bpp
+    vae = sizes.vae_b * BYTES[dtypes.get("vae", dtypes.get("default", opts.dtype))]
     scale = bpp / 2.0  # coefficients are for half precision
     act = spec.act_gb_per_mvox * _mvox(opts) * scale
     decode = spec.decode_gb_per_mvox * _mvox(opts) * scale
@@ -150,10 +152,25 @@ def _candidates(spec: ModelSpec, opts: Resolved) -> list[dict[str, Any]]:
         cands += [{"dtype": "bfloat16"}, {"dtype": "bfloat16", "vae_tiling": True}]
     out = []
     for change in cands:
+        quant = change.get("quantization", opts.quantization)
+        if combination_problem(quant, change.get("offload", opts.offload)):
+            change = {**change, "quantization": "none"}  # never suggest what cannot work
+            quant = "none"
+        if quant != opts.quantization and not _quant_installed(quant):
+            continue  # its package is missing here: the option would be refused
         effective = {k: v for k, v in change.items() if getattr(opts, k) != v}
         if effective and effective not in out:
             out.append(effective)
     return out
+
+
+def _quant_installed(quant: str) -> bool:
+    import importlib.util
+
+    from .options import QUANT_PACKAGES
+
+    package = QUANT_PACKAGES.get(quant)
+    return package is None or importlib.util.find_spec(package) is not None
 
 
 def plan(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...errors import ConfigError
+from . import policy
 from .specs import ModelSpec
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
@@ -57,6 +58,9 @@ class ImageOptions(BaseModel):
     memory_check: bool = Field(
         True, description="refuse to load when the plan says it will not fit"
     )
+    fit: Literal["crop", "letterbox"] | None = Field(
+        None, description="how the generated picture reaches 9:16 (default: the model's)"
+    )
 
 
 class VideoOptions(ImageOptions):
@@ -69,6 +73,9 @@ class VideoOptions(ImageOptions):
     i2v_model: str | None = Field(None, description="image-to-video weights for --video-from-cover")
     adapter: str | None = Field(
         None, description="AnimateDiff motion adapter: repo/file, folder or file"
+    )
+    duration: Literal["trim", "resample", "retime"] | None = Field(
+        None, description="how the generated frames reach exactly 3.0 s (default: the model's)"
     )
 
 
@@ -95,9 +102,17 @@ class Resolved:
     from_cover: bool = False
     i2v_model: str | None = None
     adapter: str | None = None
+    fit: str = "crop"
+    out_width: int | None = None  # after `fit`
+    out_height: int | None = None
+    duration: str | None = None
+    out_frames: int | None = None  # after `duration`: exactly 3.0 s
+    out_fps: float | None = None
+    #: per-component dtypes ("default": the rest); empty: every component in `dtype`
+    component_dtypes: dict[str, str] | None = None
 
     def record(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
 
     def replace(self, **changes: Any) -> Resolved:
         data = asdict(self)
@@ -151,6 +166,14 @@ def resolve_options(
     else:
         width, height = spec.size_9x16
     width, height = opts.width or width, opts.height or height
+    if spec.fixed_size and spec.native_size and (width, height) != spec.native_size:
+        nw, nh = spec.native_size
+        raise ConfigError(
+            f"{spec.name}: {width}x{height} is not a size this model accepts; accepted: "
+            f"width={nw} height={nh} only ({spec.why_native})",
+            f"leave width/height unset (or use {flag} width={nw} {flag} height={nh}); the "
+            f"9:16 output comes from {flag} fit=crop (centre) or fit=letterbox (bars)",
+        )
     for axis, value in (("width", width), ("height", height)):
         if value % spec.multiple:
             near = max(spec.multiple, round(value / spec.multiple) * spec.multiple)
@@ -183,12 +206,27 @@ def resolve_options(
             f"but the device is {dev}",
             f"use {flag} offload=none on the CPU",
         )
+    problem = combination_problem(quant, opts.offload)
+    if problem:
+        raise ConfigError(f"{spec.name}: {problem}", _combination_hint(flag, quant))
+    fit = opts.fit or spec.fit
+    out_width, out_height = policy.fit_size(width, height, fit)
+    component_dtypes = None
+    if opts.dtype == "auto" and on_cuda and spec.component_dtypes:
+        component_dtypes = {"default": dtype, **spec.component_dtypes}
 
-    frames = fps = None
+    frames = fps = duration = out_frames = out_fps = None
     if spec.kind == "video":
         assert isinstance(opts, VideoOptions)
         fps = float(opts.fps or spec.fps or 8)
-        frames = opts.frames or spec.frames_for(3.0, fps)
+        frames = opts.frames or spec.default_frames(fps)
+        if spec.fixed_frames and spec.native_frames and frames != spec.native_frames:
+            raise ConfigError(
+                f"{spec.name}: {frames} frames is not a count this model accepts; accepted: "
+                f"frames={spec.native_frames} only ({spec.why_native})",
+                f"leave frames unset; the clip reaches 3.0 s by {flag} duration=trim "
+                "(first 3 s) or duration=resample/retime (the whole clip, faster)",
+            )
         if not spec.valid_frames(frames):
             raise ConfigError(
                 f"{spec.name}: {frames} frames does not follow the model's rule "
@@ -210,6 +248,15 @@ def resolve_options(
             raise ConfigError(f"{spec.name}: option i2v_model is not supported", "remove it")
         if opts.adapter and not spec.adapter_id:
             raise ConfigError(f"{spec.name}: option adapter is not supported", "remove it")
+        duration = opts.duration or spec.duration
+        if duration == "trim" and frames < fps * policy.SECONDS - 1e-6:
+            raise ConfigError(
+                f"{spec.name}: duration=trim needs at least 3.0 s, but {frames} frames at "
+                f"{fps:g} fps last {frames / fps:.2f} s",
+                f"use {flag} duration=retime or duration=resample (accepted: "
+                f"{', '.join(policy.DURATIONS)}), or more frames / a lower fps",
+            )
+        out_frames, out_fps = policy.output_timing(frames, fps, duration)
     return Resolved(
         model=opts.model or spec.model_id,
         dtype=dtype,
@@ -232,6 +279,36 @@ def resolve_options(
         from_cover=from_cover,
         i2v_model=(getattr(opts, "i2v_model", None) or spec.i2v_model_id) if from_cover else None,
         adapter=getattr(opts, "adapter", None) or spec.adapter_id,
+        fit=fit,
+        out_width=out_width,
+        out_height=out_height,
+        duration=duration,
+        out_frames=out_frames,
+        out_fps=out_fps,
+        component_dtypes=component_dtypes,
+    )
+
+
+def combination_problem(quantization: str, offload: str) -> str | None:
+    """Why a quantization + offload combination does not work, or None when it does.
+
+    bitsandbytes weights cannot be moved layer by layer: sequential CPU offload of a
+    bitsandbytes-quantized model fails (diffusers #10800, bitsandbytes #1525, both
+    closed as won't fix). Model offload moves whole components and works.
+    """
+    if quantization.startswith("bnb") and offload == "sequential":
+        return (
+            f"quantization={quantization} with offload=sequential does not work "
+            "(bitsandbytes weights cannot be offloaded layer by layer: diffusers #10800, "
+            "bitsandbytes #1525)"
+        )
+    return None
+
+
+def _combination_hint(flag: str, quant: str) -> str:
+    return (
+        f"use {flag} quantization={quant} {flag} offload=model (whole components move), "
+        f"or {flag} quantization=none {flag} offload=sequential"
     )
 
 

@@ -51,10 +51,30 @@ class ModelSpec:
     scheduler: dict[str, Any] | None = None  # scheduler class + config overrides
     paper: str = ""  # the paper's settings, in words
     extra_call: dict[str, Any] = field(default_factory=dict)
+    # -- what the model was trained for, and how the output reaches 9:16 and 3.0 s --------
+    native_size: tuple[int, int] | None = None  # (width, height) it was trained at
+    fixed_size: bool = False  # only native_size works (or is documented to work)
+    native_frames: int | None = None  # trained frame count: the default when set
+    fixed_frames: bool = False  # only native_frames works (or is documented to work)
+    fit: str = "crop"  # default size policy (policy.FITS)
+    duration: str = "trim"  # default duration policy (policy.DURATIONS)
+    why_native: str = ""  # the reason for a fixed size / frame count, for error messages
+    #: per-component dtypes on CUDA when dtype=auto ("default": every other component);
+    #: the denoiser runs in cuda_dtype
+    component_dtypes: dict[str, str] = field(default_factory=dict)
+    #: the folders from_pretrained reads (for exact `hf download --include` patterns)
+    components: tuple[str, ...] = ()
+    i2v_components: tuple[str, ...] = ()
+    i2v_download_gb: float | None = None
+    adapter_gb: float = 0.9
 
     @property
     def total_b(self) -> float:
         return self.denoiser_b + self.text_encoders_b + self.vae_b
+
+    def default_frames(self, fps: float) -> int:
+        """The trained frame count when the model has one, else enough for 3.0 s."""
+        return self.native_frames or self.frames_for(3.0, fps)
 
     def frames_for(self, seconds: float, fps: float) -> int:
         """Fewest frames that follow the model's rule and cover ``seconds`` at ``fps``."""
@@ -66,12 +86,45 @@ class ModelSpec:
         return frames >= 1 and (frames - self.frame_offset) % self.frame_step == 0
 
     def frame_rule(self) -> str:
+        if self.fixed_frames and self.native_frames:
+            return f"only {self.native_frames}"
         if self.frame_step == 1:
             return "any count"
         return f"{self.frame_step}k+{self.frame_offset}"
 
+    def fetch_size_gb(self, from_cover: bool = False) -> float:
+        if from_cover and self.i2v_model_id and self.i2v_download_gb:
+            return self.i2v_download_gb
+        return self.download_gb
+
+    def include_patterns(self, from_cover: bool = False) -> list[str]:
+        """The files ``from_pretrained`` reads from the model's repo, as glob patterns.
+
+        Small folders (tokenizers, scheduler, processors) whole; model folders only
+        their configs and the plain (non-variant) safetensors, sharded or not, so
+        ``hf download`` skips single-file checkpoints, fp16 variants, .bin copies
+        and other formats that sit beside the diffusers folders.
+        """
+        parts = self.i2v_components if from_cover and self.i2v_components else self.components
+        out = ["model_index.json"]
+        for part in parts:
+            if part.startswith(("tokenizer", "scheduler", "feature_extractor", "image_processor")):
+                out.append(f"{part}/*")
+            else:
+                out += [
+                    f"{part}/*.json",
+                    f"{part}/*model.safetensors",
+                    f"{part}/*model-*-of-*.safetensors",
+                ]
+        return out
+
 
 LTX_NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
+
+SD_PARTS = ("feature_extractor", "safety_checker", "scheduler", "text_encoder", "tokenizer")
+SD_PARTS += ("unet", "vae")
+TWO_TEXT = ("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+ONE_T5 = ("scheduler", "text_encoder", "tokenizer", "transformer", "vae")
 
 SPECS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -94,6 +147,8 @@ SPECS: dict[str, ModelSpec] = {
             size_paper=(512, 512),
             cuda_dtype="float16",
             paper="the paper's cover model (default settings, 50 steps)",
+            native_size=(512, 512),
+            components=SD_PARTS,
         ),
         ModelSpec(
             name="sdxl",
@@ -101,7 +156,7 @@ SPECS: dict[str, ModelSpec] = {
             title="Stable Diffusion XL 1.0",
             model_id="stabilityai/stable-diffusion-xl-base-1.0",
             pipeline="StableDiffusionXLPipeline",
-            download_gb=7.0,
+            download_gb=13.9,
             denoiser_b=2.57,
             text_encoders_b=0.82,
             vae_b=0.084,
@@ -109,9 +164,11 @@ SPECS: dict[str, ModelSpec] = {
             decode_gb_per_mvox=3.0,
             steps=30,
             guidance=5.0,
-            size_9x16=(576, 1024),
+            size_9x16=(768, 1344),  # SDXL's own training bucket closest to 9:16
             size_paper=(1024, 1024),
             cuda_dtype="float16",
+            native_size=(1024, 1024),
+            components=(*TWO_TEXT, "unet", "vae"),
         ),
         ModelSpec(
             name="flux",
@@ -131,6 +188,8 @@ SPECS: dict[str, ModelSpec] = {
             size_paper=(1024, 1024),
             multiple=16,
             max_sequence_length=256,
+            native_size=(1024, 1024),
+            components=(*TWO_TEXT, "transformer", "vae"),
         ),
         ModelSpec(
             name="ltx",
@@ -138,7 +197,7 @@ SPECS: dict[str, ModelSpec] = {
             title="LTX-Video",
             model_id="Lightricks/LTX-Video",
             pipeline="LTXPipeline",
-            download_gb=15.0,
+            download_gb=14.0,
             denoiser_b=1.92,
             text_encoders_b=4.76,
             vae_b=0.42,
@@ -157,6 +216,8 @@ SPECS: dict[str, ModelSpec] = {
             max_frames=257,
             i2v_pipeline="LTXImageToVideoPipeline",
             paper="704x480, 50 steps, negative prompt '" + LTX_NEGATIVE + "'",
+            native_size=(704, 480),  # trained on many sizes (multiples of 32): 9:16 is native
+            components=ONE_T5,
         ),
         ModelSpec(
             name="hunyuan",
@@ -164,7 +225,7 @@ SPECS: dict[str, ModelSpec] = {
             title="HunyuanVideo",
             model_id="hunyuanvideo-community/HunyuanVideo",
             pipeline="HunyuanVideoPipeline",
-            download_gb=40.0,
+            download_gb=42.0,
             denoiser_b=12.8,
             text_encoders_b=7.6,
             vae_b=0.25,
@@ -182,6 +243,10 @@ SPECS: dict[str, ModelSpec] = {
             quantization="bnb-4bit",
             max_sequence_length=256,
             paper="512x320, 30 steps, transformer quantised to 4 bits",
+            native_size=(512, 320),  # trained on many aspect ratios: 9:16 is native
+            # the model card loads the transformer in bfloat16, the rest in float16
+            component_dtypes={"default": "float16", "transformer": "bfloat16"},
+            components=(*TWO_TEXT, "transformer", "vae"),
         ),
         ModelSpec(
             name="cogvideox",
@@ -189,7 +254,7 @@ SPECS: dict[str, ModelSpec] = {
             title="CogVideoX-5B",
             model_id="THUDM/CogVideoX-5b",
             pipeline="CogVideoXPipeline",
-            download_gb=22.0,
+            download_gb=21.0,
             denoiser_b=5.57,
             text_encoders_b=4.76,
             vae_b=0.215,
@@ -197,7 +262,7 @@ SPECS: dict[str, ModelSpec] = {
             decode_gb_per_mvox=0.3,
             steps=50,
             guidance=6.0,
-            size_9x16=(480, 720),
+            size_9x16=(720, 480),  # its only size: the 9:16 output comes from `fit`
             size_paper=(720, 480),
             multiple=16,
             fps=8,
@@ -208,6 +273,19 @@ SPECS: dict[str, ModelSpec] = {
             i2v_pipeline="CogVideoXImageToVideoPipeline",
             i2v_model_id="THUDM/CogVideoX-5b-I2V",
             paper="5B model, 50 steps, guidance 6, 8 fps",
+            native_size=(720, 480),
+            fixed_size=True,
+            native_frames=49,
+            fixed_frames=True,
+            fit="crop",
+            duration="trim",
+            why_native=(
+                "CogVideoX-5B is documented for 720x480 x 49 frames only, and the "
+                "image-to-video model has learned positional embeddings for exactly that"
+            ),
+            components=ONE_T5,
+            i2v_components=ONE_T5,
+            i2v_download_gb=21.0,
         ),
         ModelSpec(
             name="animatediff",
@@ -215,7 +293,7 @@ SPECS: dict[str, ModelSpec] = {
             title="AnimateDiff-Lightning (4 steps)",
             model_id="emilianJR/epiCRealism",
             pipeline="AnimateDiffPipeline",
-            download_gb=6.0,
+            download_gb=4.3,
             denoiser_b=1.31,
             text_encoders_b=0.123,
             vae_b=0.084,
@@ -235,6 +313,10 @@ SPECS: dict[str, ModelSpec] = {
                 "beta_schedule": "linear",
             },
             paper="AnimateDiff-Lightning, 4 steps, guidance 1.0",
+            native_size=(512, 512),
+            native_frames=16,  # the motion modules are trained on 16 frames (table holds 32)
+            duration="retime",  # 16 frames shown over 3.0 s (16/3 fps), none repeated
+            components=(*SD_PARTS[:1], *SD_PARTS[2:]),  # no safety checker
         ),
         ModelSpec(
             name="wan",
@@ -262,6 +344,13 @@ SPECS: dict[str, ModelSpec] = {
             i2v_model_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
             i2v_denoiser_b=16.4,
             paper="not in the paper: the lightest modern text-to-video model",
+            native_size=(832, 480),  # 480P; 480x832 (9:16) is one of its documented sizes
+            # Wan's docs keep the VAE (and the I2V image encoder) in float32 for decoding quality
+            component_dtypes={"default": "bfloat16", "vae": "float32", "image_encoder": "float32"},
+            components=ONE_T5,
+            i2v_components=(*ONE_T5, "image_encoder", "image_processor"),
+            # transformer 16.4B in bf16 ~33 GB, UMT5-XXL ~11 GB, CLIP image encoder, VAE
+            i2v_download_gb=47.0,
         ),
     ]
 }

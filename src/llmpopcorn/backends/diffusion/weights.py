@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import struct
 from math import prod
 from pathlib import Path
@@ -68,28 +69,59 @@ def find(ref: str, filename: str = "model_index.json") -> Path | None:
     return None
 
 
-def fetch_command(ref: str) -> str:
-    """The command that fetches ``ref`` (``owner/name`` or ``owner/name/file``) into the cache."""
+def fetch_command(ref: str, spec: ModelSpec | None = None, from_cover: bool = False) -> str:
+    """The command that fetches ``ref`` (``owner/name`` or ``owner/name/file``) into the cache.
+
+    With the model's ``spec``, a repo is fetched with ``--include`` patterns for exactly
+    the files ``from_pretrained`` reads (see :meth:`ModelSpec.include_patterns`).
+    """
     hub = split_hub_ref(ref)
     if hub is None:
         return f"(a local path: {ref})"
     repo, file = hub
-    return f"hf download {repo}" + (f" {file}" if file else "")
+    if file:
+        return f"hf download {repo} {shlex.quote(file)}"
+    command = f"hf download {repo}"
+    if spec is not None and spec.components:
+        command += "".join(
+            f" --include {shlex.quote(p)}" for p in spec.include_patterns(from_cover)
+        )
+    return command
 
 
-def fetch_hint(ref: str, spec: ModelSpec, flag: str, size_gb: float | None = None) -> str:
+def fetch_hint(
+    ref: str,
+    spec: ModelSpec,
+    flag: str,
+    size_gb: float | None = None,
+    from_cover: bool = False,
+) -> str:
     hub = split_hub_ref(ref)
-    size = f" (about {size_gb if size_gb is not None else spec.download_gb:.0f} GB)"
+    if size_gb is None:
+        size_gb = spec.fetch_size_gb(from_cover)
+    size = f" (about {size_gb:.0f} GB)" if size_gb >= 1 else f" (about {size_gb:.1f} GB)"
     if hub is None:
         return f"check the path, or pass a diffusers folder with {flag} model=PATH"
     return (
-        f"on a connected machine run `{fetch_command(ref)}`{size}, then copy the Hugging Face "
+        f"on a connected machine run `{fetch_command(ref, spec, from_cover)}`{size}, then copy "
+        "the Hugging Face "
         f"cache ({hub_cache_dir()}) to this machine, or pass a local folder with {flag} model=PATH"
     )
 
 
-def locate(ref: str, spec: ModelSpec, *, what: str = "model", size_gb: float | None = None) -> Path:
-    """Like :func:`find`, raising :class:`WeightsMissingError` with the fetch command."""
+def locate(
+    ref: str,
+    spec: ModelSpec,
+    *,
+    what: str = "model",
+    size_gb: float | None = None,
+    from_cover: bool = False,
+) -> Path:
+    """Like :func:`find`, raising :class:`WeightsMissingError` with the fetch command.
+
+    ``from_cover``: ``ref`` is the model's separate image-to-video repo (its own files
+    and size).
+    """
     found = find(ref)
     flag = f"--{spec.kind}-opt"
     if found is None:
@@ -100,7 +132,7 @@ def locate(ref: str, spec: ModelSpec, *, what: str = "model", size_gb: float | N
         )
         raise WeightsMissingError(
             f"{spec.title} {what} '{ref}' is not on this machine: {where}",
-            fetch_hint(ref, spec, flag, size_gb),
+            fetch_hint(ref, spec, flag, size_gb, from_cover),
         )
     if found.is_dir() and what == "model" and not (found / "model_index.json").exists():
         raise WeightsMissingError(

@@ -381,6 +381,7 @@ def test_make_with_hosted_cover_and_clip(server, tmp_path, monkeypatch, caplog):
     assert info["codec"] == "h264" and info["seconds"] == pytest.approx(3.0)
     clip = record.artifact("clip")
     assert clip.backend == "fal-wan" and clip.meta["request_id"] == "req-2"
+    assert clip.meta["seconds"] == pytest.approx(3.0) and clip.meta["job_seconds"] >= 0
     assert clip.meta["model"] == "fal-ai/wan/v2.2-a14b/image-to-video"
     assert record.backends["image"].options["last_call"]["request_id"] == "req-1"
     # the cover went to the clip model

@@ -168,7 +168,7 @@ class FalBackend(HostedBackend):
         result = self._json(self.send("GET", response_url))
         self._raise_for_refusal(result, model, request_id)
         seconds = round(self._clock() - started, 3)
-        self.last.update(seconds=seconds, polls=polls)
+        self.last.update(job_seconds=seconds, polls=polls)
         return request_id, result, seconds
 
     def _cancel(self, submitted: dict, base: str) -> None:
@@ -321,7 +321,6 @@ class FalVideo(FalBackend, VideoBackend):
     default_frames: ClassVar[int | None] = None
     default_fps: ClassVar[float] = 24.0
     default_resolution: ClassVar[str | None] = None
-    seconds: ClassVar[float] = 3.0
     from_cover: bool = False
 
     def configure(self, settings: Any) -> None:
@@ -394,7 +393,7 @@ class FalVideo(FalBackend, VideoBackend):
             "provider": self.provider,
             "model": model,
             "request_id": request_id,
-            "seconds": seconds,
+            "job_seconds": seconds,  # submit to result (the clip's length is "seconds")
             "cost_estimate_usd": estimate,
             "from_cover": self.from_cover,
             **info,

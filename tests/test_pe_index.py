@@ -179,3 +179,164 @@ def test_corpus_index_groups_rows_by_category(corpus, tmp_path):
     assert set(corpus.frame["partition"].iloc[sports]) == {"Sports"}
     row = index.row(int(sports[0]))
     assert row["category"] == "Sports" and isinstance(row["comment_count"], int)
+
+
+# -- issue 9 (reproduction 5) and issue 14: robust, resumable, shared builds ---------------
+
+
+@pytest.mark.parametrize("manifest", ["[]", "null", "3", '"text"', '{"files": []}'])
+def test_a_manifest_of_the_wrong_shape_is_rebuilt_with_a_warning(
+    corpus, tmp_path, caplog, manifest
+):
+    cache_dir = tmp_path / "cache"
+    good = np.asarray(load_or_build(corpus, TfidfEmbedder(), cache_dir).items).copy()
+    path = next((cache_dir / "embeddings").glob("*.json"))
+    path.write_text(manifest)
+    emb = CountingEmbedder()
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+        entry = load_or_build(corpus, emb, cache_dir)
+    assert "corrupt or stale" in caplog.text and "rebuilding" in caplog.text
+    assert not entry.hit and emb.embedded > 0
+    assert np.allclose(np.asarray(entry.items), good)
+    assert json.loads(path.read_text())["rows"] == len(corpus)  # whole again
+    assert load_or_build(corpus, CountingEmbedder(), cache_dir).hit
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_at_save_runs_uncached_with_a_warning(corpus, tmp_path, caplog, monkeypatch):
+    import llmpopcorn.index as index_mod
+
+    expected = np.asarray(load_or_build(corpus, TfidfEmbedder(), use_cache=False).items).copy()
+    monkeypatch.setattr(index_mod, "_atomic_write", _disk_full)
+    cache_dir = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+        entry = load_or_build(corpus, TfidfEmbedder(), cache_dir)
+        index = CorpusIndex.open(corpus, TfidfEmbedder(), cache_dir)
+    assert "running uncached" in caplog.text and "No space left" in caplog.text
+    assert np.allclose(np.asarray(entry.items), expected) and not entry.hit
+    assert not list((cache_dir / "embeddings").glob("*.json"))  # no entry that looks whole
+    rows, _ = index.index.search(index.embed_query("kitten"), 3)
+    assert len(rows) == 3
+
+
+def test_an_unwritable_cache_folder_runs_uncached(corpus, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+        entry = load_or_build(corpus, TfidfEmbedder(), blocker / "cache")
+    assert "running uncached" in caplog.text
+    assert entry.items.shape[0] == len(corpus)
+
+
+class InterruptingEmbedder(CountingEmbedder):
+    """Stops the build (like Ctrl-C) after ``limit`` corpus texts."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def embed(self, texts):
+        if len(texts) > 0 and self.embedded + len(texts) > self.limit and len(texts) > 1:
+            raise KeyboardInterrupt
+        return super().embed(texts)
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(corpus, tmp_path, monkeypatch):
+    import llmpopcorn.index as index_mod
+
+    monkeypatch.setattr(index_mod, "CHUNK_ROWS", 8)
+    monkeypatch.setattr(index_mod, "EMBED_BATCH", 8)
+    cache_dir = tmp_path / "cache"
+    names = len(corpus.categories)
+    first = InterruptingEmbedder(limit=names + 8 * 3)  # category names, then 3 chunks
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build(corpus, first, cache_dir)
+    chunks = list((cache_dir / "embeddings").glob("*.chunks/*.npy"))
+    assert len(chunks) == 3
+    assert not list((cache_dir / "embeddings").glob("*.json"))
+    second = CountingEmbedder()
+    entry = load_or_build(corpus, second, cache_dir)
+    assert second.embedded == names + len(corpus) - 8 * 3  # the 3 chunks were not redone
+    whole = load_or_build(corpus, TfidfEmbedder(), use_cache=False)
+    assert np.allclose(np.asarray(entry.items), np.asarray(whole.items), atol=1e-6)
+    assert not list((cache_dir / "embeddings").glob("*.chunks"))  # tidied once whole
+
+
+def test_a_concurrent_build_waits_for_the_first_and_reuses_it(corpus, tmp_path):
+    import threading
+
+    cache_dir = tmp_path / "cache"
+    started, release = threading.Event(), threading.Event()
+
+    class SlowEmbedder(CountingEmbedder):
+        def embed(self, texts):
+            started.set()
+            release.wait(10)
+            return super().embed(texts)
+
+    slow, second = SlowEmbedder(), CountingEmbedder()
+    results = {}
+    a = threading.Thread(
+        target=lambda: results.setdefault("a", load_or_build(corpus, slow, cache_dir))
+    )
+    a.start()
+    assert started.wait(10)
+    b = threading.Thread(
+        target=lambda: results.setdefault("b", load_or_build(corpus, second, cache_dir))
+    )
+    b.start()
+    b.join(0.5)
+    assert b.is_alive()  # waiting on the lock, not embedding
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert second.embedded == 0 and results["b"].hit
+    assert np.array_equal(np.asarray(results["a"].items), np.asarray(results["b"].items))
+
+
+def test_vectors_the_shipped_predictor_carries_are_reused(corpus, tmp_path, monkeypatch):
+    import llmpopcorn.index as index_mod
+
+    fitted = TfidfEmbedder().fit([*corpus.texts, *corpus.categories])
+    half = np.arange(0, len(corpus), 2)
+    ids = np.asarray(corpus.frame["video_id"].astype(str).to_numpy()[half], dtype=str)
+    memory = fitted.embed([corpus.texts[i] for i in half]).astype(np.float16)
+    weights = tmp_path / "weights.npz"
+    np.savez(weights, memory_=memory, memory_ids_=ids)
+    monkeypatch.setattr(index_mod, "PREDICTOR_WEIGHTS", weights)
+    emb = CountingEmbedder()
+    entry = load_or_build(corpus, emb, tmp_path / "cache")
+    checks = min(index_mod.MEMORY_CHECK_ROWS, len(half))
+    names = len(corpus.categories)
+    assert emb.embedded == names + checks + len(corpus) - len(half)
+    whole = load_or_build(corpus, TfidfEmbedder(), use_cache=False, reuse_memory=False)
+    cosine = np.sum(np.asarray(entry.items) * np.asarray(whole.items), axis=1)
+    assert cosine.min() > 0.999
+    # a memory from another embedder (random vectors) is checked and not used
+    rng = np.random.default_rng(0)
+    np.savez(weights, memory_=rng.normal(size=memory.shape).astype(np.float16), memory_ids_=ids)
+    other = CountingEmbedder()
+    load_or_build(corpus, other, tmp_path / "cache2")
+    assert other.embedded == names + checks + len(corpus)
+
+
+def test_progress_bar_shows_count_rate_and_eta():
+    import io
+
+    from llmpopcorn.index import Progress
+
+    out = io.StringIO()
+    bar = Progress(1000, "embedding corpus texts", show=True, stream=out)
+    bar.every = 0.0
+    for _ in range(4):
+        bar.advance(250)
+    bar.close()
+    text = out.getvalue()
+    assert "1,000 to embed, about" in text  # the estimate after the first batch
+    assert "250/1,000 (25%)" in text and "1,000/1,000 (100%)" in text
+    assert "/s ETA" in text

@@ -25,7 +25,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,6 +164,9 @@ class CacheEntry:
     key: str = ""
     hit: bool = False
     seconds: float = 0.0
+    #: rows taken from the shipped predictor's memory / from an interrupted build
+    reused: int = 0
+    resumed: int = 0
 
 
 def cache_key(corpus_sha256: str, embedder_id: str, recipe: str = TEXT_RECIPE) -> str:
@@ -197,7 +200,38 @@ class EmbeddingCache:
             "items": self.dir / f"{key}.items.npy",
             "categories": self.dir / f"{key}.categories.npy",
             "state": self.dir / f"{key}.state.npz",
+            "lock": self.dir / f"{key}.lock",
+            "chunks": self.dir / f"{key}.chunks",
         }
+
+    def writable(self) -> bool:
+        """Whether the cache folder exists or can be made; if not, say so once."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning(
+                "cannot create the embedding cache %s (%s): running uncached",
+                self.dir,
+                exc.strerror or exc,
+            )
+            return False
+        return True
+
+    def save_or_warn(self, key: str, entry: CacheEntry, expect: dict[str, Any]) -> bool:
+        """:meth:`save`, but a failed write (a full disk, a read-only folder) is a
+        warning and leaves no partial entry: the run goes on with the vectors in memory."""
+        try:
+            self.save(key, entry, expect)
+        except OSError as exc:
+            self.paths(key)["manifest"].unlink(missing_ok=True)
+            log.warning(
+                "cannot save the embedding cache in %s (%s): running uncached; free some "
+                "space or set cache_dir to keep the embeddings for the next run",
+                self.dir,
+                exc.strerror or exc,
+            )
+            return False
+        return True
 
     def load(self, key: str, expect: dict[str, Any]) -> CacheEntry | None:
         """The entry for ``key`` if it is whole and matches ``expect``; else None
@@ -207,17 +241,26 @@ class EmbeddingCache:
             return None
         try:
             entry = self._read(key, paths, expect)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("embedding cache %s is corrupt or stale (%s): rebuilding it", key, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong, the entry is rebuilt
+            log.warning(
+                "embedding cache %s is corrupt or stale (%s: %s): rebuilding it",
+                key,
+                type(exc).__name__,
+                exc,
+            )
             return None
         return entry
 
     def _read(self, key: str, paths: dict[str, Path], expect: dict[str, Any]) -> CacheEntry:
         manifest = json.loads(paths["manifest"].read_text("utf-8"))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise ValueError(f"the manifest is a {type(manifest).__name__} of the wrong shape")
         for name, value in expect.items():
             if manifest.get(name) != value:
                 raise ValueError(f"{name} is {manifest.get(name)!r}, expected {value!r}")
         for name, info in manifest["files"].items():
+            if name not in paths or not isinstance(info, dict):
+                raise ValueError(f"the manifest lists an unknown file {name!r}")
             path = paths[name]
             if path.stat().st_size != info["bytes"]:
                 raise ValueError(
@@ -268,6 +311,7 @@ class EmbeddingCache:
             "files": files,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(entry.seconds, 3),
+            "reused_from_predictor": entry.reused,
         }
         # the manifest goes last: it is what makes the entry visible
         _atomic_write(
@@ -358,10 +402,21 @@ def load_or_build(
     cache_dir: str | Path | None = None,
     *,
     use_cache: bool = True,
+    progress: bool | None = None,
+    reuse_memory: bool = True,
 ) -> CacheEntry:
     """The cache entry for (corpus, embedder, text recipe): loaded when whole and
     current, else built (and saved when ``use_cache``). A lexical embedder gets the
-    vocabulary it learnt back from the entry."""
+    vocabulary it learnt back from the entry.
+
+    A build holds ``<key>.lock``, so a second process building the same entry waits
+    and then loads the first one's result. It writes its vectors in chunks of
+    :data:`CHUNK_ROWS` rows as it goes (``<key>.chunks/``), so an interrupted build
+    resumes where it stopped; ``progress`` shows a bar on stderr (default: when
+    stderr is a terminal, else a line every few seconds). Rows whose vectors the
+    shipped predictor already carries (``reuse_memory``, checked numerically) are
+    not embedded again. A cache that cannot be written (disk full, read-only) is
+    reported with a warning and the run goes on uncached."""
     started = time.perf_counter()
     if not corpus.sha256:
         # a corpus built in memory: hash its content so the key still tracks it
@@ -375,17 +430,25 @@ def load_or_build(
     }
     key = cache_key(corpus.sha256, embedder.id)
     cache = EmbeddingCache(cache_dir or default_cache_dir()) if use_cache else None
-    entry = cache.load(key, expect) if cache else None
-    if entry is not None and entry.category_names != corpus.categories:
-        log.warning("embedding cache %s lists other categories: rebuilding it", key)
-        entry = None
-    if entry is not None:
+    entry = _load_current(cache, key, expect, corpus)
+    if entry is None and cache is not None:
+        if not cache.writable():
+            cache = None
+    if entry is None:
+        lock = file_lock(cache.paths(key)["lock"]) if cache else nullcontext(False)
+        with lock:
+            # another process may have built it while this one waited for the lock
+            entry = _load_current(cache, key, expect, corpus) if cache else None
+            if entry is None:
+                chunks = ChunkStore(cache.paths(key)["chunks"]) if cache else None
+                entry = build_entry(
+                    corpus, embedder, chunks=chunks, progress=progress, reuse_memory=reuse_memory
+                )
+                entry.key = key
+                if cache and cache.save_or_warn(key, entry, expect) and chunks:
+                    chunks.remove()
+    if entry.hit:
         embedder.load_state(entry.state)
-    else:
-        entry = build_entry(corpus, embedder)
-        entry.key = key
-        if cache:
-            cache.save(key, entry, expect)
     entry.seconds = time.perf_counter() - started
     log.info(
         "corpus embeddings %s: %d rows x %d dims (%s, %.2f s)",
@@ -397,31 +460,253 @@ def load_or_build(
     return entry
 
 
-def build_entry(corpus: Corpus, embedder: Embedder) -> CacheEntry:
+def _load_current(
+    cache: EmbeddingCache | None, key: str, expect: dict[str, Any], corpus: Corpus
+) -> CacheEntry | None:
+    entry = cache.load(key, expect) if cache else None
+    if entry is not None and entry.category_names != corpus.categories:
+        log.warning("embedding cache %s lists other categories: rebuilding it", key)
+        return None
+    return entry
+
+
+# -- building ----------------------------------------------------------------------------
+
+#: corpus rows per chunk file of a build in progress (an interrupted build loses at
+#: most one chunk: about two seconds of embedding)
+CHUNK_ROWS = 512
+
+
+class ChunkStore:
+    """The finished chunks of a build in progress: ``<dir>/<first row>.npy``, one
+    (rows, d) float32 array per :data:`CHUNK_ROWS` corpus rows, each written
+    atomically. A chunk that does not load whole is embedded again."""
+
+    def __init__(self, root: Path):
+        self.dir = root
+        self.writable = True
+
+    def path(self, start: int) -> Path:
+        return self.dir / f"{start:09d}.npy"
+
+    def load(self, start: int, rows: int) -> np.ndarray | None:
+        path = self.path(start)
+        if not path.exists():
+            return None
+        try:
+            array = np.load(path, allow_pickle=False)
+            if array.dtype != np.float32 or array.ndim != 2 or array.shape[0] != rows:
+                raise ValueError(f"shape {array.shape} {array.dtype}")
+            if not np.isfinite(array).all():
+                raise ValueError("non-finite values")
+        except Exception as exc:  # noqa: BLE001 - a damaged chunk is simply redone
+            log.warning("embedding chunk %s is damaged (%s): embedding it again", path.name, exc)
+            return None
+        return array
+
+    def save(self, start: int, array: np.ndarray) -> None:
+        if not self.writable:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.path(start), lambda fh: np.save(fh, array))
+        except OSError as exc:
+            self.writable = False
+            log.warning(
+                "cannot write embedding chunks to %s (%s): the build goes on in memory "
+                "and cannot resume if interrupted",
+                self.dir,
+                exc.strerror or exc,
+            )
+
+    def remove(self) -> None:
+        for path in self.dir.glob("*.npy"):
+            path.unlink(missing_ok=True)
+        with suppress(OSError):
+            self.dir.rmdir()
+
+
+def build_entry(
+    corpus: Corpus,
+    embedder: Embedder,
+    *,
+    chunks: ChunkStore | None = None,
+    progress: bool | None = None,
+    reuse_memory: bool = True,
+) -> CacheEntry:
     """Fit the embedder (when it learns from the corpus) and embed every video and
-    category name once, in batches."""
+    category name once, chunk by chunk (resuming from ``chunks``), reusing the
+    shipped predictor's vectors where they are the same."""
     started = time.perf_counter()
     texts = corpus.texts
     names = corpus.categories
+    embedder.fit([*texts, *names])
+    categories = np.ascontiguousarray(embedder.embed(names), dtype=np.float32)
+    dim = categories.shape[1]
+    items = np.zeros((len(texts), dim), dtype=np.float32)
+    todo = np.ones(len(texts), dtype=bool)
+    spans = [(a, min(a + CHUNK_ROWS, len(texts))) for a in range(0, len(texts), CHUNK_ROWS)]
+    resumed = 0
+    for a, b in spans:
+        done = chunks.load(a, b - a) if chunks else None
+        if done is not None and done.shape[1] == dim:
+            items[a:b] = done
+            todo[a:b] = False
+            resumed += b - a
+    reused = 0
+    if reuse_memory and todo.any():
+        reused = _fill_from_memory(corpus, embedder, items, todo)
+    total = int(todo.sum())
     # a warning so that the CLI shows why the first PE run takes a while
     log.warning(
-        "embedding %d corpus texts with %s (once: later runs read them from the cache)",
-        len(texts),
+        "embedding %d corpus texts with %s (%d reused from the shipped predictor, %d from "
+        "an interrupted build; once: later runs read them from the cache)",
+        total,
         embedder.id,
+        reused,
+        resumed,
     )
-    embedder.fit([*texts, *names])
-    parts = []
-    for start in range(0, len(texts), EMBED_BATCH):
-        parts.append(embedder.embed(texts[start : start + EMBED_BATCH]))
-        log.debug("embedded %d/%d corpus texts", min(start + EMBED_BATCH, len(texts)), len(texts))
-    items = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-    categories = np.ascontiguousarray(embedder.embed(names), dtype=np.float32)
+    bar = Progress(total, "embedding corpus texts", show=progress)
+    for a, b in spans:
+        missing = np.flatnonzero(todo[a:b]) + a
+        if len(missing) == 0 and not (chunks and not chunks.path(a).exists()):
+            continue
+        for i in range(0, len(missing), EMBED_BATCH):
+            part = missing[i : i + EMBED_BATCH]
+            items[part] = embedder.embed([texts[j] for j in part])
+            bar.advance(len(part))
+        todo[a:b] = False
+        if chunks:
+            chunks.save(a, np.ascontiguousarray(items[a:b]))
+    bar.close()
     seconds = time.perf_counter() - started
-    log.info("embedded %d corpus texts with %s in %.1f s", len(texts), embedder.id, seconds)
+    log.info("embedded %d corpus texts with %s in %.1f s", total, embedder.id, seconds)
     return CacheEntry(
         items=items,
         categories=categories,
         category_names=list(names),
         state=embedder.state(),
         seconds=seconds,
+        reused=reused,
+        resumed=resumed,
     )
+
+
+#: the shipped predictor, whose retrieval memory holds fp16 vectors of its training
+#: videos keyed by video id
+PREDICTOR_WEIGHTS = Path(__file__).resolve().parent / "models" / "default" / "weights.npz"
+#: rows embedded afresh to check that the memory's vectors are this embedder's
+MEMORY_CHECK_ROWS = 8
+MEMORY_MIN_COSINE = 0.999
+
+
+def _fill_from_memory(
+    corpus: Corpus, embedder: Embedder, items: np.ndarray, todo: np.ndarray
+) -> int:
+    """Copy the shipped predictor's memory vectors into ``items`` for the rows still
+    ``todo`` whose video it holds, after checking on a few rows that the memory was
+    embedded by this embedder from the same texts (cosine >= 0.999; fp16 storage
+    costs about 1e-7). Returns how many rows were filled."""
+    try:
+        with np.load(PREDICTOR_WEIGHTS, allow_pickle=False) as npz:
+            if "memory_" not in npz.files or "memory_ids_" not in npz.files:
+                return 0
+            memory = npz["memory_"]
+            ids = npz["memory_ids_"].astype(str)
+    except Exception as exc:  # noqa: BLE001 - no memory to reuse: embed everything
+        log.debug("no predictor memory to reuse (%s)", exc)
+        return 0
+    if memory.ndim != 2 or memory.shape[1] != items.shape[1] or len(ids) != len(memory):
+        return 0
+    where = {vid: i for i, vid in enumerate(ids)}
+    video_ids = corpus.frame["video_id"].astype(str).tolist()
+    rows = np.array([r for r in np.flatnonzero(todo) if video_ids[r] in where], dtype=np.int64)
+    if len(rows) == 0:
+        return 0
+    source = np.array([where[video_ids[r]] for r in rows], dtype=np.int64)
+    vectors = memory[source].astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors /= np.where(norms == 0, 1.0, norms)
+    check = np.linspace(0, len(rows) - 1, min(MEMORY_CHECK_ROWS, len(rows))).astype(int)
+    fresh = embedder.embed([corpus.texts[rows[i]] for i in check])
+    cosine = np.sum(fresh * vectors[check], axis=1)
+    if float(cosine.min()) < MEMORY_MIN_COSINE:
+        log.info(
+            "the shipped predictor's memory is not this embedder's (cosine %.3f): "
+            "embedding every row",
+            float(cosine.min()),
+        )
+        return 0
+    items[rows] = vectors
+    items[rows[check]] = fresh
+    todo[rows] = False
+    return len(rows)
+
+
+class Progress:
+    """A progress bar on stderr: count, rate and time left. On a terminal it redraws
+    one line; elsewhere (a log, CI) it prints a line every :attr:`every` seconds."""
+
+    every = 5.0
+
+    def __init__(self, total: int, what: str, *, show: bool | None = None, stream=None):
+        import sys
+
+        self.total, self.what = total, what
+        self.stream = stream or sys.stderr
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.show = (tty if show is None else show) or (show is None and total > CHUNK_ROWS)
+        self.tty = tty
+        self.done = 0
+        self.started = time.perf_counter()
+        self._last = 0.0
+        self._estimated = False
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if not self.show:
+            return
+        if not self._estimated and self.done < self.total:
+            self._estimated = True  # after the first batch: how long the whole will take
+            rate = self.done / max(now - self.started, 1e-9)
+            self._write(
+                f"{self.what}: {self.total:,} to embed, about "
+                f"{_clock((self.total - self.done) / rate)} left at {rate:,.0f}/s",
+                newline=True,
+            )
+        if self.tty or now - self._last >= self.every or self.done >= self.total:
+            self._last = now
+            self._write(self.line(now), newline=not self.tty)
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = (now or time.perf_counter()) - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        share = self.done / self.total if self.total else 1.0
+        width = 24
+        filled = int(width * share)
+        return (
+            f"{self.what}: [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done:,}/{self.total:,} ({share:.0%}) {rate:,.0f}/s ETA {_clock(left)}"
+        )
+
+    def _write(self, text: str, newline: bool) -> None:
+        try:
+            self.stream.write(("\r" + text + "\x1b[K") if self.tty and not newline else text)
+            if newline:
+                self.stream.write("\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed stream: progress is optional
+            self.show = False
+
+    def close(self) -> None:
+        if self.show and self.total and self.tty:
+            self._write("", newline=True)
+
+
+def _clock(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"

@@ -76,7 +76,9 @@ def info_command(as_json: bool, **params) -> None:
 )
 @click.option("--device", "device", default=None, help="Device for the embedder: auto, cpu, cuda.")
 def index_command(**params) -> None:
-    """Embed the corpus once into the cache (later PE runs load it in a second)."""
+    """Embed the corpus once into the cache (later PE runs load it in a second).
+
+    Shows progress with the time left; an interrupted build resumes where it stopped."""
     from ..corpus import load_corpus
     from ..index import default_cache_dir, get_embedder, load_or_build
 
@@ -84,8 +86,16 @@ def index_command(**params) -> None:
     corpus = load_corpus(settings.data_dir)
     embedder = get_embedder(settings.embedder, settings)
     cache_dir = default_cache_dir(settings)
-    entry = load_or_build(corpus, embedder, cache_dir)
+    # a bar with the rate and time left on stderr while it embeds; the first batch
+    # gives an estimate of the whole
+    entry = load_or_build(corpus, embedder, cache_dir, progress=True)
     rows, dims = entry.items.shape
-    state = "loaded from the cache" if entry.hit else "built and saved"
+    saved = (cache_dir / "embeddings" / f"{entry.key}.json").exists()
+    state = "loaded from the cache" if entry.hit else ("built and saved" if saved else "built")
     click.echo(f"{rows:,} x {dims} embeddings ({embedder.id}) {state} in {entry.seconds:.2f} s")
+    if entry.reused or entry.resumed:
+        click.echo(
+            f"({entry.reused:,} rows reused from the shipped predictor's memory, "
+            f"{entry.resumed:,} from an interrupted build)"
+        )
     click.echo(f"Cache: {cache_dir / 'embeddings' / entry.key}.*")

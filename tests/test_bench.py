@@ -325,3 +325,23 @@ def test_two_study_processes_on_one_folder_never_duplicate_work(data_dir, tmp_pa
     with Store(out / "store.sqlite") as store:
         items = store.items(kind=CELL)
     assert len(items) == 12 and {(i["status"], i["attempts"]) for i in items} == {("ok", 1)}
+
+
+def test_study_defaults_never_override_a_flag_env_or_config(tmp_path, monkeypatch):
+    from llmpopcorn.cli.bench import study_settings
+
+    settings, applied = study_settings({})
+    assert settings.pe_pool == "reference" and applied["pe_pool"] == "reference"
+    monkeypatch.setenv("POPCORN_PE_POOL", "all")
+    settings, applied = study_settings({})
+    assert settings.pe_pool == "all" and "pe_pool" not in applied
+    monkeypatch.delenv("POPCORN_PE_POOL")
+    config = tmp_path / "c.toml"
+    config.write_text('pe_pool = "all"\nrender = false\n')
+    settings, applied = study_settings({"_config": str(config)})
+    assert (settings.pe_pool, settings.render) == ("all", False) and "pe_pool" not in applied
+    settings, _ = study_settings({"pe_pool": "all"})
+    assert settings.pe_pool == "all"
+    monkeypatch.setenv("POPCORN_RENDER", "false")
+    assert study_settings({}, render=None)[0].render is False
+    assert study_settings({}, render=True)[0].render is True  # an explicit flag wins

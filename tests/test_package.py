@@ -12,6 +12,7 @@ import pytest
 from fakes import draft_pipeline
 from llmpopcorn.errors import ConfigError, DataError
 from llmpopcorn.package import (
+    ALGORITHMIC_MEDIA,
     TRAINED_ALGORITHMIC_MEDIA,
     C2PASigner,
     hashtags_for,
@@ -128,8 +129,9 @@ def test_package_carries_the_disclosure_in_every_file(run, tmp_path):
     files = _unzip(path, tmp_path)
     meta = json.loads((files / "metadata.json").read_text())
     assert meta["title"] == run.idea.title
-    assert meta["ai_generated"] is True
-    assert "AI-generated" in meta["disclosure"]
+    # the draft renderers are algorithms, not generative models: "synthetic", said honestly
+    assert meta["ai_generated"] is False and meta["synthetic"] is True
+    assert meta["disclosure"].startswith("Synthetic content") and "not filmed" in meta["disclosure"]
     assert meta["caption"].startswith(run.idea.title)
     assert meta["hashtags"][-1] == "#AIGenerated" and "#Corgi" in meta["hashtags"]
     stages = {m["stage"]: m for m in meta["models"]}
@@ -139,7 +141,7 @@ def test_package_carries_the_disclosure_in_every_file(run, tmp_path):
     # the PNG text chunks
     with Image.open(files / "cover.png") as cover:
         assert cover.text["AI-Disclosure"] == meta["disclosure"]
-        assert cover.text["DigitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
+        assert cover.text["DigitalSourceType"] == ALGORITHMIC_MEDIA
     # the MP4 metadata, and the clip is the same clip (remuxed, not re-encoded)
     with av.open(str(files / "clip.mp4")) as container:
         assert container.metadata["comment"] == meta["disclosure"]
@@ -152,16 +154,43 @@ def test_package_carries_the_disclosure_in_every_file(run, tmp_path):
     assert listed.path == "package.zip" and listed.meta["signed_c2pa"] is False
 
 
-def test_signed_package_declares_a_generative_ai_source(run, tmp_path):
+@pytest.fixture
+def hosted_run(tmp_path, monkeypatch):
+    """A run whose cover and clip come from (fake) fal: generative models."""
+    from fake_hosted_server import FakeHostedServer, mp4_bytes
+    from llmpopcorn.pipeline import Pipeline
+
+    monkeypatch.setenv("FAL_KEY", "fal-package-test-key")
+    with FakeHostedServer() as server:
+        server.files["clip.mp4"] = mp4_bytes()
+        opts = {"base_url": server.url, "poll_interval": "0.01"}
+        settings = Settings(
+            image="fal-flux",
+            video="fal-ltx",
+            image_options=opts,
+            video_options=opts,
+            out_dir=tmp_path / "runs",
+            score=False,
+        )
+        yield Pipeline(settings).make("a corgi learns to surf")
+
+
+def test_signed_package_declares_a_generative_ai_source(hosted_run, tmp_path):
     import av
     from PIL import Image
 
+    run = hosted_run
     cert, key = make_test_cert(tmp_path)
     signer = C2PASigner.from_files(cert, key)
     assert signer.algorithm() == "es256"
     files = _unzip(make_package(run.run_dir, signer=signer), tmp_path)
     meta = json.loads((files / "metadata.json").read_text())
     assert meta["c2pa"]["signed"] is True
+    assert meta["ai_generated"] is True and meta["disclosure"].startswith("AI-generated")
+    used = {m["stage"]: m for m in meta["models"]}
+    assert used["cover"]["model"] == "fal-ai/flux/schnell" and used["cover"]["provider"] == "fal"
+    assert used["clip"]["request_id"] == "req-2"
+    assert "fal-package-test-key" not in json.dumps(meta)
     for name, media_type in (("cover.png", "image/png"), ("clip.mp4", "video/mp4")):
         found = read_c2pa(files / name, media_type)
         assert found is not None, name

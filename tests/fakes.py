@@ -16,7 +16,7 @@ class TitleLengthScorer:
     def __init__(self):
         self.calls = 0
 
-    def score(self, idea, *, query=None, clip_path=None):
+    def score(self, idea, *, query=None, clip_path=None, category=""):
         self.calls += 1
         value = len(idea.title) / 10
         return Score(predictor=self.name, log2_comments=value, expected_comments=2**value)

@@ -107,7 +107,7 @@ def test_retrieval_model_scores_ideas_with_interval_and_explanation(knn_model, c
     scorer = PopularityScorer(path, data_dir=csvs[0])
     idea = Idea(title="topic7word1 topic7word2", cover_prompt="topic7word3", video_prompt="x y")
     score = scorer.score(idea, query="q")
-    assert score.category == "Cat3" and score.extra["category_inferred"]
+    assert score.category == "Cat3" and score.extra["category_resolved"]
     lo, hi = score.interval
     assert lo < score.log2_comments < hi and score.interval_level == 0.8
     assert score.log2_comments > 5.5  # topic 7 is the most commented one
@@ -152,13 +152,14 @@ def test_clip_stats_tell_bright_moving_from_dark_static(tmp_path):
 
 
 def test_pipeline_records_not_scored_when_the_extra_is_missing(monkeypatch, out_dir):
-    import llmpopcorn.predict as predict
+    import llmpopcorn.predict.scorer as scorer_module
     from llmpopcorn.pipeline import Pipeline
 
     def missing(settings):
         raise MissingExtraError("sentence_transformers", "ml", "scoring")
 
-    monkeypatch.setattr(predict, "load_scorer", missing)
+    # the pipeline creates the scorer through the registry -> PopularityScorer.from_settings
+    monkeypatch.setattr(scorer_module, "load_scorer", missing)
     record = Pipeline(Settings.resolve(out_dir=out_dir)).make("a corgi learns to surf")
     assert record.status == "ok" and record.score is None
     assert any("Not scored" in n and "llmpopcorn[ml]" in n for n in record.notes)

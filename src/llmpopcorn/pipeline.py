@@ -48,10 +48,18 @@ class PromptBuilder(Protocol):
 
 
 class Scorer(Protocol):
+    """A popularity judge. ``category`` is the run's category (resolved once per run
+    from the query); an empty one lets the scorer resolve it itself."""
+
     name: str
 
     def score(
-        self, idea: Idea, *, query: str | None = None, clip_path: Path | None = None
+        self,
+        idea: Idea,
+        *,
+        query: str | None = None,
+        clip_path: Path | None = None,
+        category: str = "",
     ) -> Score: ...
 
 
@@ -119,10 +127,34 @@ class Pipeline:
         return self._default_scorer()
 
     def _default_scorer(self) -> Scorer:
-        """The predictor selected by the settings (default: the shipped model)."""
-        from . import predict  # model files load only when scoring
+        """The predictor selected by the settings, through the registry: a registered
+        predictor name (a plugin) or, for anything else, the shipped scorer reading the
+        model directory ``settings.predictor`` (default: the shipped model)."""
+        name = self.settings.predictor or "default"
+        if name not in self.registry.names("predictor"):
+            name = "default"  # a model directory or a model shipped under models/
+        return self.registry.create("predictor", name, self.settings)
 
-        return predict.load_scorer(self.settings)
+    def run_category(self, query: str, prompt: Prompt) -> dict[str, Any] | None:
+        """The run's category, resolved once from the query and used by the scorer, the
+        variants' ranking and the report: PE's choice in PE mode, else the judge's
+        resolver (None when neither can tell)."""
+        if prompt.mode == "pe" and prompt.settings.get("categories"):
+            first = prompt.settings["categories"][0]
+            return {
+                "name": first["name"],
+                "source": "PE's category resolver (corpus index)",
+                "method": prompt.settings.get("category_match"),
+            }
+        resolve = getattr(self.scorer, "resolve_category", None) if self._scorer_ok else None
+        name = resolve(query) if resolve is not None else ""
+        if not name:
+            return None
+        return {
+            "name": name,
+            "source": "the judge's category resolver (its retrieval memory)",
+            "method": self.settings.category_match,
+        }
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
         s = self.settings
@@ -184,6 +216,7 @@ class Pipeline:
                 # memory fail here, before the LLM is called
                 self._backend("image")
                 self._backend("video")
+            self._check_scorer(record)  # a broken model fails now, not after rendering
             with stage("prompt"):
                 prompt = self.prompt_builder.build(query)
                 record.messages = list(prompt.messages)
@@ -191,6 +224,7 @@ class Pipeline:
                 if prompt.mode == "pe":
                     record.enhancement = prompt.settings
                     record.notes += [f"PE: {note}" for note in prompt.settings.get("notes", [])]
+            record.category = self.run_category(query, prompt)
             with stage("ideate"):
                 self._ideate(record, prompt, seed)
             if settings.render:
@@ -238,7 +272,11 @@ class Pipeline:
                 variants.append(Variant(seed=variant_seed, error=str(exc)))
                 continue
             attempts += result.attempts
-            score = self.scorer.score(result.idea, query=record.query) if count > 1 else None
+            score = (
+                self.scorer.score(result.idea, query=record.query, category=_name(record))
+                if count > 1
+                else None
+            )
             candidates.append((score, variant_seed, result, guard))
             if score is not None:
                 variants.append(
@@ -304,6 +342,19 @@ class Pipeline:
             }
             _keep_artifact(record, run_dir, "clip", path, "video/mp4", video.name, meta)
 
+    _scorer_ok = False
+
+    def _check_scorer(self, record: RunRecord) -> None:
+        """Load the predictor before the expensive stages: a missing extra is noted (the
+        run goes on unscored), a broken model fails the run here."""
+        self._scorer_ok = False
+        if not self.settings.score and self._scorer is None:
+            return
+        try:
+            self._scorer_ok = self.scorer is not None
+        except MissingExtraError as exc:
+            record.notes.append(f"Not scored: {exc.message}; {exc.hint}.")
+
     def _score(self, record: RunRecord, run_dir: Path) -> None:
         clip = record.artifact("clip")
         if clip is not None and self.settings.score:
@@ -313,23 +364,60 @@ class Pipeline:
                 record.visual_stats = clip_stats(run_dir / clip.path)
             except PopcornError as exc:
                 record.notes.append(f"No visual statistics: {exc}")
-        try:
-            scorer = self.scorer
-        except MissingExtraError as exc:
-            record.notes.append(f"Not scored: {exc.message}; {exc.hint}.")
-            return
-        if scorer is None:
-            if self.settings.score:
+        if not self._scorer_ok:
+            if self.settings.score and not any(n.startswith("Not scored") for n in record.notes):
                 record.notes.append("Not scored: no popularity predictor is available.")
             return
+        scorer = self.scorer
         record.score = scorer.score(
             record.idea,
             query=record.query,
             clip_path=(run_dir / clip.path) if clip else None,
+            category=_name(record),
         )
         record.backends["predictor"] = BackendUse(
             name=getattr(scorer, "name", type(scorer).__name__), kind="predictor"
         )
+        independence = judge_overlap(scorer, record.references, record.score)
+        if independence is not None:
+            record.score.extra["independence"] = independence
+            if independence["references_in_judge_memory"]:
+                record.notes.append(
+                    f"Judge independence: {independence['references_in_judge_memory']} of "
+                    f"{independence['references']} PE references are in the judge's "
+                    "training memory, so the score is not independent of them (the study "
+                    "uses --pe-pool reference --predictor judge: zero overlap)."
+                )
+
+
+def _name(record: RunRecord) -> str:
+    return (record.category or {}).get("name") or ""
+
+
+def judge_overlap(scorer: Any, references: list, score: Score) -> dict[str, Any] | None:
+    """How independent the judge is of PE's references: how many references sit in its
+    retrieval memory, and how many of the neighbours explaining the score are
+    references. None when the judge has no memory to check."""
+    memory_ids = getattr(scorer, "memory_ids", None)
+    if memory_ids is None:
+        return None
+    memory = getattr(scorer, "_memory_id_set", None)
+    if memory is None:
+        memory = set(map(str, memory_ids()))
+        try:
+            scorer._memory_id_set = memory
+        except AttributeError:  # a scorer with __slots__: recompute next time
+            pass
+    ref_ids = {str(r.video_id) for r in references}
+    neighbours = [str(n.video_id) for n in score.neighbours]
+    return {
+        "judge": getattr(scorer, "name", type(scorer).__name__),
+        "judge_part": getattr(scorer, "part", "all"),
+        "references": len(ref_ids),
+        "references_in_judge_memory": len(ref_ids & memory),
+        "neighbours": len(neighbours),
+        "neighbours_that_are_references": sum(n in ref_ids for n in neighbours),
+    }
 
 
 def _keep_artifact(

@@ -151,6 +151,8 @@ class RunRecord(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
     references: list[Reference] = Field(default_factory=list)
     enhancement: dict[str, Any] | None = None  # PE: categories, pools, counts, notes
+    #: the run's category (name, which resolver chose it), used by the scorer and report
+    category: dict[str, Any] | None = None
     idea: Idea | None = None
     variants: list[Variant] = Field(default_factory=list)  # ranked best first
     copy_check: dict[str, Any] | None = None

@@ -53,7 +53,7 @@ def score(
         click.echo(
             f"Interval:    {result.interval_level or 0:.0%}: {2**lo:.0f} to {2**hi:.0f} comments"
         )
-    inferred = " (inferred from neighbours)" if result.extra.get("category_inferred") else ""
+    inferred = " (resolved from the title)" if result.extra.get("category_resolved") else ""
     click.echo(f"Category:    {result.category}{inferred}")
     if result.percentile is not None:
         click.echo(f"Percentile:  {result.percentile:.0f} among real {result.category} videos")

@@ -55,8 +55,24 @@ def check_embedder_available(name: str | None, what: str = "scoring") -> None:
             raise MissingExtraError(module, extra, f"{what} with the '{name}' embedder")
 
 
+#: what a model trained before inputs were declared learned from: the MicroLens table's
+#: titles (its cover_desc copies the title and its caption is empty) and categories
+LEGACY_INPUTS = {"text_fields": ["title"], "category": True}
+#: corpus text field -> the idea field that *is* that field. An idea's cover prompt is
+#: an instruction to an image model, not a description of a cover, and its video prompt
+#: is not a caption: neither stands in for a field the model learned from.
+IDEA_FIELD_FOR = {"title": "title", "cover_desc": None, "caption_en": None}
+IDEA_FIELDS = ("title", "cover_prompt", "video_prompt")
+
+
 class PopularityScorer:
-    """Wraps a saved model; ``score(idea)`` returns a :class:`~llmpopcorn.types.Score`."""
+    """Wraps a saved model; ``score(idea)`` returns a :class:`~llmpopcorn.types.Score`.
+
+    It scores exactly the inputs the model learned from (``config.json`` ``inputs``;
+    for the shipped models: title and category) and records which it used. The
+    category comes from the caller (the pipeline resolves the query's once per run) or
+    from the :class:`~llmpopcorn.categories.CategoryResolver` over the model's own
+    retrieval memory."""
 
     kind = "predictor"
     description = "shipped MMRA-style predictor (or POPCORN_PREDICTOR=DIR): log2 comments"
@@ -78,7 +94,14 @@ class PopularityScorer:
             return Availability(False, f"{exc.message}: {exc.hint}")
         return Availability(True)
 
-    def __init__(self, model_dir: str | Path, data_dir: str | Path | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        data_dir: str | Path | None = None,
+        *,
+        category_match: str = "centroid",
+        min_category_size: int = 50,
+    ):
         self.model_dir = Path(model_dir)
         self.config = read_config(self.model_dir)
         check_embedder_available(self.config.get("params", {}).get("embedder"))
@@ -88,7 +111,88 @@ class PopularityScorer:
         self.halfwidth: float | None = conformal.get("halfwidth")
         self.level: float | None = conformal.get("level")
         self.name = f"{self.model.name}@{self.model_dir.name}"
+        self.inputs_declared = "inputs" in self.config
+        self.inputs: dict[str, Any] = dict(self.config.get("inputs") or LEGACY_INPUTS)
+        self.category_match = category_match
+        self.min_category_size = min_category_size
         self._titles: dict[str, str] | None = None
+        self._resolver: Any = None
+
+    # -- what the judge is ------------------------------------------------------------
+
+    @property
+    def part(self) -> str:
+        """The corpus part the model was trained on (``all`` for older models)."""
+        return str(self.config.get("train", {}).get("partition", {}).get("part", "all"))
+
+    def memory_ids(self) -> np.ndarray:
+        """Video ids in the model's retrieval memory (what it "remembers")."""
+        return np.asarray(getattr(self.model, "memory_ids_", np.zeros(0)), dtype=str)
+
+    def describe(self) -> dict[str, Any]:
+        train = self.config.get("train", {})
+        return {
+            "predictor": self.name,
+            "model_dir": self.model_dir.name,
+            "part": self.part,
+            "trained_rows": train.get("rows"),
+            "train_sha256": train.get("data_sha256"),
+            "code_version": train.get("code_version"),
+            "inputs": self.inputs,
+            "inputs_declared": self.inputs_declared,
+        }
+
+    # -- categories ---------------------------------------------------------------------
+
+    @property
+    def resolver(self) -> Any:
+        """The category resolver over the model's retrieval memory (built once)."""
+        if self._resolver is None:
+            from ..categories import CategoryProfile, CategoryResolver
+            from ..partition import REFERENCE_SHARE
+            from .embed import embed_function
+
+            m = self.model
+            if not hasattr(m, "memory_cat_"):
+                raise DataError(
+                    f"the {m.name} model has no retrieval memory to resolve categories from",
+                    "pass a category, or use a retrieval model (mmra)",
+                )
+            embed = embed_function(m.embedder)
+            counts = np.bincount(m.memory_cat_, minlength=len(m.categories_))
+            # memory counts scaled to the whole corpus, so the minimum size means the same
+            # number of videos as in PE's corpus index
+            rows = float(self.config.get("train", {}).get("rows") or len(m.memory_cat_))
+            share = {"judge": 1 - REFERENCE_SHARE, "reference": REFERENCE_SHARE}.get(self.part, 1)
+            scale = rows / max(len(m.memory_cat_), 1) / share
+            names = [str(c) for c in m.categories_]
+            keep = [i for i, n in enumerate(names) if n != UNKNOWN]
+            profile = CategoryProfile.from_members(
+                names,
+                m.memory_cat_,
+                m.memory_,
+                name_vectors=embed(names) if self.category_match == "name" else None,
+                sizes=np.round(counts * scale).astype(np.int64),
+                source=f"predictor memory ({self.name})",
+            )
+            profile.names = [names[i] for i in keep]
+            profile.sizes = profile.sizes[keep]
+            profile.centroids = profile.centroids[keep]
+            if profile.name_vectors is not None:
+                profile.name_vectors = profile.name_vectors[keep]
+            self._resolver = CategoryResolver(
+                profile, embed, method=self.category_match, min_size=self.min_category_size
+            )
+        return self._resolver
+
+    def resolve_category(self, text: str) -> str:
+        """The best category for ``text`` (a query or a title); "" for a model with no
+        retrieval memory (it then scores without a category)."""
+        if not hasattr(self.model, "memory_cat_"):
+            return ""
+        return self.resolver.best(text)
+
+    # -- scoring ------------------------------------------------------------------------
 
     def _corpus_titles(self) -> dict[str, str]:
         if self._titles is None:
@@ -105,38 +209,44 @@ class PopularityScorer:
 
     def labels(self) -> np.ndarray:
         """The memory's labels in log2 comments."""
-        m = self.model
-        y = m.memory_y_.astype(np.float64)
-        return y * m.y_std_ + m.y_mean_ if hasattr(m, "y_std_") else y
+        return memory_labels(self.model)
+
+    def input_text(self, fields: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
+        """The model's text input from an idea's fields: (text, fields used, fields the
+        model learned from that an idea does not have)."""
+        from ..corpus import item_text
+
+        used: dict[str, str] = {}
+        missing: list[str] = []
+        for name in self.inputs.get("text_fields", ["title"]):
+            source = IDEA_FIELD_FOR.get(name)
+            if source and fields.get(source, "").strip():
+                used[name] = fields[source]
+            else:
+                missing.append(name)
+        text = item_text(
+            used.get("title", ""), used.get("cover_desc", ""), used.get("caption_en", "")
+        )
+        return text, used, missing
 
     def score_table(self, table: Table) -> list[Score]:
-        """Score rows; rows with an empty category get the one their neighbours vote for."""
+        """Score rows; rows with an empty category get the one the resolver picks for
+        their text."""
         m = self.model
         started = time.perf_counter()
-        has_memory = hasattr(m, "memory_cat_") and hasattr(m, "neighbours")
-        idx = sim = None
-        inferred = np.zeros(len(table), dtype=bool)
-        if has_memory:
-            idx, sim = m.neighbours(table)
-            cats = np.array(table.categories, dtype=object)
-            for row in range(len(table)):
-                if str(cats[row]) in ("", UNKNOWN):
-                    weights = np.exp((sim[row] - sim[row].max()) / 0.05)
-                    votes = np.bincount(
-                        m.memory_cat_[idx[row]], weights=weights, minlength=len(m.categories_)
-                    )
-                    cats[row] = m.categories_[int(votes.argmax())]
-                    inferred[row] = True
-            table.categories = cats
-        attention = None
-        if hasattr(m, "forward"):
-            found = (idx, sim) if idx is not None else None
-            standardised, attention = m.forward(m._inputs(table, neighbours=found))
-            pred = standardised * m.y_std_ + m.y_mean_
-        else:
-            pred = m.predict(table)
-        labels = self.labels() if has_memory else None
+        cats = np.array(table.categories, dtype=object)
+        resolved = np.zeros(len(table), dtype=bool)
+        for row in range(len(table)):
+            if str(cats[row]) in ("", UNKNOWN):
+                cats[row] = self.resolve_category(table.titles[row] or table.texts[row])
+                resolved[row] = True
+        table.categories = cats
+        explained = explain(m, table)
+        pred = explained["prediction"] if explained else m.predict(table)
+        labels = memory_labels(m) if explained else None
+        member_cats = m.categories_[m.memory_cat_] if explained else None
         seconds = (time.perf_counter() - started) / max(len(table), 1)
+        titles = self._corpus_titles() if explained else {}
         scores = []
         for row, value in enumerate(pred):
             value = float(value)
@@ -144,29 +254,29 @@ class PopularityScorer:
             percentile = None
             neighbours: list[Reference] = []
             extra: dict[str, Any] = {
-                "model_dir": str(self.model_dir),
-                "category_inferred": bool(inferred[row]),
+                "model_dir": self.model_dir.name,
+                "category_resolved": bool(resolved[row]),
                 "seconds": round(seconds, 4),
                 "train_sha256": self.config.get("train", {}).get("data_sha256"),
+                "judge_part": self.part,
             }
-            if labels is not None:
-                same = labels[m.categories_[m.memory_cat_] == cat]
+            if explained:
+                same = labels[member_cats == cat]
                 if same.size:
                     percentile = round(100.0 * float(np.mean(same <= value)), 1)
-                order = np.arange(idx.shape[1])
-                if attention is not None:
-                    extra["attention"] = [round(float(a), 4) for a in attention[row]]
-                titles = self._corpus_titles()
-                for j in order[:N_EXPLAIN]:
-                    mem = int(idx[row, j])
+                if explained.get("attention") is not None:
+                    att = explained["attention"][row]
+                    extra["attention"] = [round(float(a), 4) for a in att]
+                for j in range(min(N_EXPLAIN, explained["neighbours"].shape[1])):
+                    mem = int(explained["neighbours"][row, j])
                     vid = str(m.memory_ids_[mem])
                     neighbours.append(
                         Reference(
                             video_id=vid,
                             title=titles.get(vid, ""),
-                            category=str(m.categories_[m.memory_cat_[mem]]),
+                            category=str(member_cats[mem]),
                             comment_count=int(round(2 ** float(labels[mem]))),
-                            similarity=round(float(sim[row, j]), 4),
+                            similarity=round(float(explained["similarity"][row, j]), 4),
                         )
                     )
             interval = None
@@ -188,12 +298,22 @@ class PopularityScorer:
         return scores
 
     def score(
-        self, idea: Idea, *, query: str | None = None, clip_path: str | Path | None = None
+        self,
+        idea: Idea,
+        *,
+        query: str | None = None,
+        clip_path: str | Path | None = None,
+        category: str = "",
     ) -> Score:
-        """Score one idea from its text (title, cover prompt, video prompt) and, for a
-        model trained with visual features, from its rendered clip."""
+        """Score one idea from the fields the model learned from (and, for a model
+        trained with visual features, its rendered clip)."""
         return self.score_text(
-            idea.title, idea.cover_prompt, idea.video_prompt, query=query, clip_path=clip_path
+            idea.title,
+            idea.cover_prompt,
+            idea.video_prompt,
+            category=category,
+            query=query,
+            clip_path=clip_path,
         )
 
     def score_text(
@@ -206,17 +326,18 @@ class PopularityScorer:
         query: str | None = None,
         clip_path: str | Path | None = None,
     ) -> Score:
-        """Score raw text fields; an empty ``category`` is inferred from the neighbours."""
-        from ..corpus import item_text
-
+        """Score raw idea fields. Only the fields the model learned from are read (the
+        score's ``extra["inputs"]`` says which); an empty ``category`` is resolved from
+        the title (``query`` is only recorded)."""
         if not title.strip():
             raise InputError("the title is empty", "pass a non-empty --title")
-        table = Table(
-            ids=["idea"],
-            texts=[item_text(title, cover_prompt, video_prompt)],
-            categories=[category],
-            titles=[title],
-        )
+        fields = {"title": title, "cover_prompt": cover_prompt, "video_prompt": video_prompt}
+        text, used, missing = self.input_text(fields)
+        source = "given"
+        if not category.strip():  # the pipeline passes the run's category (from the query)
+            category = self.resolve_category(title)
+            source = "resolved from the title"
+        table = Table(ids=["idea"], texts=[text], categories=[category], titles=[title])
         visual_dim = int(getattr(self.model, "visual_dim", 0) or 0)
         if visual_dim:
             if clip_path is None:
@@ -229,9 +350,39 @@ class PopularityScorer:
             extractor = get_extractor(self.model.visual_extractor, visual_dim)
             table.visual = extractor.extract(read_frames(clip_path))[None, :]
         result = self.score_table(table)[0]
+        result.extra["inputs"] = {
+            "fields": used,
+            "category": category,
+            "category_source": source,
+            "category_match": self.category_match if source != "given" else None,
+            "not_read": [f for f in IDEA_FIELDS if f not in {IDEA_FIELD_FOR.get(k) for k in used}],
+            "model_fields_missing": missing,
+            "visual": bool(visual_dim),
+            "declared_by_model": self.inputs_declared,
+        }
+        result.extra["category_resolved"] = source != "given"
         if query:
             result.extra["query"] = query
         return result
+
+
+def explain(model: Any, table: Table) -> dict[str, Any] | None:
+    """The model's own ``explain()``; for a retrieval model without one (the k-NN
+    baseline) its prediction and neighbours; None for a model with no memory."""
+    if hasattr(model, "explain"):
+        return model.explain(table)
+    if hasattr(model, "neighbours") and hasattr(model, "memory_cat_"):
+        idx, sim = model.neighbours(table)
+        return {"prediction": model.predict(table), "neighbours": idx, "similarity": sim}
+    return None
+
+
+def memory_labels(model: Any) -> np.ndarray:
+    """A retrieval memory's labels in log2 comments (de-standardised when stored so)."""
+    if hasattr(model, "memory_labels"):
+        return model.memory_labels()
+    y = model.memory_y_.astype(np.float64)
+    return y * model.y_std_ + model.y_mean_ if hasattr(model, "y_std_") else y
 
 
 def load_scorer(settings: Any = None) -> PopularityScorer:
@@ -242,4 +393,9 @@ def load_scorer(settings: Any = None) -> PopularityScorer:
     """
     predictor = getattr(settings, "predictor", None)
     data_dir = getattr(settings, "data_dir", None)
-    return PopularityScorer(resolve_model_dir(predictor), data_dir=data_dir)
+    return PopularityScorer(
+        resolve_model_dir(predictor),
+        data_dir=data_dir,
+        category_match=getattr(settings, "category_match", "centroid"),
+        min_category_size=getattr(settings, "min_category_size", 50),
+    )

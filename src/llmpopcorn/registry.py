@@ -135,3 +135,35 @@ def _import(spec: str) -> Any:
 
 
 registry = Registry()
+
+
+def backend_table(settings: Any = None) -> dict[str, list[dict]]:
+    """Every registered backend by kind: name, description, whether it can run here
+    with ``settings`` and, if not, why (what `popcorn backends` and the web app show)."""
+    table: dict[str, list[dict]] = {}
+    for kind in KINDS:
+        rows = []
+        for name in registry.names(kind):
+            try:
+                cls = registry.get(kind, name)
+                avail = cls.availability(settings)
+                rows.append(
+                    {
+                        "name": name,
+                        "description": getattr(cls, "description", ""),
+                        "usable": avail.ok,
+                        "reason": avail.reason,
+                    }
+                )
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the rest
+                rows.append(
+                    {
+                        "name": name,
+                        "description": "",
+                        "usable": False,
+                        "reason": f"failed to load: {exc}",
+                    }
+                )
+        if rows:
+            table[kind] = rows
+    return table

@@ -6,39 +6,9 @@ import json
 
 import click
 
-from ..registry import KINDS, registry
+from ..registry import backend_table
 from ..settings import Settings
 from . import main
-
-
-def backend_table(settings: Settings | None = None) -> dict[str, list[dict]]:
-    table: dict[str, list[dict]] = {}
-    for kind in KINDS:
-        rows = []
-        for name in registry.names(kind):
-            try:
-                cls = registry.get(kind, name)
-                avail = cls.availability(settings)
-                rows.append(
-                    {
-                        "name": name,
-                        "description": getattr(cls, "description", ""),
-                        "usable": avail.ok,
-                        "reason": avail.reason,
-                    }
-                )
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the rest
-                rows.append(
-                    {
-                        "name": name,
-                        "description": "",
-                        "usable": False,
-                        "reason": f"failed to load: {exc}",
-                    }
-                )
-        if rows:
-            table[kind] = rows
-    return table
 
 
 @main.command("backends")

@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, pipeline_factory=Pipeline) -
 
     @app.get("/api/backends")
     def backends() -> dict:
-        from ..cli.backends import backend_table
+        from ..registry import backend_table
 
         return backend_table(base)
 

@@ -395,40 +395,49 @@ def _slope_chart(plt, rows, summary):
                 alpha=0.35,
                 lw=0.8,
             )
+        basic_mean = sum(p["basic"]["log2_comments"] for p in chosen) / len(chosen)
+        pe_mean = sum(p["pe"]["log2_comments"] for p in chosen) / len(chosen)
+        ax.plot([0, 1], [basic_mean, pe_mean], color="k", lw=2.5, label="mean")
         ax.set_xticks([0, 1], ["basic", f"pe@{panel[1]}"])
         ax.set_title(f"{panel[0]} / {panel[2]}", fontsize=9)
     axes[0][0].set_ylabel("predicted log2 comments")
+    axes[0][0].legend(fontsize=7)
     return fig
 
 
 def _distribution_chart(plt, rows, summary):
+    import numpy as np
+
     scored = [r for r in rows if r["status"] == "ok" and r.get("log2_comments") is not None]
     if not scored:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    arms = sorted({(r["llm"], arm_name(r)) for r in scored}, key=str)
-    for i, arm in enumerate(arms):
+    series = []
+    for arm in sorted({(r["llm"], arm_name(r)) for r in scored}, key=str):
         values = [r["log2_comments"] for r in scored if (r["llm"], arm_name(r)) == arm]
-        ax.hist(
-            values, bins=30, histtype="step", color=f"C{i}", label=f"{arm[0]} {arm[1]} (predicted)"
-        )
+        series.append((f"{arm[0]} {arm[1]} (judge on ideas)", values, "step", "-"))
     b = summary.get("human_baseline")
     if b:
         true = [v for e in b["per_query"] for v in e["true_log2"]]
-        ax.hist(
-            true, bins=30, histtype="stepfilled", alpha=0.25, color="k", label="real videos (true)"
-        )
+        series.append(("real videos nearest the queries (true)", true, "stepfilled", "-"))
         if b.get("predictor"):
             pred = [v for e in b["per_query"] for v in e["predicted_log2"]]
-            ax.hist(
-                pred,
-                bins=30,
-                histtype="step",
-                linestyle="--",
-                color="k",
-                label="real videos (judge)",
-            )
+            series.append(("real videos (judge)", pred, "step", "--"))
+    every = np.concatenate([np.asarray(v, dtype=float) for _, v, _, _ in series])
+    bins = np.linspace(every.min(), every.max(), 31) if every.max() > every.min() else 10
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, (label, values, kind, style) in enumerate(series):
+        human = label.startswith("real")
+        ax.hist(
+            values,
+            bins=bins,
+            density=True,
+            histtype=kind,
+            linestyle=style,
+            alpha=0.25 if kind == "stepfilled" else 1.0,
+            color="k" if human else f"C{i}",
+            label=f"{label}, n={len(values)}",
+        )
     ax.set_xlabel("log2 comments")
-    ax.set_ylabel("count")
+    ax.set_ylabel("density")
     ax.legend(fontsize=7)
     return fig

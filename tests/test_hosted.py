@@ -35,6 +35,21 @@ from llmpopcorn.settings import Settings
 KEY = "fal-secret-key-123"
 
 
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Every connection these tests open goes to this machine: anything else fails."""
+    import socket
+
+    connect = socket.socket.connect
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        assert host in ("127.0.0.1", "::1", "localhost"), f"network access to {host}"
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
 @pytest.fixture(scope="module")
 def clip_bytes() -> bytes:
     return mp4_bytes()
@@ -181,6 +196,13 @@ def test_retry_after_is_bounded(server):
     clock = FakeClock()
     fal_image(server, clock, max_retry_wait=5).generate(ImageRequest(prompt="p"))
     assert clock.sleeps[0] == 5
+
+
+def test_an_error_the_provider_marks_unretryable_is_not_retried(server):
+    server.submit_replies = [(503, {"detail": "runner crashed"}, {"X-Fal-Retryable": "false"})]
+    with pytest.raises(HostedError, match="HTTP 503"):
+        fal_image(server, FakeClock()).generate(ImageRequest(prompt="p"))
+    assert len(server.of("POST")) == 1
 
 
 def test_5xx_gives_up_after_the_retries(server):

@@ -461,7 +461,8 @@ class HostedBackend:
             if response.status_code < 400:
                 return response
             body = _body_text(response)
-            if response.status_code in RETRYABLE_STATUS and not _is_quota(body) and not last:
+            retryable = response.status_code in RETRYABLE_STATUS and not _is_quota(body)
+            if retryable and not last and _provider_allows_retry(response.headers):
                 self._wait(
                     attempt, retry_after_seconds(response.headers), str(response.status_code)
                 )
@@ -547,6 +548,14 @@ def _body_text(response: httpx.Response) -> str:
         return response.text
     except Exception:  # noqa: BLE001 - an undecodable body is reported as such
         return "<unreadable body>"
+
+
+def _provider_allows_retry(headers: Mapping[str, str]) -> bool:
+    """fal marks errors that a retry cannot fix (``X-Fal-Retryable: false``)."""
+    for name in ("x-fal-retryable", "x-fal-needs-retry"):
+        if headers.get(name, "").strip().lower() in ("false", "0", "no"):
+            return False
+    return True
 
 
 def _is_quota(body: str) -> bool:

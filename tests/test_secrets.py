@@ -1,0 +1,187 @@
+"""Secrets never leave the process: one scrubber (llmpopcorn.redact), applied to records,
+reports, logs, CLI messages, web API responses and LLM replies.
+
+The canary test runs every user-facing command with a known key, against a local
+OpenAI-compatible server that echoes the key inside its replies, and greps every
+output, log line and written file for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fake_openai_server import FakeOpenAIServer, completion
+from llmpopcorn.cli import main
+from pe_fixtures import write_corpus
+
+CANARY = "sk-canary-5f2b9c1e7a4d4e0f8b3c6a9d"
+ECHO_IDEA = {
+    "title": "Surf {API_KEY}",
+    "cover_prompt": "a corgi on a board, key {API_KEY}",
+    "video_prompt": "it surfs; the server says {API_KEY}",
+}
+
+
+@pytest.fixture
+def canary_env(monkeypatch):
+    for name in ("POPCORN_LLM_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY"):
+        monkeypatch.setenv(name, CANARY)
+    return CANARY
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    root = write_corpus(tmp_path / "data")
+    prompts = root / "prompts"
+    prompts.mkdir()
+    (prompts / "abstract_prompts.txt").write_text("Something nostalgic\n")
+    (prompts / "concrete_prompts.txt").write_text("A corgi learns to surf\n")
+    return root
+
+
+@pytest.fixture
+def tiny_model(tmp_path, data_dir):
+    from llmpopcorn.predict import load_table
+    from llmpopcorn.predict.baselines import CategoryMean
+
+    table, _ = load_table(data_dir)
+    return CategoryMean().fit(table).save(tmp_path / "model")
+
+
+def _all_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_canary_key_appears_in_no_output_log_or_file(
+    tmp_path, canary_env, data_dir, tiny_model, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "out"
+    outputs: list[str] = []
+
+    def popcorn(*args, **env):
+        result = CliRunner().invoke(main, ["-vv", *map(str, args)], env=env or None)
+        outputs.append(result.output)
+        return result
+
+    with FakeOpenAIServer(echo_key=True) as srv:
+        srv.queue(200, completion(json.dumps(ECHO_IDEA)))
+        llm = ["--llm", "openai", "--llm-base-url", srv.url, "--llm-model", "m"]
+        env = {"POPCORN_PREDICTOR": str(tiny_model), "POPCORN_DATA": str(data_dir)}
+        # basic make: offline LLM, draft renders, scored
+        made = popcorn("make", "a corgi learns to surf", "--out", out, **env)
+        assert made.exit_code == 0, made.output
+        # make with an LLM that echoes the key in every field
+        echoed = popcorn("make", "a corgi learns to surf", *llm, "--out", out, "--json", **env)
+        assert echoed.exit_code == 0, echoed.output
+        record = json.loads(echoed.stdout)
+        assert record["idea"]["title"] == "Surf ***"  # the reply was scrubbed at the source
+        assert len(srv.chat_requests) == 1
+        assert srv.chat_requests[0]["headers"]["authorization"] == f"Bearer {CANARY}"
+        # the LLM fails and its error message echoes the key
+        srv.responses.clear()
+        srv.queue(400, {"error": {"message": "bad request from key {API_KEY}"}})
+        failed = popcorn("make", "a corgi", *llm, "--llm-max-retries", "0", "--out", out, **env)
+        assert failed.exit_code == 2 and "HTTP 400" in failed.stderr
+        # the study, one cell, through the same server
+        srv.responses.clear()
+        srv.queue(200, completion(json.dumps(ECHO_IDEA)))
+        bench = popcorn(
+            "bench", "--llm", "openai", "--limit", "1", "--no-render", "--mode", "basic",
+            "--queries", "concrete", "--baseline-k", "0", "--out", tmp_path / "study",
+            POPCORN_LLM_BASE_URL=srv.url, POPCORN_LLM_MODEL="m", **env,
+        )  # fmt: skip
+        assert bench.exit_code == 0, bench.output
+    for args in (
+        ["prompt", "a corgi learns to surf", "--json"],
+        ["score", "--title", "a corgi", "--model", tiny_model, "--json"],
+        ["backends", "--json"],
+        ["corpus", "info", "--json"],
+    ):
+        result = popcorn(*args, **env)
+        assert result.exit_code == 0, (args, result.output)
+
+    written = _all_files(tmp_path)
+    assert any(p.name == "record.json" for p in written)
+    assert any(p.name == "report.html" for p in written)
+    assert any(p.name == "store.sqlite" for p in written)
+    for text in outputs + [caplog.text]:
+        assert CANARY not in text
+    for path in written:
+        assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_web_api_responses_never_carry_the_key(tmp_path, canary_env):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from llmpopcorn.settings import Settings
+    from llmpopcorn.web.app import create_app
+
+    with FakeOpenAIServer(echo_key=True) as srv:
+        srv.queue(200, completion(json.dumps(ECHO_IDEA)))
+        settings = Settings.resolve(
+            llm_base_url=srv.url, llm_model="m", out_dir=str(tmp_path), score=False, render=False
+        )
+        client = TestClient(create_app(settings))
+        ok = client.post("/api/make", json={"query": "a corgi", "llm": "openai"})
+        assert ok.status_code == 200 and ok.json()["idea"]["title"] == "Surf ***"
+        run_id = ok.json()["run_id"]
+        pages = [ok.text]
+        for name in ("record.json", "report"):
+            page = client.get(f"/runs/{run_id}/{name}")
+            assert page.status_code == 200
+            pages.append(page.text)
+        srv.responses.clear()
+        srv.queue(400, {"error": {"message": "bad key {API_KEY}"}})
+        settings_fail = settings.model_copy(update={"llm_max_retries": 0})
+        bad = TestClient(create_app(settings_fail)).post(
+            "/api/make", json={"query": "a corgi", "llm": "openai"}
+        )
+        assert bad.status_code == 400
+        pages.append(bad.text)
+    for page in pages:
+        assert CANARY not in page
+
+
+# -- the scrubber itself ------------------------------------------------------------------
+
+
+def test_scrub_covers_escaped_forms_and_nested_data(monkeypatch):
+    from llmpopcorn.redact import register_secret, scrub, scrub_data
+
+    key = 'sk-<odd>&"key"/+=0123'
+    register_secret(key)
+    import html
+    from urllib.parse import quote
+
+    for form in (key, html.escape(key), json.dumps(key)[1:-1], quote(key, safe="")):
+        assert scrub(f"before {form} after") == "before *** after"
+    assert scrub_data({"a": [key, ("x", key)], key: 1}) == {"a": ["***", ("x", "***")], "***": 1}
+
+
+def test_provider_key_variables_are_secrets_but_short_values_are_not(monkeypatch):
+    from llmpopcorn.redact import scrub
+
+    monkeypatch.setenv("SOMEVENDOR_API_KEY", "vendor-key-123456")
+    monkeypatch.setenv("POPCORN_LLM_API_KEY", "x")  # too short to be a key: not scrubbed
+    assert scrub("vendor-key-123456 and x") == "*** and x"
+
+
+def test_log_filter_scrubs_messages_arguments_and_tracebacks(canary_env):
+    from llmpopcorn.redact import SecretFilter
+
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "key %s", (CANARY,), None)
+    try:
+        raise ValueError(f"boom {CANARY}")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert SecretFilter().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert CANARY not in formatted and "key ***" in formatted and "boom ***" in formatted

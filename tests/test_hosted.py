@@ -521,3 +521,23 @@ def test_openai_compatible_server_with_its_own_model(server):
     assert backend.estimate() is None  # no known price: --max-cost would refuse it
     backend.generate(ImageRequest(prompt="p"))
     assert server.of("POST")[0]["json"]["size"] == "720x1280"
+
+
+def test_make_with_an_openai_cover(server, tmp_path, monkeypatch):
+    from llmpopcorn.pipeline import Pipeline
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-pipeline-secret")
+    settings = Settings(
+        image="openai-image",
+        image_options={"base_url": f"{server.url}/v1", "quality": "low"},
+        out_dir=tmp_path,
+        score=False,
+    )
+    record = Pipeline(settings).make("a corgi learns to surf")
+    cover = record.artifact("cover")
+    assert (cover.meta["width"], cover.meta["height"]) == (864, 1536)
+    use = record.backends["image"]
+    assert use.model == "gpt-image-1" and use.options["quality"] == "low"
+    assert use.options["last_call"]["cost_estimate_usd"] == pytest.approx(0.016)
+    assert server.of("POST")[0]["json"]["prompt"] == record.idea.cover_prompt
+    assert "sk-pipeline-secret" not in record.model_dump_json()

@@ -285,3 +285,16 @@ def test_cli_make_package_with_a_bad_key_fails_before_generating(tmp_path):
     assert result.exit_code == 2
     assert "error:" in result.output and "POPCORN_C2PA_KEY" in result.output
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_without_c2pa_python_signing_names_the_extra(run, tmp_path, monkeypatch):
+    import sys
+
+    from llmpopcorn.errors import MissingExtraError
+
+    cert, key = make_test_cert(tmp_path)
+    monkeypatch.setitem(sys.modules, "c2pa", None)  # as if c2pa-python were not installed
+    with pytest.raises(MissingExtraError, match="c2pa-python") as info:
+        make_package(run.run_dir, signer=C2PASigner.from_files(cert, key))
+    assert "llmpopcorn[hosted]" in info.value.hint
+    make_package(run.run_dir)  # an unsigned package needs no c2pa-python

@@ -312,3 +312,41 @@ def test_dtype_and_vae_options_reach_the_loaded_pipeline(tiny_backends):
     assert len(clip.frames) == backend.opts.out_frames and clip.frames[0].dtype == np.uint8
     # the plan used the sizes read from the tiny weights, not LTX-Video's 7B parameters
     assert backend.plan.estimate.weights_gb < 0.01 and backend.plan.fits
+
+
+def test_fault7_component_dtypes_reach_the_loaded_pipeline(tiny_models):
+    """Per-component dtypes (Wan: VAE in float32, the rest in bfloat16) are what
+    from_pretrained loads, and the mixed pipeline still gives finite frames."""
+    import torch
+
+    from llmpopcorn.backends.diffusion.options import resolve_options
+
+    cls = fx.tiny_class("wan")
+    opts = resolve_options(cls.spec, tiny_options("wan", tiny_models("wan")), device="cpu")
+    mixed = opts.replace(
+        dtype="bfloat16", component_dtypes={"default": "bfloat16", "vae": "float32"}
+    )
+    backend = cls.prepare(mixed)
+    clip = backend.generate(VideoRequest(prompt="waves", seed=1))
+    pipe = backend.pipe
+    assert pipe.vae.dtype == torch.float32 and pipe.transformer.dtype == torch.bfloat16
+    assert pipe.text_encoder.dtype == torch.bfloat16
+    assert len(clip.frames) == opts.out_frames and np.stack(clip.frames).std() > 0
+    assert backend.options()["component_dtypes"] == {"default": "bfloat16", "vae": "float32"}
+
+
+def test_fault2_torchao_int8_loads_and_renders(tiny_models):
+    """The torchao-int8 path end to end on the CPU (torchao's int8 weight-only works
+    there too): before, building its config raised ValueError in diffusers 0.42."""
+    pytest.importorskip("torchao")
+    from llmpopcorn.backends.diffusion.options import resolve_options
+
+    cls = fx.tiny_class("sd15")
+    opts = resolve_options(cls.spec, tiny_options("sd15", tiny_models("sd15")), device="cpu")
+    backend = cls.prepare(opts.replace(quantization="torchao-int8", dtype="bfloat16"))
+    cover = np.asarray(backend.generate(ImageRequest(prompt="a corgi", seed=1)))
+    linear = backend.pipe.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q
+    assert (
+        "Int8" in type(linear.weight).__name__ or "AffineQuantized" in type(linear.weight).__name__
+    )
+    assert cover.std() > 0

@@ -541,3 +541,19 @@ def test_make_with_an_openai_cover(server, tmp_path, monkeypatch):
     assert use.options["last_call"]["cost_estimate_usd"] == pytest.approx(0.016)
     assert server.of("POST")[0]["json"]["prompt"] == record.idea.cover_prompt
     assert "sk-pipeline-secret" not in record.model_dump_json()
+
+
+def test_the_batch_cap_counts_every_hosted_call_of_the_batch(server):
+    from llmpopcorn.backends.hosted.base import batch_budget
+
+    clock = FakeClock()
+    with batch_budget() as ledger:
+        image = fal_image(server, clock)
+        image.max_batch_cost = 0.005  # two FLUX covers cost about $0.0055
+        image.generate(ImageRequest(prompt="p"))
+        assert ledger.calls == 1 and ledger.spent == pytest.approx(0.0027648)
+        with pytest.raises(CostLimitError, match="past its cap"):
+            image.generate(ImageRequest(prompt="p"))
+    assert len(server.of("POST")) == 1  # refused before the second call
+    with batch_budget():  # a new batch starts from zero
+        image.generate(ImageRequest(prompt="p"))

@@ -12,7 +12,9 @@ its protocol and its model table:
   (:class:`ContentRefusedError`, kept in the run record), a job that took too long;
 - cost estimates from each model's published price and ``--max-cost``, checked
   when the backends are created (before the LLM or any provider is called) and
-  again before each call; :func:`check_batch_cost` is the hook for batches;
+  again before each call; ``max_batch_cost`` caps what all hosted calls of a batch
+  spend (:class:`CostLedger`, scoped by :func:`batch_budget`; a CLI process is one
+  batch), and :func:`check_batch_cost` refuses a batch up front from its size;
 - downloads that notice a truncated body and retry, and MP4 decoding with PyAV.
 """
 
@@ -22,8 +24,10 @@ import base64
 import io
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -244,6 +248,57 @@ def check_batch_cost(settings: Settings, runs: int, limit: float | None = None) 
     return total
 
 
+class CostLedger:
+    """What the hosted calls of a batch have spent (estimated USD), shared by every hosted
+    backend of the process. ``max_batch_cost`` is checked against it before each call;
+    a batch runner scopes it with :func:`batch_budget` (a CLI process is one batch)."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def check(self, estimate: float | None, limit: float | None, what: str, kind: str) -> None:
+        if limit is None:
+            return
+        if estimate is None:
+            raise CostLimitError(
+                f"no price is known for {what}, so the batch cap ${limit:g} cannot be enforced",
+                f"give the price per unit with --{kind}-opt price=USD, or drop the cap",
+            )
+        with self._lock:
+            spent = self.spent
+        if spent + estimate > limit + 1e-12:
+            raise CostLimitError(
+                f"{what} (about ${estimate:.4f}) would take this batch's hosted spending from "
+                f"${spent:.4f} past its cap ${limit:g}",
+                "raise POPCORN_MAX_BATCH_COST, or run fewer items or cheaper backends",
+            )
+
+    def add(self, estimate: float | None) -> None:
+        with self._lock:
+            self.calls += 1
+            self.spent += estimate or 0.0
+
+
+_ledger = CostLedger()
+
+
+def current_ledger() -> CostLedger:
+    return _ledger
+
+
+@contextmanager
+def batch_budget() -> Iterator[CostLedger]:
+    """A fresh ledger for the calls made inside the block (one batch of runs)."""
+    global _ledger
+    previous, _ledger = _ledger, CostLedger()
+    try:
+        yield _ledger
+    finally:
+        _ledger = previous
+
+
 # -- HTTP -------------------------------------------------------------------------------
 
 
@@ -287,6 +342,7 @@ class HostedBackend:
         *,
         api_key: str | None = None,
         max_cost: float | None = None,
+        max_batch_cost: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: Any = None,
     ):
@@ -297,6 +353,7 @@ class HostedBackend:
 
             register_secret(api_key)
         self.max_cost = max_cost
+        self.max_batch_cost = max_batch_cost
         self._sleep = sleep  # tests pass a recorder: no real waiting
         self._transport = transport
         self._http: httpx.Client | None = None
@@ -330,7 +387,12 @@ class HostedBackend:
             if not _installed(module):
                 raise MissingExtraError(module, "hosted", f"the '{cls.name}' {cls.kind} backend")
         opts = cls.resolve(settings)
-        backend = cls(opts, api_key=cls.read_key(), max_cost=getattr(settings, "max_cost", None))
+        backend = cls(
+            opts,
+            api_key=cls.read_key(),
+            max_cost=getattr(settings, "max_cost", None),
+            max_batch_cost=getattr(settings, "max_batch_cost", None),
+        )
         backend.configure(settings)
         backend.require_key()
         check_run_cost(settings)  # before the LLM or any provider is called
@@ -392,12 +454,15 @@ class HostedBackend:
     # -- budget ---------------------------------------------------------------------
 
     def check_budget(self, estimate: float | None, what: str) -> None:
+        """Before each call: the run's cap, then what the batch has already spent."""
         check_cost(estimate, self.max_cost, what, self.kind)
+        current_ledger().check(estimate, self.max_batch_cost, what, self.kind)
 
     def charge(self, estimate: float | None) -> None:
         self.calls += 1
         if estimate is not None:
             self.spent_usd += estimate
+        current_ledger().add(estimate)
 
     # -- HTTP -----------------------------------------------------------------------
 

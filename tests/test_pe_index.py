@@ -340,3 +340,41 @@ def test_progress_bar_shows_count_rate_and_eta():
     assert "1,000 to embed, about" in text  # the estimate after the first batch
     assert "250/1,000 (25%)" in text and "1,000/1,000 (100%)" in text
     assert "/s ETA" in text
+
+
+def _clustered(n, dim=64, clusters=100, seed=0):
+    """Unit vectors around ``clusters`` centres (embeddings have such structure;
+    uniform random vectors have none, and every index is slow to search them)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vecs = centres[rng.integers(0, clusters, n)] + 0.6 * rng.normal(size=(n, dim))
+    vecs = vecs.astype(np.float32)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_the_approximate_index_finds_95_percent_of_the_exact_top_50():
+    pytest.importorskip("faiss")
+    from llmpopcorn.index import IVFIndex, make_index
+
+    vecs = _clustered(20_000)
+    ivf, exact = IVFIndex(vecs, nlist=128), ExactIndex(vecs)  # the default nprobe
+    queries = _clustered(50, seed=1)
+    recall = []
+    for q in queries:
+        got, sims = ivf.search(q, 50)
+        want, _ = exact.search(q, 50)
+        recall.append(len(set(got) & set(want)) / 50)
+        assert np.allclose(sims, vecs[got] @ q, atol=1e-6)  # scores are exact
+        assert list(sims) == sorted(sims, reverse=True)
+    assert np.mean(recall) >= 0.95, np.mean(recall)
+    # a filter: only those rows come back; small pools are exact
+    pool = np.arange(1, 20_000, 2)
+    got, _ = ivf.search(queries[0], 20, rows=pool)
+    assert set(got) <= set(pool) and len(got) == 20
+    small = np.arange(0, 300)
+    assert list(ivf.search(queries[0], 5, rows=small)[0]) == list(
+        exact.search(queries[0], 5, rows=small)[0]
+    )
+    # chosen by size
+    assert isinstance(make_index(vecs[:1000]), ExactIndex)
+    assert isinstance(make_index(vecs[:1000], approximate=True), IVFIndex)

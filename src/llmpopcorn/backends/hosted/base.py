@@ -20,29 +20,61 @@ its protocol and its model table:
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...errors import ConfigError, MissingExtraError, RenderError
+from ...errors import ConfigError, MissingExtraError
 from ..base import Availability
+from .costs import (
+    CostLedger,
+    Price,
+    batch_budget,
+    check_batch_cost,
+    check_cost,
+    check_run_cost,
+    current_ledger,
+    estimate_run_cost,
+)
+from .errors import (
+    ContentRefusedError,
+    CostLimitError,
+    HostedAuthError,
+    HostedError,
+    HostedTimeoutError,
+)
+from .files import decode_data_uri, decode_mp4, open_image, png_data_uri, to_cover
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
-    from PIL import Image
 
     from ...settings import Settings
+
+#: re-exported: the provider modules and tests import these from here
+__all__ = [
+    "ContentRefusedError",
+    "CostLedger",
+    "CostLimitError",
+    "HostedAuthError",
+    "HostedBackend",
+    "HostedError",
+    "HostedOptions",
+    "HostedTimeoutError",
+    "Price",
+    "batch_budget",
+    "check_batch_cost",
+    "check_run_cost",
+    "decode_mp4",
+    "estimate_run_cost",
+    "open_image",
+    "png_data_uri",
+    "to_cover",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +91,6 @@ QUOTA_WORDS = (
     "top up",
     "payment required",
 )
-
-
-# -- errors ---------------------------------------------------------------------------
-
-
-class HostedError(RenderError):
-    """A hosted generator failed (after retries, or for good)."""
-
-
-class ContentRefusedError(HostedError):
-    """The provider refused the prompt or the image under its content policy."""
-
-    def __init__(self, message: str, hint: str | None = None, *, detail: str = ""):
-        super().__init__(message, hint)
-        self.detail = detail
-
-
-class HostedTimeoutError(HostedError):
-    """The provider did not answer, or the job did not finish, in time."""
-
-
-class HostedAuthError(ConfigError):
-    """The key is missing or rejected, or the account is out of credit (every run would
-    fail alike, so a study stops at once)."""
-
-
-class CostLimitError(ConfigError):
-    """The estimated cost is above ``--max-cost`` (refused before any call)."""
 
 
 # -- options ----------------------------------------------------------------------------
@@ -127,176 +131,6 @@ def selected_options(settings: Settings | None, kind: str, name: str) -> dict[st
     if settings is None or getattr(settings, kind, None) != name:
         return {}
     return dict(getattr(settings, f"{kind}_options", None) or {})
-
-
-# -- prices ----------------------------------------------------------------------------
-
-PriceUnit = Literal["image", "megapixel", "video", "second", "first-5s"]
-
-
-@dataclass(frozen=True)
-class Price:
-    """A published price: ``usd`` per ``unit``.
-
-    ``first-5s``: ``usd`` buys the first five seconds, ``per_extra_second`` each one
-    after (Kling's rule). ``second`` counts video seconds at ``billing_fps`` when the
-    provider bills frames that way (Wan: 16 frames = 1 s).
-    """
-
-    usd: float
-    unit: PriceUnit
-    source: str = ""  # where and when the number was read
-    verified: bool = True  # False: an estimate not read from the provider's own page
-    per_extra_second: float = 0.0
-    billing_fps: float | None = None
-
-    def estimate(self, *, megapixels: float = 0.0, seconds: float = 0.0) -> float:
-        if self.unit == "megapixel":
-            return self.usd * max(megapixels, 0.0)
-        if self.unit == "second":
-            return self.usd * max(seconds, 0.0)
-        if self.unit == "first-5s":
-            return self.usd + self.per_extra_second * max(0.0, seconds - 5.0)
-        return self.usd  # per image / per video
-
-    def label(self) -> str:
-        unit = {"first-5s": "first 5 s"}.get(self.unit, self.unit)
-        extra = f" + ${self.per_extra_second:g}/extra s" if self.per_extra_second else ""
-        return f"${self.usd:g}/{unit}{extra}" + ("" if self.verified else " (unverified)")
-
-
-def over_budget_hint(kind: str) -> str:
-    return (
-        "raise --max-cost (POPCORN_MAX_COST), or choose cheaper options, e.g. "
-        f"--{kind}-opt model=... or a lower resolution"
-    )
-
-
-def check_cost(estimate: float | None, limit: float | None, what: str, kind: str) -> None:
-    """Refuse before the call when ``estimate`` is above ``limit`` (or unknown)."""
-    if limit is None:
-        return
-    if estimate is None:
-        raise CostLimitError(
-            f"no price is known for {what}, so --max-cost ${limit:g} cannot be enforced",
-            f"give the price per unit with --{kind}-opt price=USD, or drop --max-cost",
-        )
-    if estimate > limit + 1e-12:
-        raise CostLimitError(
-            f"{what} would cost about ${estimate:.4f}, above --max-cost ${limit:g}",
-            over_budget_hint(kind),
-        )
-
-
-def estimate_run_cost(settings: Settings) -> dict[str, float | None]:
-    """Estimated USD per hosted stage (``{"image": 0.003, "video": 0.28}``) for one run of
-    ``settings``; local backends are left out. No network call."""
-    from ...registry import registry
-
-    out: dict[str, float | None] = {}
-    if not settings.render:
-        return out
-    for kind in ("image", "video"):
-        name = getattr(settings, kind)
-        try:
-            cls = registry.get(kind, name)
-        except ConfigError:
-            continue  # the pipeline reports unknown names itself
-        estimator = getattr(cls, "estimate_for_settings", None)
-        if estimator is not None:
-            out[kind] = estimator(settings)
-    return out
-
-
-def check_run_cost(settings: Settings) -> None:
-    """``--max-cost``: the sum of the hosted stages' estimates must stay within it."""
-    limit = getattr(settings, "max_cost", None)
-    if limit is None:
-        return
-    costs = estimate_run_cost(settings)
-    for kind, cost in costs.items():
-        check_cost(cost, limit, f"the {kind} backend '{getattr(settings, kind)}'", kind)
-    total = sum(c for c in costs.values() if c is not None)
-    if total > limit + 1e-12:
-        parts = " + ".join(f"{k} ${v:.4f}" for k, v in costs.items() if v is not None)
-        raise CostLimitError(
-            f"this run would cost about ${total:.4f} ({parts}), above --max-cost ${limit:g}",
-            over_budget_hint("video"),
-        )
-
-
-def check_batch_cost(settings: Settings, runs: int, limit: float | None = None) -> float:
-    """The hook for batches and studies: refuse before the first run when ``runs`` runs
-    of ``settings`` would cost more than ``limit`` (default: ``settings.max_batch_cost``).
-    Returns the estimated total (USD)."""
-    limit = getattr(settings, "max_batch_cost", None) if limit is None else limit
-    costs = estimate_run_cost(settings)
-    if any(c is None for c in costs.values()):
-        if limit is not None:
-            raise CostLimitError(
-                "a hosted backend of this batch has no known price, so its cost cap "
-                f"${limit:g} cannot be enforced",
-                "give the price with --image-opt/--video-opt price=USD, or drop the cap",
-            )
-        return float("nan")
-    total = runs * sum(c for c in costs.values() if c is not None)
-    if limit is not None and total > limit + 1e-12:
-        raise CostLimitError(
-            f"{runs} runs would cost about ${total:.2f}, above the batch cap ${limit:g}",
-            "raise the cap (POPCORN_MAX_BATCH_COST), run fewer items or cheaper backends",
-        )
-    return total
-
-
-class CostLedger:
-    """What the hosted calls of a batch have spent (estimated USD), shared by every hosted
-    backend of the process. ``max_batch_cost`` is checked against it before each call;
-    a batch runner scopes it with :func:`batch_budget` (a CLI process is one batch)."""
-
-    def __init__(self) -> None:
-        self.spent = 0.0
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def check(self, estimate: float | None, limit: float | None, what: str, kind: str) -> None:
-        if limit is None:
-            return
-        if estimate is None:
-            raise CostLimitError(
-                f"no price is known for {what}, so the batch cap ${limit:g} cannot be enforced",
-                f"give the price per unit with --{kind}-opt price=USD, or drop the cap",
-            )
-        with self._lock:
-            spent = self.spent
-        if spent + estimate > limit + 1e-12:
-            raise CostLimitError(
-                f"{what} (about ${estimate:.4f}) would take this batch's hosted spending from "
-                f"${spent:.4f} past its cap ${limit:g}",
-                "raise POPCORN_MAX_BATCH_COST, or run fewer items or cheaper backends",
-            )
-
-    def add(self, estimate: float | None) -> None:
-        with self._lock:
-            self.calls += 1
-            self.spent += estimate or 0.0
-
-
-_ledger = CostLedger()
-
-
-def current_ledger() -> CostLedger:
-    return _ledger
-
-
-@contextmanager
-def batch_budget() -> Iterator[CostLedger]:
-    """A fresh ledger for the calls made inside the block (one batch of runs)."""
-    global _ledger
-    previous, _ledger = _ledger, CostLedger()
-    try:
-        yield _ledger
-    finally:
-        _ledger = previous
 
 
 # -- HTTP -------------------------------------------------------------------------------
@@ -626,82 +460,3 @@ def _provider_allows_retry(headers: Mapping[str, str]) -> bool:
 def _is_quota(body: str) -> bool:
     low = body.lower()
     return any(word in low for word in QUOTA_WORDS)
-
-
-def decode_data_uri(uri: str) -> bytes:
-    header, _, payload = uri.partition(",")
-    if ";base64" in header:
-        return base64.b64decode(payload)
-    from urllib.parse import unquote_to_bytes
-
-    return unquote_to_bytes(payload)
-
-
-def png_data_uri(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def open_image(data: bytes, what: str) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise HostedError(f"{what} is not a readable image: {exc}") from None
-    return image.convert("RGB")
-
-
-def to_cover(picture: Image.Image) -> Image.Image:
-    """The project's 9:16 cover policy: centre-crop, never stretch, even sizes."""
-    from ..diffusion.base import to_cover as crop
-
-    return crop(picture)
-
-
-def decode_mp4(data: bytes, *, seconds: float, what: str) -> tuple[list[np.ndarray], float, dict]:
-    """Decode at most ``seconds`` (plus one frame) of a video file with PyAV; frames are
-    centre-cropped to 9:16 with even sizes, like the covers."""
-    import av
-
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                raise HostedError(f"{what} has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else 24.0
-            want = max(1, round(fps * seconds))
-            info = {
-                "source_width": stream.codec_context.width,
-                "source_height": stream.codec_context.height,
-                "source_fps": round(fps, 3),
-                "source_codec": stream.codec_context.name,
-            }
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) >= want:
-                    break
-    except av.error.FFmpegError as exc:
-        raise HostedError(f"{what} could not be decoded as a video: {exc}") from None
-    if not frames:
-        raise HostedError(f"{what} holds no frames")
-    info["source_frames_decoded"] = len(frames)
-    return [_crop_frame(f) for f in frames], fps, info
-
-
-def _crop_frame(frame: np.ndarray) -> np.ndarray:
-    h, w = frame.shape[:2]
-    if w * 16 > h * 9:  # too wide: keep the middle
-        new_w = max(2, h * 9 // 16)
-        left = (w - new_w) // 2
-        frame = frame[:, left : left + new_w]
-    elif w * 16 < h * 9:  # too tall
-        new_h = max(2, w * 16 // 9)
-        top = (h - new_h) // 2
-        frame = frame[top : top + new_h]
-    h, w = frame.shape[:2]
-    return np.ascontiguousarray(frame[: h - h % 2, : w - w % 2, :3])

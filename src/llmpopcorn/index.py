@@ -49,9 +49,13 @@ EMBED_BATCH = 512  # texts per embedder call while building (the embedder batche
 
 
 def default_cache_dir(settings: Settings | None = None) -> Path:
-    """``settings.cache_dir``, else ``$XDG_CACHE_HOME/llmpopcorn``, else ``~/.cache/llmpopcorn``."""
+    """``settings.cache_dir``, else ``$POPCORN_CACHE_DIR`` (what settings would read, for
+    callers without settings such as the scorer's embedder), else
+    ``$XDG_CACHE_HOME/llmpopcorn``, else ``~/.cache/llmpopcorn``."""
     if settings is not None and settings.cache_dir:
         return Path(settings.cache_dir).expanduser()
+    if settings is None and os.environ.get("POPCORN_CACHE_DIR"):
+        return Path(os.environ["POPCORN_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return Path(base).expanduser() / "llmpopcorn"
 

@@ -158,12 +158,16 @@ _RENDER: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--image",
         "image",
-        {"help": "Cover backend: draft (CPU default) or a diffusers model [env POPCORN_IMAGE]."},
+        {
+            "help": "Cover backend: draft (CPU default), a diffusers model (sd15, sdxl, flux) or hosted (openai-image, fal-flux, fal-sd; needs a key) [env POPCORN_IMAGE]."
+        },
     ),
     (
         "--video",
         "video",
-        {"help": "Clip backend: draft (CPU default) or a diffusers model [env POPCORN_VIDEO]."},
+        {
+            "help": "Clip backend: draft (CPU default), a diffusers model (ltx, wan, hunyuan, ...) or hosted (fal-ltx, fal-wan, fal-hunyuan, fal-kling; needs FAL_KEY) [env POPCORN_VIDEO]."
+        },
     ),
     (
         "--device",

@@ -117,6 +117,14 @@ _PE: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     (
+        "--min-category-size",
+        "min_category_size",
+        {
+            "type": int,
+            "help": "Categories with fewer videos are never chosen for a query [default 50; 1 for the paper's matcher].",
+        },
+    ),
+    (
         "--pe-pool",
         "pe_pool",
         {

@@ -93,7 +93,7 @@ def fit_duration(frames: list[np.ndarray], fps: float, duration: str) -> tuple[l
 def cover_for_model(cover: Image.Image, width: int, height: int) -> Image.Image:
     """The cover as the model's first frame at ``width`` x ``height``.
 
-    Same aspect (within 2 %): centre-crop and resize. Otherwise the whole cover is
+    Same aspect (within 3 %): centre-crop and resize. Otherwise the whole cover is
     placed in the centre over a blurred, cropped copy of itself (pillarbox or
     letterbox), so nothing of the cover is lost and the model sees no hard bars.
     """
@@ -102,7 +102,7 @@ def cover_for_model(cover: Image.Image, width: int, height: int) -> Image.Image:
 
     cover = cover.convert("RGB")
     lanczos = PILImage.Resampling.LANCZOS
-    if abs(cover.width / cover.height - width / height) <= 0.02 * width / height:
+    if abs(cover.width / cover.height - width / height) <= 0.03 * width / height:
         return _crop_to(cover, width, height).resize((width, height), lanczos)
     background = _crop_to(cover, width, height).resize((width, height), lanczos)
     background = background.filter(ImageFilter.GaussianBlur(radius=max(2, width // 40)))

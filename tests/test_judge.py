@@ -60,6 +60,8 @@ def test_one_category_per_run_used_by_the_score(scorer, out_dir):
     record = Pipeline(settings, scorer=scorer).make(query)
     assert record.category["name"] == expected == record.score.category
     assert record.score.extra["inputs"]["category_source"] == "given"
+    html = (Path(record.run_dir) / "report.html").read_text(encoding="utf-8")
+    assert f"Category: <b>{expected}</b>" in html and "it read: title, category" in html
     # scoring the same text directly resolves the same category
     direct = scorer.score_text(query)
     assert direct.category == expected and direct.extra["inputs"]["category_source"].endswith(

@@ -94,6 +94,13 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
         )
     if media:
         parts.append("<div class='media'>" + "".join(media) + "</div>")
+    if record.category:
+        parts.append(
+            f"<p>Category: <b>{e(record.category.get('name', ''))}</b> "
+            f"<small>({e(record.category.get('source', ''))}"
+            f"{', ' + e(str(record.category['method'])) if record.category.get('method') else ''})"
+            "</small></p>"
+        )
     if record.idea:
         parts.append("<h2>Idea</h2><table>")
         for key in ("title", "cover_prompt", "video_prompt"):
@@ -124,11 +131,22 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
             if s.percentile is not None
             else ""
         )
+        inputs = s.extra.get("inputs") or {}
+        read = ", ".join([*inputs.get("fields", {}), "category"] if inputs else [])
+        judged = f"; it read: {e(read)}" if read else ""
+        independence = s.extra.get("independence") or {}
+        overlap = (
+            f"; {independence['references_in_judge_memory']} of "
+            f"{independence['references']} references are in its training memory"
+            if independence.get("references")
+            else ""
+        )
         parts.append(
             "<h2>Predicted popularity</h2>"
             f"<p><b>{s.expected_comments:.0f}</b> comments expected "
             f"(log2 = {s.log2_comments:.2f}); "
-            f"{interval}. {pct} <br><small>predictor: {e(s.predictor)}</small></p>"
+            f"{interval}. {pct} <br><small>predictor: {e(s.predictor)}{judged}{e(overlap)}"
+            "</small></p>"
         )
         if s.neighbours:
             parts.append(_reference_table("Similar videos that drove the score", s.neighbours))

@@ -509,27 +509,28 @@ def test_llm_http_errors_are_clear(out_dir):
 
 
 @pytest.mark.slow
-def test_soak_200_draft_makes_keep_memory_flat(tmp_path):
-    """200 draft runs in one process: traced Python memory and RSS stop growing after
-    warm-up (a leak of one record, frame or clip per run would show as MBs)."""
+def test_soak_200_draft_makes_keep_memory_flat(tmp_path, tiny_model):
+    """200 draft runs in one process (offline LLM, draft cover and clip at 72x128, the
+    real scorer on a small saved model, record and report written each time): traced
+    Python memory and RSS stop growing after warm-up (a leak of one record, frame or
+    clip per run would show as MBs)."""
     import gc
     import tracemalloc
 
-    from fakes import TitleLengthScorer, draft_pipeline
+    from fakes import draft_pipeline
     from llmpopcorn.settings import Settings
 
     def rss_mb() -> float:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    pipeline = draft_pipeline(
-        Settings.resolve(out_dir=str(tmp_path / "runs")), scorer=TitleLengthScorer()
-    )
+    settings = Settings.resolve(out_dir=str(tmp_path / "runs"), predictor=str(tiny_model))
+    pipeline = draft_pipeline(settings)
     tracemalloc.start()
     samples = []
     for i in range(200):
         record = pipeline.make(f"a corgi learns to surf, take {i}", seed=i)
-        assert record.status == "ok"
+        assert record.status == "ok" and record.score is not None
         if i in (19, 199):
             gc.collect()
             samples.append((tracemalloc.get_traced_memory()[0] / 2**20, rss_mb()))

@@ -103,6 +103,10 @@ def _p(p) -> str:
     return "n/a" if p is None else f"{p:.3g}"
 
 
+def _wins(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
 def _num(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -184,7 +188,7 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 f"Head to head: which {label} produced each query's highest-scored result "
                 "(wins; ties shared)",
                 ["queries", *values],
-                [[kind, *(f"{t.get(v, 0):g}" for v in values)] for kind, t in wins.items()],
+                [[kind, *(_wins(t.get(v, 0)) for v in values)] for kind, t in wins.items()],
             )
         )
     out.append(

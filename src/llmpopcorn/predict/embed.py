@@ -47,13 +47,33 @@ def get_embedder(name: str) -> Any:
     return _get(name)
 
 
+#: texts whose vectors are kept per embedder: scoring one idea embeds its text for the
+#: category resolver and again for the neighbours; the second is then free
+RECENT_TEXTS = 256
+
+
 def embed_function(name: str) -> Callable[[list[str]], np.ndarray]:
     embedder = get_embedder(name)
+    recent = _recent_vectors(name)
 
     def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+        texts = list(texts)
+        if len(texts) > 4 or not texts:  # a table: nothing to gain from the small cache
+            return np.asarray(embedder.embed(texts), dtype=np.float32)
+        missing = [t for t in dict.fromkeys(texts) if t not in recent]
+        if missing:
+            for text, vector in zip(missing, embedder.embed(missing), strict=True):
+                recent[text] = np.asarray(vector, dtype=np.float32)
+            while len(recent) > RECENT_TEXTS:
+                recent.pop(next(iter(recent)))
+        return np.stack([recent[t] for t in texts]).astype(np.float32, copy=True)
 
     return embed
+
+
+@lru_cache(maxsize=4)
+def _recent_vectors(name: str) -> dict[str, np.ndarray]:
+    return {}
 
 
 def corpus_features(corpus: Corpus, name: str, cache_dir: str | Path | None = None) -> np.ndarray:

@@ -166,32 +166,27 @@ class OnnxMiniLM:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.enable_truncation(max_length=max_seq_length(model_dir))
         self.tokenizer.no_padding()  # padded per batch below, to the batch's longest text
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
-        options.inter_op_num_threads = 1
-        # no busy-waiting between ops: on a shared machine spinning threads steal the
-        # CPU from everyone else for no gain on a 6-layer model
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self.session = _load_session(ort, onnx_path, options)
-        self._single = None
-        if options.intra_op_num_threads > 1:
-            # one query's few tokens gain nothing from several threads (a busy
-            # machine makes them slower): a one-thread session for single texts
-            single = ort.SessionOptions()
-            single.intra_op_num_threads = 1
-            single.inter_op_num_threads = 1
-            single.log_severity_level = 3
-            self._single_options = single
-            self._onnx_path = onnx_path
-            self._ort = ort
+        self.onnx_path = onnx_path
+        self.threads = threads or min(os.cpu_count() or 1, 4)
+        self._ort = ort
+        self._sessions: dict[int, Any] = {}
+        self._session_for(1)  # a corrupt file fails here, at load, not mid-run
 
-    def _session_for(self, n: int):
-        if n > 4 or not hasattr(self, "_single_options"):
-            return self.session
-        if self._single is None:
-            self._single = _load_session(self._ort, self._onnx_path, self._single_options)
-        return self._single
+    def _session_for(self, n: int) -> Any:
+        """One thread for a query's few texts (several threads only add overhead to a
+        few tokens, and more so on a busy machine), all of them for a corpus batch.
+        Each session is created on first use: a scoring run loads only the first."""
+        threads = 1 if n <= 4 else self.threads
+        if threads not in self._sessions:
+            options = self._ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            # no busy-waiting between ops: on a shared machine spinning threads steal
+            # the CPU from everyone else for no gain on a 6-layer model
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.log_severity_level = 3
+            self._sessions[threads] = _load_session(self._ort, self.onnx_path, options)
+        return self._sessions[threads]
 
     def embed(self, texts: list[str], batch_size: int = BATCH) -> np.ndarray:
         import numpy as np
@@ -218,7 +213,8 @@ class OnnxMiniLM:
 
     @property
     def dim(self) -> int:
-        return int(self.session.get_outputs()[0].shape[-1] or 384)
+        session = next(iter(self._sessions.values()))
+        return int(session.get_outputs()[0].shape[-1] or 384)
 
 
 def _load_session(ort: Any, path: Path, options: Any) -> Any:

@@ -170,7 +170,7 @@ class IVFIndex(VectorIndex):
         *,
         nlist: int | None = None,
         nprobe: int | None = None,
-        train_rows: int = 100_000,
+        train_rows: int = 40_000,
         seed: int = 0,
     ):
         from .errors import require
@@ -178,12 +178,14 @@ class IVFIndex(VectorIndex):
         faiss = require("faiss", "ann", "approximate vector search")
         self.vectors = np.asarray(vectors)
         n, dim = self.vectors.shape
-        self.nlist = int(nlist or max(1, min(4 * int(np.sqrt(n)), n // 39)))
-        self.nprobe = int(nprobe or max(1, min(self.nlist, self.nlist // 32 + 16)))
+        # sqrt(n) cells (1,000 at 1M rows: k-means trains in seconds on 2 cores) and
+        # a sixteenth of them probed (at least 16): recall@50 ~0.98 on clustered data
+        self.nlist = int(nlist or max(1, min(int(np.sqrt(n)), n // 40)))
+        self.nprobe = int(nprobe or min(self.nlist, max(16, self.nlist // 16)))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        size = min(n, max(train_rows, 39 * self.nlist))
+        size = min(n, max(train_rows, 40 * self.nlist))
         sample = np.sort(rng.choice(n, size=size, replace=False))
         index.train(np.ascontiguousarray(self.vectors[sample], dtype=np.float32))
         for start in range(0, n, 100_000):  # in slices: a memory map is never copied whole

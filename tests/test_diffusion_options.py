@@ -22,6 +22,9 @@ from llmpopcorn.backends.diffusion.weights import (
 from llmpopcorn.errors import ConfigError
 from llmpopcorn.settings import Settings
 
+diffusion_fixtures = pytest.importorskip("diffusion_fixtures")
+tiny_models = diffusion_fixtures.tiny_models  # session fixture shared with the render tests
+
 
 @pytest.fixture(autouse=True)
 def _quantization_packages(monkeypatch):
@@ -513,7 +516,7 @@ def test_fault9_fetch_command_names_exactly_the_files_from_pretrained_reads(tmp_
     assert "image_encoder" in info.value.hint
 
 
-def test_fault9_include_patterns_select_a_loadable_pipeline_and_skip_extras(tmp_path):
+def test_fault9_include_patterns_select_a_loadable_pipeline_and_skip_extras(tmp_path, tiny_models):
     """Copy only the files the patterns select from a saved (tiny) pipeline folder that
     also holds the extras real repos carry (single-file checkpoints, fp16 variants, .bin
     copies): the copy loads with from_pretrained and none of the extras came along."""
@@ -521,9 +524,8 @@ def test_fault9_include_patterns_select_a_loadable_pipeline_and_skip_extras(tmp_
     from fnmatch import fnmatch
 
     pytest.importorskip("diffusers")
-    import diffusion_fixtures as fx
-
-    full = fx.save("ltx", tmp_path)
+    full = tmp_path / "full"
+    shutil.copytree(tiny_models("ltx"), full)
     (full / "ltx-video-2b-v0.9.safetensors").write_bytes(b"x")
     (full / "transformer" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"x")
     (full / "text_encoder" / "pytorch_model.bin").write_bytes(b"x")

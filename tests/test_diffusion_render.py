@@ -350,3 +350,23 @@ def test_fault2_torchao_int8_loads_and_renders(tiny_models):
         "Int8" in type(linear.weight).__name__ or "AffineQuantized" in type(linear.weight).__name__
     )
     assert cover.std() > 0
+
+
+def test_a_loading_failure_is_our_error_naming_the_option(tiny_models):
+    """A quantization that cannot load (here: bitsandbytes missing, validation skipped)
+    ends as a RenderError naming the backend, the option and the fix, not a raw error."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed: this failure needs it missing")
+    from llmpopcorn.backends.diffusion.options import resolve_options
+    from llmpopcorn.errors import RenderError
+
+    cls = fx.tiny_class("sd15")
+    opts = resolve_options(cls.spec, tiny_options("sd15", tiny_models("sd15")), device="cpu")
+    backend = cls.prepare(opts.replace(quantization="bnb-4bit"))
+    with pytest.raises(RenderError) as info:
+        backend.generate(ImageRequest(prompt="a corgi", seed=1))
+    err = info.value
+    assert "could not load" in err.message and "(sd15)" in err.message
+    assert "quantization=bnb-4bit" in err.message and "quantization=none" in err.hint

@@ -33,6 +33,7 @@ from ..signals import exit_code, signals_as_interrupts
 #: subcommand modules, imported when the CLI starts
 COMMAND_MODULES = ("make", "backends", "predictor", "score", "prompt", "corpus", "bench", "serve")
 
+MAX_MESSAGE_CHARS = 1000  # an exception may carry a whole input in its message
 DEBUG_HINT = "rerun with --debug (or -vv) to see the traceback; report it if it looks like a bug"
 _OS_HINTS = {
     errno.ENOSPC: "free some disk space (or point --out / POPCORN_OUT at another disk) and rerun",
@@ -74,7 +75,10 @@ class PopcornGroup(click.Group):
             message, hint = describe_os_error(exc)
             self._fail(ctx, message, hint, debug=debug)
         except Exception as exc:  # noqa: BLE001 - the one place unexpected errors end
-            self._fail(ctx, f"{type(exc).__name__}: {exc}", DEBUG_HINT, debug=debug)
+            text = str(exc)
+            if len(text) > MAX_MESSAGE_CHARS:
+                text = text[:MAX_MESSAGE_CHARS] + f"... ({len(text):,} characters)"
+            self._fail(ctx, f"{type(exc).__name__}: {text}", DEBUG_HINT, debug=debug)
 
     @staticmethod
     def _fail(ctx: click.Context, message: str, hint: str | None, *, debug: bool) -> None:

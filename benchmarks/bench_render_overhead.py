@@ -7,7 +7,8 @@ process, with the same seed, steps and arguments:
 - direct:  ``pipe(**kwargs, generator=torch.Generator().manual_seed(seed))`` and the
   float -> uint8 conversion any caller needs;
 - wrapper: ``backend.generate(request)`` (seeding, step timing callback, memory
-  accounting, conversion, 9:16 crop for covers).
+  accounting, conversion, the 9:16 and 3.0 s policy; the direct path applies the
+  same policy, so both give the same pixels).
 
 It prints the median seconds of each and their ratio (target: wrapper/direct <= 1.05).
 

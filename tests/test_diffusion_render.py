@@ -370,3 +370,39 @@ def test_a_loading_failure_is_our_error_naming_the_option(tiny_models):
     err = info.value
     assert "could not load" in err.message and "(sd15)" in err.message
     assert "quantization=bnb-4bit" in err.message and "quantization=none" in err.hint
+
+
+#: structural switches of the real checkpoints (their config.json files), which the
+#: mimics must share: (VAE spatial factor, VAE temporal factor, denoiser patch size)
+REAL_STRUCTURE = {
+    "sd15": (8, None, None),
+    "sdxl": (8, None, None),
+    "flux": (8, None, 1),  # plus FLUX's 2x2 latent packing (in_channels = 4 x latent)
+    "ltx": (32, 8, 1),
+    "hunyuan": (8, 4, 2),
+    "cogvideox": (8, 4, 2),
+    "animatediff": (8, None, None),
+    "wan": (8, 4, (1, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_STRUCTURE))
+def test_mimics_share_the_real_models_structure(name, tiny_backends):
+    pipe = tiny_backends(name).pipe
+    spatial, temporal, patch = REAL_STRUCTURE[name]
+    got_spatial = getattr(pipe, "vae_scale_factor_spatial", None) or getattr(
+        pipe, "vae_spatial_compression_ratio", None
+    )
+    assert (got_spatial or pipe.vae_scale_factor) == spatial
+    if temporal:
+        got = getattr(pipe, "vae_scale_factor_temporal", None) or getattr(
+            pipe, "vae_temporal_compression_ratio", None
+        )
+        assert got == temporal
+    if patch is not None:
+        got_patch = pipe.transformer.config.patch_size
+        assert (tuple(got_patch) if isinstance(got_patch, list) else got_patch) == patch
+    if name == "flux":
+        assert pipe.transformer.config.in_channels == 4 * pipe.vae.config.latent_channels
+    if name == "animatediff":
+        assert pipe.unet.config.motion_max_seq_length == 32

@@ -165,3 +165,13 @@ def test_migrates_a_version_1_store_and_refuses_a_newer_one(tmp_path):
 def test_settings_are_stored_by_hash():
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
     assert digest({"a": 1}) != digest({"a": 2})
+
+
+def test_keep_alive_renews_the_lease_while_an_item_runs(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as a, Store(path) as b:
+        assert claim(a, "x", lease_s=0.3).claimed
+        with a.keep_alive("x", lease_s=0.3):
+            time.sleep(0.6)  # twice the lease: only the renewals keep it
+            assert claim(b, "x").outcome == "busy"
+        assert a.finish("x", status="ok")

@@ -327,9 +327,8 @@ def _run_cell(
         store.finish(key, status="failed", error=error, seconds=time.perf_counter() - started)
 
     try:
-        record = pipeline.make(
-            query.text, seed=seed, on_stage=lambda _stage: store.renew(key, lease_s)
-        )
+        with store.keep_alive(key, lease_s):
+            record = pipeline.make(query.text, seed=seed)
     except PopcornError as exc:
         log.warning("cell %s failed: %s", key, exc)
         fail(str(exc))
@@ -358,13 +357,15 @@ def _run_cell(
     if missing:
         fail(f"the run folder is incomplete (missing {', '.join(missing)})")
         return
-    store.finish(
+    kept = store.finish(
         key,
         status="ok",
         result=cell_result(record, pipeline),
         run_dir=record.run_dir,
         seconds=time.perf_counter() - started,
     )
+    if not kept:
+        log.warning("cell %s was taken over by another process; its result was kept", key)
 
 
 def judge_memory_ids(pipeline: Pipeline) -> set[str] | None:

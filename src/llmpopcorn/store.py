@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PopcornError
+
+log = logging.getLogger(__name__)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 STATUSES = ("pending", "running", "ok", "failed")
@@ -150,6 +154,7 @@ class Store:
     def __init__(self, path: str | Path, *, owner: str | None = None, timeout: float = 30.0):
         self.path = Path(path)
         self.owner = owner or new_owner()
+        self._timeout = timeout
         _check_file(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -302,6 +307,35 @@ class Store:
                 (time.time() + lease_s, key, self.owner),
             )
         return cur.rowcount == 1
+
+    @contextmanager
+    def keep_alive(self, key: str, lease_s: float = DEFAULT_LEASE_S) -> Iterator[None]:
+        """Renew this owner's lease on ``key`` every ``lease_s / 3`` seconds from a
+        background thread (with its own connection) while the block runs, so a long item
+        (a GPU render) keeps its claim and a crashed process's claim still expires."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            try:
+                while not stop.wait(lease_s / 3):
+                    conn.execute(
+                        "UPDATE items SET lease_until=? WHERE key=? AND owner=?"
+                        " AND status='running'",
+                        (time.time() + lease_s, key, self.owner),
+                    )
+            except sqlite3.Error as exc:  # the main thread will meet the same problem
+                log.warning("lease renewal of %s stopped: %s", key, exc)
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=beat, name=f"lease-{key[:12]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     def finish(
         self,

@@ -308,6 +308,18 @@ class Store:
             )
         return cur.rowcount == 1
 
+    def release(self, key: str, note: str | None = None) -> bool:
+        """Give a running item of this owner back (status ``pending``, no owner): it was
+        not finished and is neither done nor failed (an interrupt, a paused batch). The
+        next claim takes it at once. ``note`` says why (kept in ``error``)."""
+        with self._write("release") as conn:
+            cur = conn.execute(
+                "UPDATE items SET status='pending', owner=NULL, lease_until=NULL, error=?,"
+                f" updated={_NOW_ISO} WHERE key=? AND owner=? AND status='running'",
+                (note, key, self.owner),
+            )
+        return cur.rowcount == 1
+
     @contextmanager
     def keep_alive(self, key: str, lease_s: float = DEFAULT_LEASE_S) -> Iterator[None]:
         """Renew this owner's lease on ``key`` every ``lease_s / 3`` seconds from a

@@ -36,7 +36,16 @@ CELL = "study-cell"
 SETUP_ERRORS = (ConfigError, DataError, MissingExtraError, StoreError)
 #: settings that never change a result: where files go, how long to wait for a server
 NOT_RESULT = frozenset(
-    {"data_dir", "out_dir", "cache_dir", "llm_timeout", "llm_max_retries", "llm_api_key"}
+    {
+        "data_dir",
+        "out_dir",
+        "cache_dir",
+        "llm_timeout",
+        "llm_max_retries",
+        "llm_api_key",
+        "llm_rpm",
+        "max_batch_llm_calls",
+    }
 )
 #: settings read only in PE mode (dropped from a basic cell's identity, so basic cells
 #: are shared by every point of a --refs sweep)

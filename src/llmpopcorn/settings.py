@@ -63,6 +63,12 @@ class Settings(BaseModel):
         120.0, gt=0, description="seconds one LLM call may take, retries and backoff included"
     )
     llm_load_in_4bit: bool = False
+    llm_rpm: float | None = Field(
+        None, gt=0, description="most LLM requests per minute (batches; none: no limit)"
+    )
+    max_batch_llm_calls: int | None = Field(
+        None, ge=1, description="most LLM requests one batch may make (money-costing API calls)"
+    )
 
     # renderers
     render: bool = Field(True, description="render the cover and clip (off: ideas and scores only)")

@@ -155,7 +155,7 @@ class OpenAICompatLLM(LLM):
         import openai
 
         url, model = self.base_url, self._model
-        retried = f" after {tries} attempt(s) in {self.deadline:g} s at most"
+        retried = f" ({tries} attempt(s); one call may take {self.deadline:g} s)"
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return LLMError(
                 f"the server at {url} rejected the API key (HTTP {exc.status_code})",
@@ -169,12 +169,12 @@ class OpenAICompatLLM(LLM):
             )
         if isinstance(exc, openai.RateLimitError):
             return LLMError(
-                f"rate limited by {url}{retried} (HTTP 429)",
+                f"rate limited by {url} (HTTP 429){retried}",
                 "wait and rerun, or raise --llm-max-retries / --llm-deadline",
             )
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(
-                f"no answer from {url} within {self.timeout:g} s per request{retried}",
+                f"no answer from {url} within {self.timeout:g} s a request{retried}",
                 "check the server's load, or raise --llm-timeout / --llm-deadline "
                 "(POPCORN_LLM_TIMEOUT / POPCORN_LLM_DEADLINE)",
             )

@@ -81,10 +81,17 @@ def test_pe_runs_score_in_pe_s_category(scorer, tmp_path):
         n_refs=5,
         render=False,
     )
-    record = Pipeline(settings, scorer=scorer).make("crispy fried chicken with dumplings")
+    pipeline = Pipeline(settings, scorer=scorer)
+    record = pipeline.make("crispy fried chicken with dumplings")
     pe_choice = record.enhancement["categories"][0]["name"]
-    assert pe_choice == "Delicacy"
+    assert pe_choice == "Delicacy" == scorer.resolve_category("crispy fried chicken with dumplings")
     assert record.category["name"] == pe_choice == record.score.category
+    assert record.enhancement["matcher"]["source"] == "the run's resolver"
+    # `popcorn prompt` (Pipeline.prompt) makes the same choice as make
+    assert (
+        pipeline.prompt("crispy fried chicken with dumplings").settings["categories"][0]["name"]
+        == pe_choice
+    )
 
 
 class MemoryScorer:

@@ -38,7 +38,7 @@ from .prompts import example_json, render
 from .types import Idea, Message, Prompt, Reference
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .categories import CategoryResolver
+    from .categories import CategoryChoice, CategoryResolver
     from .index import CorpusIndex
     from .settings import Settings
 
@@ -196,12 +196,23 @@ def select_references(
     query_vec: np.ndarray,
     params: PEParams,
     resolver: CategoryResolver | None = None,
+    ranking: list[CategoryChoice] | None = None,
 ) -> Selection:
+    """PE's references for one query. ``ranking`` (the run's categories, best first,
+    from the pipeline's one resolver) replaces this index's own resolver."""
     resolver = resolver or category_resolver(
         index, method=params.category_match, min_size=params.min_category_size
     )
     allowed = pool_mask(index, params.pool)
-    ranked = resolver.rank(query_vec)
+    if ranking:
+        known = set(index.category_names)
+        ranked = [
+            type(c)(c.name, c.similarity, int(len(index.category_rows[c.name])))
+            for c in ranking
+            if c.name in known
+        ]
+    else:
+        ranked = resolver.rank(query_vec)
     chosen, rest = ranked[: params.num_tags], ranked[params.num_tags :]
 
     def pool_rows(name: str) -> np.ndarray:
@@ -259,7 +270,9 @@ def select_references(
         pools=pools,
         notes=notes,
         topped_up=topped_up,
-        matcher=resolver.describe(),
+        matcher={**resolver.describe(), "source": "the run's resolver"}
+        if ranking
+        else resolver.describe(),
     )
 
 
@@ -342,11 +355,16 @@ class PEPromptBuilder:
         index = CorpusIndex.open(corpus, embedder, default_cache_dir(settings))
         return cls(index, params)
 
-    def select(self, query: str) -> Selection:
-        return select_references(self.index, self.index.embed_query(query), self.params)
+    #: the pipeline may hand over the run's category ranking (one resolver per run)
+    accepts_categories = True
 
-    def build(self, query: str) -> Prompt:
-        selection = self.select(query)
+    def select(self, query: str, categories: list[CategoryChoice] | None = None) -> Selection:
+        return select_references(
+            self.index, self.index.embed_query(query), self.params, ranking=categories
+        )
+
+    def build(self, query: str, categories: list[CategoryChoice] | None = None) -> Prompt:
+        selection = self.select(query, categories)
         for note in selection.notes:
             log.warning("PE: %s", note)
         names = [c["name"] for c in selection.categories]

@@ -135,10 +135,30 @@ class Pipeline:
             name = "default"  # a model directory or a model shipped under models/
         return self.registry.create("predictor", name, self.settings)
 
-    def run_category(self, query: str, prompt: Prompt) -> dict[str, Any] | None:
-        """The run's category, resolved once from the query and used by the scorer, the
-        variants' ranking and the report: PE's choice in PE mode, else the judge's
-        resolver (None when neither can tell)."""
+    def category_ranking(self, query: str) -> list | None:
+        """The run's categories, best first, from the one resolver a run uses: the
+        judge's (its retrieval memory) when a predictor is loaded, so that basic and PE
+        runs of a query, the score and the report share one category; None otherwise
+        (PE then ranks with its corpus index)."""
+        rank = getattr(self.scorer, "rank_categories", None) if self._scorer_ok else None
+        return (rank(query) or None) if rank is not None else None
+
+    def _build_prompt(self, query: str, ranking: list | None) -> Prompt:
+        builder = self.prompt_builder
+        if ranking and getattr(builder, "accepts_categories", False):
+            return builder.build(query, categories=ranking)
+        return builder.build(query)
+
+    def run_category(
+        self, query: str, prompt: Prompt, ranking: list | None = None
+    ) -> dict[str, Any] | None:
+        """The run's category (used by the scorer, the variants' ranking and the report)."""
+        if ranking:
+            return {
+                "name": ranking[0].name,
+                "source": "the judge's category resolver (its retrieval memory)",
+                "method": self.settings.category_match,
+            }
         if prompt.mode == "pe" and prompt.settings.get("categories"):
             first = prompt.settings["categories"][0]
             return {
@@ -146,15 +166,7 @@ class Pipeline:
                 "source": "PE's category resolver (corpus index)",
                 "method": prompt.settings.get("category_match"),
             }
-        resolve = getattr(self.scorer, "resolve_category", None) if self._scorer_ok else None
-        name = resolve(query) if resolve is not None else ""
-        if not name:
-            return None
-        return {
-            "name": name,
-            "source": "the judge's category resolver (its retrieval memory)",
-            "method": self.settings.category_match,
-        }
+        return None
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
         s = self.settings
@@ -169,8 +181,15 @@ class Pipeline:
     # -- running -------------------------------------------------------------------
 
     def prompt(self, query: str) -> Prompt:
-        """The exact messages that would be sent for ``query`` (no LLM call)."""
-        return self.prompt_builder.build(clean_query(query))
+        """The exact messages that would be sent for ``query`` (no LLM call), with the
+        same category choice as :meth:`make`."""
+        query = clean_query(query)
+        if self.settings.mode == "pe" and not self._scorer_ok:
+            try:
+                self._scorer_ok = self.scorer is not None
+            except MissingExtraError:
+                self._scorer_ok = False
+        return self._build_prompt(query, self.category_ranking(query))
 
     def make(
         self,
@@ -218,13 +237,14 @@ class Pipeline:
                 self._backend("video")
             self._check_scorer(record)  # a broken model fails now, not after rendering
             with stage("prompt"):
-                prompt = self.prompt_builder.build(query)
+                ranking = self.category_ranking(query)
+                prompt = self._build_prompt(query, ranking)
                 record.messages = list(prompt.messages)
                 record.references = list(prompt.references)
                 if prompt.mode == "pe":
                     record.enhancement = prompt.settings
                     record.notes += [f"PE: {note}" for note in prompt.settings.get("notes", [])]
-            record.category = self.run_category(query, prompt)
+            record.category = self.run_category(query, prompt, ranking)
             with stage("ideate"):
                 self._ideate(record, prompt, seed)
             if settings.render:

@@ -185,6 +185,13 @@ class PopularityScorer:
             )
         return self._resolver
 
+    def rank_categories(self, text: str) -> list:
+        """Categories for ``text`` best first (:class:`~llmpopcorn.categories.CategoryChoice`;
+        empty for a model with no retrieval memory)."""
+        if not hasattr(self.model, "memory_cat_"):
+            return []
+        return self.resolver.rank(text)
+
     def resolve_category(self, text: str) -> str:
         """The best category for ``text`` (a query or a title); "" for a model with no
         retrieval memory (it then scores without a category)."""

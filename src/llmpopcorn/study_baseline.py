@@ -39,8 +39,9 @@ def human_baseline(
     index = CorpusIndex.open(corpus, get_embedder(settings.embedder, settings), settings.cache_dir)
     pool = np.flatnonzero(in_part(frame["video_id"], part))
     per_query, chosen = [], []
-    for q in queries:
-        rows, sims = index.index.search(index.embed_query(q.text), k, pool)
+    vectors = index.embedder.embed([q.text for q in queries]) if queries else []
+    for q, vector in zip(queries, vectors, strict=True):
+        rows, sims = index.index.search(vector, k, pool)
         chosen.append(rows)
         per_query.append(
             {

@@ -1,0 +1,45 @@
+"""The human baseline: real videos of the reference part nearest to each query."""
+
+import numpy as np
+
+from llmpopcorn.bench import BenchQuery
+from llmpopcorn.partition import part_of
+from llmpopcorn.settings import Settings
+from llmpopcorn.study_baseline import human_baseline
+from llmpopcorn.types import Score
+from pe_fixtures import corpus_rows, write_corpus
+
+
+class TitleWordsJudge:
+    """A fake judge over tables: log2 comments = number of words in the text."""
+
+    name = "words"
+
+    def score_table(self, table):
+        return [
+            Score(predictor=self.name, log2_comments=len(t.split()), expected_comments=0)
+            for t in table.texts
+        ]
+
+
+def test_baseline_takes_the_nearest_reference_part_videos_with_truth_and_judge(tmp_path):
+    data = write_corpus(tmp_path / "data")
+    settings = Settings.resolve(env={}, data_dir=data, embedder="tfidf", cache_dir=tmp_path / "c")
+    queries = [
+        BenchQuery("concrete-001", "concrete", "a kitten and a puppy"),
+        BenchQuery("abstract-001", "abstract", "a game boss fight"),
+    ]
+    b = human_baseline(queries, settings, scorer=TitleWordsJudge(), k=3)
+    assert b["part"] == "reference" and b["videos"] == 6
+    rows = {r["video_id"]: r for r in corpus_rows()}
+    for entry in b["per_query"]:
+        assert len(entry["video_ids"]) == 3
+        assert {part_of(v) for v in entry["video_ids"]} == {"reference"}
+        expected = [np.log2(rows[v]["comment_count"]) for v in entry["video_ids"]]
+        assert np.allclose(entry["true_log2"], expected)
+        assert entry["similarity"] == sorted(entry["similarity"], reverse=True)
+        assert len(entry["predicted_log2"]) == 3
+    assert b["true_mean_log2"] == np.mean([v for e in b["per_query"] for v in e["true_log2"]])
+    assert b["predictor"] == "words" and b["mae_log2"] >= 0
+    none = human_baseline(queries, settings, scorer=None, k=2)
+    assert none["predictor"] is None and "mae_log2" not in none

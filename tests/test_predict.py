@@ -26,6 +26,14 @@ FAST_MMRA = {
     "text_prior": False,
 }
 
+SMALL_LEX = {"word_features": 2**12, "cross_features": 2**11, "tag_features": 2**8}
+FAST_STACK = {
+    "embedder": "fake",
+    "folds": 3,
+    "mmra": {**FAST_MMRA, "epochs": 3},
+    "lexical": SMALL_LEX,
+}
+
 
 @pytest.fixture
 def fake_embedder(monkeypatch):
@@ -191,6 +199,8 @@ def test_text_prior_is_stacked_out_of_fold():
         ("embed-ridge", {"embedder": "fake"}),
         ("mmra", {**FAST_MMRA, "epochs": 3}),
         ("mmra", {**FAST_MMRA, "epochs": 3, "text_prior": True, "prior_folds": 3}),
+        ("lex-ridge", SMALL_LEX),
+        ("mmra-stack", FAST_STACK),
     ],
 )
 def test_fit_save_load_round_trip_is_identical(tmp_path, name, params):
@@ -244,3 +254,57 @@ def test_mmra_accepts_visual_features_from_a_random_extractor(tmp_path):
     test.visual = None
     with pytest.raises(DataError, match="visual features"):
         model.predict(test)
+
+
+# -- the stacked ensemble ----------------------------------------------------------------
+
+
+def test_title_form_features_read_the_title_form():
+    from llmpopcorn.predict.stack import FORM_FEATURES, hashtags, title_form
+
+    plain, tagged = title_form(["a quiet walk", "WOW! who wins? # Summer strike #Game 2 @me 【1】"])
+    f = dict(zip(FORM_FEATURES, tagged, strict=True))
+    assert f["hashtags"] == 2 and f["question"] and f["exclamation"] and f["at"] and f["brackets"]
+    assert f["digit_share"] > 0 and f["upper_share"] > 0 and f["non_ascii_share"] > 0
+    g = dict(zip(FORM_FEATURES, plain, strict=True))
+    assert g["no_hashtag"] and g["hashtags"] == 0 and not g["question"] and g["upper_share"] == 0
+    assert hashtags("hi # Summer strike #Game") == ["summer_strike", "game"]
+
+
+def test_knn_statistics_never_read_the_rows_own_label():
+    from llmpopcorn.predict.retrieval import normalise
+    from llmpopcorn.predict.stack import knn_statistics
+
+    rng = np.random.default_rng(0)
+    emb = normalise(rng.normal(size=(80, 8)))
+    ids = np.array([str(i) for i in range(80)])
+    y = rng.normal(size=80)
+    cats = np.array(["a", "b"] * 40)
+    stats = knn_statistics(emb, ids, y, cats, emb, ids, cats)
+    assert stats.shape == (80, 13)
+    assert src(y, stats[:, 0]) < 0.3  # with itself retrieved, the top label would echo y
+    assert (stats[:, 8] < 0.9999).all()  # the best similarity is never the row itself
+
+
+def test_stack_delegates_its_memory_and_explains_with_its_own_prediction():
+    train, valid, test = tables(300)
+    model = model_class("mmra-stack")(**FAST_STACK).fit(train, valid)
+    assert model.memory_ids_ is model.mmra_.memory_ids_
+    assert model.categories_ is model.mmra_.categories_ and model.k_ == model.mmra_.k_
+    np.testing.assert_array_equal(model.neighbours(test)[0], model.mmra_.neighbours(test)[0])
+    out = model.explain(test)
+    np.testing.assert_allclose(out["prediction"], model.predict(test))
+    np.testing.assert_allclose(out["retrieval_prediction"], model.mmra_.predict(test))
+    assert out["attention"].shape == out["neighbours"].shape
+    assert model.blend_fitted_on_ == "validation split"
+
+
+def test_stack_finds_a_planted_signal_and_needs_no_torch_to_predict(tmp_path, monkeypatch):
+    import sys
+
+    train, valid, test = tables(600)
+    model = model_class("mmra-stack")(**{**FAST_STACK, "mmra": FAST_MMRA}).fit(train, valid)
+    model.save(tmp_path / "s")
+    monkeypatch.setitem(sys.modules, "torch", None)  # importing torch now fails
+    report = regression_report(test.labels, load_model(tmp_path / "s").predict(test))
+    assert report["src"] > 0.8 and report["nmse"] < 0.3, report

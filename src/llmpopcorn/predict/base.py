@@ -31,6 +31,8 @@ MODELS: dict[str, str] = {
     "knn": ".baselines:KnnLabels",
     "embed-ridge": ".baselines:EmbeddingRidge",
     "mmra": ".mmra:RetrievalAttention",
+    "lex-ridge": ".stack:LexicalRidge",
+    "mmra-stack": ".stack:StackedRetrieval",
 }
 
 

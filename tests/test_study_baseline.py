@@ -14,6 +14,7 @@ class TitleWordsJudge:
     """A fake judge over tables: log2 comments = number of words in the text."""
 
     name = "words"
+    inputs = {"text_fields": ["title"]}  # reads the title only, as the shipped judges
 
     def score_table(self, table):
         return [
@@ -38,8 +39,9 @@ def test_baseline_takes_the_nearest_reference_part_videos_with_truth_and_judge(t
         expected = [np.log2(rows[v]["comment_count"]) for v in entry["video_ids"]]
         assert np.allclose(entry["true_log2"], expected)
         assert entry["similarity"] == sorted(entry["similarity"], reverse=True)
-        assert len(entry["predicted_log2"]) == 3
+        titles = [rows[v]["title_en"] for v in entry["video_ids"]]
+        assert entry["predicted_log2"] == [len(t.split()) for t in titles]  # title only
     assert b["true_mean_log2"] == np.mean([v for e in b["per_query"] for v in e["true_log2"]])
-    assert b["predictor"] == "words" and b["mae_log2"] >= 0
+    assert b["predictor"] == "words" and b["mae_log2"] >= 0 and b["judge_fields"] == ["title"]
     none = human_baseline(queries, settings, scorer=None, k=2)
     assert none["predictor"] is None and "mae_log2" not in none

@@ -55,20 +55,25 @@ def human_baseline(
                 ],
             }
         )
-    predictor, in_memory = None, None
+    predictor, in_memory, fields = None, None, None
     if scorer is not None and chosen:
         from .predict.data import Table
 
         every = np.concatenate(chosen)
         sub = frame.iloc[every]
+        # the text fields the judge learned from (title only for the shipped models), as
+        # it reads them for an idea
+        fields = (getattr(scorer, "inputs", None) or {}).get(
+            "text_fields", ["title", "cover_desc", "caption_en"]
+        )
+        columns = {"title": "title_en", "cover_desc": "cover_desc", "caption_en": "caption_en"}
+        parts = [
+            sub[columns[name]].tolist() if name in fields else [""] * len(sub)
+            for name in ("title", "cover_desc", "caption_en")
+        ]
         table = Table(
             ids=sub["video_id"].astype(str).tolist(),
-            texts=[
-                item_text(t, c, p)
-                for t, c, p in zip(
-                    sub["title_en"], sub["cover_desc"], sub["caption_en"], strict=True
-                )
-            ],
+            texts=[item_text(t, c, p) for t, c, p in zip(*parts, strict=True)],
             categories=sub["partition"].tolist(),
             titles=sub["title_en"].tolist(),
         )
@@ -86,6 +91,7 @@ def human_baseline(
     true = np.array([v for e in per_query for v in e["true_log2"]], dtype=float)
     out: dict[str, Any] = {
         "part": part,
+        "judge_fields": fields,
         "k": k,
         "embedder": settings.embedder,
         "videos": int(true.size),

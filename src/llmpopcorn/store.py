@@ -17,6 +17,14 @@ Design (after simonw/llm's logs database and DESIGN §4.14):
   :meth:`Store.finish` only writes while the caller still owns the claim.
 * **Corruption is detected at open** (header, ``PRAGMA quick_check``): the error names the
   file and how to recover, and the file is never written to or replaced.
+
+Using it: an item has a ``kind`` (``study-cell`` today; a batch item or a web run later),
+a ``group`` (the study, batch or session it belongs to), the hash of its settings (the
+settings themselves are kept once in the ``settings`` table), ``labels`` (its inputs, JSON)
+and, once finished, a ``result`` (JSON), ``run_dir``, ``error`` and ``seconds``. A worker
+calls :meth:`Store.claim`, runs the item inside :meth:`Store.keep_alive`, then
+:meth:`Store.finish`; new columns or tables come as a new migration appended to
+:data:`MIGRATIONS`.
 """
 
 from __future__ import annotations

@@ -76,8 +76,32 @@ def ensure_onnx(model_dir: Path, cache_dir: Path) -> Path:
     with file_lock(target.parent / "export.lock", what="the ONNX export of MiniLM"):
         if target.is_file():  # another process exported it while we waited
             return target
-        export_onnx(model_dir, target)
+        if not _copy_earlier_export(key, target):
+            export_onnx(model_dir, target)
+    _EXPORTS[key] = target
     return target
+
+
+#: exports made or found by this process, by key: a process that uses several cache
+#: folders (a test session, a server with per-user caches) exports once and copies
+_EXPORTS: dict[str, Path] = {}
+
+
+def _copy_earlier_export(key: str, target: Path) -> bool:
+    source = _EXPORTS.get(key)
+    if source is None or not source.is_file():
+        return False
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    import shutil
+
+    try:
+        shutil.copyfile(source, tmp)  # a copy, not a link: damage to one stays in one
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    log.info("ONNX export reused from %s", source)
+    return True
 
 
 def export_onnx(model_dir: Path, target: Path) -> None:

@@ -176,6 +176,39 @@ def bench_rate(env, engine: str, data: str, sample: int) -> dict:
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": load()}
 
 
+PE_QUERY_CODE = """
+import json, statistics, sys, time
+from llmpopcorn.pipeline import Pipeline
+from llmpopcorn.settings import Settings
+pipeline = Pipeline(Settings.resolve(mode="pe", score=False))
+t = time.perf_counter()
+pipeline.prompt("warm-up: a cat video")
+first = time.perf_counter() - t
+queries = ["a corgi learns to surf", "street food in Bangkok at night",
+           "speedrun of a castle level", "makeup tutorial for glass skin",
+           "a kpop dance cover in the rain", "grandma's dumplings",
+           "funny cat fails compilation", "a day in the life of a nurse",
+           "budget travel in Japan", "unboxing the newest phone"]
+times = []
+for q in queries * 2:
+    t = time.perf_counter(); pipeline.prompt(q); times.append(time.perf_counter() - t)
+print(json.dumps({"open_and_first_s": round(first, 3),
+                  "per_query_ms": round(1000 * statistics.median(times), 1)}))
+"""
+
+
+def bench_pe_query(env, data: str) -> dict:
+    """Warm PE prompt construction in one process (cached index, query embedding,
+    category choice, reference selection and the prompt text)."""
+    env = {**env, "POPCORN_DATA": data}
+    proc = subprocess.run(
+        [sys.executable, "-c", PE_QUERY_CODE], env=env, capture_output=True, text=True
+    )
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": load()}
+
+
 def bench_index_and_pe(env, data: str, cache: Path) -> dict:
     """The new path's full first build and first PE answer on an empty embedding cache
     (the ONNX export already in the cache)."""
@@ -190,7 +223,12 @@ def bench_index_and_pe(env, data: str, cache: Path) -> dict:
     wall, cpu, _ = run([*popcorn(), "prompt", QUERY, "--mode", "pe"], env)
     first_pe = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "load": load()}
     warm_pe = timed([*popcorn(), "prompt", QUERY, "--mode", "pe"], env)
-    return {"index_build": build, "first_pe": first_pe, "warm_pe_process": warm_pe}
+    return {
+        "index_build": build,
+        "first_pe": first_pe,
+        "warm_pe_process": warm_pe,
+        "pe_query_in_process": bench_pe_query(env, data),
+    }
 
 
 CLIP_CODE = """
@@ -328,6 +366,11 @@ def table(report: dict) -> str:
             "| first PE answer, empty embedding cache | < 20 s | — "
             f"| {pe['first_pe']['wall_s']} s |"
         )
+        q = pe.get("pe_query_in_process")
+        if q:
+            lines.append(
+                f"| PE prompt per query, warm (one process) | — | — | {q['per_query_ms']} ms |"
+            )
     s = r.get("startup", {})
     if s:
         lines.append(

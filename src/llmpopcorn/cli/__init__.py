@@ -31,7 +31,18 @@ from ..redact import install_log_filter, scrub
 from ..signals import exit_code, signals_as_interrupts
 
 #: subcommand modules, imported when the CLI starts
-COMMAND_MODULES = ("make", "backends", "predictor", "score", "prompt", "corpus", "bench", "serve")
+COMMAND_MODULES = (
+    "make",
+    "backends",
+    "predictor",
+    "score",
+    "prompt",
+    "corpus",
+    "bench",
+    "serve",
+    "batch",
+    "runs",
+)
 
 MAX_MESSAGE_CHARS = 1000  # an exception may carry a whole input in its message
 DEBUG_HINT = "rerun with --debug (or -vv) to see the traceback; report it if it looks like a bug"

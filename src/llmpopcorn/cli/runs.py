@@ -1,0 +1,111 @@
+"""``popcorn runs``: list, show and export what the run store holds (batches)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import click
+
+from . import main
+
+_out = click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding store.sqlite [default ./popcorn-runs, env POPCORN_OUT].",
+)
+
+
+def _store(out: str | None):
+    from pathlib import Path
+
+    from ..errors import DataError
+    from ..settings import Settings
+    from ..store import Store
+
+    folder = Path(out) if out else Settings.resolve().out_dir
+    path = folder / "store.sqlite"
+    if not path.exists():
+        raise DataError(
+            f"no run store at {path}",
+            "pass --out with the folder a batch wrote (it holds store.sqlite)",
+        )
+    return Store(path)
+
+
+@main.group("runs")
+def runs_group() -> None:
+    """Batches in the run store: list them, show one, export its items."""
+
+
+@runs_group.command("list")
+@_out
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_command(out, as_json) -> None:
+    """One line per batch: id, queries x variants, items by status."""
+    from ..batch import batch_summaries
+
+    with _store(out) as store:
+        rows = batch_summaries(store)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no batches yet", err=True)
+        return
+    for r in rows:
+        click.echo(
+            f"{r['batch']}  {r['queries']} queries x {r['variants']}  {r['mode']:<5} "
+            f"{r['llm']:<10} ok {r['ok']}  failed {r['failed']}  pending "
+            f"{r['pending'] + r['not_started']}  running {r['running']}  {r['updated'] or ''}"
+        )
+
+
+@runs_group.command("show")
+@click.argument("batch_id")
+@_out
+def show_command(batch_id, out) -> None:
+    """The items of BATCH_ID: status, rank among the query's variants, score, title."""
+    from ..batch import batch_rows, check_batch_id, open_batch
+
+    check_batch_id(batch_id)
+    with _store(out) as store:
+        open_batch(store, batch_id)
+        rows = batch_rows(store, batch_id)
+    for r in rows:
+        score = "" if r["score"] is None else f"{r['score']:.2f}"
+        click.echo(
+            f"{r['status']:<8} v{r['variant']} seed {r['seed']:<5} rank {r['rank'] or '-':<3} "
+            f"log2 {score:<6} {r['title'] or r['error'] or ''}  [{r['query'][:50]}]"
+        )
+
+
+@runs_group.command("export")
+@click.argument("batch_id")
+@_out
+@click.option("--csv", "fmt", flag_value="csv", default=True, help="CSV (default).")
+@click.option("--json", "fmt", flag_value="json", help="JSON list of rows.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File [default stdout].")
+def export_command(batch_id, out, fmt, output) -> None:
+    """One row per item of BATCH_ID: query, mode, variant, seed, status, rank, title,
+    score (predicted log2 comments), expected_comments, run_dir, error..."""
+    from ..batch import COLUMNS, batch_rows, check_batch_id, open_batch
+
+    check_batch_id(batch_id)
+    with _store(out) as store:
+        open_batch(store, batch_id)
+        rows = batch_rows(store, batch_id)
+    fh = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
+    try:
+        if fmt == "json":
+            fh.write(json.dumps(rows, indent=2) + "\n")
+        else:
+            writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if output:
+            fh.close()

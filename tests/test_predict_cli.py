@@ -294,3 +294,24 @@ def test_text_fields_are_those_that_carry_information():
     assert table.texts == frame["title_en"].tolist()
     both = Table.from_corpus(corpus, text_fields=["title", "cover_desc"])
     assert both.texts[3] == f"{frame['title_en'][3]}. cover 3"
+
+
+def test_stacked_model_scores_with_the_memory_of_its_retrieval_member(tmp_path, fake_embedder):
+    from llmpopcorn.predict import Table, model_class
+
+    table = Table.from_frame(synthetic_frame(240, seed=1))
+    valid = Table.from_frame(synthetic_frame(60, seed=7))
+    valid.ids = np.array([f"v{i}" for i in range(len(valid))], dtype=object)
+    params = {
+        "embedder": "fake",
+        "folds": 3,
+        "mmra": {"epochs": 4, "hidden": 32, "lr": 3e-3, "text_prior": False},
+        "lexical": {"word_features": 2**12, "cross_features": 2**11, "tag_features": 2**8},
+    }
+    model = model_class("mmra-stack")(**params).fit(table, valid)
+    model.save(tmp_path / "stack")
+    score = PopularityScorer(tmp_path / "stack").score_text("topic2word1 topic2word4")
+    assert score.category == "Cat2" and score.neighbours
+    assert {n.video_id for n in score.neighbours} <= set(model.mmra_.memory_ids_)
+    query = Table(ids=["q"], texts=["topic2word1 topic2word4"], categories=["Cat2"])
+    assert score.log2_comments == pytest.approx(model.predict(query)[0], abs=1e-3)

@@ -40,7 +40,7 @@ def predictor() -> None:
     default="auto",
     show_default=True,
     help="Model to save: auto (best validation nMSE) or one of global-mean, "
-    "category-mean, tfidf-ridge, knn, embed-ridge, mmra.",
+    "category-mean, tfidf-ridge, lex-ridge, knn, embed-ridge, mmra, mmra-stack.",
 )
 @click.option(
     "--seed", type=int, default=None, help="Seed of the split and the training [default 42]."

@@ -31,7 +31,16 @@ from .metrics import regression_report
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = ("global-mean", "category-mean", "tfidf-ridge", "knn", "embed-ridge", "mmra")
+DEFAULT_MODELS = (
+    "global-mean",
+    "category-mean",
+    "tfidf-ridge",
+    "lex-ridge",
+    "knn",
+    "embed-ridge",
+    "mmra",
+    "mmra-stack",
+)
 INTERVAL_LEVEL = 0.8
 MAX_MODEL_BYTES = 25 * 1024 * 1024
 

@@ -175,3 +175,16 @@ def test_keep_alive_renews_the_lease_while_an_item_runs(tmp_path):
             time.sleep(0.6)  # twice the lease: only the renewals keep it
             assert claim(b, "x").outcome == "busy"
         assert a.finish("x", status="ok")
+
+
+def test_release_gives_an_item_back_at_once_and_only_by_its_owner(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as a, Store(path) as b:
+        assert claim(a, "x", lease_s=3600).claimed
+        assert not b.release("x", "not mine")
+        assert a.release("x", "paused: quota")
+        item = a.get("x")
+        assert (item["status"], item["owner"], item["error"]) == ("pending", None, "paused: quota")
+        assert claim(b, "x").claimed and b.get("x")["attempts"] == 2
+        assert b.finish("x", status="ok")
+        assert not b.release("x") and b.status("x") == "ok"  # finished stays finished

@@ -182,7 +182,7 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     )
     for by, label in (("llm", "LLM"), ("video", "video generator"), ("arm", "mode (and refs)")):
         wins = summary["head_to_head"].get(by, {})
-        values = sorted({v for t in wins.values() for v in t})
+        values = list(next(iter(wins.values()), {}))  # in study_stats' order
         out.append(
             (
                 f"Head to head: which {label} produced each query's highest-scored result "
@@ -337,7 +337,10 @@ def _means_chart(plt, rows, summary):
     cells = [c for c in summary["cells"] if c["queries"] != "all"]
     if not cells:
         return None
-    arms = sorted({(c["llm"], c["mode"], c["refs"], c["video"]) for c in cells}, key=str)
+    arms = sorted(
+        {(c["llm"], c["mode"], c["refs"], c["video"]) for c in cells},
+        key=lambda a: (a[0], a[1] == "pe", a[2] or 0, a[3]),
+    )
     kinds = sorted({c["queries"] for c in cells})
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(arms) + 2), 3.5))
     width = 0.8 / max(len(kinds), 1)
@@ -380,7 +383,8 @@ def _slope_chart(plt, rows, summary):
     if not found:
         return None
     panels = sorted(
-        {(p["pe"]["llm"], p["pe"].get("refs"), p["pe"]["video"]) for p in found}, key=str
+        {(p["pe"]["llm"], p["pe"].get("refs"), p["pe"]["video"]) for p in found},
+        key=lambda a: (a[0], a[1] or 0, a[2]),
     )[:6]
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3 * len(panels) + 1, 3.5), sharey=True, squeeze=False
@@ -416,8 +420,9 @@ def _distribution_chart(plt, rows, summary):
     if not scored:
         return None
     series = []
-    for arm in sorted({(r["llm"], arm_name(r)) for r in scored}, key=str):
-        values = [r["log2_comments"] for r in scored if (r["llm"], arm_name(r)) == arm]
+    arms = {(r["llm"], arm_name(r), r.get("refs") or 0) for r in scored}
+    for arm in sorted(arms, key=lambda a: (a[0], a[1] != "basic", a[2])):
+        values = [r["log2_comments"] for r in scored if (r["llm"], arm_name(r)) == arm[:2]]
         series.append((f"{arm[0]} {arm[1]} (judge on ideas)", values, "step", "-"))
     b = summary.get("human_baseline")
     if b:

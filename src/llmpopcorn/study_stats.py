@@ -16,6 +16,7 @@ basic mode), ``video``, ``seed``, ``status`` and ``log2_comments``; optionally
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -71,6 +72,11 @@ def _kinds(row: dict[str, Any]) -> tuple[str, str]:
 
 def _sort_key(key: tuple) -> tuple:
     return tuple("" if k is None else str(k).zfill(6) if isinstance(k, int) else k for k in key)
+
+
+def _natural(text: str) -> tuple:
+    """``pe@10`` before ``pe@50`` before ``pe@100``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
 
 
 def arm_means(rows: list[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
@@ -203,7 +209,7 @@ def head_to_head(rows: list[dict[str, Any]], by: str) -> dict[str, dict[str, flo
         top = max(scores.values())
         winners = [v for v, s in scores.items() if s == top]
         for kind in (kinds[q], ALL):
-            table = wins.setdefault(kind, dict.fromkeys(sorted(values), 0.0))
+            table = wins.setdefault(kind, dict.fromkeys(sorted(values, key=_natural), 0.0))
             for v in winners:
                 table[v] += 1 / len(winners)
     return {k: wins[k] for k in sorted(wins)}

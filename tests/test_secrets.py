@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,29 @@ def test_canary_key_appears_in_no_output_log_or_file(
         assert CANARY.encode() not in path.read_bytes(), path
 
 
+def _web_run(client, routes: set[str], body: dict) -> tuple[dict | None, list[str]]:
+    """One run through the web API (the synchronous ``/api/make`` or the job queue's
+    ``/api/runs``): its record (``None`` if it failed) and every page it served."""
+    if "/api/make" in routes:
+        answer = client.post("/api/make", json=body)
+        if answer.status_code != 200:
+            return None, [answer.text]
+        run_id = answer.json()["run_id"]
+        files = [client.get(f"/runs/{run_id}/{name}") for name in ("record.json", "report")]
+        return answer.json(), [answer.text, *(f.text for f in files)]
+    job_id = client.post("/api/runs", json=body).json()["id"]
+    deadline = time.monotonic() + 60
+    while (view := client.get(f"/api/runs/{job_id}")).json()["state"] not in (
+        "done",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, view.text
+        time.sleep(0.05)
+    files = [client.get(f"/api/runs/{job_id}/files/{n}") for n in ("record.json", "report.html")]
+    record = view.json().get("record") if view.json()["state"] == "done" else None
+    return record, [view.text, *(f.text for f in files)]
+
+
 def test_web_api_responses_never_carry_the_key(tmp_path, canary_env):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -127,26 +151,26 @@ def test_web_api_responses_never_carry_the_key(tmp_path, canary_env):
     with FakeOpenAIServer(echo_key=True) as srv:
         srv.queue(200, completion(json.dumps(ECHO_IDEA)))
         settings = Settings.resolve(
-            llm_base_url=srv.url, llm_model="m", out_dir=str(tmp_path), score=False, render=False
+            llm_base_url=srv.url,
+            llm_model="m",
+            llm_max_retries=0,
+            out_dir=str(tmp_path),
+            score=False,
+            render=False,
         )
-        client = TestClient(create_app(settings))
-        ok = client.post("/api/make", json={"query": "a corgi", "llm": "openai"})
-        assert ok.status_code == 200 and ok.json()["idea"]["title"] == "Surf ***"
-        run_id = ok.json()["run_id"]
-        pages = [ok.text]
-        for name in ("record.json", "report"):
-            page = client.get(f"/runs/{run_id}/{name}")
-            assert page.status_code == 200
-            pages.append(page.text)
-        srv.responses.clear()
-        srv.queue(400, {"error": {"message": "bad key {API_KEY}"}})
-        settings_fail = settings.model_copy(update={"llm_max_retries": 0})
-        bad = TestClient(create_app(settings_fail)).post(
-            "/api/make", json={"query": "a corgi", "llm": "openai"}
-        )
-        assert bad.status_code == 400
-        pages.append(bad.text)
-    for page in pages:
+        app = create_app(settings)
+        routes = {getattr(r, "path", "") for r in app.routes}
+        # the job API takes the LLM per request (the key typed in the page); the
+        # synchronous one ignores these fields and uses the server's settings
+        llm = {"llm": "openai", "llm_base_url": srv.url, "llm_model": "m", "llm_api_key": CANARY}
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            record, pages = _web_run(client, routes, {"query": "a corgi", **llm})
+            assert record is not None and record["idea"]["title"] == "Surf ***"
+            srv.responses.clear()
+            srv.queue(400, {"error": {"message": "bad key {API_KEY}"}})
+            failed, more = _web_run(client, routes, {"query": "a cat", **llm})
+            assert failed is None and any("HTTP 400" in page for page in more)
+    for page in pages + more:
         assert CANARY not in page
 
 

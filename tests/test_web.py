@@ -1,60 +1,487 @@
+"""The studio's API over the real app: jobs, history, events, cancellation, restart, the
+package, and one test for each safety finding (a)-(g) of issue 15."""
+
+from __future__ import annotations
+
+import gc
+import io
 import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+import zipfile
 
 import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from fake_openai_server import FakeOpenAIServer, completion  # noqa: E402
 from fakes import draft_pipeline  # noqa: E402
+from llmpopcorn.backends.llm.offline import OfflineComposer  # noqa: E402
+from llmpopcorn.errors import ConfigError  # noqa: E402
 from llmpopcorn.settings import Settings  # noqa: E402
 from llmpopcorn.web.app import create_app  # noqa: E402
+from llmpopcorn.web.requests import RunRequest, settings_for  # noqa: E402
+
+SERVER_KEY = "sk-server-secret-0123456789"
+TYPED_KEY = "sk-typed-in-page-9876543210"
+IDEA = {"title": "Corgi surf", "cover_prompt": "a corgi", "video_prompt": "it surfs"}
+
+
+class GatedLLM(OfflineComposer):
+    """The offline composer, held at its first call until ``gate`` opens."""
+
+    def __init__(self, gate: threading.Event):
+        super().__init__()
+        self.gate = gate
+
+    def complete(self, request):
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().complete(request)
+
+
+def settings(out_dir, **extra) -> Settings:
+    return Settings.resolve(env={}, out_dir=out_dir, score=False, **extra)
+
+
+def wait_for(client, job_id, states=("done", "failed", "cancelled", "interrupted"), timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = client.get(f"/api/runs/{job_id}").json()
+        if view["state"] in states:
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} stuck in {view['state']}")
+
+
+def dead_owner() -> str:
+    """An owner id whose process has exited (what a crashed server leaves behind)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"{socket.gethostname()}:{proc.stdout.strip()}:crashed"
 
 
 @pytest.fixture
 def client(out_dir):
-    settings = Settings.resolve(env={}, out_dir=out_dir, score=False)
-    return TestClient(create_app(settings, pipeline_factory=draft_pipeline))
+    app = create_app(settings(out_dir), pipeline_factory=draft_pipeline)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client
 
 
-def test_page_and_backends(client):
+@pytest.fixture
+def gate():
+    event = threading.Event()
+    yield event
+    event.set()  # never leave a worker blocked
+
+
+def gated_app(out_dir, gate, **kwargs):
+    return create_app(
+        settings(out_dir),
+        pipeline_factory=lambda s: draft_pipeline(s, llm=GatedLLM(gate)),
+        **kwargs,
+    )
+
+
+def no_server_paths(text: str, *paths) -> None:
+    for path in paths:
+        assert str(path) not in text, f"a server path leaked: {path}"
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def test_page_docs_and_backends(client):
     page = client.get("/")
-    assert page.status_code == 200 and "<form" in page.text and "/api/make" in page.text
+    assert page.status_code == 200 and 'id="make"' in page.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/..%2Fapp.py").status_code == 404
+    assert client.get("/docs").status_code == 200  # OpenAPI page on by default on loopback
+    assert "/api/runs" in client.get("/openapi.json").json()["paths"]
     table = client.get("/api/backends").json()
-    assert any(row["name"] == "offline" for row in table["llm"])
+    assert any(row["name"] == "offline" and row["usable"] for row in table["backends"]["llm"])
+    assert table["defaults"]["llm"] == "offline"
+    assert client.get("/api/data").json()["configured"] is False
 
 
-def test_make_then_fetch_files(client):
-    response = client.post("/api/make", json={"query": "a corgi learns to surf", "seed": 5})
-    assert response.status_code == 200, response.text
-    record = response.json()
-    assert record["status"] == "ok" and record["seed"] == 5
-    assert "/" not in record["run_dir"]  # no server paths in the answer
-    run_id = record["run_id"]
-    cover = client.get(f"/runs/{run_id}/cover.png")
-    assert cover.status_code == 200 and cover.headers["content-type"] == "image/png"
-    assert cover.content[:8] == b"\x89PNG\r\n\x1a\n"
-    assert client.get(f"/runs/{run_id}/clip.mp4").status_code == 200
-    assert "corgi" in client.get(f"/runs/{run_id}/report").text.lower()
-    assert json.loads(client.get(f"/runs/{run_id}/record.json").text)["run_id"] == run_id
+def test_a_run_is_queued_at_once_then_done_with_stages_files_and_events(client):
+    started = time.perf_counter()
+    response = client.post("/api/runs", json={"query": "a corgi learns to surf", "seed": 5})
+    assert response.status_code == 202, response.text
+    assert time.perf_counter() - started < 2
+    job_id = response.json()["id"]
+    view = wait_for(client, job_id)
+    assert view["state"] == "done", view
+    assert view["title"] and "corgi" in view["title"].lower()
+    assert list(view["stages"]) == ["prompt", "ideate", "cover", "clip", "score"]
+    record = view["record"]
+    assert record["seed"] == 5 and record["status"] == "ok" and "/" not in record["run_dir"]
+    cover = client.get(f"/api/runs/{job_id}/files/cover.png")
+    assert cover.status_code == 200 and cover.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get(f"/api/runs/{job_id}/files/clip.mp4").headers["content-type"] == "video/mp4"
+    assert "corgi" in client.get(f"/api/runs/{job_id}/files/report.html").text.lower()
+    assert client.get(f"/api/runs/{job_id}/files/record.json").json()["run_id"] == view["run_id"]
+    events = client.get(f"/api/runs/{job_id}/events").text
+    stages = [
+        json.loads(line[6:])["stage"]
+        for line in events.splitlines()
+        if line.startswith("data: ") and '"stage"' in line
+    ]
+    assert stages == ["start", "prompt", "ideate", "cover", "clip", "score"]
+    assert events.rstrip().endswith('"state": "done", "error": null}')
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/runs/..%2F..%2Fetc/passwd",
-        "/runs/20260101-000000-abcdef/..%2Frecord.json",
-        "/runs/x/record.json",
-        "/runs/20260101-000000-abcdef/settings.py",
-        "/runs/20260101-000000-abcdef/record.json",
-    ],
-)
-def test_no_path_escapes_and_unknown_runs_404(client, path):
-    assert client.get(path).status_code == 404
+def test_history_search_and_paging(client):
+    ids = [
+        client.post("/api/runs", json={"query": q}).json()["id"]
+        for q in ("a corgi surfs", "street food in Bangkok", "a corgi bakes bread")
+    ]
+    for job_id in ids:
+        wait_for(client, job_id)
+    page = client.get("/api/runs", params={"limit": 2}).json()
+    assert page["total"] == 3 and [r["id"] for r in page["runs"]] == ids[::-1][:2]
+    rest = client.get("/api/runs", params={"limit": 2, "offset": 2}).json()
+    assert [r["id"] for r in rest["runs"]] == [ids[0]]
+    corgis = client.get("/api/runs", params={"q": "CORGI"}).json()
+    assert corgis["total"] == 2 and {r["id"] for r in corgis["runs"]} == {ids[0], ids[2]}
+    assert client.get("/api/runs", params={"state": "failed"}).json()["total"] == 0
+    assert client.get("/api/runs/nope").status_code == 404
 
 
-def test_bad_input_gets_a_clear_error(client):
-    empty = client.post("/api/make", json={"query": "   "})
+def test_package_download_has_every_file_and_no_paths(client, out_dir):
+    job_id = client.post("/api/runs", json={"query": "a corgi learns to surf"}).json()["id"]
+    wait_for(client, job_id)
+    response = client.get(f"/api/runs/{job_id}/package")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert set(archive.namelist()) == {"clip.mp4", "cover.png", "metadata.json", "record.json"}
+    meta = json.loads(archive.read("metadata.json"))
+    assert meta["title"] and "generated" in meta["disclosure"].lower()
+    no_server_paths(archive.read("record.json").decode(), out_dir, out_dir.resolve())
+
+
+def test_bad_input_gets_a_clear_error_and_nothing_is_queued(client):
+    empty = client.post("/api/runs", json={"query": "   "})
     assert empty.status_code == 400 and "empty" in empty.json()["error"]
-    unknown = client.post("/api/make", json={"query": "q", "llm": "nope"})
+    unknown = client.post("/api/runs", json={"query": "q", "llm": "nope"})
     assert unknown.status_code == 400 and "available llm backends" in unknown.json()["hint"]
-    assert client.post("/api/make", json={"query": "q", "variants": 99}).status_code == 422
+    many = client.post("/api/runs", json={"query": "q", "variants": 99})
+    assert many.status_code == 422 and many.json()["fields"][0]["field"] == "variants"
+    assert client.post("/api/runs", json={"query": "q", "out_dir": "/etc"}).status_code == 422
+    assert client.get("/api/runs").json()["total"] == 0
+
+
+def test_cancel_a_queued_and_a_running_job(out_dir, gate):
+    app = gated_app(out_dir, gate, draft_workers=1)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        running = client.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
+        queued = client.post("/api/runs", json={"query": "a cat naps"}).json()["id"]
+        wait_for(client, running, states=("running",))
+        assert client.get(f"/api/runs/{queued}").json()["position"] == 0
+        assert client.delete(f"/api/runs/{queued}").json()["state"] == "cancelled"
+        assert client.delete(f"/api/runs/{running}").json()["state"] == "cancelling"
+        gate.set()
+        view = wait_for(client, running)
+        assert view["state"] == "cancelled" and view["record"]["error"] == "cancelled by the user"
+        assert view["record"]["status"] == "failed"
+        assert "cover" not in view["stages"]  # stopped at the next stage boundary
+        assert wait_for(client, queued)["state"] == "cancelled"
+        assert client.delete(f"/api/runs/{running}").json()["state"] == "cancelled"
+        assert client.delete("/api/runs/nope").status_code == 404
+
+
+def test_restart_keeps_history_and_marks_running_jobs_interrupted(out_dir, gate):
+    crashed = gated_app(out_dir, gate, draft_workers=1, owner=dead_owner())
+    jobs = crashed.state.jobs
+    jobs.start()  # no lifespan, no shutdown: the process "dies" with jobs in flight
+    old = TestClient(crashed, base_url="http://127.0.0.1")
+    done = draft_app_done(out_dir)
+    running = old.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
+    queued = old.post("/api/runs", json={"query": "a cat naps"}).json()["id"]
+    wait_for(old, running, states=("running",))
+    with TestClient(
+        create_app(settings(out_dir), pipeline_factory=draft_pipeline), base_url="http://127.0.0.1"
+    ) as client:
+        history = {r["id"]: r for r in client.get("/api/runs").json()["runs"]}
+        assert history[done]["state"] == "done"
+        assert history[running]["state"] == "interrupted"
+        assert history[queued]["state"] == "interrupted"
+        record = client.get(f"/api/runs/{running}").json()["record"]
+        assert record["status"] == "failed" and record["error"].startswith("interrupted")
+        gate.set()  # the old workers wake up; they no longer own the jobs
+        time.sleep(0.3)
+        assert client.get(f"/api/runs/{running}").json()["state"] == "interrupted"
+
+
+def draft_app_done(out_dir) -> str:
+    with TestClient(
+        create_app(settings(out_dir), pipeline_factory=draft_pipeline), base_url="http://127.0.0.1"
+    ) as client:
+        job_id = client.post("/api/runs", json={"query": "a finished run"}).json()["id"]
+        assert wait_for(client, job_id)["state"] == "done"
+    return job_id
+
+
+def test_a_graceful_shutdown_records_jobs_in_flight_as_interrupted(out_dir, gate):
+    with TestClient(gated_app(out_dir, gate), base_url="http://127.0.0.1") as client:
+        job_id = client.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
+        wait_for(client, job_id, states=("running",))
+        gate.set()  # shutdown stops it at the next stage boundary
+    with TestClient(create_app(settings(out_dir)), base_url="http://127.0.0.1") as client:
+        assert client.get(f"/api/runs/{job_id}").json()["state"] == "interrupted"
+
+
+# -- safety (issue 15, 5a-g) -----------------------------------------------------------------
+
+
+def test_a_the_server_key_goes_only_to_its_backend_and_url(out_dir, monkeypatch):
+    base = settings(out_dir, llm="deepseek", llm_api_key=SERVER_KEY)
+    same = settings_for(base, RunRequest(query="q"))
+    assert same.api_key() == SERVER_KEY
+    for other in (
+        RunRequest(query="q", llm="llamacpp"),
+        RunRequest(query="q", llm="openai"),
+        RunRequest(query="q", llm_base_url="http://127.0.0.1:9/v1"),
+        RunRequest(query="q", llm="deepseek", llm_base_url="https://evil.example/v1"),
+    ):
+        assert settings_for(base, other).api_key() is None, other
+    mine = RunRequest(query="q", llm="llamacpp", llm_api_key=TYPED_KEY)
+    assert settings_for(base, mine).api_key() == TYPED_KEY
+    # a key from the server's environment is not sent to a URL the request names either
+    monkeypatch.setenv("DEEPSEEK_API_KEY", SERVER_KEY)
+    with pytest.raises(ConfigError, match="DEEPSEEK_API_KEY"):
+        settings_for(
+            settings(out_dir),
+            RunRequest(query="q", llm="deepseek", llm_base_url="http://127.0.0.1:9/v1"),
+        )
+    monkeypatch.delenv("DEEPSEEK_API_KEY")
+    # end to end: the key never reaches a server the request points at
+    app = create_app(base, pipeline_factory=draft_pipeline)
+    with FakeOpenAIServer() as fake, TestClient(app, base_url="http://127.0.0.1") as client:
+        fake.queue(200, completion(json.dumps(IDEA)))
+        other = {"query": "a corgi", "llm": "llamacpp", "llm_base_url": fake.url}
+        job_id = client.post("/api/runs", json=other).json()["id"]
+        assert wait_for(client, job_id)["state"] == "done"
+        # deepseek at another URL: no key goes with it, so the run stops before any call
+        moved = client.post("/api/runs", json={"query": "a corgi", "llm_base_url": fake.url})
+        view = wait_for(client, moved.json()["id"])
+        assert view["state"] == "failed" and "API key" in view["error"]
+        assert len(fake.chat_requests) == 1
+        for request in fake.requests:
+            assert SERVER_KEY not in json.dumps(request["headers"])
+
+
+def test_b_other_binds_need_a_token_on_every_api_call(out_dir):
+    with pytest.raises(ConfigError, match="without an access token"):
+        create_app(settings(out_dir), host="0.0.0.0")
+    app = create_app(
+        settings(out_dir),
+        pipeline_factory=draft_pipeline,
+        host="0.0.0.0",
+        token="correct-horse-battery",
+    )
+    with TestClient(app, base_url="http://192.0.2.10:8765") as client:
+        assert client.get("/").status_code == 200  # the page itself holds no data
+        for method, path in (
+            ("GET", "/api/runs"),
+            ("POST", "/api/runs"),
+            ("GET", "/api/backends"),
+            ("GET", "/api/runs/x/package"),
+        ):
+            assert client.request(method, path, json={"query": "q"}).status_code == 401
+        wrong = client.get("/api/runs", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "token" in wrong.json()["hint"]
+        good = {"Authorization": "Bearer correct-horse-battery"}
+        assert client.get("/api/runs", headers=good).status_code == 200
+        assert client.get("/docs", headers=good).status_code == 404  # no docs off loopback
+        assert client.post("/api/session", headers=good).status_code == 200  # sets the cookie
+        assert client.get("/api/runs").status_code == 200  # the page's cookie now works
+    # without a token, only loopback names are answered (a DNS-rebinding page is not)
+    with TestClient(create_app(settings(out_dir)), base_url="http://evil.example") as client:
+        assert client.get("/api/runs").status_code == 421
+
+
+def test_b_the_cli_refuses_a_public_bind_without_a_token(out_dir):
+    from click.testing import CliRunner
+
+    from llmpopcorn.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--out", str(out_dir)])
+    assert result.exit_code == 2
+    assert "without an access token" in result.output and "--token" in result.output
+
+
+def test_c_files_are_served_by_run_id_only_and_never_through_a_symlink(client, tmp_path):
+    job_id = client.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
+    wait_for(client, job_id)
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not for the web")
+    run_dir = client.app.state.jobs.run_dir(job_id)
+    (run_dir / "cover.png").unlink()
+    (run_dir / "cover.png").symlink_to(secret)
+    assert client.get(f"/api/runs/{job_id}/files/cover.png").status_code == 404
+    assert client.get(f"/api/runs/{job_id}/files/clip.mp4").status_code == 200
+    for path in (
+        f"/api/runs/{job_id}/files/..%2F..%2Foutside.txt",
+        f"/api/runs/{job_id}/files/settings.py",
+        "/api/runs/..%2F..%2Fetc/files/record.json",
+        "/runs/x/record.json",
+    ):
+        assert client.get(path).status_code == 404, path
+    # a run folder swapped for a symlink to a folder outside is refused too
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)
+    run_dir.symlink_to(moved, target_is_directory=True)
+    assert client.get(f"/api/runs/{job_id}/files/clip.mp4").status_code == 404
+
+
+def test_d_request_bodies_are_bounded(client):
+    huge = b'{"query": "' + b"x" * 2_000_000 + b'"}'
+    declared = client.post("/api/runs", content=huge, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "limit" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(40):
+            yield b"x" * 50_000
+
+    streamed = client.post(
+        "/api/runs", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert client.get("/api/runs").json()["total"] == 0
+
+
+def test_e_pipelines_are_cached_per_worker_and_bounded(out_dir):
+    made = []
+
+    def factory(s):
+        pipeline = draft_pipeline(s)
+        made.append(weakref.ref(pipeline))
+        return pipeline
+
+    app = create_app(settings(out_dir), pipeline_factory=factory, draft_workers=1, cache_size=2)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        temps = [0.1, 0.2, 0.3, 0.4, 0.5, 0.1]
+        ids = [
+            client.post("/api/runs", json={"query": "q", "temperature": t}).json()["id"]
+            for t in temps
+        ]
+        for job_id in ids:
+            assert wait_for(client, job_id)["state"] == "done"
+        assert len(made) == 6  # 0.1 was evicted before it came back
+        assert max(app.state.jobs.cache_sizes.values()) == 2
+        gc.collect()
+        assert sum(ref() is not None for ref in made) <= 2
+
+
+def test_f_waiting_jobs_hold_no_threads_and_the_server_stays_responsive(out_dir, gate):
+    app = gated_app(out_dir, gate, draft_workers=2)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        client.get("/api/runs")
+        threads = threading.active_count()
+        ids = [
+            client.post("/api/runs", json={"query": f"idea {n}"}).json()["id"] for n in range(45)
+        ]
+        assert threading.active_count() <= threads
+        for path in ("/", "/api/runs", f"/api/runs/{ids[-1]}"):
+            started = time.perf_counter()
+            assert client.get(path).status_code == 200
+            assert time.perf_counter() - started < 1.0, path
+        listed = client.get("/api/runs", params={"limit": 100}).json()
+        assert listed["total"] == 45
+        assert {r["state"] for r in listed["runs"]} <= {"queued", "running"}
+        for job_id in ids[2:]:
+            client.delete(f"/api/runs/{job_id}")
+        gate.set()
+        assert {wait_for(client, i)["state"] for i in ids[:2]} == {"done"}
+
+
+def test_g_no_server_path_in_any_answer(out_dir, tmp_path):
+    data, cache = tmp_path / "data-folder", tmp_path / "cache-folder"
+    app = create_app(
+        settings(out_dir, data_dir=data, cache_dir=cache), pipeline_factory=draft_pipeline
+    )
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        job_id = client.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
+        wait_for(client, job_id)
+        failed = client.post("/api/runs", json={"query": "a corgi surfs", "mode": "pe"}).json()
+        failed_view = wait_for(client, failed["id"])
+        assert failed_view["state"] == "failed" and failed_view["error"]
+        texts = [
+            client.get(path).text
+            for path in (
+                f"/api/runs/{job_id}",
+                f"/api/runs/{job_id}/files/record.json",
+                f"/api/runs/{job_id}/files/report.html",
+                f"/api/runs/{job_id}/events",
+                f"/api/runs/{failed['id']}",
+                "/api/runs",
+                "/api/backends",
+                "/api/data",
+            )
+        ]
+        bad = client.post("/api/data", json={"path": str(tmp_path / "nowhere")})
+        texts.append(bad.text)
+        for text in texts:
+            no_server_paths(text, tmp_path, out_dir.resolve(), data, cache)
+
+
+def test_typed_keys_are_used_but_never_echoed_stored_or_recorded(out_dir):
+    app = create_app(settings(out_dir), pipeline_factory=draft_pipeline)
+    with FakeOpenAIServer() as fake, TestClient(app, base_url="http://127.0.0.1") as client:
+        fake.queue(200, completion(json.dumps(IDEA)))
+        body = {
+            "query": "a corgi",
+            "llm": "openai",
+            "llm_base_url": fake.url,
+            "llm_api_key": TYPED_KEY,
+        }
+        response = client.post("/api/runs", json=body)
+        job_id = response.json()["id"]
+        view = wait_for(client, job_id)
+        assert view["state"] == "done"
+        assert fake.chat_requests[0]["headers"]["authorization"] == f"Bearer {TYPED_KEY}"
+        invalid = client.post("/api/runs", json={**body, "variants": 0})
+        answers = [
+            response.text,
+            invalid.text,
+            client.get(f"/api/runs/{job_id}").text,
+            client.get("/api/runs").text,
+            client.get(f"/api/runs/{job_id}/events").text,
+        ]
+        for text in answers:
+            assert TYPED_KEY not in text
+        assert "not kept" in view["request"]["llm_api_key"]
+    for path in out_dir.rglob("*"):
+        if path.is_file():
+            assert TYPED_KEY.encode() not in path.read_bytes(), path
+
+
+def test_serve_says_what_to_install_before_starting(monkeypatch, out_dir):
+    from click.testing import CliRunner
+
+    from llmpopcorn.cli import main, serve
+
+    monkeypatch.setattr(serve, "WEB_MODULES", ("fastapi", "popcorn_not_installed_web_dep"))
+    result = CliRunner().invoke(main, ["serve", "--out", str(out_dir)])
+    assert result.exit_code == 2
+    assert "popcorn_not_installed_web_dep" in result.output and "[web]" in result.output
+    assert "studio on http" not in result.output  # nothing claimed to be serving
+    assert "pip install" in serve.install_command("web")
+
+
+def test_the_web_app_never_imports_the_cli():
+    code = (
+        "import sys, llmpopcorn.web.app, llmpopcorn.web.jobs, llmpopcorn.web.requests\n"
+        "bad = [m for m in sys.modules if m.startswith('llmpopcorn.cli')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,14 +1,22 @@
-"""The web UI in a real headless browser (Debian's chromium, driven by Playwright).
+"""The studio in a real headless browser (Debian's chromium, driven by Playwright): submit a
+job, watch its stages advance, find it in the history after a reload, compare two runs and
+download the package.
 
-CI installs chromium (.ci/run); elsewhere the test is skipped with the reason.
+CI installs chromium (.ci/run); elsewhere the test is skipped with the reason. Set
+WEB_SCREENSHOTS=DIR to keep a screenshot of each view.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import shutil
 import socket
 import threading
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +36,7 @@ FLAGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+STAGE_DELAY_S = 0.4  # slow each stage a little so the page can be seen advancing
 
 
 @pytest.fixture
@@ -35,11 +44,22 @@ def server(out_dir):
     import uvicorn
 
     from fakes import draft_pipeline
+    from llmpopcorn.pipeline import Pipeline
     from llmpopcorn.settings import Settings
     from llmpopcorn.web.app import create_app
 
+    class Paced(Pipeline):
+        def make(self, query, *, on_stage=None, **kwargs):
+            def paced(stage):
+                on_stage(stage)
+                time.sleep(STAGE_DELAY_S)
+
+            return super().make(query, on_stage=paced, **kwargs)
+
     def factory(settings):
-        return draft_pipeline(settings, size=(180, 320), fps=8)
+        pipeline = draft_pipeline(settings, size=(180, 320), fps=8)
+        pipeline.__class__ = Paced
+        return pipeline
 
     app = create_app(
         Settings.resolve(env={}, out_dir=out_dir, score=False), pipeline_factory=factory
@@ -59,20 +79,72 @@ def server(out_dir):
     thread.join(timeout=10)
 
 
-def test_make_from_the_page_shows_title_cover_and_clip(server, tmp_path):
+def test_submit_watch_history_compare_and_download(server, tmp_path):
+    shots = Path(os.environ.get("WEB_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
         page.goto(server)
+        page.wait_for_selector("#llm option[value=offline]", state="attached")
         page.fill("#query", "a corgi learns to surf")
         page.click("#go")
-        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        # the stage list advances: each of these is seen as the active stage in turn
+        seen = []
+        for stage in ("ideate", "cover", "clip"):
+            page.wait_for_selector(f"#stages li.active:text-is('{stage}')", timeout=20_000)
+            seen.append(stage)
+            if stage == "cover":
+                page.screenshot(path=str(shots / "1-progress.png"), full_page=True)
+        assert seen == ["ideate", "cover", "clip"]
+        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
         assert "corgi" in page.inner_text("#title").lower()
-        page.wait_for_function("document.getElementById('cover').naturalWidth > 0", timeout=20_000)
+        page.wait_for_function("document.getElementById('cover').naturalWidth > 0")
         assert page.eval_on_selector("#cover", "img => img.naturalWidth") == 180
         assert "No LLM was used" in page.inner_text("#notes")
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        # an empty query is refused by the server with the hint shown on the page
+        assert page.inner_text("#cover-prompt") and page.inner_text("#video-prompt")
+        page.screenshot(path=str(shots / "2-result.png"), full_page=True)
+
+        # "another take": the same request with a new seed, as a second run
+        page.click("#another")
+        page.wait_for_function("document.querySelectorAll('#history-list tr').length === 2")
+        page.wait_for_selector("#history-list td.state-done >> nth=1", timeout=30_000)
+
+        # history survives a reload
+        page.reload()
+        page.wait_for_selector("#history-list tr >> nth=1")
+        rows = page.inner_text("#history-list")
+        assert len(rows.splitlines()) == 2 and rows.count("\tdone\t") == 2
+        page.fill("#search", "nothing like this")
+        page.press("#search", "Enter")
+        page.wait_for_selector("#page-info:text('no runs yet')")
+        page.fill("#search", "corgi")
+        page.press("#search", "Enter")
+        page.wait_for_function("document.querySelectorAll('#history-list tr').length === 2")
+        page.screenshot(path=str(shots / "3-history.png"), full_page=True)
+
+        # compare the two runs side by side
+        for number in (0, 1):
+            box = page.locator("#history-list input.pick").nth(number)
+            box.focus()
+            page.keyboard.press("Space")  # keyboard-usable
+            assert box.is_checked()
+        page.click("#compare")
+        page.wait_for_selector("#compare-view:not([hidden])")
+        assert len(page.query_selector_all("#compare-cols .card")) == 2
+        page.screenshot(path=str(shots / "4-compare.png"), full_page=True)
+
+        # open a run from the history and download its package
+        page.click("#history-list a >> nth=0")
+        page.wait_for_selector("#download:not([hidden])")
+        with page.expect_download() as info:
+            page.click("#download")
+        data = Path(info.value.path()).read_bytes()
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        assert set(archive.namelist()) == {"clip.mp4", "cover.png", "metadata.json", "record.json"}
+        assert json.loads(archive.read("metadata.json"))["title"]
+
+        # a refused request shows the server's message on the page
         page.fill("#query", "   ")
         page.click("#go")
         page.wait_for_function("document.getElementById('error').textContent.length > 0")

@@ -1,11 +1,45 @@
-"""``popcorn serve``: the local web UI."""
+"""``popcorn serve``: the studio (web UI, REST API, job queue)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+
 import click
 
+from ..errors import ConfigError, PopcornError
 from . import main
 from .options import common_options, llm_options, pe_options, render_options, settings_from
+
+WEB_MODULES = ("fastapi", "uvicorn")
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to this installation: ``pip install -e
+    'PATH[extra]'`` for an editable (source) install, else ``pip install
+    'llmpopcorn[extra]'``."""
+    from importlib import metadata
+
+    try:
+        text = metadata.distribution("llmpopcorn").read_text("direct_url.json") or ""
+        info = json.loads(text) if text else {}
+    except (metadata.PackageNotFoundError, ValueError):
+        info = {}
+    url = info.get("url", "")
+    if info.get("dir_info", {}).get("editable") and url.startswith("file://"):
+        return f"pip install -e '{url[len('file://') :]}[{extra}]'"
+    return f"pip install 'llmpopcorn[{extra}]'"
+
+
+def check_web_extra() -> None:
+    """Fail before anything starts when the web extra is missing, with the install line."""
+    missing = [name for name in WEB_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise PopcornError(
+            f"the web UI needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'}"
+            " not installed",
+            f"install the web extra: {install_command('web')}",
+        )
 
 
 @main.command("serve")
@@ -13,22 +47,46 @@ from .options import common_options, llm_options, pe_options, render_options, se
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Interface to bind (keep 127.0.0.1 unless you mean to share it).",
+    help="Interface to bind. Anything but loopback needs --token.",
 )
 @click.option("--port", default=8765, show_default=True, type=int, help="Port.")
+@click.option(
+    "--token",
+    envvar="POPCORN_TOKEN",
+    default=None,
+    help="Access token every API call must carry (Authorization: Bearer TOKEN); "
+    "required to bind anything but 127.0.0.1. Env: POPCORN_TOKEN.",
+)
+@click.option(
+    "--draft-workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="CPU draft jobs run at once (model jobs run one at a time per device).",
+)
 @pe_options
 @llm_options
 @render_options
 @common_options
-def serve_command(host: str, port: int, **params) -> None:
-    """Start the web UI (needs the [web] extra): a form that runs the same pipeline
-    as `popcorn make`, with the cover, clip, score and report in the browser."""
-    from ..web.app import serve
+def serve_command(host: str, port: int, token: str | None, draft_workers: int, **params) -> None:
+    """Start the studio: a page with a job queue, live progress, history and packages,
+    a REST API (OpenAPI at /docs on loopback) over the same pipeline as `popcorn make`."""
+    check_web_extra()
+    from ..web.app import create_app
+    from ..web.safety import is_loopback
 
     settings = settings_from(params)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(
-            f"warning: serving on {host}: anyone who can reach it can run generations", err=True
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without an access token: anyone who can reach it "
+            "could run jobs",
+            "pass --token TOKEN (or set POPCORN_TOKEN), or keep --host 127.0.0.1",
         )
-    click.echo(f"LLMPopcorn web UI on http://{host}:{port}/ (Ctrl+C to stop)", err=True)
-    serve(settings, host=host, port=port)
+    import uvicorn
+
+    app = create_app(settings, token=token, host=host, draft_workers=draft_workers)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"LLMPopcorn studio on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
+    if is_loopback(host):
+        click.echo(f"API documentation: http://{shown}:{port}/docs", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,102 +1,357 @@
-"""The web app: a form, a JSON API and the run reports, all over one Pipeline per setup.
+"""The studio: a page, a REST API and the run files, all over one job queue (:mod:`.jobs`).
 
-Routes
-- ``GET /``: the page (a form that calls the API and shows the result).
-- ``GET /api/backends``: the backend table of ``popcorn backends``.
-- ``POST /api/make``: ``{"query", "mode", "llm", "variants", "seed"}`` -> the run record.
-- ``GET /runs/{run_id}/report``, ``/runs/{run_id}/{cover.png|clip.mp4|record.json}``.
+Routes (the OpenAPI page is ``/docs`` on loopback):
 
-Generations run one at a time (model backends are not thread-safe). Errors come back
-as ``{"error", "hint"}`` with status 400; no path outside the output folder can be read.
+- ``GET /``: the page (plain JS modules under ``/static``; no build step).
+- ``GET /api/backends``: what can run here and why not (the table of ``popcorn backends``).
+- ``GET|POST /api/data``: the data folder's status; set it (PE and scoring need it).
+- ``POST /api/runs``: a run request -> 202 ``{"id", "state"}`` at once.
+- ``GET /api/runs``: history (``q``, ``state``, ``limit``, ``offset``), newest first.
+- ``GET /api/runs/{id}``: status, and the record once there is one.
+- ``GET /api/runs/{id}/events``: server-sent events (``state``, ``stage``).
+- ``DELETE /api/runs/{id}``: cancel a queued or running job.
+- ``GET /api/runs/{id}/files/{name}``: ``cover.png``, ``clip.mp4``, ``record.json``,
+  ``report.html`` of a run, by id only.
+- ``GET /api/runs/{id}/package``: the ready-to-post zip.
+- ``POST /api/session``: with the token, sets it as a cookie (for media and event streams).
+
+Safety: loopback by default, any other bind needs a token on every API call
+(:class:`.safety.Guard`); bodies over 64 KiB are refused; no answer carries a server path
+(:class:`.safety.PathScrubber`); errors are ``{"error", "hint"}`` and never echo input.
 """
 
 from __future__ import annotations
 
-import re
-import threading
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..errors import PopcornError, require
+from ..errors import ConfigError, PopcornError, require
 from ..pipeline import Pipeline
+from ..redact import scrub
 from ..settings import Settings
+from .jobs import LIVE, TERMINAL, JobManager
+from .requests import RunRequest
+from .safety import (
+    LOOPBACK_HOSTS,
+    TOKEN_COOKIE,
+    Guard,
+    PathScrubber,
+    default_roots,
+    file_inside,
+    is_loopback,
+)
 
-_RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 _FILES = {
     "cover.png": "image/png",
     "clip.mp4": "video/mp4",
     "record.json": "application/json",
-    "report": "text/html",
+    "report.html": "text/html; charset=utf-8",
 }
+_STATIC = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+#: seconds between checks of a job's events in a stream
+EVENT_POLL_S = 0.2
 
 
-class MakeRequest(BaseModel):
-    """The body of ``POST /api/make``."""
-
-    query: str = Field(max_length=10_000)
-    mode: Literal["basic", "pe"] = "basic"
-    llm: str | None = Field(None, max_length=100)
-    variants: int = Field(1, ge=1, le=10)
-    seed: int | None = None
+class DataFolder(BaseModel):
+    path: str = Field(max_length=1_000)
 
 
-def create_app(settings: Settings | None = None, *, pipeline_factory=Pipeline) -> Any:
-    """Build the FastAPI app; ``pipeline_factory(settings)`` makes a Pipeline (tests pass fakes)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    pipeline_factory=Pipeline,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    docs: bool | None = None,
+    draft_workers: int = 2,
+    cache_size: int = 2,
+    allowed_hosts: list[str] | None = None,
+    owner: str | None = None,
+) -> Any:
+    """Build the FastAPI app. ``pipeline_factory(settings)`` makes a Pipeline (tests pass
+    fakes). Without a token, only loopback Host names (plus ``allowed_hosts``) are served."""
     fastapi = require("fastapi", "web", "the web UI")
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
     base = settings or Settings.resolve()
-    out_root = Path(base.out_dir).expanduser().resolve()
-    pipelines: dict[tuple, Pipeline] = {}
-    lock = threading.Lock()
-    app = fastapi.FastAPI(title="LLMPopcorn", docs_url=None, redoc_url=None)
+    if token is not None and len(token) < 8:
+        raise ConfigError("the access token is too short", "use at least 8 characters")
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without an access token: anyone who can reach it "
+            "could run jobs",
+            "pass --token TOKEN (or set POPCORN_TOKEN), or keep --host 127.0.0.1",
+        )
+    jobs = JobManager(
+        base,
+        pipeline_factory=pipeline_factory,
+        draft_workers=draft_workers,
+        cache_size=cache_size,
+        owner=owner,
+    )
+    scrubber = PathScrubber(default_roots(base))
+    show_docs = is_loopback(host) if docs is None else docs
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        jobs.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(jobs.stop)
+
+    app = fastapi.FastAPI(
+        title="LLMPopcorn studio",
+        description="Make micro-video ideas, covers and clips, scored for popularity.",
+        docs_url="/docs" if show_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if show_docs else None,
+        lifespan=lifespan,
+    )
+    app.state.jobs = jobs
+    app.state.scrub = scrubber
+    hosts = None
+    if token is None:
+        hosts = set(LOOPBACK_HOSTS) | {host} | set(allowed_hosts or ())
+    app.add_middleware(Guard, token=token, allowed_hosts=hosts)
+
+    def answer(data: Any, status: int = 200):
+        return JSONResponse(scrubber(json.loads(scrub(json.dumps(data, default=str)))), status)
+
+    def not_found(what: str = "run"):
+        return JSONResponse(
+            {"error": f"no such {what}", "hint": "list runs with GET /api/runs"}, status_code=404
+        )
 
     @app.exception_handler(PopcornError)
     async def _popcorn_error(_request, exc: PopcornError):
-        return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=400)
+        return answer({"error": exc.message, "hint": exc.hint}, 400)
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return resources.files(__package__).joinpath("index.html").read_text(encoding="utf-8")
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc: RequestValidationError):
+        # never echo the input back: it may hold a typed key or a large body
+        fields = [
+            {"field": ".".join(str(x) for x in err.get("loc", ())[1:]), "problem": err.get("msg")}
+            for err in exc.errors()
+        ]
+        return answer(
+            {"error": "invalid request", "hint": "fix the fields listed", "fields": fields}, 422
+        )
 
-    @app.get("/api/backends")
-    def backends() -> dict:
+    # -- the page ----------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index():
+        return resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        suffix = Path(name).suffix
+        if "/" in name or "\\" in name or name.startswith(".") or suffix not in _STATIC:
+            return not_found("file")
+        item = resources.files(__package__).joinpath("static", name)
+        if not item.is_file():
+            return not_found("file")
+        return Response(item.read_bytes(), media_type=_STATIC[suffix])
+
+    @app.post("/api/session", include_in_schema=False)
+    def session():
+        response = JSONResponse({"ok": True})
+        if token is not None:  # the Guard let this through, so the token was right
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    # -- what can run ------------------------------------------------------------------
+
+    @app.get("/api/backends", summary="What can run here, and why not")
+    def backends():
         from ..registry import backend_table
 
-        return backend_table(base)
+        table = backend_table(jobs.base)
+        defaults = {
+            k: getattr(jobs.base, k)
+            for k in ("llm", "llm_model", "image", "video", "mode", "seed", "variants")
+        }
+        defaults.update(
+            {k: getattr(jobs.base, k) for k in ("num_tags", "ratio", "n_refs", "category_match")}
+        )
+        defaults["pe_pool"] = jobs.base.pe_pool
+        defaults["score"] = jobs.base.score
+        defaults["server_key"] = jobs.base.llm_api_key is not None
+        return answer({"backends": table, "defaults": defaults, **table})
 
-    @app.post("/api/make")
-    def make(body: MakeRequest) -> dict:
-        update = {"mode": body.mode, "variants": body.variants}
-        if body.llm:
-            update["llm"] = body.llm
-        key = tuple(sorted(update.items()))
-        with lock:
-            pipeline = pipelines.get(key)
-            if pipeline is None:
-                pipeline = pipeline_factory(Settings(**{**base.model_dump(), **update}))
-                pipelines[key] = pipeline
-            record = pipeline.make(body.query, out_dir=out_root, seed=body.seed)
-        data = record.model_dump(mode="json")
-        data["run_dir"] = Path(record.run_dir).name  # do not reveal server paths
-        return data
+    @app.get("/api/data", summary="The data folder's status")
+    def data_status():
+        return answer(_data_status(jobs.base.data_dir))
 
-    @app.get("/runs/{run_id}/{name}")
-    def run_file(run_id: str, name: str):
-        if not _RUN_ID.match(run_id) or name not in _FILES:
-            return JSONResponse({"error": "not found"}, status_code=404)
-        matches = [p for p in out_root.glob(f"{run_id}-*") if p.parent == out_root]
-        path = matches[0] / ("report.html" if name == "report" else name) if matches else None
-        if path is None or not path.is_file():
-            return JSONResponse({"error": "not found"}, status_code=404)
-        return FileResponse(path, media_type=_FILES[name])
+    @app.post("/api/data", summary="Set the data folder (for PE and scoring)")
+    def set_data(body: DataFolder):
+        path = Path(body.path).expanduser()
+        status = _data_status(path)
+        if not status["ok"]:
+            return answer({"error": status["reason"], "hint": status["hint"]}, 400)
+        jobs.base = jobs.base.model_copy(update={"data_dir": path})
+        return answer(status)
+
+    # -- runs ----------------------------------------------------------------------------
+
+    @app.post("/api/runs", status_code=202, summary="Queue a run")
+    async def submit(body: RunRequest):
+        job = jobs.submit(body)
+        return answer({"id": job.id, "state": job.state, "lane": job.lane}, 202)
+
+    @app.get("/api/runs", summary="History: newest first, with search and paging")
+    async def history(
+        q: str = fastapi.Query("", max_length=200),
+        state: str = fastapi.Query("", max_length=20),
+        limit: int = fastapi.Query(20, ge=1, le=200),
+        offset: int = fastapi.Query(0, ge=0),
+    ):
+        return answer(jobs.history(search=q, state=state, limit=limit, offset=offset))
+
+    @app.get("/api/runs/{job_id}", summary="A run's status and record")
+    async def get_run(job_id: str):
+        row = jobs.row(job_id)
+        if row is None:
+            return not_found()
+        view = jobs.view(row)
+        view["record"] = _record(jobs, job_id)
+        return answer(view)
+
+    @app.delete("/api/runs/{job_id}", summary="Cancel a queued or running run")
+    async def cancel(job_id: str):
+        state = jobs.cancel(job_id)
+        if state is None:
+            return not_found()
+        return answer({"id": job_id, "state": state})
+
+    @app.get("/api/runs/{job_id}/events", summary="Stage progress as server-sent events")
+    async def events(job_id: str):
+        row = jobs.row(job_id)
+        if row is None:
+            return not_found()
+        job = jobs.jobs.get(job_id)
+
+        async def stream():
+            if job is None:  # finished before this server started: replay from the store
+                view = jobs.view(row)
+                for number, stage in enumerate(view["stages"]):
+                    yield _sse("stage", {"seq": number, "stage": stage, "replayed": True})
+                yield _sse("state", {"state": view["state"], "error": view["error"]})
+                return
+            sent, quiet = 0, time.monotonic()
+            while True:
+                batch = job.events[sent:]
+                for event in batch:
+                    yield _sse(event["type"], scrubber(event))
+                sent += len(batch)
+                if job.state in TERMINAL and sent >= len(job.events):
+                    return
+                if time.monotonic() - quiet > 15:
+                    quiet = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(EVENT_POLL_S)
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    @app.get("/api/runs/{job_id}/files/{name}", summary="A run's cover, clip, record or report")
+    def run_file(job_id: str, name: str):
+        if name not in _FILES:
+            return not_found("file")
+        run_dir = jobs.run_dir(job_id)
+        path = file_inside(jobs.out_root, run_dir, name) if run_dir else None
+        if path is None:
+            return not_found("file")
+        if name == "record.json":
+            return answer(_record(jobs, job_id))
+        if name == "report.html":
+            return Response(scrubber.text(path.read_text("utf-8")), media_type=_FILES[name])
+        return Response(path.read_bytes(), media_type=_FILES[name])
+
+    @app.get("/api/runs/{job_id}/package", summary="The ready-to-post zip")
+    def package(job_id: str):
+        row = jobs.row(job_id)
+        if row is None:
+            return not_found()
+        if jobs.view(row)["state"] != "done":
+            return answer(
+                {"error": "this run has not finished", "hint": "wait for state 'done'"}, 409
+            )
+        run_dir = jobs.run_dir(job_id)
+        if run_dir is None or file_inside(jobs.out_root, run_dir, "record.json") is None:
+            return not_found("file")
+        data = jobs.package(job_id, scrubber)
+        name = f"popcorn-{job_id}.zip"
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8765) -> None:
+def _sse(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def _record(jobs: JobManager, job_id: str) -> dict | None:
+    """The run's record (server paths and secrets are taken out by the caller's answer)."""
+    from ..report import load_record
+
+    run_dir = jobs.run_dir(job_id)
+    if run_dir is None or file_inside(jobs.out_root, run_dir, "record.json") is None:
+        return None
+    try:
+        data = load_record(run_dir).model_dump(mode="json")
+    except (OSError, ValueError):
+        return None
+    data["run_dir"] = run_dir.name
+    return data
+
+
+def _data_status(path: Path | None) -> dict[str, Any]:
+    """Whether ``path`` is a usable data folder; never shows the path itself."""
+    if path is None:
+        return {
+            "ok": False,
+            "configured": False,
+            "reason": "no data folder is set: PE mode and the corpus-based scorer need one",
+            "hint": "set it here (the folder holding microlens/videos.csv), or start the "
+            "server with --data DIR / POPCORN_DATA",
+        }
+    videos = Path(path).expanduser() / "microlens" / "videos.csv"
+    if not videos.is_file():
+        return {
+            "ok": False,
+            "configured": True,
+            "reason": "that folder has no microlens/videos.csv",
+            "hint": "point at the folder that holds microlens/videos.csv",
+        }
+    size = videos.stat().st_size
+    return {"ok": True, "configured": True, "reason": "", "hint": "", "videos_csv_bytes": size}
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    token: str | None = None,
+    draft_workers: int = 2,
+) -> None:
     uvicorn = require("uvicorn", "web", "the web UI")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    app = create_app(settings, token=token, host=host, draft_workers=draft_workers)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+__all__ = ["create_app", "serve", "LIVE"]

@@ -1,0 +1,519 @@
+"""The web job queue: runs are rows of the one run store (``kind="web"``), waiting jobs sit
+in a queue (never in a request thread), and a fixed set of worker threads runs them.
+
+* **Lanes.** Jobs that touch a model device (diffusers renderers, a local LLM, hosted
+  generators) go to the ``device`` lane: one worker, jobs in submission order. CPU draft
+  jobs (draft renderers or no rendering, a remote or no LLM) go to the ``draft`` lane, a
+  bounded few at a time (``draft_workers``).
+* **Pipelines** are cached per worker, least recently used first out, at most
+  ``cache_size`` each: a worker never shares a pipeline with another thread, and memory
+  stays bounded however many setting combinations arrive.
+* **Store.** A job is claimed in the store at submission (status ``running`` with this
+  server as owner; the API says ``queued`` until a worker takes it) and finished with
+  ``ok`` or ``failed``; the finer state (done, failed, cancelled, interrupted) is the
+  ``state`` of its result. Leases are renewed by a heartbeat while the job is alive.
+* **Restart.** At start, web jobs whose owner is gone (a crash, a kill) or whose lease
+  ran out are marked ``interrupted``, in the store and in their ``record.json``. Queued
+  jobs are not re-run: a key typed into the page lived only in the old process.
+* **Cancel.** A queued job is dropped from its queue; a running one stops at its next
+  stage boundary (a stage in progress, e.g. a diffusion render, finishes first).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import secrets
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import PopcornError
+from ..pipeline import Pipeline
+from ..redact import scrub
+from ..settings import Settings
+from ..store import Store, new_owner
+from ..types import utcnow
+from .requests import RunRequest, settings_for, settings_key
+
+log = logging.getLogger(__name__)
+
+KIND = "web"
+GROUP = "studio"
+STORE_NAME = "store.sqlite"
+WEB_FOLDER = "web"
+TERMINAL = frozenset({"done", "failed", "cancelled", "interrupted"})
+LIVE = frozenset({"queued", "running"})
+DEFAULT_LEASE_S = 600.0
+MAX_ERROR_CHARS = 1_000
+#: finished jobs kept in memory for late event-stream readers (the store keeps them all)
+RECENT_JOBS = 256
+INTERRUPTED = "interrupted: the server stopped before this run finished"
+
+
+class JobStopped(Exception):
+    """Raised inside a running job at a stage boundary (cancel, or server shutdown)."""
+
+    def __init__(self, state: str, message: str):
+        super().__init__(message)
+        self.state = state
+
+
+@dataclass
+class Job:
+    id: str
+    request: RunRequest  # may hold a typed key: memory of this process only
+    settings: Settings
+    lane: str
+    state: str = "queued"
+    submitted: float = field(default_factory=time.time)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stop: tuple[str, str] | None = None  # (state, message) once asked to stop
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def key(self) -> str:
+        return f"{KIND}:{self.id}"
+
+    def emit(self, kind: str, **data: Any) -> None:
+        with self.cond:
+            self.events.append({"seq": len(self.events), "type": kind, "t": time.time(), **data})
+            self.cond.notify_all()
+
+
+def lane_for(settings: Settings) -> str:
+    """``draft`` for CPU draft work, ``device`` for anything that holds a model device."""
+    draft_render = not settings.render or (settings.image == "draft" and settings.video == "draft")
+    local_llm = settings.llm == "transformers"
+    return "draft" if draft_render and not local_llm else "device"
+
+
+class JobManager:
+    """Queues, workers and the store for web runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pipeline_factory: Callable[[Settings], Pipeline] = Pipeline,
+        draft_workers: int = 2,
+        cache_size: int = 2,
+        lease_s: float = DEFAULT_LEASE_S,
+        owner: str | None = None,
+    ):
+        self.base = settings
+        self.out_root = Path(settings.out_dir).expanduser().resolve()
+        self.store_path = self.out_root / STORE_NAME
+        self.factory = pipeline_factory
+        self.cache_size = max(1, cache_size)
+        self.lease_s = lease_s
+        self.owner = owner or new_owner()
+        self.workers_per_lane = {"draft": max(1, draft_workers), "device": 1}
+        self.queues: dict[str, queue.Queue] = {
+            lane: queue.Queue() for lane in self.workers_per_lane
+        }
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.cache_sizes: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._started = False
+        self._package_lock = threading.Lock()
+        self.out_root.mkdir(parents=True, exist_ok=True)
+        self.store()  # open (and migrate) now: a corrupt store fails at start, not later
+
+    # -- the store, one connection per thread --------------------------------------------
+
+    def store(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = Store(self.store_path, owner=self.owner)
+            self._local.store = store
+        return store
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.recover()
+        for lane, count in self.workers_per_lane.items():
+            for number in range(count):
+                name = f"popcorn-{lane}-{number}"
+                thread = threading.Thread(target=self._work, args=(lane, name), name=name)
+                thread.daemon = True
+                thread.start()
+                self._threads.append(thread)
+        beat = threading.Thread(target=self._heartbeat, name="popcorn-heartbeat", daemon=True)
+        beat.start()
+        self._threads.append(beat)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers; jobs still queued or running are recorded as interrupted."""
+        self._stopping.set()
+        with self._lock:
+            live = [job for job in self.jobs.values() if job.state in LIVE]
+        for job in live:
+            job.stop = ("interrupted", INTERRUPTED)
+        for lane, count in self.workers_per_lane.items():
+            for _ in range(count):
+                self.queues[lane].put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for job in live:
+            if job.state in LIVE:
+                self._finish(job, "interrupted", error=INTERRUPTED)
+
+    def recover(self) -> int:
+        """Mark web jobs left running by a server that is gone as interrupted."""
+        store, count = self.store(), 0
+        for row in store.items(kind=KIND, status="running"):
+            if row["key"] in {job.key for job in self.jobs.values()}:
+                continue
+            claim = store.claim(
+                row["key"],
+                kind=KIND,
+                group=row["grp"],
+                settings_hash=row["settings_hash"],
+                lease_s=60.0,
+            )
+            if not claim.claimed:
+                continue  # another live server still holds it
+            job_dir = self._job_dir(row["key"].split(":", 1)[1])
+            run_dir = _only_run_dir(job_dir)
+            _mark_record(run_dir, INTERRUPTED)
+            result = {"state": "interrupted", **_summary(run_dir)}
+            store.finish(
+                row["key"],
+                status="failed",
+                result=result,
+                error=INTERRUPTED,
+                run_dir=str(run_dir) if run_dir else None,
+            )
+            count += 1
+        return count
+
+    # -- submitting and cancelling -------------------------------------------------------
+
+    def submit(self, request: RunRequest) -> Job:
+        """Validate ``request`` (a bad one raises a PopcornError), record it, queue it."""
+        from ..paths import clean_query
+
+        clean_query(request.query)  # an empty or unsafe query fails now, with its hint
+        settings = settings_for(self.base, request)
+        job = Job(id=secrets.token_hex(6), request=request, settings=settings, lane="")
+        job.lane = lane_for(settings)
+        store = self.store()
+        settings_hash = store.put_settings(settings.public())
+        labels = {
+            "query": request.query,
+            "mode": settings.mode,
+            "request": request.public(),
+            "lane": job.lane,
+        }
+        store.claim(
+            job.key,
+            kind=KIND,
+            group=GROUP,
+            settings_hash=settings_hash,
+            labels=labels,
+            lease_s=self.lease_s,
+        )
+        with self._lock:
+            self.jobs[job.id] = job
+            self._trim()
+        job.emit("state", state="queued")
+        self.queues[job.lane].put(job)
+        return job
+
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel a queued or running job; returns its state after the request (None when
+        the id is unknown)."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+        if job is None or job.state in TERMINAL:
+            row = self.store().get(f"{KIND}:{job_id}")
+            return None if row is None else self.view(row)["state"]
+        job.stop = ("cancelled", "cancelled by the user")
+        if job.state == "queued":
+            self._finish(job, "cancelled", error="cancelled by the user")
+        return job.state if job.state in TERMINAL else "cancelling"
+
+    def queue_position(self, job: Job) -> int | None:
+        if job.state != "queued":
+            return None
+        with self._lock:
+            ahead = [
+                j
+                for j in self.jobs.values()
+                if j.lane == job.lane and j.state == "queued" and j.submitted < job.submitted
+            ]
+        return len(ahead)
+
+    # -- the workers ---------------------------------------------------------------------
+
+    def _work(self, lane: str, name: str) -> None:
+        pipelines: OrderedDict[str, Pipeline] = OrderedDict()
+        while True:
+            job = self.queues[lane].get()
+            if job is None or self._stopping.is_set():
+                return
+            if job.state != "queued":
+                continue  # cancelled while it waited
+            try:
+                self._run(job, pipelines)
+            except BaseException as exc:  # noqa: BLE001 - a worker must outlive any job
+                log.exception("web job %s: unexpected failure", job.id)
+                if job.state in LIVE:
+                    self._finish(job, "failed", error=scrub(str(exc))[:MAX_ERROR_CHARS])
+            finally:
+                self.cache_sizes[name] = len(pipelines)
+
+    def _pipeline(self, job: Job, pipelines: OrderedDict[str, Pipeline]) -> Pipeline:
+        key = settings_key(job.settings)
+        pipeline = pipelines.pop(key, None)
+        if pipeline is None:
+            pipeline = self.factory(job.settings)
+        pipelines[key] = pipeline  # most recently used last
+        while len(pipelines) > self.cache_size:
+            pipelines.popitem(last=False)
+        return pipeline
+
+    def _run(self, job: Job, pipelines: OrderedDict[str, Pipeline]) -> None:
+        with self._lock:
+            if job.state != "queued":
+                return
+            job.state = "running"
+        job.emit("state", state="running")
+        started = time.perf_counter()
+        store = self.store()
+
+        def on_stage(stage: str) -> None:
+            if job.stop is not None:
+                raise JobStopped(*job.stop)
+            job.emit("stage", stage=stage)
+            store.renew(job.key, self.lease_s)
+
+        state, error, hint = "done", None, None
+        try:
+            on_stage("start")
+            pipeline = self._pipeline(job, pipelines)
+            pipeline.make(
+                job.request.query,
+                out_dir=self._job_dir(job.id),
+                on_stage=on_stage,
+                seed=job.request.seed,
+            )
+        except JobStopped as exc:
+            state, error = exc.state, str(exc)
+        except PopcornError as exc:
+            state, error, hint = "failed", exc.message, exc.hint
+        except Exception as exc:  # noqa: BLE001 - reported in the record and the store
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+        self._finish(job, state, error=error, hint=hint, seconds=time.perf_counter() - started)
+
+    def _finish(
+        self,
+        job: Job,
+        state: str,
+        *,
+        error: str | None = None,
+        hint: str | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        with self._lock:
+            if job.state in TERMINAL:
+                return
+            job.state = state
+        run_dir = _only_run_dir(self._job_dir(job.id))
+        if state in ("cancelled", "interrupted") and run_dir is not None:
+            _mark_record(run_dir, error or state)
+        result = {"state": state, **_summary(run_dir)}
+        if hint:
+            result["hint"] = scrub(hint)[:MAX_ERROR_CHARS]
+        self.store().finish(
+            job.key,
+            status="ok" if state == "done" else "failed",
+            result=result,
+            error=None if error is None else scrub(error)[:MAX_ERROR_CHARS],
+            run_dir=str(run_dir) if run_dir else None,
+            seconds=None if seconds is None else round(seconds, 3),
+        )
+        job.emit("state", state=state, error=result.get("error") or error)
+
+    def _heartbeat(self) -> None:
+        every = max(0.5, self.lease_s / 4)
+        while not self._stopping.wait(every):
+            with self._lock:
+                keys = [job.key for job in self.jobs.values() if job.state in LIVE]
+            for key in keys:
+                try:
+                    self.store().renew(key, self.lease_s)
+                except PopcornError:  # a full disk: the next beat tries again
+                    log.warning("could not renew the lease of %s", key)
+
+    def _trim(self) -> None:
+        finished = [k for k, j in self.jobs.items() if j.state in TERMINAL]
+        for key in finished[: max(0, len(finished) - RECENT_JOBS)]:
+            del self.jobs[key]
+
+    def _job_dir(self, job_id: str) -> Path:
+        return self.out_root / WEB_FOLDER / job_id
+
+    # -- reading -------------------------------------------------------------------------
+
+    def row(self, job_id: str) -> dict[str, Any] | None:
+        return self.store().get(f"{KIND}:{job_id}")
+
+    def view(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A job as the API shows it (no paths, no key)."""
+        job_id = row["key"].split(":", 1)[1]
+        result = row["result"] or {}
+        with self._lock:
+            job = self.jobs.get(job_id)
+        if row["status"] == "running":
+            state = job.state if job is not None else "running"
+        else:
+            state = result.get("state") or ("done" if row["status"] == "ok" else "failed")
+        labels = row["labels"]
+        out = {
+            "id": job_id,
+            "state": state,
+            "query": labels.get("query"),
+            "mode": labels.get("mode"),
+            "request": labels.get("request", {}),
+            "submitted": row["created"],
+            "finished": row["finished"],
+            "seconds": row["seconds"],
+            "error": row["error"],
+            "hint": result.get("hint"),
+            "title": result.get("title"),
+            "score": result.get("score"),
+            "category": result.get("category"),
+            "stages": result.get("timings") or {},
+            "run_id": result.get("run_id"),
+            "has_clip": bool(result.get("has_clip")),
+        }
+        if job is not None:
+            out["position"] = self.queue_position(job)
+            out["stage"] = next(
+                (e["stage"] for e in reversed(job.events) if e["type"] == "stage"), None
+            )
+        return out
+
+    def history(
+        self, *, search: str = "", state: str = "", limit: int = 20, offset: int = 0
+    ) -> dict[str, Any]:
+        rows = self.store().items(kind=KIND)
+        rows.reverse()  # newest first
+        views = [self.view(row) for row in rows]
+        if search:
+            needle = search.casefold()
+            views = [
+                v
+                for v in views
+                if needle in (v["query"] or "").casefold()
+                or needle in (v["title"] or "").casefold()
+            ]
+        if state:
+            views = [v for v in views if v["state"] == state]
+        return {
+            "total": len(views),
+            "offset": offset,
+            "limit": limit,
+            "runs": views[offset : offset + limit],
+        }
+
+    def run_dir(self, job_id: str) -> Path | None:
+        row = self.row(job_id)
+        if row is None:
+            return None
+        if row["run_dir"]:
+            return Path(row["run_dir"])
+        return _only_run_dir(self._job_dir(job_id))
+
+    def package(self, job_id: str, scrubber: Callable[[Any], Any]) -> bytes:
+        """The ready-to-post zip (make_package's clip, cover and metadata) plus the run's
+        record.json (server paths taken out)."""
+        from ..package import make_package, signer_from_settings
+        from ..report import load_record
+
+        run_dir = self.run_dir(job_id)
+        if run_dir is None:
+            raise FileNotFoundError(job_id)
+        with self._package_lock:
+            zipped = make_package(run_dir, signer=signer_from_settings(self.base))
+            record = load_record(run_dir).model_dump(mode="json")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(zipped) as source, zipfile.ZipFile(buffer, "w") as target:
+            for info in source.infolist():
+                target.writestr(info, source.read(info.filename))
+            import json
+
+            target.writestr(
+                "record.json", json.dumps(scrubber(record), indent=2, ensure_ascii=False) + "\n"
+            )
+        return buffer.getvalue()
+
+
+def _only_run_dir(job_dir: Path) -> Path | None:
+    """The run folder Pipeline.make created inside a job's folder (None before it)."""
+    try:
+        found = [p for p in job_dir.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return None
+    found = [p for p in found if (p / "record.json").is_file()]
+    return sorted(found)[-1] if found else None
+
+
+def _mark_record(run_dir: Path | None, message: str) -> None:
+    """Say in the run's own record that it was stopped (when it still says running)."""
+    if run_dir is None:
+        return
+    from ..report import load_record, save_record
+
+    try:
+        record = load_record(run_dir)
+    except (OSError, ValueError):
+        return
+    if record.status == "running" or record.error != message:
+        record.status = "failed"
+        record.error = message
+        record.finished = record.finished or utcnow()
+        save_record(record, run_dir)
+
+
+def _summary(run_dir: Path | None) -> dict[str, Any]:
+    """What history shows for a run, from its record (empty before there is one)."""
+    if run_dir is None:
+        return {}
+    from ..report import load_record
+
+    try:
+        record = load_record(run_dir)
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, Any] = {
+        "run_id": record.run_id,
+        "title": record.idea.title if record.idea else None,
+        "timings": record.timings,
+        "category": (record.category or {}).get("name"),
+        "has_clip": record.artifact("clip") is not None,
+    }
+    if record.score is not None:
+        out["score"] = {
+            "log2_comments": record.score.log2_comments,
+            "expected_comments": record.score.expected_comments,
+            "percentile": record.score.percentile,
+            "interval": record.score.interval,
+        }
+    return out

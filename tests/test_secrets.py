@@ -99,6 +99,23 @@ def test_canary_key_appears_in_no_output_log_or_file(
             POPCORN_LLM_BASE_URL=srv.url, POPCORN_LLM_MODEL="m", **env,
         )  # fmt: skip
         assert bench.exit_code == 0, bench.output
+        # a batch (when this checkout has it), then its listing and export
+        if "batch" in main.commands:
+            queries = tmp_path / "queries.txt"
+            queries.write_text("a corgi learns to surf\n")
+            batches = tmp_path / "batches"
+            asked = len(srv.chat_requests)
+            batch = popcorn(
+                "batch", queries, *llm, "--no-render", "--out", batches, "--json", **env
+            )
+            assert batch.exit_code == 0, batch.output
+            assert len(srv.chat_requests) > asked  # the batch asked the echoing server
+            listed = popcorn("runs", "list", "--out", batches, "--json")
+            assert listed.exit_code == 0, listed.output
+            (batch_id,) = [row["batch"] for row in json.loads(listed.stdout)]
+            for args in (["show", batch_id], ["export", batch_id, "--json"]):
+                shown = popcorn("runs", *args, "--out", batches)
+                assert shown.exit_code == 0, shown.output
     for args in (
         ["prompt", "a corgi learns to surf", "--json"],
         ["score", "--title", "a corgi", "--model", tiny_model, "--json"],

@@ -6,7 +6,9 @@ last one repeats. Every request is recorded (path, headers, parsed body).
 Faults for the hardening tests: :meth:`FakeOpenAIServer.queue_raw` answers with any
 body and content type (an HTML page with HTTP 200); ``delay`` stalls each chat
 request before it answers; ``echo_key`` replaces ``{API_KEY}`` in a reply with the
-bearer token the request carried (a server that echoes the key).
+bearer token the request carried (a server that echoes the key); ``responder``, a
+callable given the parsed request body, computes each chat answer as (status, json
+body) instead of the queue (replies that depend on the request, e.g. on its seed).
 """
 
 from __future__ import annotations
@@ -33,15 +35,27 @@ def completion(content: str, model: str = "test-model") -> dict:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops connections when many clients connect
+    daemon_threads = True
+
+
 class FakeOpenAIServer:
     def __init__(
-        self, models: list[str] | None = None, *, delay: float = 0.0, echo_key: bool = False
+        self,
+        models: list[str] | None = None,
+        *,
+        delay: float = 0.0,
+        echo_key: bool = False,
+        responder=None,
     ):
         self.responses: list[tuple[int, dict | bytes, str]] = []
         self.requests: list[dict] = []
         self.models = models or ["test-model"]
         self.delay = delay
         self.echo_key = echo_key
+        self.responder = responder
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         server = self
 
@@ -81,14 +95,18 @@ class FakeOpenAIServer:
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                server.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                    }
-                )
-                if len(server.responses) > 1:
+                with server._lock:
+                    server.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body,
+                        }
+                    )
+                if server.responder is not None:
+                    status, payload = server.responder(body)
+                    content_type = "application/json"
+                elif len(server.responses) > 1:
                     status, payload, content_type = server.responses.pop(0)
                 else:
                     status, payload, content_type = server.responses[0]
@@ -96,7 +114,7 @@ class FakeOpenAIServer:
                     return  # shutting down: drop the stalled request
                 self._send(status, payload, content_type)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -300,7 +300,10 @@ class ItemWorker:
             if self._warm:
                 return
             p = self.pipeline
-            p.llm  # noqa: B018 - creates the backend
+            llm = p.llm
+            inner = getattr(llm, "_llm", llm)
+            if isinstance(getattr(type(inner), "client", None), property):
+                inner.client  # noqa: B018 - one HTTP client, before K threads race for it
             p.prompt_builder  # noqa: B018
             if p.settings.render:
                 p.image  # noqa: B018
@@ -329,6 +332,9 @@ class ItemWorker:
         record = state["record"]
         record.status = "failed"
         record.error = str(exc) or type(exc).__name__
+        if kind == "pause" and is_quota_error(exc) and not isinstance(exc, QuotaError):
+            detail = getattr(exc, "message", None) or record.error
+            record.error = f"the LLM provider says the API key's quota is used up ({detail})"
         if hasattr(exc, "attempts") and exc.attempts:
             record.attempts = list(exc.attempts)
         state.update(error=record.error, error_kind=kind)
@@ -354,7 +360,6 @@ class ItemWorker:
     def ideate(self, task: dict[str, Any]) -> dict[str, Any]:
         from .ideate import ideate as ask
         from .pipeline import NO_LLM_NOTE
-        from .report import save_record
         from .types import RunRecord
 
         self.warm()
@@ -418,7 +423,6 @@ class ItemWorker:
                         f"{len(result.attempts)} attempt(s)."
                     )
                 state["twin"] = twin
-            save_record(record, staging)
         except BaseException as exc:  # noqa: BLE001 - recorded, classified, handed back
             return self._fail(state, exc)
         return state
@@ -611,7 +615,7 @@ def run_batch(
     out = Path(out_dir or settings.out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with Store(out / "store.sqlite") as store:
+    with Store(out / "store.sqlite", sync_every_commit=False) as store:
         if resume:
             if queries:
                 raise ConfigError(
@@ -662,9 +666,7 @@ def run_batch(
         ]
         existing = {it["key"]: it for it in store.items(kind=KIND, group=batch_id)}
         progress = Progress(total=len(items))
-        run = BatchRun(
-            batch_id, store.path, out, list(queries), variants, progress
-        )
+        run = BatchRun(batch_id, store.path, out, list(queries), variants, progress)
         titles: dict[int, list[str]] = {}
         todo: deque[Item] = deque()
         for item in items:
@@ -687,8 +689,12 @@ def run_batch(
         if not todo:
             run.seconds = time.monotonic() - started
             return run
-        runner = executor if isinstance(executor, Executor) else make_executor(
-            executor, address=address, gpu_render=settings.render and _on_gpu(settings)
+        runner = (
+            executor
+            if isinstance(executor, Executor)
+            else make_executor(
+                executor, address=address, gpu_render=settings.render and _on_gpu(settings)
+            )
         )
         run.executor = runner.describe()
         render = settings.render

@@ -242,9 +242,9 @@ class RayExecutor(Executor):
         per_actor = max(1, -(-slots.ideate // n_ideate))
         kwargs = {**spec.kwargs, "share": 1.0 / n_ideate}
         self._actors["ideate"] = [
-            remote.options(
-                num_cpus=self.ideate_cpus, max_concurrency=per_actor, **common
-            ).remote(**kwargs)
+            remote.options(num_cpus=self.ideate_cpus, max_concurrency=per_actor, **common).remote(
+                **kwargs
+            )
             for _ in range(n_ideate)
         ]
         self._actors["score"] = [remote.options(num_cpus=0.5, **common).remote(**kwargs)]

@@ -159,7 +159,17 @@ _NOW_ISO = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
 class Store:
     """The store in ``path``, created with its schema when missing."""
 
-    def __init__(self, path: str | Path, *, owner: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        owner: str | None = None,
+        timeout: float = 30.0,
+        sync_every_commit: bool = True,
+    ):
+        """``sync_every_commit=False``: WAL with ``synchronous=NORMAL`` (no fsync per
+        commit: a killed process loses nothing, a power cut may lose the last commits,
+        which a resume redoes); for drivers that commit hundreds of items a second."""
         self.path = Path(path)
         self.owner = owner or new_owner()
         self._timeout = timeout
@@ -176,6 +186,8 @@ class Store:
             raise _corrupt(self.path, check)
         with self._write("open"):
             self._conn.execute("PRAGMA journal_mode=WAL")
+            if not sync_every_commit:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
 
     # -- plumbing ------------------------------------------------------------------

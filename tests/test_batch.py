@@ -1,0 +1,321 @@
+"""popcorn batch (issue 11): kill -9 then resume finishes exactly the rest, throughput
+rises with K, a failing item does not stop the batch, settings change the identity,
+quota and caps pause the batch, variants differ."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fake_openai_server import FakeOpenAIServer, completion
+from fakes import TitleLengthScorer, draft_pipeline
+from llmpopcorn.backends.base import LLM
+from llmpopcorn.batch import (
+    RateLimiter,
+    batch_rows,
+    diversify,
+    read_queries,
+    run_batch,
+    similar_title,
+)
+from llmpopcorn.cli import main
+from llmpopcorn.errors import InputError, LLMError
+from llmpopcorn.pipeline import Pipeline
+from llmpopcorn.settings import Settings
+from llmpopcorn.store import Store
+
+PHRASES = (
+    "Otters at dawn",
+    "Neon city rush",
+    "Grandma's secret trick",
+    "Ten second challenge",
+    "Rain on a tin roof",
+    "The last slice",
+    "Backwards skateboard",
+    "Midnight snack heist",
+)
+QUERIES = [f"query number {i}: a {w} video" for i, w in enumerate("abcdefghij")]
+
+
+def idea_for(text: str, seed: int) -> str:
+    """A valid idea whose title depends on the query (hash) and the seed (phrase)."""
+    base = text.split("\n\nThis is variant")[0]
+    tag = hashlib.sha256(base.encode()).hexdigest()[:4]
+    title = f"{PHRASES[(seed or 0) % len(PHRASES)]} #{tag}"
+    return json.dumps(
+        {"title": title, "cover_prompt": f"cover of {title}", "video_prompt": f"clip of {title}"}
+    )
+
+
+def responder(body: dict) -> tuple[int, dict]:
+    user = [m["content"] for m in body["messages"] if m["role"] == "user"][0]
+    return 200, completion(idea_for(user, body.get("seed", 0)))
+
+
+def api_settings(server: FakeOpenAIServer, **kw) -> Settings:
+    return Settings(
+        llm="openai",
+        llm_base_url=server.url,
+        llm_model="test-model",
+        llm_api_key="sk-test",
+        render=False,
+        score=False,
+        **kw,
+    )
+
+
+def statuses(store_path: Path) -> dict[str, int]:
+    with Store(store_path) as store:
+        out: dict[str, int] = {}
+        for item in store.items(kind="batch"):
+            out[item["status"]] = out.get(item["status"], 0) + 1
+    return out
+
+
+def test_kill_9_then_resume_finishes_exactly_the_rest(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(QUERIES) + "\n")
+    with FakeOpenAIServer(delay=0.25, responder=responder) as server:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+        cmd = [
+            sys.executable, "-c", "from llmpopcorn.cli import main; main()", "batch", str(qfile),
+            "--variants", "2", "-k", "3", "--no-render", "--no-score", "--llm", "openai",
+            "--llm-base-url", server.url, "--llm-model", "test-model", "--out", str(out),
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            batch_id = proc.stdout.readline().decode().strip()
+            assert batch_id.startswith("batch-")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if statuses(out / "store.sqlite").get("ok", 0) >= 5:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        before = statuses(out / "store.sqlite")
+        assert 5 <= before.get("ok", 0) < 20, before
+        assert before.get("running", 0) >= 1  # claims of the dead process, in flight
+        # resume (the key comes from the environment; everything else from the store)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        requests_before = len(server.chat_requests)
+        run = run_batch(None, Settings(), out_dir=out, resume=batch_id, concurrency=4)
+        redone = len(server.chat_requests) - requests_before
+    assert run.batch_id == batch_id
+    assert run.progress.computed == 20 - before["ok"]  # nothing finished is redone
+    assert redone == run.progress.computed  # one LLM call per remaining item
+    assert statuses(out / "store.sqlite") == {"ok": 20}
+    with Store(out / "store.sqlite") as store:
+        items = store.items(kind="batch", group=batch_id)
+    assert len(items) == 20 and len({i["key"] for i in items}) == 20
+    assert len({(i["labels"]["index"], i["labels"]["variant"]) for i in items}) == 20
+    folders = sorted(p for p in (out / batch_id).iterdir())
+    assert len(folders) == 20
+    assert sorted(Path(i["run_dir"]) for i in items) == folders
+    for folder in folders:
+        assert sorted(p.name for p in folder.iterdir()) == ["record.json", "report.html"]
+        record = json.loads((folder / "record.json").read_text())
+        assert record["status"] == "ok" and record["run_dir"] == str(folder)
+    assert not (out / ".staging").exists()  # no partial folder anywhere
+
+
+def _rate(server, tmp_path, k: int, n: int = 8) -> float:
+    queries = [f"throughput {k} {i}" for i in range(n)]
+    started = time.perf_counter()
+    run = run_batch(queries, api_settings(server), out_dir=tmp_path / f"k{k}", concurrency=k)
+    assert run.progress.done == n
+    return n / (time.perf_counter() - started)
+
+
+def test_throughput_rises_with_concurrency(tmp_path):
+    with FakeOpenAIServer(delay=0.2, responder=responder) as server:
+        one = _rate(server, tmp_path, 1)
+        eight = _rate(server, tmp_path, 8)
+    assert one < 5.5  # bounded by the server's 0.2 s
+    assert eight > 3 * one, (one, eight)
+
+
+class FlakyLLM(LLM):
+    """Fails hard on 'boom', answers garbage on 'garbage', else a valid idea."""
+
+    name = "flaky"
+
+    def complete(self, request):
+        query = request.context["query"]
+        if "boom" in query:
+            raise LLMError("the server exploded")
+        if "garbage" in query:
+            return "not an idea at all"
+        return idea_for(query, request.seed)
+
+    def model_id(self):
+        return "flaky-1"
+
+
+def test_a_failing_item_is_recorded_and_the_batch_goes_on(tmp_path):
+    settings = Settings(render=False, score=False, max_attempts=2)
+    pipeline = Pipeline(settings, llm=FlakyLLM())
+    queries = ["fine one", "boom goes the server", "fine two", "garbage reply", "fine three"]
+    run = run_batch(queries, settings, out_dir=tmp_path, concurrency=2, pipeline=pipeline)
+    assert (run.progress.done, run.progress.failed) == (3, 2)
+    with Store(run.store_path) as store:
+        rows = {r["query"]: r for r in batch_rows(store, run.batch_id)}
+    assert "exploded" in rows["boom goes the server"]["error"]
+    assert "no valid idea in 2 attempt" in rows["garbage reply"]["error"]
+    failed = Path(rows["garbage reply"]["run_dir"])
+    record = json.loads((failed / "record.json").read_text())
+    assert record["status"] == "failed" and len(record["attempts"]) == 2  # raw replies kept
+    assert all(rows[q]["status"] == "ok" for q in ("fine one", "fine two", "fine three"))
+
+
+def test_same_settings_resume_other_settings_make_a_new_batch(tmp_path):
+    queries = ["a corgi learns to surf", "pasta in three steps"]
+    base = Settings(render=False, score=False)
+    first = run_batch(queries, base, out_dir=tmp_path, variants=2)
+    again = run_batch(queries, base, out_dir=tmp_path, variants=2)
+    assert again.batch_id == first.batch_id
+    assert (again.progress.computed, again.skipped, again.progress.done) == (0, 4, 4)
+    # a result-changing setting: a new batch; a setting that changes no result: the same
+    hotter = run_batch(queries, base.model_copy(update={"temperature": 1.1}), out_dir=tmp_path)
+    assert hotter.batch_id != first.batch_id and hotter.progress.computed == 2
+    patient = base.model_copy(update={"llm_timeout": 5.0})
+    assert run_batch(queries, patient, out_dir=tmp_path, variants=2).batch_id == first.batch_id
+    with Store(tmp_path / "store.sqlite") as store:
+        assert store.groups("batch") == {first.batch_id: 4, hotter.batch_id: 2}
+
+
+def test_quota_exhaustion_pauses_the_rest_and_resume_finishes(tmp_path):
+    calls = {"n": 0}
+    lock = threading.Lock()
+    quota = {"out": True}
+
+    def stingy(body):
+        with lock:
+            calls["n"] += 1
+            if quota["out"] and calls["n"] > 3:
+                return 429, {
+                    "error": {
+                        "message": "You exceeded your current quota, please check your plan.",
+                        "type": "insufficient_quota",
+                        "code": "insufficient_quota",
+                    }
+                }
+        return responder(body)
+
+    queries = [f"quota query {i}" for i in range(6)]
+    with FakeOpenAIServer(responder=stingy) as server:
+        settings = api_settings(server, llm_max_retries=0)
+        run = run_batch(queries, settings, out_dir=tmp_path, concurrency=1)
+        assert run.paused and "quota" in run.pause_reason
+        assert (run.progress.done, run.progress.failed) == (3, 0)  # nothing failed
+        assert statuses(tmp_path / "store.sqlite") == {"ok": 3, "pending": 1}
+        quota["out"] = False  # topped up
+        again = run_batch(None, settings, out_dir=tmp_path, resume=run.batch_id)
+    assert not again.paused and again.progress.computed == 3
+    assert statuses(tmp_path / "store.sqlite") == {"ok": 6}
+
+
+def test_llm_call_cap_pauses_the_batch(tmp_path):
+    settings = Settings(render=False, score=False, max_batch_llm_calls=2)
+    run = run_batch(["one", "two", "three", "four"], settings, out_dir=tmp_path, concurrency=1)
+    assert run.paused and "cap of 2 LLM requests" in run.pause_reason
+    assert run.progress.done == 2 and run.progress.failed == 0
+
+
+def test_rate_limiter_spaces_requests():
+    limiter = RateLimiter(per_minute=1200)  # one each 50 ms
+    started = time.monotonic()
+    for _ in range(5):
+        limiter.acquire()
+    assert time.monotonic() - started >= 0.19
+
+
+def test_variants_take_their_own_angle_and_near_duplicates_are_detected():
+    from llmpopcorn.prompts import BasicPromptBuilder
+
+    prompt = BasicPromptBuilder().build("a corgi learns to surf")
+    assert diversify(prompt, 0, 1) is prompt
+    one, two = diversify(prompt, 0, 3), diversify(prompt, 1, 3)
+    assert "variant 1 of 3" in one.messages[-1].content
+    assert one.messages[-1].content != two.messages[-1].content
+    assert similar_title("Corgi learns to SURF!", ["A cat", "corgi learns to surf"])
+    assert similar_title("Otters at dawn", ["Neon city rush"]) is None
+
+
+def test_rendered_items_have_their_files(tmp_path):
+    settings = Settings(score=False)
+    run = run_batch(
+        ["a corgi learns to surf", "sunset over tokyo"],
+        settings,
+        out_dir=tmp_path,
+        pipeline=draft_pipeline(settings),
+        concurrency=2,
+    )
+    assert run.progress.done == 2
+    with Store(run.store_path) as store:
+        for row in batch_rows(store, run.batch_id):
+            names = {p.name for p in Path(row["run_dir"]).iterdir()}
+            assert {"record.json", "report.html", "cover.png", "clip.mp4"} <= names
+
+
+def test_cli_prints_the_id_first_and_exports_rows(tmp_path):
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("# my week\na corgi learns to surf\n\npasta in three steps\n")
+    out = tmp_path / "out"
+    args = ["batch", str(qfile), "--variants", "2", "--no-render", "--no-score", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    batch_id = result.stdout.splitlines()[0]
+    assert batch_id.startswith("batch-") and len(batch_id) == len("batch-") + 16
+    exported = CliRunner().invoke(main, ["runs", "export", batch_id, "--out", str(out), "--csv"])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == 4
+    for column in ("query", "mode", "variant", "seed", "status", "title", "score",
+                   "expected_comments", "run_dir"):  # fmt: skip
+        assert column in rows[0]
+    assert {r["status"] for r in rows} == {"ok"}
+    assert len({r["title"] for r in rows}) == 4
+    listed = CliRunner().invoke(main, ["runs", "list", "--out", str(out)])
+    assert batch_id in listed.stdout and "ok 4" in listed.stdout
+    again = CliRunner().invoke(main, ["batch", "--resume", batch_id, "--out", str(out)])
+    assert again.exit_code == 0 and again.stdout.splitlines()[0] == batch_id
+
+
+def test_variants_are_ranked_by_the_judge_within_their_query(tmp_path):
+    settings = Settings(render=False)
+    scorer = TitleLengthScorer()  # log2 comments = title length / 10
+    pipeline = Pipeline(settings, llm=FlakyLLM(), scorer=scorer)
+    run = run_batch(["one", "two"], settings, out_dir=tmp_path, variants=3, pipeline=pipeline)
+    assert run.progress.done == 6 and scorer.calls == 6
+    with Store(run.store_path) as store:
+        rows = batch_rows(store, run.batch_id)
+    for query in ("one", "two"):
+        mine = [r for r in rows if r["query"] == query]
+        best_first = sorted(mine, key=lambda r: r["rank"])
+        assert [r["rank"] for r in best_first] == [1, 2, 3]
+        assert best_first[0]["score"] == max(len(r["title"]) / 10 for r in mine)
+        assert best_first[0]["expected_comments"] == 2 ** best_first[0]["score"]
+
+
+def test_a_bad_query_file_says_which_line(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text("fine\n" + "x" * 3000 + "\n")
+    with pytest.raises(InputError, match="line 2"):
+        read_queries(path)

@@ -201,6 +201,7 @@ class RayExecutor(Executor):
         num_cpus: int | None = None,
         gpu_render: bool = False,
         ideate_cpus: float = 0.25,
+        ideate_actors: int = 1,
         max_restarts: int = 2,
         runtime_env: dict[str, Any] | None = None,
     ):
@@ -208,6 +209,7 @@ class RayExecutor(Executor):
         self.num_cpus = num_cpus
         self.gpu_render = gpu_render
         self.ideate_cpus = ideate_cpus
+        self.ideate_actors = ideate_actors
         self.max_restarts = max_restarts
         self.runtime_env = runtime_env
         self._actors: dict[str, list[Any]] = {}
@@ -238,7 +240,7 @@ class RayExecutor(Executor):
         remote = ray.remote(spec.cls)
         common = {"max_restarts": self.max_restarts, "max_task_retries": self.max_restarts}
         # ideation: threaded actors (the call waits on I/O), K calls in all
-        n_ideate = max(1, min(slots.ideate, 2))
+        n_ideate = max(1, min(slots.ideate, self.ideate_actors))
         per_actor = max(1, -(-slots.ideate // n_ideate))
         kwargs = {**spec.kwargs, "share": 1.0 / n_ideate}
         self._actors["ideate"] = [

@@ -1,0 +1,155 @@
+"""Executors (issue 11): the local pools, and the Ray executor on a local Ray started by
+the test (num_cpus=2) giving the same results as the local one for the same seeds."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llmpopcorn.batch import batch_rows, run_batch
+from llmpopcorn.executors import DaemonPool, LocalExecutor, Slots, WorkerSpec
+from llmpopcorn.settings import Settings
+from llmpopcorn.store import Store
+
+QUERIES = ["a corgi learns to surf", "pasta in three steps", "sunset over tokyo"]
+
+
+def test_daemon_pool_runs_at_most_its_size_at_once_and_hands_back_errors():
+    pool = DaemonPool(3, "t")
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def job(x):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if x == 4:
+            raise ValueError("four")
+        return x * 2
+
+    futures = [pool.submit(job, i) for i in range(9)]
+    assert [f.result() for i, f in enumerate(futures) if i != 4] == [
+        i * 2 for i in range(9) if i != 4
+    ]
+    with pytest.raises(ValueError, match="four"):
+        futures[4].result()
+    assert peak[0] == 3
+    assert all(t.daemon for t in pool._threads)  # Ctrl-C never waits for them
+    pool.shutdown()
+
+
+class EchoWorker:
+    def __init__(self):
+        self.warmed = 0
+
+    def warm(self):
+        self.warmed += 1
+
+    def ideate(self, payload):
+        return {"stage": "ideate", **payload}
+
+    def score(self, payload):
+        return {"stage": "score", **payload}
+
+
+def test_local_executor_routes_stages_to_one_warmed_worker():
+    executor = LocalExecutor()
+    worker = EchoWorker()
+    executor.start(WorkerSpec(EchoWorker, local=worker), Slots(ideate=2), render=False)
+    handles = [executor.submit("ideate", {"n": 1}), executor.submit("score", {"n": 2})]
+    done: list = []
+    while len(done) < 2:
+        done += executor.wait([h for h in handles if h not in done], timeout=1)
+    assert sorted((executor.result(h)["stage"], executor.result(h)["n"]) for h in done) == [
+        ("ideate", 1),
+        ("score", 2),
+    ]
+    assert worker.warmed == 1
+    executor.shutdown()
+
+
+def _rows(run) -> list[tuple]:
+    with Store(run.store_path) as store:
+        return [
+            (r["query"], r["variant"], r["seed"], r["status"], r["title"])
+            for r in batch_rows(store, run.batch_id)
+        ]
+
+
+def test_ray_executor_gives_the_local_results(tmp_path):
+    pytest.importorskip("ray")
+    from llmpopcorn.executors import RayExecutor
+
+    settings = Settings(render=False, score=False)  # offline composer: deterministic
+    local = run_batch(QUERIES, settings, out_dir=tmp_path / "local", variants=2)
+    ray_run = run_batch(
+        QUERIES,
+        settings,
+        out_dir=tmp_path / "ray",
+        variants=2,
+        concurrency=4,
+        executor=RayExecutor(num_cpus=2),
+    )
+    assert ray_run.executor["executor"] == "ray"
+    assert ray_run.batch_id == local.batch_id  # the executor is not part of the identity
+    assert _rows(ray_run) == _rows(local)
+    assert len({r[4] for r in _rows(ray_run)}) == 6  # every variant its own title
+    folders = list((tmp_path / "ray" / ray_run.batch_id).iterdir())
+    assert len(folders) == 6 and all((f / "record.json").exists() for f in folders)
+
+
+class DiesOnceWorker:
+    """Kills its own process on the first ideate call (a lost worker); Ray restarts the
+    actor and retries the task."""
+
+    def __init__(self, marker: str, **kwargs):
+        from llmpopcorn.batch import ItemWorker
+
+        self.marker = Path(marker)
+        self.inner = ItemWorker(**kwargs)
+
+    def warm(self):
+        self.inner.warm()
+
+    def ideate(self, task):
+        if not self.marker.exists():
+            self.marker.write_text("died")
+            os._exit(1)
+        return self.inner.ideate(task)
+
+    def render(self, state):
+        return self.inner.render(state)
+
+    def score(self, state):
+        return self.inner.score(state)
+
+
+@pytest.mark.slow
+def test_ray_retries_a_task_whose_worker_died(tmp_path):
+    pytest.importorskip("ray")
+    from llmpopcorn import batch as batch_module
+    from llmpopcorn.executors import RayExecutor
+
+    marker = tmp_path / "died"
+    settings = Settings(render=False, score=False)
+    original = batch_module.WorkerSpec
+
+    def spec(cls, kwargs=None, local=None):  # the test's worker, same arguments
+        return original(DiesOnceWorker, {"marker": str(marker), **(kwargs or {})}, local)
+
+    batch_module.WorkerSpec = spec
+    try:
+        executor = RayExecutor(
+            num_cpus=2, runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}
+        )
+        run = run_batch(QUERIES, settings, out_dir=tmp_path / "ray", executor=executor)
+    finally:
+        batch_module.WorkerSpec = original
+    assert marker.exists()  # a worker did die
+    assert run.progress.done == 3 and run.progress.failed == 0

@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "corpus",
     "bench",
     "serve",
+    "mcp",
     "batch",
     "runs",
 )

@@ -61,7 +61,7 @@ class EchoWorker:
 def test_local_executor_routes_stages_to_one_warmed_worker():
     executor = LocalExecutor()
     worker = EchoWorker()
-    executor.start(WorkerSpec(EchoWorker, local=worker), Slots(ideate=2), render=False)
+    executor.start(WorkerSpec(EchoWorker, local=worker), Slots(ideate=2), render=True)
     handles = [executor.submit("ideate", {"n": 1}), executor.submit("score", {"n": 2})]
     done: list = []
     while len(done) < 2:

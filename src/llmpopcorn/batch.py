@@ -427,6 +427,12 @@ class ItemWorker:
             return self._fail(state, exc)
         return state
 
+    def ideate_score(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Both stages in one call (no rendering): saves two thread hand-offs an item;
+        scoring still runs one at a time under the predictor's lock."""
+        state = self.ideate(task)
+        return state if state["error"] is not None else self.score(state)
+
     def render(self, state: dict[str, Any]) -> dict[str, Any]:
         self.warm()
         record = state["record"]
@@ -771,8 +777,10 @@ def _drive(
     # variant's title (the near-duplicate check is then complete and deterministic)
     unfinished = {(it.index, it.variant) for it in todo}
 
+    first = "ideate" if settings.render else "ideate_score"
+
     def ideating() -> int:
-        return sum(1 for _, stage in inflight.values() if stage == "ideate")
+        return sum(1 for _, stage in inflight.values() if stage == first)
 
     def next_ready() -> Item | None:
         for position, candidate in enumerate(todo):
@@ -852,7 +860,7 @@ def _drive(
                         run.runs_dir / batch_id / f"{item.index + 1:03d}-v{item.variant}-{slug}"
                     ),
                 }
-                inflight[runner.submit("ideate", task)] = (item, "ideate")
+                inflight[runner.submit(first, task)] = (item, first)
             progress.running = len(inflight)
             if on_progress:
                 on_progress(progress)

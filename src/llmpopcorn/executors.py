@@ -10,11 +10,13 @@ results and alone writes the run store: executors never touch it.
 * :class:`LocalExecutor` (default): one worker in this process; a pool of ``ideate``
   threads (the LLM call is I/O, so threads overlap it), a separate bounded ``render``
   pool sized to the device, and one ``score`` thread (the predictor is used from one
-  thread only). Threads are daemons: Ctrl-C never waits for a stalled LLM request.
+  thread only). Without rendering an item's ideation and scoring run in one call on
+  its ideation thread (``ideate_score``; scoring still one at a time, under a lock).
+  Threads are daemons: Ctrl-C never waits for a stalled LLM request.
 * :class:`RayExecutor` (``--executor ray``, the ``ray`` extra): the same worker class
   as Ray actors with resource requests: ideation actors take a fraction of a CPU and
   run up to K calls at once (threaded actors), render actors take one GPU each when
-  rendering on CUDA (else one CPU), one score actor. Results stream back through
+  rendering on CUDA (else one CPU), one score actor (when rendering). Results stream back through
   ``ray.wait``. An actor that dies (a lost node, an OOM kill) is restarted and its
   task retried by Ray (``max_restarts``/``max_task_retries``); a task that is lost
   anyway comes back as :class:`WorkerLost`, which the driver records for a retry.
@@ -35,7 +37,9 @@ from .errors import ConfigError, MissingExtraError, PopcornError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ideate", "render", "score")
+STAGES = ("ideate", "render", "score", "ideate_score")
+#: the pool (local) or actor group (Ray) each stage runs on
+POOL_OF = {"ideate": "ideate", "ideate_score": "ideate", "render": "render", "score": "score"}
 EXECUTORS = ("local", "ray")
 
 
@@ -150,15 +154,13 @@ class LocalExecutor(Executor):
     def start(self, spec: WorkerSpec, slots: Slots, *, render: bool) -> None:
         self.worker = spec.build()
         self.worker.warm()  # a setup problem (no key, a broken model) fails here
-        self._pools = {
-            "ideate": DaemonPool(slots.ideate, "ideate"),
-            "score": DaemonPool(slots.score, "score"),
-        }
-        if render:
+        self._pools = {"ideate": DaemonPool(slots.ideate, "ideate")}
+        if render:  # without rendering, items score on their ideation thread
             self._pools["render"] = DaemonPool(slots.render, "render")
+            self._pools["score"] = DaemonPool(slots.score, "score")
 
     def submit(self, stage: str, payload: dict[str, Any]) -> cf.Future:
-        return self._pools[stage].submit(getattr(self.worker, stage), payload)
+        return self._pools[POOL_OF[stage]].submit(getattr(self.worker, stage), payload)
 
     def wait(self, handles: Sequence[cf.Future], timeout: float) -> list[cf.Future]:
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
@@ -249,8 +251,8 @@ class RayExecutor(Executor):
             )
             for _ in range(n_ideate)
         ]
-        self._actors["score"] = [remote.options(num_cpus=0.5, **common).remote(**kwargs)]
         if render:
+            self._actors["score"] = [remote.options(num_cpus=0.5, **common).remote(**kwargs)]
             resources = {"num_gpus": 1} if self.gpu_render else {"num_cpus": 1}
             self._actors["render"] = [
                 remote.options(**resources, **common).remote(**kwargs)
@@ -265,9 +267,10 @@ class RayExecutor(Executor):
             raise exc.as_instanceof_cause() from None
 
     def submit(self, stage: str, payload: dict[str, Any]) -> Any:
-        actors = self._actors[stage]
-        index = self._next[stage] % len(actors)
-        self._next[stage] += 1
+        group = POOL_OF[stage]
+        actors = self._actors[group]
+        index = self._next[group] % len(actors)
+        self._next[group] += 1
         return getattr(actors[index], stage).remote(payload)
 
     def wait(self, handles: Sequence[Any], timeout: float) -> list[Any]:

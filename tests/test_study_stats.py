@@ -47,9 +47,7 @@ def planted_study(tmp_path, pe_shift: float, name: str):
 
         # the statistics are under test, not PE's retrieval: both modes use one prompt
         llm = FakeLLM(list(replies[settings.mode]))
-        return draft_pipeline(
-            settings, llm=llm, scorer=scorer, prompt_builder=BasicPromptBuilder()
-        )
+        return draft_pipeline(settings, llm=llm, scorer=scorer, prompt_builder=BasicPromptBuilder())
 
     settings = Settings.resolve(env={}, render=False)
     run = run_study(

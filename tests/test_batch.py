@@ -135,6 +135,40 @@ def test_kill_9_then_resume_finishes_exactly_the_rest(tmp_path, monkeypatch):
     assert not (out / ".staging").exists()  # no partial folder anywhere
 
 
+def test_ctrl_c_stops_at_once_and_gives_in_flight_items_back(tmp_path):
+    out = tmp_path / "out"
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(QUERIES) + "\n")
+    with FakeOpenAIServer(delay=1.0, responder=responder) as server:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+        cmd = [
+            sys.executable, "-c", "from llmpopcorn.cli import main; main()", "batch", str(qfile),
+            "-k", "4", "--no-render", "--no-score", "--llm", "openai", "--llm-base-url",
+            server.url, "--llm-model", "test-model", "--out", str(out),
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        batch_id = proc.stdout.readline().decode().strip()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(server.chat_requests) < 6:
+            time.sleep(0.02)  # the second wave of 4 calls is in flight (1 s each)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        stopped_in = time.monotonic() - started
+        assert proc.returncode == 130, err.decode()
+        assert stopped_in < 3  # it did not wait for the calls in flight
+        assert f"popcorn batch --resume {batch_id}" in err.decode()
+        counts = statuses(out / "store.sqlite")
+        assert "running" not in counts and counts.get("pending", 0) >= 1, counts
+        run = run_batch(None, api_settings_env(), out_dir=out, resume=batch_id, concurrency=10)
+    assert run.progress.done == 10 and statuses(out / "store.sqlite") == {"ok": 10}
+    assert not (out / ".staging").exists()
+
+
+def api_settings_env() -> Settings:
+    return Settings(llm_api_key="sk-test")  # the rest comes from the stored batch
+
+
 def _rate(server, tmp_path, k: int, n: int = 8) -> float:
     queries = [f"throughput {k} {i}" for i in range(n)]
     started = time.perf_counter()

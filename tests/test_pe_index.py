@@ -378,3 +378,25 @@ def test_the_approximate_index_finds_95_percent_of_the_exact_top_50():
     # chosen by size
     assert isinstance(make_index(vecs[:1000]), ExactIndex)
     assert isinstance(make_index(vecs[:1000], approximate=True), IVFIndex)
+
+
+def test_the_approximate_index_is_kept_and_loaded_again(tmp_path, monkeypatch):
+    pytest.importorskip("faiss")
+    from llmpopcorn.index import IVFIndex
+
+    vecs = _clustered(5_000, dim=32)
+    path = tmp_path / "x.ivf.faiss"
+    first = IVFIndex(vecs, nlist=32, path=path)
+    assert path.is_file()
+
+    def no_build(self, *args):
+        raise AssertionError("rebuilt instead of loaded")
+
+    monkeypatch.setattr(IVFIndex, "_build", no_build)
+    again = IVFIndex(vecs, nlist=32, path=path)
+    q = vecs[3]
+    assert list(again.search(q, 10)[0]) == list(first.search(q, 10)[0])
+    monkeypatch.undo()
+    path.write_bytes(b"garbage")  # unreadable: rebuilt with a warning, and saved whole again
+    IVFIndex(vecs, nlist=32, path=path)
+    assert path.stat().st_size > 1000

@@ -172,7 +172,10 @@ class IVFIndex(VectorIndex):
         nprobe: int | None = None,
         train_rows: int = 40_000,
         seed: int = 0,
+        path: str | Path | None = None,
     ):
+        """``path``: where the trained index is kept (loaded when it matches the
+        vectors' shape and ``nlist``, else built and saved there)."""
         from .errors import require
 
         faiss = require("faiss", "ann", "approximate vector search")
@@ -182,6 +185,50 @@ class IVFIndex(VectorIndex):
         # a sixteenth of them probed (at least 16): recall@50 ~0.98 on clustered data
         self.nlist = int(nlist or max(1, min(int(np.sqrt(n)), n // 40)))
         self.nprobe = int(nprobe or min(self.nlist, max(16, self.nlist // 16)))
+        self.faiss = faiss
+        self._exact = ExactIndex(self.vectors)
+        path = Path(path) if path else None
+        loaded = self._load(path) if path else None
+        if loaded is not None:
+            self.index = loaded
+            self.index.nprobe = self.nprobe
+            return
+        self.index = self._build(train_rows, seed)
+        if path:
+            self._save(path)
+
+    def _load(self, path: Path) -> Any:
+        if not path.is_file():
+            return None
+        try:
+            index = self.faiss.read_index(str(path))
+            ok = (index.ntotal, index.d, getattr(index, "nlist", -1)) == (
+                len(self.vectors),
+                self.vectors.shape[1],
+                self.nlist,
+            )
+        except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError and others
+            log.warning("approximate index %s is unreadable (%s): rebuilding it", path, exc)
+            return None
+        if not ok:
+            log.warning("approximate index %s does not match the vectors: rebuilding it", path)
+            return None
+        return index
+
+    def _save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.faiss.write_index(self.index, str(tmp))
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("cannot save the approximate index to %s (%s): not kept", path, exc)
+
+    def _build(self, train_rows: int, seed: int) -> Any:
+        faiss = self.faiss
+        n, dim = self.vectors.shape
+        started = time.perf_counter()
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
@@ -191,8 +238,15 @@ class IVFIndex(VectorIndex):
         for start in range(0, n, 100_000):  # in slices: a memory map is never copied whole
             index.add(np.ascontiguousarray(self.vectors[start : start + 100_000], np.float32))
         index.nprobe = self.nprobe
-        self.faiss, self.index = faiss, index
-        self._exact = ExactIndex(self.vectors)
+        # the quantizer must outlive this frame: faiss's Python wrapper does not own it
+        self._quantizer = quantizer
+        log.info(
+            "approximate index: %d rows in %d cells, %.1f s",
+            n,
+            self.nlist,
+            time.perf_counter() - started,
+        )
+        return index
 
     def search(self, query, k, rows=None):
         query = np.asarray(query, dtype=np.float32).reshape(-1)
@@ -226,16 +280,18 @@ class IVFIndex(VectorIndex):
         return [self.search(query, k, rows=rows) for rows, k in requests]
 
 
-def make_index(vectors: np.ndarray, *, approximate: bool | None = None) -> VectorIndex:
+def make_index(
+    vectors: np.ndarray, *, approximate: bool | None = None, path: str | Path | None = None
+) -> VectorIndex:
     """Exact search below :data:`APPROX_MIN_ROWS` rows, else :class:`IVFIndex` when
-    faiss is installed (``approximate`` forces either)."""
+    faiss is installed (``approximate`` forces either), kept at ``path`` when given."""
     if approximate is None:
         import importlib.util
 
         approximate = (
             len(vectors) >= APPROX_MIN_ROWS and importlib.util.find_spec("faiss") is not None
         )
-    return IVFIndex(vectors) if approximate else ExactIndex(vectors)
+    return IVFIndex(vectors, path=path) if approximate else ExactIndex(vectors)
 
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -462,6 +518,12 @@ class CorpusIndex:
         is exact at corpus sizes like MicroLens, approximate above
         :data:`APPROX_MIN_ROWS` rows (see :func:`make_index`)."""
         entry = load_or_build(corpus, embedder, cache_dir, use_cache=use_cache)
+        if index is make_index:
+            # the trained approximate index is kept beside the embeddings it indexes
+            root = EmbeddingCache(cache_dir or default_cache_dir()).dir
+            saved = use_cache and (root / f"{entry.key}.json").exists()
+            path = root / f"{entry.key}.ivf.faiss" if saved else None
+            return cls(corpus, embedder, entry, make_index(entry.items, path=path))
         return cls(corpus, embedder, entry, index(entry.items))
 
     def embed_query(self, text: str) -> np.ndarray:

@@ -85,6 +85,8 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
         if s.interval:
             line += f", {s.interval_level or 0:.0%} interval {2 ** s.interval[0]:.0f}-{2 ** s.interval[1]:.0f}"
         click.echo(line)
+        judge = f"{s.predictor}, read: {', '.join([*(s.extra.get('inputs') or {}).get('fields', {}), 'category'])}"
+        click.echo(f"Category:      {s.category} (judge {judge})")
     if record.variants:
         click.echo("Variants (best first):")
         for rank, v in enumerate(record.variants, start=1):

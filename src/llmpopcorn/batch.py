@@ -769,7 +769,10 @@ def _drive(
 ) -> None:
     progress = run.progress
     inflight: dict[Any, tuple[Item, str]] = {}
-    limit = slots.ideate + 2 * slots.render + 2  # claims held at once (lost on kill -9)
+    # a few claimed items wait in the ideation queue, so a thread that finishes one
+    # starts the next at once instead of waiting for the driver to wake up
+    ahead = max(2, slots.ideate // 4)
+    limit = slots.ideate + ahead + 2 * slots.render + 2  # claims held at once
     last_renew = time.monotonic()
     stop = False
 
@@ -826,7 +829,7 @@ def _drive(
 
     try:
         while todo or inflight:
-            while todo and not stop and ideating() < slots.ideate and len(inflight) < limit:
+            while todo and not stop and ideating() < slots.ideate + ahead and len(inflight) < limit:
                 item = next_ready()
                 if item is None:
                     break

@@ -899,6 +899,12 @@ def _drive(
                     inflight[runner.submit("score", state)] = (item, "score")
                 else:
                     finish(item, state)
+            if stop:  # paused or stopped: calls not started yet never start
+                for handle, (item, stage) in list(inflight.items()):
+                    if stage == first and runner.cancel(handle):
+                        del inflight[handle]
+                        store.release(item.key, "paused before it started")
+                        progress.paused += 1
             now = time.monotonic()
             if now - last_renew > lease_s / 3:
                 for item, _ in inflight.values():

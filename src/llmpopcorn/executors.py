@@ -91,6 +91,10 @@ class Executor:
     def shutdown(self, *, cancel: bool = False) -> None:
         raise NotImplementedError
 
+    def cancel(self, handle: Any) -> bool:
+        """Drop a submitted call that has not started; True if it will never run."""
+        return False
+
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name}
 
@@ -168,6 +172,9 @@ class LocalExecutor(Executor):
 
     def result(self, handle: cf.Future) -> dict[str, Any]:
         return handle.result()
+
+    def cancel(self, handle: cf.Future) -> bool:
+        return handle.cancel()
 
     def shutdown(self, *, cancel: bool = False) -> None:
         for pool in self._pools.values():

@@ -205,7 +205,7 @@ def create_app(
 
     @app.post("/api/runs", status_code=202, summary="Queue a run")
     async def submit(body: RunRequest):
-        job = jobs.submit(body)
+        job = await asyncio.to_thread(jobs.submit, body)  # store writes off the event loop
         return answer({"id": job.id, "state": job.state, "lane": job.lane}, 202)
 
     @app.get("/api/runs", summary="History: newest first, with search and paging")

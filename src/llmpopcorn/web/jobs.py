@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -75,6 +76,7 @@ class Job:
     submitted: float = field(default_factory=time.time)
     events: list[dict[str, Any]] = field(default_factory=list)
     stop: tuple[str, str] | None = None  # (state, message) once asked to stop
+    finishing: bool = False  # its end is being written (the state changes after the store)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     @property
@@ -244,7 +246,9 @@ class JobManager:
             row = self.store().get(f"{KIND}:{job_id}")
             return None if row is None else self.view(row)["state"]
         job.stop = ("cancelled", "cancelled by the user")
-        if job.state == "queued":
+        with self._lock:
+            waiting = job.state == "queued" and not job.finishing
+        if waiting:
             self._finish(job, "cancelled", error="cancelled by the user")
         return job.state if job.state in TERMINAL else "cancelling"
 
@@ -262,6 +266,7 @@ class JobManager:
     # -- the workers ---------------------------------------------------------------------
 
     def _work(self, lane: str, name: str) -> None:
+        _lower_priority()  # the event loop (page, API, history) stays responsive under jobs
         pipelines: OrderedDict[str, Pipeline] = OrderedDict()
         while True:
             job = self.queues[lane].get()
@@ -290,7 +295,7 @@ class JobManager:
 
     def _run(self, job: Job, pipelines: OrderedDict[str, Pipeline]) -> None:
         with self._lock:
-            if job.state != "queued":
+            if job.state != "queued" or job.finishing:
                 return
             job.state = "running"
         job.emit("state", state="running")
@@ -331,9 +336,9 @@ class JobManager:
         seconds: float | None = None,
     ) -> None:
         with self._lock:
-            if job.state in TERMINAL:
+            if job.state in TERMINAL or job.finishing:
                 return
-            job.state = state
+            job.finishing = True
         run_dir = _only_run_dir(self._job_dir(job.id))
         if state in ("cancelled", "interrupted") and run_dir is not None:
             _mark_record(run_dir, error or state)
@@ -348,6 +353,8 @@ class JobManager:
             run_dir=str(run_dir) if run_dir else None,
             seconds=None if seconds is None else round(seconds, 3),
         )
+        with self._lock:  # only now: a reader that sees the final state finds its result
+            job.state = state
         job.emit("state", state=state, error=result.get("error") or error)
 
     def _heartbeat(self) -> None:
@@ -463,6 +470,18 @@ class JobManager:
                 "record.json", json.dumps(scrubber(record), indent=2, ensure_ascii=False) + "\n"
             )
         return buffer.getvalue()
+
+
+#: niceness added to worker threads (Linux schedules threads separately)
+WORKER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at a lower CPU priority than the server's event loop."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: keep the default
+        pass
 
 
 def _only_run_dir(job_dir: Path) -> Path | None:

@@ -121,6 +121,7 @@ $("cancel").addEventListener("click", async () => {
 });
 
 function drawStages(view, seen, active) {
+  $("cancel").hidden = TERMINAL.has(view.state);
   $("stages").replaceChildren(
     ...STAGES.map((stage) => {
       let cls = "";

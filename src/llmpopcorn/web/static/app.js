@@ -140,6 +140,7 @@ function watch(id) {
   current = { id, state: "queued" };
   const seen = new Set();
   drawStages(current, seen, "queued");
+  $("stages").dataset.log = "";
   $("state").textContent = "Queued…";
   stream = new EventSource(`/api/runs/${id}/events`);
   stream.addEventListener("stage", (event) => {
@@ -150,6 +151,7 @@ function watch(id) {
       seen.add(stage);
     }
     drawStages(current, seen, data.stage);
+    $("stages").dataset.log = `${$("stages").dataset.log || ""} ${data.stage}`.trim();
     $("state").textContent = `Running: ${data.stage}`;
   });
   stream.addEventListener("state", async (event) => {

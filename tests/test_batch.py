@@ -309,6 +309,47 @@ def test_rendered_items_have_their_files(tmp_path):
             assert {"record.json", "report.html", "cover.png", "clip.mp4"} <= names
 
 
+def test_renders_run_on_a_bounded_pool_and_a_render_error_stays_with_its_item(tmp_path):
+    from llmpopcorn.backends.image.draft import DraftCover
+    from llmpopcorn.backends.video.draft import DraftClip
+    from llmpopcorn.errors import RenderError
+
+    class SlowClip(DraftClip):
+        """Counts renders at once; fails on a title about a broken camera."""
+
+        def __init__(self):
+            super().__init__(width=72, height=128, fps=4)
+            self.lock, self.now, self.peak = threading.Lock(), 0, 0
+
+        def generate(self, request):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            try:
+                time.sleep(0.15)
+                if "broken camera" in request.title.lower():
+                    raise RenderError("the camera broke", "use another backend")
+                return super().generate(request)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+    settings = Settings(score=False)
+    clip = SlowClip()
+    pipeline = Pipeline(settings, image=DraftCover(width=72, height=128), video=clip)
+    queries = ["a corgi learns to surf", "a broken camera", "sunset over tokyo", "rain at night"]
+    run = run_batch(
+        queries, settings, out_dir=tmp_path, pipeline=pipeline, concurrency=4, render_slots=1
+    )
+    assert clip.peak == 1  # one render at a time, while ideation ran 4 wide
+    assert (run.progress.done, run.progress.failed) == (3, 1)
+    with Store(run.store_path) as store:
+        rows = {r["query"]: r for r in batch_rows(store, run.batch_id)}
+    assert "camera broke" in rows["a broken camera"]["error"]
+    record = json.loads((Path(rows["a broken camera"]["run_dir"]) / "record.json").read_text())
+    assert record["status"] == "failed" and record["idea"]["title"]  # the idea is kept
+
+
 def test_cli_prints_the_id_first_and_exports_rows(tmp_path):
     qfile = tmp_path / "q.txt"
     qfile.write_text("# my week\na corgi learns to surf\n\npasta in three steps\n")
@@ -329,6 +370,12 @@ def test_cli_prints_the_id_first_and_exports_rows(tmp_path):
     assert len({r["title"] for r in rows}) == 4
     listed = CliRunner().invoke(main, ["runs", "list", "--out", str(out)])
     assert batch_id in listed.stdout and "ok 4" in listed.stdout
+    shown = CliRunner().invoke(main, ["runs", "show", batch_id, "--out", str(out)])
+    assert shown.exit_code == 0 and len(shown.stdout.splitlines()) == 4
+    as_json = CliRunner().invoke(main, ["runs", "export", batch_id, "--out", str(out), "--json"])
+    assert [r["title"] for r in json.loads(as_json.stdout)] == [r["title"] for r in rows]
+    unknown = CliRunner().invoke(main, ["runs", "show", "batch-" + "0" * 16, "--out", str(out)])
+    assert unknown.exit_code == 2 and "no batch" in unknown.output
     again = CliRunner().invoke(main, ["batch", "--resume", batch_id, "--out", str(out)])
     assert again.exit_code == 0 and again.stdout.splitlines()[0] == batch_id
 

@@ -253,6 +253,12 @@ def batch_command(
             f"{p.done} done, {p.failed} failed of {p.total} in {run.seconds:.1f} s; "
             f"export: popcorn runs export {run.batch_id} --out {run.runs_dir} --csv"
         )
+    if run.busy:
+        click.echo(
+            f"note: {run.busy} item(s) are being run by another live process on this store; "
+            "rerun this command after it ends to see them here",
+            err=True,
+        )
     resume_cmd = f"popcorn batch --resume {run.batch_id} --out {run.runs_dir}"
     if run.pause_reason:
         raise PopcornError(

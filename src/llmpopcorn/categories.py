@@ -70,8 +70,13 @@ class CategoryProfile:
         member_category = np.asarray(member_category, dtype=np.int64)
         sums = np.zeros((len(names), vectors.shape[1]), dtype=np.float64)
         for start in range(0, len(member_category), chunk):
-            part = np.asarray(vectors[start : start + chunk], dtype=np.float64)
-            np.add.at(sums, member_category[start : start + chunk], _normalise(part))
+            part = _normalise(np.asarray(vectors[start : start + chunk], dtype=np.float32))
+            cats = member_category[start : start + chunk]
+            # sorted segment sums (np.add.at's scatter is ~10x slower)
+            order = np.argsort(cats, kind="stable")
+            present = np.flatnonzero(np.bincount(cats, minlength=len(names)))
+            starts = np.searchsorted(cats[order], present)
+            sums[present] += np.add.reduceat(part[order], starts, axis=0)
         counts = np.bincount(member_category, minlength=len(names))
         return cls(
             names=names,

@@ -21,14 +21,12 @@ in a queue (never in a request thread), and a fixed set of worker threads runs t
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import queue
 import secrets
 import threading
 import time
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,8 +38,8 @@ from ..pipeline import Pipeline
 from ..redact import scrub
 from ..settings import Settings
 from ..store import Store, new_owner
-from ..types import utcnow
 from .requests import RunRequest, settings_for, settings_key
+from .runfiles import mark_record, only_run_dir, package_bytes, summary
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +189,9 @@ class JobManager:
             if not claim.claimed:
                 continue  # another live server still holds it
             job_dir = self._job_dir(row["key"].split(":", 1)[1])
-            run_dir = _only_run_dir(job_dir)
-            _mark_record(run_dir, INTERRUPTED)
-            result = {"state": "interrupted", **_summary(run_dir)}
+            run_dir = only_run_dir(job_dir)
+            mark_record(run_dir, INTERRUPTED)
+            result = {"state": "interrupted", **summary(run_dir)}
             store.finish(
                 row["key"],
                 status="failed",
@@ -339,10 +337,10 @@ class JobManager:
             if job.state in TERMINAL or job.finishing:
                 return
             job.finishing = True
-        run_dir = _only_run_dir(self._job_dir(job.id))
+        run_dir = only_run_dir(self._job_dir(job.id))
         if state in ("cancelled", "interrupted") and run_dir is not None:
-            _mark_record(run_dir, error or state)
-        result = {"state": state, **_summary(run_dir)}
+            mark_record(run_dir, error or state)
+        result = {"state": state, **summary(run_dir)}
         if hint:
             result["hint"] = scrub(hint)[:MAX_ERROR_CHARS]
         self.store().finish(
@@ -446,30 +444,15 @@ class JobManager:
             return None
         if row["run_dir"]:
             return Path(row["run_dir"])
-        return _only_run_dir(self._job_dir(job_id))
+        return only_run_dir(self._job_dir(job_id))
 
     def package(self, job_id: str, scrubber: Callable[[Any], Any]) -> bytes:
-        """The ready-to-post zip (make_package's clip, cover and metadata) plus the run's
-        record.json (server paths taken out)."""
-        from ..package import make_package, signer_from_settings
-        from ..report import load_record
-
+        """The ready-to-post zip of a finished run, plus its record.json (no server paths)."""
         run_dir = self.run_dir(job_id)
         if run_dir is None:
             raise FileNotFoundError(job_id)
         with self._package_lock:
-            zipped = make_package(run_dir, signer=signer_from_settings(self.base))
-            record = load_record(run_dir).model_dump(mode="json")
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(zipped) as source, zipfile.ZipFile(buffer, "w") as target:
-            for info in source.infolist():
-                target.writestr(info, source.read(info.filename))
-            import json
-
-            target.writestr(
-                "record.json", json.dumps(scrubber(record), indent=2, ensure_ascii=False) + "\n"
-            )
-        return buffer.getvalue()
+            return package_bytes(run_dir, self.base, scrubber)
 
 
 #: niceness added to worker threads (Linux schedules threads separately)
@@ -482,57 +465,3 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
     except (AttributeError, OSError):  # not Linux, or not allowed: keep the default
         pass
-
-
-def _only_run_dir(job_dir: Path) -> Path | None:
-    """The run folder Pipeline.make created inside a job's folder (None before it)."""
-    try:
-        found = [p for p in job_dir.iterdir() if p.is_dir() and not p.is_symlink()]
-    except OSError:
-        return None
-    found = [p for p in found if (p / "record.json").is_file()]
-    return sorted(found)[-1] if found else None
-
-
-def _mark_record(run_dir: Path | None, message: str) -> None:
-    """Say in the run's own record that it was stopped (when it still says running)."""
-    if run_dir is None:
-        return
-    from ..report import load_record, save_record
-
-    try:
-        record = load_record(run_dir)
-    except (OSError, ValueError):
-        return
-    if record.status == "running" or record.error != message:
-        record.status = "failed"
-        record.error = message
-        record.finished = record.finished or utcnow()
-        save_record(record, run_dir)
-
-
-def _summary(run_dir: Path | None) -> dict[str, Any]:
-    """What history shows for a run, from its record (empty before there is one)."""
-    if run_dir is None:
-        return {}
-    from ..report import load_record
-
-    try:
-        record = load_record(run_dir)
-    except (OSError, ValueError):
-        return {}
-    out: dict[str, Any] = {
-        "run_id": record.run_id,
-        "title": record.idea.title if record.idea else None,
-        "timings": record.timings,
-        "category": (record.category or {}).get("name"),
-        "has_clip": record.artifact("clip") is not None,
-    }
-    if record.score is not None:
-        out["score"] = {
-            "log2_comments": record.score.log2_comments,
-            "expected_comments": record.score.expected_comments,
-            "percentile": record.score.percentile,
-            "interval": record.score.interval,
-        }
-    return out

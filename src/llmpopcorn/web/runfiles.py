@@ -1,0 +1,85 @@
+"""A web run's files: the run folder inside a job's folder, its summary for the history,
+marking its record when it was stopped, and the package zip served for it."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings
+from ..types import utcnow
+
+
+def only_run_dir(job_dir: Path) -> Path | None:
+    """The run folder Pipeline.make created inside a job's folder (None before it)."""
+    try:
+        found = [p for p in job_dir.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return None
+    found = [p for p in found if (p / "record.json").is_file()]
+    return sorted(found)[-1] if found else None
+
+
+def mark_record(run_dir: Path | None, message: str) -> None:
+    """Say in the run's own record that it was stopped (when it still says running)."""
+    if run_dir is None:
+        return
+    from ..report import load_record, save_record
+
+    try:
+        record = load_record(run_dir)
+    except (OSError, ValueError):
+        return
+    if record.status == "running" or record.error != message:
+        record.status = "failed"
+        record.error = message
+        record.finished = record.finished or utcnow()
+        save_record(record, run_dir)
+
+
+def summary(run_dir: Path | None) -> dict[str, Any]:
+    """What history shows for a run, from its record (empty before there is one)."""
+    if run_dir is None:
+        return {}
+    from ..report import load_record
+
+    try:
+        record = load_record(run_dir)
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, Any] = {
+        "run_id": record.run_id,
+        "title": record.idea.title if record.idea else None,
+        "timings": record.timings,
+        "category": (record.category or {}).get("name"),
+        "has_clip": record.artifact("clip") is not None,
+    }
+    if record.score is not None:
+        out["score"] = {
+            "log2_comments": record.score.log2_comments,
+            "expected_comments": record.score.expected_comments,
+            "percentile": record.score.percentile,
+            "interval": record.score.interval,
+        }
+    return out
+
+
+def package_bytes(run_dir: Path, settings: Settings, scrubber: Callable[[Any], Any]) -> bytes:
+    """make_package's zip (clip.mp4, cover.png, metadata.json) plus the run's record.json
+    with server paths taken out by ``scrubber``."""
+    from ..package import make_package, signer_from_settings
+    from ..report import load_record
+
+    zipped = make_package(run_dir, signer=signer_from_settings(settings))
+    record = load_record(run_dir).model_dump(mode="json")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(zipped) as source, zipfile.ZipFile(buffer, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info.filename))
+        text = json.dumps(scrubber(record), indent=2, ensure_ascii=False) + "\n"
+        target.writestr("record.json", text)
+    return buffer.getvalue()

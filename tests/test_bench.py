@@ -332,6 +332,11 @@ def test_study_defaults_never_override_a_flag_env_or_config(tmp_path, monkeypatc
 
     settings, applied = study_settings({})
     assert settings.pe_pool == "reference" and applied["pe_pool"] == "reference"
+    assert settings.predictor == applied["predictor"] == "judge"  # shipped in models/judge
+    monkeypatch.setenv("POPCORN_PREDICTOR", "default")
+    settings, applied = study_settings({})
+    assert settings.predictor == "default" and "predictor" not in applied
+    monkeypatch.delenv("POPCORN_PREDICTOR")
     monkeypatch.setenv("POPCORN_PE_POOL", "all")
     settings, applied = study_settings({})
     assert settings.pe_pool == "all" and "pe_pool" not in applied

@@ -160,7 +160,13 @@ def test_identity_covers_result_settings_and_skips_the_rest(tmp_path):
         {"render": False},
     ):
         assert ident(base) != ident(base.model_copy(update=change)), change
-    for change in ({"out_dir": tmp_path}, {"cache_dir": tmp_path}, {"llm_timeout": 5.0}):
+    for change in (
+        {"out_dir": tmp_path},
+        {"cache_dir": tmp_path},
+        {"llm_timeout": 5.0},
+        {"llm_deadline": 30.0},
+        {"package": True},
+    ):
         assert ident(base) == ident(base.model_copy(update=change)), change
     basic = base.model_copy(update={"mode": "basic"})
     assert ident(basic) == ident(basic.model_copy(update={"n_refs": 10}))

@@ -34,7 +34,8 @@ QUERY_KINDS = ("abstract", "concrete")
 CELL = "study-cell"
 #: errors that would fail every cell alike: stop the study instead of repeating them
 SETUP_ERRORS = (ConfigError, DataError, MissingExtraError, StoreError)
-#: settings that never change a result: where files go, how long to wait for a server
+#: settings that never change a result: where files go, how long to wait for a server,
+#: how fast to call it, and how a finished run is packaged and signed
 NOT_RESULT = frozenset(
     {
         "data_dir",
@@ -45,6 +46,10 @@ NOT_RESULT = frozenset(
         "llm_api_key",
         "llm_rpm",
         "max_batch_llm_calls",
+        "llm_deadline",
+        "package",
+        "c2pa_cert",
+        "c2pa_key",
     }
 )
 #: settings read only in PE mode (dropped from a basic cell's identity, so basic cells

@@ -117,11 +117,18 @@ class DiesOnceWorker:
     def warm(self):
         self.inner.warm()
 
-    def ideate(self, task):
+    def _maybe_die(self):
         if not self.marker.exists():
             self.marker.write_text("died")
             os._exit(1)
+
+    def ideate(self, task):
+        self._maybe_die()
         return self.inner.ideate(task)
+
+    def ideate_score(self, task):
+        self._maybe_die()
+        return self.inner.ideate_score(task)
 
     def render(self, state):
         return self.inner.render(state)

@@ -315,3 +315,16 @@ def test_stacked_model_scores_with_the_memory_of_its_retrieval_member(tmp_path, 
     assert {n.video_id for n in score.neighbours} <= set(model.mmra_.memory_ids_)
     query = Table(ids=["q"], texts=["topic2word1 topic2word4"], categories=["Cat2"])
     assert score.log2_comments == pytest.approx(model.predict(query)[0], abs=1e-3)
+
+
+def test_eval_reads_only_the_text_fields_the_model_learned_from(tmp_path, csvs):
+    out = tmp_path / "m"
+    run("predictor", "train", "--data", str(csvs[0]), "--out", str(out), "--only", "tfidf-ridge")
+    held = synthetic_frame(120, seed=5)
+    held["video_id"] = [str(10_000 + i) for i in range(len(held))]
+    plain = run("predictor", "eval", "--model", str(out), "--data", str(csvs[1]), "--json")
+    held["cover_desc"] = "topic0word1 topic0word2 topic7word3 an unrelated cover"
+    noisy = write_csv(tmp_path / "noisy.csv", held)
+    other = run("predictor", "eval", "--model", str(out), "--data", str(noisy), "--json")
+    a, b = json.loads(plain.stdout), json.loads(other.stdout)
+    assert a["text_fields"] == ["title"] and a["nmse"] == b["nmse"] and a["src"] == b["src"]

@@ -27,7 +27,9 @@ def evaluate_csv(
     config = read_config(path)
     check_embedder_available(config.get("params", {}).get("embedder"), "evaluation")
     model = load_model(path)
-    table, corpus = load_table(data)
+    # the row text from exactly the fields the model learned from (older models: all)
+    text_fields = (config.get("inputs") or {}).get("text_fields")
+    table, corpus = load_table(data, text_fields=text_fields)
     seen = np.zeros(len(table), dtype=bool)
     memory_ids = getattr(model, "memory_ids_", None)
     if memory_ids is not None:
@@ -48,6 +50,7 @@ def evaluate_csv(
         "data_sha256": corpus.sha256,
         "rows_in_training_data": n_seen,
         "rows_in_training_data_used": n_seen if include_seen else 0,
+        "text_fields": text_fields,
     }
     conformal = config.get("conformal") or {}
     if conformal.get("halfwidth") is not None:

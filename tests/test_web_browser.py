@@ -111,6 +111,8 @@ def test_submit_watch_history_compare_and_download(server, tmp_path):
         # history survives a reload
         page.reload()
         page.wait_for_selector("#history-list tr >> nth=1")
+        page.wait_for_selector("#result:not([hidden])")  # the run in the URL is shown again
+        page.wait_for_function("document.getElementById('cover').naturalWidth > 0")
         rows = page.inner_text("#history-list")
         assert len(rows.splitlines()) == 2 and rows.count("\tdone\t") == 2
         page.fill("#search", "nothing like this")
@@ -122,11 +124,11 @@ def test_submit_watch_history_compare_and_download(server, tmp_path):
         page.screenshot(path=str(shots / "3-history.png"), full_page=True)
 
         # compare the two runs side by side
-        for number in (0, 1):
-            box = page.locator("#history-list input.pick").nth(number)
-            box.focus()
-            page.keyboard.press("Space")  # keyboard-usable
-            assert box.is_checked()
+        boxes = page.locator("#history-list input.pick")
+        for number in (0, 1):  # keyboard-usable: focus and Space
+            boxes.nth(number).focus()
+            page.keyboard.press("Space")
+        assert boxes.nth(0).is_checked() and boxes.nth(1).is_checked()
         page.click("#compare")
         page.wait_for_selector("#compare-view:not([hidden])")
         assert len(page.query_selector_all("#compare-cols .card")) == 2

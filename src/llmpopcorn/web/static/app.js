@@ -6,6 +6,9 @@ const PAGE = 10;
 let current = null; // the run shown
 let lastRequest = null; // for "another take"
 let stream = null;
+// the page fills in after loading: a restored scroll position would land on the wrong spot
+window.history.scrollRestoration = "manual";
+const picked = new Set(); // runs chosen for "compare", kept across history pages and searches
 const history = JSON.parse(localStorage.getItem("popcorn-history") || '{"q":"","offset":0}');
 
 function el(tag, props = {}, ...children) {
@@ -158,6 +161,11 @@ function watch(id) {
     const data = JSON.parse(event.data);
     current.state = data.state;
     if (data.state === "running") seen.add("queued");
+    if (data.state === "queued") {
+      api(`/api/runs/${id}`).then((view) => {
+        if (view.state === "queued") $("state").textContent = `Queued: ${view.position ?? 0} ahead in line…`;
+      }).catch(() => {});
+    }
     if (!TERMINAL.has(data.state)) return;
     stream.close();
     STAGES.slice(0, -1).forEach((s) => seen.add(s));
@@ -255,9 +263,13 @@ async function loadHistory() {
   }
   $("history-list").replaceChildren(
     ...data.runs.map((run) => {
-      const box = el("input", { type: "checkbox", value: run.id, className: "pick" });
+      const box = el("input", { type: "checkbox", value: run.id, className: "pick", checked: picked.has(run.id) });
       box.setAttribute("aria-label", `select “${run.query}” to compare`);
-      box.addEventListener("change", updateCompare);
+      box.addEventListener("change", () => {
+        if (box.checked) picked.add(run.id);
+        else picked.delete(run.id);
+        updateCompare();
+      });
       const open = el("a", { href: `#run=${run.id}`, textContent: run.query });
       return el("tr", {},
         el("td", {}, box), el("td", {}, open), el("td", { textContent: run.title || "" }),
@@ -274,7 +286,7 @@ async function loadHistory() {
 }
 
 function updateCompare() {
-  $("compare").disabled = document.querySelectorAll(".pick:checked").length !== 2;
+  $("compare").disabled = picked.size !== 2;
 }
 
 $("history-form").addEventListener("submit", (event) => {
@@ -287,7 +299,7 @@ $("prev").addEventListener("click", () => { history.offset = Math.max(0, history
 $("next").addEventListener("click", () => { history.offset += PAGE; loadHistory(); });
 
 $("compare").addEventListener("click", async () => {
-  const ids = [...document.querySelectorAll(".pick:checked")].map((box) => box.value);
+  const ids = [...picked];
   const views = await Promise.all(ids.map((id) => api(`/api/runs/${id}`)));
   $("compare-cols").replaceChildren(
     ...views.map((view) => {

@@ -216,6 +216,9 @@ def test_restart_keeps_history_and_marks_running_jobs_interrupted(out_dir, gate)
         assert history[queued]["state"] == "interrupted"
         record = client.get(f"/api/runs/{running}").json()["record"]
         assert record["status"] == "failed" and record["error"].startswith("interrupted")
+        replay = client.get(f"/api/runs/{done}/events").text  # from the store, not memory
+        assert '"stage": "clip"' in replay and '"state": "done"' in replay
+        assert '"state": "interrupted"' in client.get(f"/api/runs/{queued}/events").text
         gate.set()  # the old workers wake up; they no longer own the jobs
         time.sleep(0.3)
         assert client.get(f"/api/runs/{running}").json()["state"] == "interrupted"

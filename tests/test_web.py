@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -488,3 +489,43 @@ def test_the_web_app_never_imports_the_cli():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_killed_server_leaves_history_that_the_next_one_marks_interrupted(out_dir):
+    """A real `popcorn serve` killed with SIGKILL mid-run; a new server on the same folder."""
+    import signal
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cli = "from llmpopcorn.cli import main; main()"
+    args = ["serve", "--port", str(port), "--out", str(out_dir), "--draft-workers", "1"]
+    env = {**os.environ, "POPCORN_SCORE": "0"}
+    server = subprocess.Popen([sys.executable, "-c", cli, *args], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/api/runs", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        ids = [
+            httpx.post(f"{base}/api/runs", json={"query": f"a corgi {n}"}).json()["id"]
+            for n in range(3)
+        ]
+        while httpx.get(f"{base}/api/runs/{ids[0]}").json()["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    app = create_app(settings(out_dir), pipeline_factory=draft_pipeline)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        states = {r["id"]: r["state"] for r in client.get("/api/runs").json()["runs"]}
+        assert set(states) == set(ids)  # none lost
+        assert set(states.values()) <= {"interrupted", "done"} and states[ids[2]] == "interrupted"

@@ -273,6 +273,32 @@ def test_llm_call_cap_pauses_the_batch(tmp_path):
     assert run.progress.done == 2 and run.progress.failed == 0
 
 
+def test_llm_rpm_spaces_the_requests_the_server_sees(tmp_path):
+    arrivals: list[float] = []
+
+    def timed(body):
+        arrivals.append(time.monotonic())
+        return responder(body)
+
+    with FakeOpenAIServer(responder=timed) as server:
+        settings = api_settings(server, llm_rpm=600)  # one request each 0.1 s
+        run = run_batch([f"rpm {i}" for i in range(5)], settings, out_dir=tmp_path, concurrency=5)
+    assert run.progress.done == 5
+    arrivals.sort()
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert len(gaps) == 4 and min(gaps) > 0.07, gaps  # 5 threads, yet spaced
+
+
+def test_a_batch_over_its_hosted_cost_cap_is_refused_before_any_item(tmp_path):
+    from llmpopcorn.backends.hosted.errors import CostLimitError
+
+    settings = Settings(video="fal-ltx", max_batch_cost=0.5, score=False)  # ~$0.06 a clip
+    with pytest.raises(CostLimitError, match="10 runs would cost"):
+        run_batch([f"q {i}" for i in range(10)], settings, out_dir=tmp_path)
+    with Store(tmp_path / "store.sqlite") as store:
+        assert store.items(kind="batch") == []  # nothing claimed, nothing called
+
+
 def test_rate_limiter_spaces_requests():
     limiter = RateLimiter(per_minute=1200)  # one each 50 ms
     started = time.monotonic()

@@ -173,6 +173,12 @@ class RateLimiter:
             time.sleep(wait)
         return wait
 
+    def hold(self) -> None:
+        """No slot earlier than one interval from now (a call just ended: it reached the
+        server at some point before, so the next one is at least an interval later)."""
+        with self._lock:
+            self._next = max(self._next, time.monotonic() + self.interval)
+
 
 class LimitedLLM:
     """An LLM behind a rate limit and a call cap; everything else is the wrapped LLM's."""
@@ -183,6 +189,8 @@ class LimitedLLM:
         self._max_calls = max_calls
         self.calls = 0
         self._lock = threading.Lock()
+        self._first = threading.Lock()
+        self._first_done = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._llm, name)
@@ -195,8 +203,20 @@ class LimitedLLM:
                     "raise max_batch_llm_calls (POPCORN_MAX_BATCH_LLM_CALLS) and resume",
                 )
             self.calls += 1
-        if self._limiter is not None:
-            self._limiter.acquire()
+        if self._limiter is None:
+            return self._llm.complete(request)
+        if not self._first_done:
+            # the first call goes alone: an HTTP client's one-time start-up would hold
+            # the first calls and release them together, past the limit
+            with self._first:
+                if not self._first_done:
+                    self._limiter.acquire()
+                    try:
+                        return self._llm.complete(request)
+                    finally:
+                        self._limiter.hold()
+                        self._first_done = True
+        self._limiter.acquire()
         return self._llm.complete(request)
 
     def describe(self):
@@ -303,7 +323,13 @@ class ItemWorker:
             llm = p.llm
             inner = getattr(llm, "_llm", llm)
             if isinstance(getattr(type(inner), "client", None), property):
-                inner.client  # noqa: B018 - one HTTP client, before K threads race for it
+                client = inner.client  # one HTTP client, before K threads race for it
+                # the openai client's one-time platform probe (~0.3 s) would hold the
+                # first requests and release them in a burst, past the rate limit
+                headers = getattr(client, "platform_headers", None)
+                if callable(headers):
+                    headers()
+                getattr(getattr(client, "chat", None), "completions", None)  # lazy import
             p.prompt_builder  # noqa: B018
             if p.settings.render:
                 p.image  # noqa: B018
@@ -769,6 +795,7 @@ def _drive(
 ) -> None:
     progress = run.progress
     inflight: dict[Any, tuple[Item, str]] = {}
+    held: set[str] = set()  # keys claimed by this driver and not yet finished or released
     # a few claimed items wait in the ideation queue, so a thread that finishes one
     # starts the next at once instead of waiting for the driver to wake up
     ahead = max(2, slots.ideate // 4)
@@ -819,6 +846,7 @@ def _drive(
             run_dir=state.get("run_dir"),
             seconds=sum(record.timings.values()),
         )
+        held.discard(item.key)
         progress.computed += 1
         if ok:
             progress.done += 1
@@ -833,6 +861,7 @@ def _drive(
                 item = next_ready()
                 if item is None:
                     break
+                held.add(item.key)  # before the claim: an interrupt inside it is covered
                 claim = store.claim(
                     item.key,
                     kind=KIND,
@@ -842,6 +871,7 @@ def _drive(
                     lease_s=lease_s,
                 )
                 if not claim.claimed:
+                    held.discard(item.key)
                     unfinished.discard((item.index, item.variant))
                     if claim.outcome == "done":
                         progress.done += 1
@@ -881,10 +911,12 @@ def _drive(
                 if state.get("record") is None:  # the worker itself failed
                     unfinished.discard((item.index, item.variant))
                     store.finish(item.key, status="failed", error=state["error"])
+                    held.discard(item.key)
                     progress.computed += 1
                     progress.failed += 1
                 elif kind == "pause":
                     store.release(item.key, f"paused: {state['error']}")
+                    held.discard(item.key)
                     progress.paused += 1
                     run.pause_reason = run.pause_reason or state["error"]
                     stop = True
@@ -904,6 +936,7 @@ def _drive(
                     if stage == first and runner.cancel(handle):
                         del inflight[handle]
                         store.release(item.key, "paused before it started")
+                        held.discard(item.key)
                         progress.paused += 1
             now = time.monotonic()
             if now - last_renew > lease_s / 3:
@@ -915,10 +948,11 @@ def _drive(
         if on_progress:
             on_progress(progress)
     except BaseException:
-        # Ctrl-C, SIGTERM, a store error: what was in flight goes back to pending
-        for item, _ in inflight.values():
+        # Ctrl-C, SIGTERM, a store error: every claim this driver holds goes back to
+        # pending (in flight, just claimed, or between a result and its finish)
+        for key in held:
             try:
-                store.release(item.key, "interrupted")
+                store.release(key, "interrupted")
             except PopcornError:
                 pass
         raise

@@ -427,3 +427,21 @@ def test_a_bad_query_file_says_which_line(tmp_path):
     path.write_text("fine\n" + "x" * 3000 + "\n")
     with pytest.raises(InputError, match="line 2"):
         read_queries(path)
+
+
+def test_errors_are_classified_pause_setup_or_item():
+    from llmpopcorn.batch import BudgetError, classify
+    from llmpopcorn.errors import ConfigError
+
+    balance = LLMError("the server at https://api.deepseek.com answered HTTP 402: Insufficient")
+    assert classify(balance) == "pause"  # DeepSeek's empty balance
+    assert classify(BudgetError("cap reached")) == "pause"
+    assert classify(LLMError("rate limited by http://x (HTTP 429)")) == "item"  # a slow-down
+    assert classify(ConfigError("no API key")) == "setup"
+    try:  # a quota 429 behind the converted error, as openai_compat raises it
+        try:
+            raise RuntimeError("Error code: 429 - insufficient_quota")
+        except RuntimeError:
+            raise LLMError("rate limited by http://x (HTTP 429)") from None
+    except LLMError as exc:
+        assert classify(exc) == "pause"

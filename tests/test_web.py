@@ -438,7 +438,8 @@ def test_g_no_server_path_in_any_answer(out_dir, tmp_path):
             no_server_paths(text, tmp_path, out_dir.resolve(), data, cache)
 
 
-def test_typed_keys_are_used_but_never_echoed_stored_or_recorded(out_dir):
+def test_typed_keys_are_used_but_never_echoed_stored_logged_or_recorded(out_dir, caplog):
+    caplog.set_level("DEBUG")  # every logger, the HTTP client's included
     app = create_app(settings(out_dir), pipeline_factory=draft_pipeline)
     with FakeOpenAIServer() as fake, TestClient(app, base_url="http://127.0.0.1") as client:
         fake.queue(200, completion(json.dumps(IDEA)))
@@ -467,6 +468,7 @@ def test_typed_keys_are_used_but_never_echoed_stored_or_recorded(out_dir):
     for path in out_dir.rglob("*"):
         if path.is_file():
             assert TYPED_KEY.encode() not in path.read_bytes(), path
+    assert caplog.records and TYPED_KEY not in caplog.text
 
 
 def test_serve_says_what_to_install_before_starting(monkeypatch, out_dir):

@@ -531,3 +531,20 @@ def test_a_killed_server_leaves_history_that_the_next_one_marks_interrupted(out_
         states = {r["id"]: r["state"] for r in client.get("/api/runs").json()["runs"]}
         assert set(states) == set(ids)  # none lost
         assert set(states.values()) <= {"interrupted", "done"} and states[ids[2]] == "interrupted"
+
+
+def test_the_data_folder_can_be_set_from_the_page_and_is_never_shown(client, tmp_path):
+    from pe_fixtures import write_corpus
+
+    data = write_corpus(tmp_path / "my-data")
+    assert client.get("/api/data").json()["ok"] is False
+    missing = client.post("/api/data", json={"path": str(tmp_path / "nowhere")})
+    assert missing.status_code == 400 and "videos.csv" in missing.json()["error"]
+    answer = client.post("/api/data", json={"path": str(data)})
+    assert answer.status_code == 200 and answer.json()["ok"] is True
+    status = client.get("/api/data")
+    assert status.json()["ok"] is True
+    backends = client.get("/api/backends").text
+    for text in (answer.text, status.text, backends):
+        no_server_paths(text, data, tmp_path)
+    assert client.app.state.jobs.base.data_dir == data  # later runs use it

@@ -199,6 +199,7 @@ def create_app(
         if not status["ok"]:
             return answer({"error": status["reason"], "hint": status["hint"]}, 400)
         jobs.base = jobs.base.model_copy(update={"data_dir": path})
+        scrubber.add("<data>", path)
         return answer(status)
 
     # -- runs ----------------------------------------------------------------------------

@@ -157,14 +157,17 @@ class PathScrubber:
     (two or more segments) by ``<path>/`` plus its last segment."""
 
     def __init__(self, roots: dict[str, str | Path | None]):
-        pairs = []
+        self.pairs: list[tuple[str, str]] = []
         for label, root in roots.items():
-            if not root:
-                continue
-            for form in {str(Path(root).expanduser()), str(Path(root).expanduser().resolve())}:
-                if len(form) > 1:
-                    pairs.append((form, label))
-        self.pairs = sorted(set(pairs), key=lambda p: -len(p[0]))
+            self.add(label, root)
+
+    def add(self, label: str, root: str | Path | None) -> None:
+        """Also show ``root`` (and its resolved form) as ``label``."""
+        if not root:
+            return
+        forms = {str(Path(root).expanduser()), str(Path(root).expanduser().resolve())}
+        pairs = set(self.pairs) | {(form, label) for form in forms if len(form) > 1}
+        self.pairs = sorted(pairs, key=lambda p: -len(p[0]))
 
     def text(self, value: str) -> str:
         for root, label in self.pairs:

@@ -548,3 +548,30 @@ def test_the_data_folder_can_be_set_from_the_page_and_is_never_shown(client, tmp
     for text in (answer.text, status.text, backends):
         no_server_paths(text, data, tmp_path)
     assert client.app.state.jobs.base.data_dir == data  # later runs use it
+
+
+def test_each_variant_is_reported_as_it_is_asked_for(out_dir):
+    from fakes import TitleLengthScorer
+    from llmpopcorn.web.jobs import ProgressLLM
+
+    def factory(s):
+        pipeline = draft_pipeline(s, llm=ProgressLLM(OfflineComposer()), scorer=TitleLengthScorer())
+        pipeline.progress = pipeline.llm
+        return pipeline
+
+    app = create_app(settings(out_dir), pipeline_factory=factory)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        body = {"query": "a corgi learns to surf", "variants": 3, "seed": 7}
+        job_id = client.post("/api/runs", json=body).json()["id"]
+        view = wait_for(client, job_id)
+        assert view["state"] == "done" and len(view["record"]["variants"]) == 3
+        events = [
+            json.loads(line[6:])
+            for line in client.get(f"/api/runs/{job_id}/events").text.splitlines()
+            if line.startswith("data: ") and '"variant"' in line
+        ]
+        assert [(e["variant"], e["of"], e["attempt"]) for e in events] == [
+            (1, 3, 1),
+            (2, 3, 1),
+            (3, 3, 1),
+        ]

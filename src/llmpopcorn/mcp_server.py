@@ -34,10 +34,13 @@ INSTRUCTIONS = (
 
 
 def build_server(
-    settings: Settings, *, pipeline_factory: Callable[[Settings], Pipeline] = Pipeline
+    settings: Settings, *, pipeline_factory: Callable[[Settings], Pipeline] | None = None
 ) -> Any:
     """The MCP server over ``settings`` (its tools share one job queue)."""
     require("mcp", "mcp", "the MCP server")
+    from .web.jobs import progress_pipeline
+
+    pipeline_factory = pipeline_factory or progress_pipeline
     import anyio
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError

@@ -33,10 +33,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..errors import ConfigError, PopcornError, require
-from ..pipeline import Pipeline
 from ..redact import scrub
 from ..settings import Settings
-from .jobs import LIVE, TERMINAL, JobManager
+from .jobs import LIVE, TERMINAL, JobManager, progress_pipeline
 from .requests import RunRequest
 from .safety import (
     LOOPBACK_HOSTS,
@@ -66,7 +65,7 @@ class DataFolder(BaseModel):
 def create_app(
     settings: Settings | None = None,
     *,
-    pipeline_factory=Pipeline,
+    pipeline_factory=None,
     token: str | None = None,
     host: str = "127.0.0.1",
     docs: bool | None = None,
@@ -92,7 +91,7 @@ def create_app(
         )
     jobs = JobManager(
         base,
-        pipeline_factory=pipeline_factory,
+        pipeline_factory=pipeline_factory or progress_pipeline,
         draft_workers=draft_workers,
         cache_size=cache_size,
         owner=owner,

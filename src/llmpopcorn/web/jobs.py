@@ -87,6 +87,34 @@ class Job:
             self.cond.notify_all()
 
 
+class ProgressLLM:
+    """A pipeline's LLM, wrapped so the job running reports each call: which variant
+    (by its seed) and which attempt. Everything else is the wrapped backend's own."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+        self.listener: Callable[[Any], None] | None = None
+
+    def complete(self, request: Any) -> str:
+        if self.listener is not None:
+            self.listener(request)
+        return self._inner.complete(request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def progress_pipeline(settings: Settings, **given: Any) -> Pipeline:
+    """The default pipeline factory: a Pipeline whose LLM reports each call (variants)."""
+    from ..registry import registry
+
+    llm = given.pop("llm", None) or registry.create("llm", settings.llm, settings)
+    proxy = ProgressLLM(llm)
+    pipeline = Pipeline(settings, llm=proxy, **given)
+    pipeline.progress = proxy
+    return pipeline
+
+
 def lane_for(settings: Settings) -> str:
     """``draft`` for CPU draft work, ``device`` for anything that holds a model device."""
     draft_render = not settings.render or (settings.image == "draft" and settings.video == "draft")
@@ -101,7 +129,7 @@ class JobManager:
         self,
         settings: Settings,
         *,
-        pipeline_factory: Callable[[Settings], Pipeline] = Pipeline,
+        pipeline_factory: Callable[[Settings], Pipeline] = progress_pipeline,
         draft_workers: int = 2,
         cache_size: int = 2,
         lease_s: float = DEFAULT_LEASE_S,
@@ -307,9 +335,13 @@ class JobManager:
             store.renew(job.key, self.lease_s)
 
         state, error, hint = "done", None, None
+        progress = None
         try:
             on_stage("start")
             pipeline = self._pipeline(job, pipelines)
+            progress = getattr(pipeline, "progress", None)
+            if isinstance(progress, ProgressLLM):
+                progress.listener = _variant_listener(job, pipeline.settings)
             pipeline.make(
                 job.request.query,
                 out_dir=self._job_dir(job.id),
@@ -322,6 +354,9 @@ class JobManager:
             state, error, hint = "failed", exc.message, exc.hint
         except Exception as exc:  # noqa: BLE001 - reported in the record and the store
             state, error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            if isinstance(progress, ProgressLLM):
+                progress.listener = None
         self._finish(job, state, error=error, hint=hint, seconds=time.perf_counter() - started)
 
     def _finish(
@@ -453,6 +488,28 @@ class JobManager:
             raise FileNotFoundError(job_id)
         with self._package_lock:
             return package_bytes(run_dir, self.base, scrubber)
+
+
+def _variant_listener(job: Job, settings: Settings) -> Callable[[Any], None]:
+    """Emit ``progress`` events for LLM calls: variant k of n (by seed) and the attempt."""
+    first = settings.seed if job.request.seed is None else job.request.seed
+    attempts: dict[int, int] = {}
+
+    def listen(request: Any) -> None:
+        if job.stop is not None:
+            raise JobStopped(*job.stop)  # cancelling between variants, not only stages
+        seed = getattr(request, "seed", None)
+        seed = first if seed is None else seed
+        attempts[seed] = attempts.get(seed, 0) + 1
+        job.emit(
+            "progress",
+            stage="ideate",
+            variant=seed - first + 1,
+            of=settings.variants,
+            attempt=attempts[seed],
+        )
+
+    return listen
 
 
 #: niceness added to worker threads (Linux schedules threads separately)

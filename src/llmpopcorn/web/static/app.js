@@ -157,6 +157,11 @@ function watch(id) {
     $("stages").dataset.log = `${$("stages").dataset.log || ""} ${data.stage}`.trim();
     $("state").textContent = `Running: ${data.stage}`;
   });
+  stream.addEventListener("progress", (event) => {
+    const data = JSON.parse(event.data);
+    const attempt = data.attempt > 1 ? `, attempt ${data.attempt}` : "";
+    $("state").textContent = `Running: ideate, variant ${data.variant} of ${data.of}${attempt}`;
+  });
   stream.addEventListener("state", async (event) => {
     const data = JSON.parse(event.data);
     current.state = data.state;

@@ -122,16 +122,11 @@ class TfidfRidge(_LinearOnFeatures):
         return {"alpha": self.alpha, "n_features": self.n_features}
 
     def _counts(self, texts: list[str]):
-        from sklearn.feature_extraction.text import HashingVectorizer
+        # scikit-learn's HashingVectorizer(ngram_range=(1, 2), alternate_sign=False,
+        # norm=None), reproduced exactly without importing scikit-learn (see .hashing)
+        from .hashing import hashed_counts
 
-        vec = HashingVectorizer(
-            n_features=self.n_features,
-            ngram_range=(1, 2),
-            alternate_sign=False,
-            norm=None,
-            lowercase=True,
-        )
-        return vec.transform(texts).tocsr()
+        return hashed_counts(list(texts), self.n_features, ngram_range=(1, 2))
 
     def _prepare(self, table: Table) -> None:
         counts = self._counts(table.texts)
@@ -142,11 +137,12 @@ class TfidfRidge(_LinearOnFeatures):
 
     def features(self, table: Table):
         import scipy.sparse as sp
-        from sklearn.preprocessing import normalize
+
+        from .hashing import l2_normalize_rows
 
         x = self._counts(table.texts).astype(np.float32)
         x.data = 1.0 + np.log(x.data)
-        x = normalize(x @ sp.diags(self.idf_), norm="l2")
+        x = l2_normalize_rows(x @ sp.diags(self.idf_))
         cats = sp.csr_matrix(one_hot(table.categories, self.categories_))
         return sp.hstack([x, cats]).tocsr()
 

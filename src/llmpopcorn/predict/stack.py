@@ -139,19 +139,20 @@ class LexicalRidge(_LinearOnFeatures):
 
     def _counts(self, table: Table):
         import scipy.sparse as sp
-        from sklearn.feature_extraction.text import HashingVectorizer
 
-        def vec(n: int, **kw: Any):
-            return HashingVectorizer(n_features=n, alternate_sign=False, norm=None, **kw)
+        # scikit-learn's HashingVectorizer(alternate_sign=False, norm=None), reproduced
+        # exactly without importing scikit-learn at scoring time (see .hashing)
+        from .hashing import hashed_counts
 
-        words = vec(self.word_features, ngram_range=(1, 2)).transform(table.texts)
+        texts = list(table.texts)
+        words = hashed_counts(texts, self.word_features, ngram_range=(1, 2))
         crossed = [
             " ".join(f"{str(c).replace(' ', '_')}__{w}" for w in _WORD.findall(t.lower()))
             for t, c in zip(table.texts, table.categories, strict=True)
         ]
-        cross = vec(self.cross_features, token_pattern=r"\S+", lowercase=False).transform(crossed)
+        cross = hashed_counts(crossed, self.cross_features, token_pattern=r"\S+", lowercase=False)
         tags = [" ".join(f"tag_{h}" for h in hashtags(t)) for t in table.texts]
-        tag = vec(self.tag_features, token_pattern=r"\S+", lowercase=False).transform(tags)
+        tag = hashed_counts(tags, self.tag_features, token_pattern=r"\S+", lowercase=False)
         x = sp.hstack([words, cross, tag]).tocsr().astype(np.float32)
         x.data = 1.0 + np.log(x.data)
         return x
@@ -170,10 +171,11 @@ class LexicalRidge(_LinearOnFeatures):
 
     def features(self, table: Table):
         import scipy.sparse as sp
-        from sklearn.preprocessing import normalize
+
+        from .hashing import l2_normalize_rows
 
         x = self._counts(table) @ sp.diags(self.idf_.astype(np.float32))
-        parts = [weight * normalize(x[:, lo:hi], norm="l2") for lo, hi, weight in self._blocks()]
+        parts = [weight * l2_normalize_rows(x[:, lo:hi]) for lo, hi, weight in self._blocks()]
         cats = sp.csr_matrix(one_hot(table.categories, self.categories_))
         return sp.hstack([*parts, cats]).tocsr()
 

@@ -227,3 +227,17 @@ def test_idea_fields_are_mapped_explicitly(scorer):
     text, used, missing = scorer.input_text(idea.model_dump())
     assert text == "Grandma's secret dumplings" and used == {"title": idea.title}
     assert missing == []
+
+
+def test_a_record_says_ok_only_when_its_report_was_written(out_dir, monkeypatch):
+    import llmpopcorn.pipeline as pipeline_module
+
+    def disk_full(record, run_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline_module, "save_report", disk_full)
+    settings = Settings.resolve(env={}, out_dir=out_dir, render=False, score=False)
+    with pytest.raises(OSError, match="No space"):
+        Pipeline(settings).make("a corgi learns to surf")
+    record = next(out_dir.glob("*/record.json")).read_text()
+    assert '"status": "failed"' in record and "could not write report.html" in record

@@ -262,8 +262,21 @@ class Pipeline:
             raise
         finally:
             record.finished = utcnow()
+            # the report first: a record says "ok" only when its report was written too
+            report_error: OSError | None = None
+            try:
+                save_report(record, run_dir)
+            except OSError as exc:  # disk full, permissions: say so in the record
+                report_error = exc
+                record.notes.append(f"report.html could not be written: {exc}")
+                if record.status == "ok":
+                    record.status = "failed"
+                    record.error = f"could not write report.html: {exc}"
             save_record(record, run_dir)
-            save_report(record, run_dir)
+            if report_error is not None and (record.error or "").startswith(
+                "could not write report"
+            ):
+                raise report_error
         return record
 
     def _ideate(self, record: RunRecord, prompt: Prompt, seed: int) -> None:

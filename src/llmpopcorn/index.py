@@ -18,6 +18,7 @@ its filter; :func:`make_index` picks it above :data:`APPROX_MIN_ROWS` rows.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import os
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -805,6 +806,25 @@ def _fill_from_memory(
     return len(rows)
 
 
+#: a callback ``(what, done, total)`` told of every step of a corpus build in this
+#: thread or task (the web studio streams it as the index-build percent of a first PE run)
+_LISTENER: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+    "popcorn_index_progress", default=None
+)
+
+
+@contextmanager
+def progress_listener(callback: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Call ``callback(what, done, total)`` as corpus builds started inside the block
+    advance (an exception it raises, e.g. a cancel, stops the build; finished chunks are
+    kept and a later build resumes from them)."""
+    token = _LISTENER.set(callback)
+    try:
+        yield
+    finally:
+        _LISTENER.reset(token)
+
+
 class Progress:
     """A progress bar on stderr: count, rate and time left. On a terminal it redraws
     one line; elsewhere (a log, CI) it prints a line every :attr:`every` seconds."""
@@ -826,6 +846,9 @@ class Progress:
 
     def advance(self, n: int) -> None:
         self.done += n
+        listener = _LISTENER.get()
+        if listener is not None:
+            listener(self.what, self.done, self.total)
         now = time.perf_counter()
         if not self.show:
             return

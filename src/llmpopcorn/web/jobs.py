@@ -342,12 +342,15 @@ class JobManager:
             progress = getattr(pipeline, "progress", None)
             if isinstance(progress, ProgressLLM):
                 progress.listener = _variant_listener(job, pipeline.settings)
-            pipeline.make(
-                job.request.query,
-                out_dir=self._job_dir(job.id),
-                on_stage=on_stage,
-                seed=job.request.seed,
-            )
+            from ..index import progress_listener  # numpy: only once a job runs
+
+            with progress_listener(_index_listener(job)):
+                pipeline.make(
+                    job.request.query,
+                    out_dir=self._job_dir(job.id),
+                    on_stage=on_stage,
+                    seed=job.request.seed,
+                )
         except JobStopped as exc:
             state, error = exc.state, str(exc)
         except PopcornError as exc:
@@ -522,3 +525,19 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
     except (AttributeError, OSError):  # not Linux, or not allowed: keep the default
         pass
+
+
+def _index_listener(job: Job) -> Callable[[str, int, int], None]:
+    """Index-build progress of a first PE run as ``index`` events (at most one per
+    whole percent), stopping the build when the job is cancelled."""
+    last = [-1]
+
+    def listen(what: str, done: int, total: int) -> None:
+        if job.stop is not None:
+            raise JobStopped(*job.stop)
+        percent = int(100 * done / total) if total else 100
+        if percent != last[0]:
+            last[0] = percent
+            job.emit("index", what=what, done=done, total=total, percent=percent)
+
+    return listen

@@ -162,6 +162,10 @@ function watch(id) {
     const attempt = data.attempt > 1 ? `, attempt ${data.attempt}` : "";
     $("state").textContent = `Running: ideate, variant ${data.variant} of ${data.of}${attempt}`;
   });
+  stream.addEventListener("index", (event) => {
+    const data = JSON.parse(event.data);
+    $("state").textContent = `Running: first PE run, embedding the corpus once (${data.percent}% of ${data.total.toLocaleString()} videos)`;
+  });
   stream.addEventListener("state", async (event) => {
     const data = JSON.parse(event.data);
     current.state = data.state;

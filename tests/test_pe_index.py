@@ -323,6 +323,21 @@ def test_vectors_the_shipped_predictor_carries_are_reused(corpus, tmp_path, monk
     other = CountingEmbedder()
     load_or_build(corpus, other, tmp_path / "cache2")
     assert other.embedded == names + checks + len(corpus)
+    # an ensemble stores its retrieval member's memory under "mmra." (the shipped models)
+    np.savez(weights, **{"mmra.memory_": memory, "mmra.memory_ids_": ids})
+    stacked = CountingEmbedder()
+    load_or_build(corpus, stacked, tmp_path / "cache3")
+    assert stacked.embedded == names + checks + len(corpus) - len(half)
+
+
+def test_the_shipped_predictor_has_a_memory_to_reuse():
+    import llmpopcorn.index as index_mod
+
+    with np.load(index_mod.PREDICTOR_WEIGHTS, allow_pickle=False) as npz:
+        assert {"mmra.memory_", "mmra.memory_ids_"} <= set(npz.files) or {
+            "memory_",
+            "memory_ids_",
+        } <= set(npz.files)
 
 
 def test_progress_bar_shows_count_rate_and_eta():

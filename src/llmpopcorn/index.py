@@ -772,10 +772,20 @@ def _fill_from_memory(
     costs about 1e-7). Returns how many rows were filled."""
     try:
         with np.load(PREDICTOR_WEIGHTS, allow_pickle=False) as npz:
-            if "memory_" not in npz.files or "memory_ids_" not in npz.files:
+            # a plain retrieval model stores "memory_"; an ensemble its member's
+            # ("mmra.memory_")
+            prefix = next(
+                (
+                    p
+                    for p in ("", "mmra.")
+                    if f"{p}memory_" in npz.files and f"{p}memory_ids_" in npz.files
+                ),
+                None,
+            )
+            if prefix is None:
                 return 0
-            memory = npz["memory_"]
-            ids = npz["memory_ids_"].astype(str)
+            memory = npz[f"{prefix}memory_"]
+            ids = npz[f"{prefix}memory_ids_"].astype(str)
     except Exception as exc:  # noqa: BLE001 - no memory to reuse: embed everything
         log.debug("no predictor memory to reuse (%s)", exc)
         return 0

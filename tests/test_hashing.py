@@ -52,3 +52,14 @@ def test_counts_and_normalisation_match_scikit_learn(options):
     assert (expected != got).nnz == 0
     assert abs(normalize(expected, norm="l2") - l2_normalize_rows(got)).max() < 1e-12
     assert np.allclose(l2_normalize_rows(got[:1]).toarray(), 0)  # an empty text stays zero
+
+
+def test_scale_columns_is_a_product_with_the_diagonal():
+    import scipy.sparse as sp
+
+    from llmpopcorn.predict.hashing import scale_columns
+
+    x = hashed_counts(_texts()[:50], 2**12, ngram_range=(1, 2)).astype(np.float32)
+    weights = np.random.default_rng(0).random(2**12).astype(np.float32) + 1
+    expected = (x @ sp.diags(weights)).toarray()
+    assert np.allclose(scale_columns(x, weights).toarray(), expected, rtol=1e-6, atol=0)

@@ -138,11 +138,11 @@ class TfidfRidge(_LinearOnFeatures):
     def features(self, table: Table):
         import scipy.sparse as sp
 
-        from .hashing import l2_normalize_rows
+        from .hashing import l2_normalize_rows, scale_columns
 
         x = self._counts(table.texts).astype(np.float32)
         x.data = 1.0 + np.log(x.data)
-        x = l2_normalize_rows(x @ sp.diags(self.idf_))
+        x = l2_normalize_rows(scale_columns(x, self.idf_))
         cats = sp.csr_matrix(one_hot(table.categories, self.categories_))
         return sp.hstack([x, cats]).tocsr()
 

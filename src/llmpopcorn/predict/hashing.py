@@ -127,7 +127,21 @@ def l2_normalize_rows(x):
     import scipy.sparse as sp
 
     x = sp.csr_matrix(x, copy=True)
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    per_row = np.diff(x.indptr)
+    rows = np.repeat(np.arange(x.shape[0]), per_row)
+    norms = np.sqrt(
+        np.bincount(rows, weights=np.square(x.data, dtype=np.float64), minlength=x.shape[0])
+    )
     norms[norms == 0] = 1.0
-    x.data /= np.repeat(norms, np.diff(x.indptr)).astype(x.data.dtype)
+    x.data /= np.repeat(norms, per_row).astype(x.data.dtype)
+    return x
+
+
+def scale_columns(x, weights: np.ndarray):
+    """``x @ diag(weights)`` for a CSR matrix without building the diagonal matrix
+    (a 2**18-wide diagonal cost milliseconds per scored idea)."""
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix(x, copy=True)
+    x.data = x.data * np.asarray(weights)[x.indices]
     return x

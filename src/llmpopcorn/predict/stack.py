@@ -172,9 +172,9 @@ class LexicalRidge(_LinearOnFeatures):
     def features(self, table: Table):
         import scipy.sparse as sp
 
-        from .hashing import l2_normalize_rows
+        from .hashing import l2_normalize_rows, scale_columns
 
-        x = self._counts(table) @ sp.diags(self.idf_.astype(np.float32))
+        x = scale_columns(self._counts(table), self.idf_.astype(np.float32))
         parts = [weight * l2_normalize_rows(x[:, lo:hi]) for lo, hi, weight in self._blocks()]
         cats = sp.csr_matrix(one_hot(table.categories, self.categories_))
         return sp.hstack([*parts, cats]).tocsr()

@@ -184,10 +184,11 @@ class Pipeline:
         """The exact messages that would be sent for ``query`` (no LLM call), with the
         same category choice as :meth:`make`."""
         query = clean_query(query)
-        if self.settings.mode == "pe" and not self._scorer_ok:
+        if self.settings.mode == "pe" and not self._scorer_ok and self.settings.score:
             try:
                 self._scorer_ok = self.scorer is not None
-            except MissingExtraError:
+            except PopcornError as exc:  # no judge: PE ranks categories with its own index
+                log.warning("categories from PE's corpus index (the judge is unavailable: %s)", exc)
                 self._scorer_ok = False
         return self._build_prompt(query, self.category_ranking(query))
 

@@ -154,8 +154,12 @@ class Pipeline:
     ) -> dict[str, Any] | None:
         """The run's category (used by the scorer, the variants' ranking and the report)."""
         if ranking:
+            name = ranking[0].name
+            if prompt.mode == "pe" and prompt.settings.get("categories"):
+                # PE used the first ranked category its corpus holds
+                name = prompt.settings["categories"][0]["name"]
             return {
-                "name": ranking[0].name,
+                "name": name,
                 "source": "the judge's category resolver (its retrieval memory)",
                 "method": self.settings.category_match,
             }

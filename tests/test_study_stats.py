@@ -149,7 +149,7 @@ def test_pairs_and_categories_follow_refs():
 def test_summary_files_carry_tables_charts_and_the_banner(tmp_path):
     rows = planted_study(tmp_path, pe_shift=8, name="files")
     for r in rows:
-        r["is_llm"], r["ideator"], r["ideator_model"] = False, "offline", "offline-composer-v2"
+        r["is_llm"], r["ideator"], r["ideator_model"] = False, "offline", "offline-composer-v3"
     baseline = {
         "part": "reference",
         "k": 2,

@@ -48,34 +48,22 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .copycheck import COPY_THRESHOLD, normalise_title
 from .errors import ConfigError, DataError, InputError, MissingExtraError, PopcornError
 from .executors import Executor, LocalExecutor, Slots, WorkerLost, WorkerSpec, make_executor
 from .paths import clean_query, new_run_id, slugify
 from .settings import Settings
 from .store import DEFAULT_LEASE_S, Store, StoreError, digest
+from .variants import ANGLES, diversify, similar_title, variant_check  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 KIND = "batch"
 PREFIX = "batch-"
 MAX_QUERIES = 10_000
-#: one instruction per variant (cycled), so N variants of a query take N angles
-ANGLES = (
-    "Lead with a surprising twist or reveal.",
-    "Frame it as a quick how-to or tip the viewer can use.",
-    "Tell it as a first-person POV moment.",
-    "Make it a challenge, a test or a before/after comparison.",
-    "Play it for laughs with an unexpected contrast.",
-    "Make it calm and aesthetic: a satisfying, beautiful moment.",
-    "Build it around a question the viewer wants answered.",
-    "Use a countdown or a list format.",
-)
 #: errors that would fail every item alike: the batch stops submitting new items
 SETUP_ERRORS = (ConfigError, DataError, MissingExtraError, StoreError)
 
@@ -118,38 +106,6 @@ def read_queries(path: str | Path) -> list[str]:
             "split the file into several batches",
         )
     return queries
-
-
-def diversify(prompt, variant: int, variants: int):
-    """The prompt with an instruction to take variant ``variant``'s own angle (N > 1)."""
-    if variants <= 1:
-        return prompt
-    angle = ANGLES[variant % len(ANGLES)]
-    note = (
-        f"\n\nThis is variant {variant + 1} of {variants} for this query. {angle} "
-        "Give it its own title: not a rewording of the obvious one."
-    )
-    messages = list(prompt.messages)
-    last = messages[-1]
-    messages[-1] = last.model_copy(update={"content": last.content + note})
-    return prompt.model_copy(update={"messages": messages})
-
-
-def similar_title(title: str, others: Sequence[str], threshold: float = COPY_THRESHOLD):
-    """The first of ``others`` that ``title`` nearly equals (the copy check's measure)."""
-    new = normalise_title(title)
-    if not new:
-        return None
-    for other in others:
-        old = normalise_title(other)
-        if not old:
-            continue
-        if new == old:
-            return other
-        matcher = SequenceMatcher(None, new, old, autojunk=False)
-        if matcher.real_quick_ratio() >= threshold and matcher.ratio() >= threshold:
-            return other
-    return None
 
 
 # -- limits --------------------------------------------------------------------------
@@ -422,19 +378,7 @@ class ItemWorker:
                 make_guard = getattr(p.prompt_builder, "copy_guard", None)
                 guard = make_guard(prompt) if make_guard else None
                 avoid = list(task.get("avoid") or [])
-
-                def check(idea) -> str | None:
-                    problem = guard(idea) if guard else None
-                    if problem:
-                        return problem
-                    twin = similar_title(idea.title, avoid)
-                    if twin:
-                        return (
-                            f'the title is almost the same as another variant\'s ("{twin}"): '
-                            "write a clearly different title and angle"
-                        )
-                    return None
-
+                check = variant_check(guard, avoid)
                 asked = diversify(prompt, task["variant"], task["variants"])
                 result = ask(llm, asked, p.sampling(task["seed"]), check=check)
                 record.idea = result.idea

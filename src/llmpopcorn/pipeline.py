@@ -27,6 +27,7 @@ from .registry import registry as default_registry
 from .report import save_record, save_report
 from .settings import Settings
 from .types import Artifact, BackendUse, Idea, Prompt, RunRecord, Score, Variant, utcnow
+from .variants import diversify, variant_check
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +300,15 @@ class Pipeline:
             )
         make_guard = getattr(self.prompt_builder, "copy_guard", None)
         candidates, variants, attempts = [], [], []
-        for variant_seed in range(seed, seed + count):
+        titles: list[str] = []  # earlier variants' titles: a near repeat is re-asked
+        for number, variant_seed in enumerate(range(seed, seed + count)):
             guard = make_guard(prompt) if make_guard else None
+            asked, check = prompt, guard
+            if count > 1:  # each variant takes its own angle (see llmpopcorn.variants)
+                asked = diversify(prompt, number, count)
+                check = variant_check(guard, list(titles))
             try:
-                result = ideate(llm, prompt, self.sampling(variant_seed), check=guard)
+                result = ideate(llm, asked, self.sampling(variant_seed), check=check)
             except InvalidReplyError as exc:
                 if count == 1:
                     raise
@@ -310,6 +316,7 @@ class Pipeline:
                 variants.append(Variant(seed=variant_seed, error=str(exc)))
                 continue
             attempts += result.attempts
+            titles.append(result.idea.title)
             score = (
                 self.scorer.score(result.idea, query=record.query, category=_name(record))
                 if count > 1

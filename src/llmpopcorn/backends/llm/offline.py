@@ -80,6 +80,18 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def fill_title(pattern: str, subject: str, tag: str, limit: int = TITLE_MAX_CHARS) -> str:
+    """``pattern`` with the subject shortened to fit, so a long query keeps the pattern's
+    own words ("... in 3 seconds") and different patterns stay different titles."""
+    text = _capitalise(pattern.format(subject=subject, tag=tag))
+    if len(text) <= limit:
+        return text
+    room = limit - len(pattern.format(subject="", tag=tag))
+    if room < 12:  # too little room for a readable subject: cut the whole title
+        return fit_title(text, limit)
+    return fit_title(_capitalise(pattern.format(subject=fit_title(subject, room), tag=tag)), limit)
+
+
 _HOOKS: dict[str, tuple[str, ...]] = {
     "question": ("Can you believe {subject}?", "Who else needs {subject}?"),
     "exclaim": ("{subject}!", "This is {subject}!"),
@@ -182,7 +194,7 @@ def _title_candidates(subject: str, key: str, borrowed: Borrowed | None) -> list
         patterns = hook_patterns + patterns
     # the category as the community hashtag (#animal, #anime), as MicroLens titles do
     tag = re.sub(r"\W+", "", borrowed.category.lower()) if borrowed else ""
-    return [fit_title(_capitalise(p.format(subject=subject, tag=tag or "fyp"))) for p in patterns]
+    return [fill_title(p, subject, tag or "fyp") for p in patterns]
 
 
 class OfflineComposer(LLM):
@@ -237,4 +249,4 @@ class OfflineComposer(LLM):
         return json.dumps(idea, ensure_ascii=False)
 
     def model_id(self) -> str:
-        return "offline-composer-v2"
+        return "offline-composer-v3"  # v3: long subjects shortened inside the title pattern

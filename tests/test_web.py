@@ -570,8 +570,13 @@ def test_each_variant_is_reported_as_it_is_asked_for(out_dir):
             for line in client.get(f"/api/runs/{job_id}/events").text.splitlines()
             if line.startswith("data: ") and '"variant"' in line
         ]
+        # variant 3's first title nearly repeats an earlier variant's: it is re-asked, and
+        # the re-ask is reported as its attempt 2
         assert [(e["variant"], e["of"], e["attempt"]) for e in events] == [
             (1, 3, 1),
             (2, 3, 1),
             (3, 3, 1),
+            (3, 3, 2),
         ]
+        errors = [a["error"] or "" for a in view["record"]["attempts"]]
+        assert any("another variant" in error for error in errors)

@@ -188,3 +188,27 @@ def test_release_gives_an_item_back_at_once_and_only_by_its_owner(tmp_path):
         assert claim(b, "x").claimed and b.get("x")["attempts"] == 2
         assert b.finish("x", status="ok")
         assert not b.release("x") and b.status("x") == "ok"  # finished stays finished
+
+
+def test_a_store_busy_in_another_process_is_waited_for_then_named_busy_not_corrupt(tmp_path):
+    import sqlite3
+    import threading
+    import time as _time
+
+    from llmpopcorn.store import Store, StoreError
+
+    path = tmp_path / "store.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN EXCLUSIVE")
+    threading.Thread(target=lambda: (_time.sleep(0.4), other.execute("COMMIT"))).start()
+    store = Store(path, timeout=10)  # waits for the lock instead of failing at once
+    assert store.schema_version >= 1
+    store.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreError) as info:
+        Store(path, timeout=0.2)
+    assert "locked by another process" in info.value.message
+    assert "move it aside" not in (info.value.hint or "")
+    holder.execute("ROLLBACK")

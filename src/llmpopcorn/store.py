@@ -179,16 +179,40 @@ class Store:
             self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
             check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise _corrupt(self.path, str(exc)) from None
+            raise StoreError(  # busy, not corrupt: never tell the user to move it aside
+                f"{self.path} stayed locked by another process for {timeout:.0f} s",
+                "wait for the other popcorn process to finish (or stop it) and rerun; "
+                "nothing was changed",
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise _corrupt(self.path, str(exc)) from None
         if check != "ok":
             self._conn.close()
             raise _corrupt(self.path, check)
-        with self._write("open"):
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            if not sync_every_commit:
-                self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._open_wal(sync_every_commit)
         self._migrate()
+
+    def _open_wal(self, sync_every_commit: bool) -> None:
+        """Switch to WAL. SQLite answers "database is locked" at once, without waiting
+        for the busy timeout, when another process is creating or switching the same
+        file (two studies started together): retry with backoff until the timeout."""
+        deadline = time.monotonic() + self._timeout
+        delay = 0.01
+        while True:
+            try:
+                with self._write("open"):
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                    if not sync_every_commit:
+                        self._conn.execute("PRAGMA synchronous=NORMAL")
+                return
+            except StoreError as exc:
+                if "locked" not in exc.message or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 0.5)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -204,6 +228,12 @@ class Store:
                     f"the disk holding {self.path} is full ({what}: {text})",
                     "free some space and rerun the same command: finished items are kept, "
                     "and the item in flight is taken over when its lease ends",
+                ) from None
+            if "locked" in text or "busy" in text:  # busy, not damaged
+                raise StoreError(
+                    f"{self.path} stayed locked by another process ({what}: {text})",
+                    "wait for the other popcorn process to finish (or stop it) and rerun; "
+                    "nothing was changed",
                 ) from None
             raise StoreError(f"cannot write {self.path} ({what}: {text})", _RECOVER) from None
         except sqlite3.DatabaseError as exc:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataError, MissingExtraError, PopcornError
-from .pipeline import Pipeline
+from .pipeline import Pipeline, judge_memory
 from .settings import Settings
 from .store import DEFAULT_LEASE_S, Store, StoreError, digest
 
@@ -388,19 +388,7 @@ def judge_memory_ids(pipeline: Pipeline) -> set[str] | None:
         scorer = pipeline.scorer
     except PopcornError:
         return None
-    ids = getattr(getattr(scorer, "model", None), "memory_ids_", None)
-    if ids is None and callable(getattr(scorer, "memory_ids", None)):
-        ids = scorer.memory_ids()
-    if ids is None:
-        return None
-    cached = getattr(scorer, "_study_memory_ids", None)
-    if cached is None:
-        cached = {str(v) for v in ids}
-        try:
-            scorer._study_memory_ids = cached
-        except AttributeError:
-            pass
-    return cached
+    return judge_memory(scorer)
 
 
 def cell_result(record, pipeline: Pipeline) -> dict[str, Any]:

@@ -439,20 +439,35 @@ def _name(record: RunRecord) -> str:
     return (record.category or {}).get("name") or ""
 
 
+def judge_memory(scorer: Any) -> set[str] | None:
+    """The video ids in a judge's retrieval memory, computed once per scorer (None when
+    it has no memory to check). Used by the run record and by the study."""
+    cached = getattr(scorer, "_memory_id_set", None)
+    if cached is not None:
+        return cached
+    memory_ids = getattr(scorer, "memory_ids", None)
+    ids = (
+        memory_ids()
+        if callable(memory_ids)
+        else getattr(getattr(scorer, "model", None), "memory_ids_", None)
+    )
+    if ids is None:
+        return None
+    cached = {str(v) for v in ids}
+    try:
+        scorer._memory_id_set = cached
+    except AttributeError:  # a scorer with __slots__: recompute next time
+        pass
+    return cached
+
+
 def judge_overlap(scorer: Any, references: list, score: Score) -> dict[str, Any] | None:
     """How independent the judge is of PE's references: how many references sit in its
     retrieval memory, and how many of the neighbours explaining the score are
     references. None when the judge has no memory to check."""
-    memory_ids = getattr(scorer, "memory_ids", None)
-    if memory_ids is None:
-        return None
-    memory = getattr(scorer, "_memory_id_set", None)
+    memory = judge_memory(scorer)
     if memory is None:
-        memory = set(map(str, memory_ids()))
-        try:
-            scorer._memory_id_set = memory
-        except AttributeError:  # a scorer with __slots__: recompute next time
-            pass
+        return None
     ref_ids = {str(r.video_id) for r in references}
     neighbours = [str(n.video_id) for n in score.neighbours]
     return {

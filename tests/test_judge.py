@@ -241,3 +241,34 @@ def test_a_record_says_ok_only_when_its_report_was_written(out_dir, monkeypatch)
         Pipeline(settings).make("a corgi learns to surf")
     record = next(out_dir.glob("*/record.json")).read_text()
     assert '"status": "failed"' in record and "could not write report.html" in record
+
+
+def test_batch_items_use_the_run_s_category_resolver_as_make_does(scorer, tmp_path):
+    """A batch item's prompt and category come from the same resolver as `popcorn make`
+    (the judge's ranking handed to PE), not PE's own index."""
+    import json
+
+    from llmpopcorn.batch import run_batch
+
+    data = write_corpus(tmp_path / "data")
+    settings = Settings.resolve(
+        env={},
+        mode="pe",
+        data_dir=data,
+        embedder="tfidf",
+        cache_dir=tmp_path / "cache",
+        out_dir=tmp_path / "runs",
+        n_refs=5,
+        render=False,
+    )
+    query = "crispy fried chicken with dumplings"
+    made = Pipeline(settings, scorer=scorer).make(query)
+    run = run_batch(
+        [query], settings, out_dir=tmp_path / "batch", pipeline=Pipeline(settings, scorer=scorer)
+    )
+    (folder,) = [p for p in (run.runs_dir / run.batch_id).iterdir() if p.is_dir()]
+    record = json.loads((folder / "record.json").read_text(encoding="utf-8"))
+    assert record["enhancement"]["matcher"]["source"] == "the run's resolver"
+    assert record["category"] == made.category
+    assert record["category"]["source"].startswith("the judge's category resolver")
+    assert record["score"]["category"] == made.score.category == "Delicacy"

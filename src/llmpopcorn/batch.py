@@ -52,11 +52,22 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError, DataError, InputError, MissingExtraError, PopcornError
-from .executors import Executor, LocalExecutor, Slots, WorkerLost, WorkerSpec, make_executor
+from .driver import (  # noqa: F401 - QuotaError, BudgetError, is_quota_error: the API
+    BudgetError,
+    Progress,
+    QuotaError,
+    Unit,
+    Work,
+    classify,
+    drive,
+    is_disk_full,
+    is_quota_error,
+)
+from .errors import ConfigError, InputError
+from .executors import Executor, LocalExecutor, Slots, WorkerSpec, make_executor
 from .paths import clean_query, new_run_id, slugify
 from .settings import Settings
-from .store import DEFAULT_LEASE_S, Store, StoreError, digest
+from .store import DEFAULT_LEASE_S, Store, digest
 from .variants import ANGLES, diversify, similar_title, variant_check  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -64,18 +75,6 @@ log = logging.getLogger(__name__)
 KIND = "batch"
 PREFIX = "batch-"
 MAX_QUERIES = 10_000
-#: errors that would fail every item alike: the batch stops submitting new items
-SETUP_ERRORS = (ConfigError, DataError, MissingExtraError, StoreError)
-
-
-class QuotaError(PopcornError):
-    """The LLM provider says the API key's quota or balance is used up."""
-
-
-class BudgetError(PopcornError):
-    """This batch reached a cap it was given (LLM calls, hosted spending)."""
-
-
 # -- inputs --------------------------------------------------------------------------
 
 
@@ -179,43 +178,6 @@ class LimitedLLM:
         return self._llm.describe()
 
 
-def is_quota_error(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it was raised from) says the key's quota is used up:
-    HTTP 402, or an error whose code or text says ``insufficient_quota`` / quota."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, QuotaError):
-            return True
-        if getattr(current, "code", None) == "insufficient_quota":
-            return True
-        status = getattr(current, "status_code", None)
-        text = f"{current} {getattr(current, 'body', '') or ''}".lower()
-        if status == 402 or "http 402" in text:
-            return True
-        if "insufficient_quota" in text or "exceeded your current quota" in text:
-            return True
-        if status == 429 and "quota" in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def classify(exc: BaseException) -> str:
-    """What the driver does with an item's error: ``pause`` (quota, a cap), ``setup``
-    (stop submitting), ``lost`` (a worker died) or ``item`` (record it, go on)."""
-    from .backends.hosted.errors import CostLimitError
-
-    if isinstance(exc, BudgetError | CostLimitError) or is_quota_error(exc):
-        return "pause"
-    if isinstance(exc, SETUP_ERRORS):
-        return "setup"
-    if isinstance(exc, WorkerLost):
-        return "lost"
-    return "item"
-
-
 # -- the worker ----------------------------------------------------------------------
 
 
@@ -234,7 +196,10 @@ class ItemWorker:
     ``settings``: :meth:`Settings.public` data (no secrets); ``api_key`` travels apart
     and is never written. ``share``: this worker's part of the batch's LLM limits
     (several Ray workers split them). ``pipeline``: an already-built pipeline (local
-    executor; tests inject fakes)."""
+    executor; tests inject fakes). ``scorer``: a predictor already loaded by another
+    worker of this process, with ``locks`` (prompt lock, predictor lock) shared with it.
+    ``summarize(record, pipeline)``: what a finished item adds to its state
+    (``state["summary"]``), computed where the pipeline is (the study's cell result)."""
 
     def __init__(
         self,
@@ -242,12 +207,17 @@ class ItemWorker:
         api_key: str | None = None,
         share: float = 1.0,
         pipeline=None,
+        *,
+        scorer=None,
+        locks: tuple[threading.Lock, threading.Lock] | None = None,
+        summarize: Callable[[Any, Any], dict[str, Any]] | None = None,
     ):
         self.settings = Settings(**settings, llm_api_key=api_key)
         self.share = share
         self._pipeline = pipeline
-        self._lock = threading.Lock()
-        self._score_lock = threading.Lock()
+        self._scorer = scorer
+        self._lock, self._score_lock = locks or (threading.Lock(), threading.Lock())
+        self.summarize = summarize
         self._prompts: dict[str, Any] = {}
         self._notes: list[str] = []
         self._warm = False
@@ -265,7 +235,7 @@ class ItemWorker:
                 cap = s.max_batch_llm_calls
                 cap = None if cap is None else max(1, int(cap * self.share))
                 llm = LimitedLLM(llm, limiter, cap)
-            self._pipeline = Pipeline(s, llm=llm)
+            self._pipeline = Pipeline(s, llm=llm, scorer=self._scorer)
         return self._pipeline
 
     def warm(self) -> None:
@@ -299,13 +269,16 @@ class ItemWorker:
             self._warm = True
 
     def _prompt(self, query: str):
-        with self._lock:  # PE builds (embeds, retrieves) once per query, one at a time
-            prompt = self._prompts.get(query)
-            if prompt is None:
-                prompt = self._prompts[query] = self.pipeline.prompt_builder.build(query)
+        """The query's prompt and category (as in `popcorn make`: the judge's category
+        resolver, then PE), built once per query, one at a time."""
+        with self._lock:
+            planned = self._prompts.get(query)
+            if planned is None:
+                planned = self.pipeline.plan(query, judge_lock=self._score_lock)
+                self._prompts[query] = planned
                 if len(self._prompts) > 256:
                     self._prompts.pop(next(iter(self._prompts)))
-            return prompt
+            return planned
 
     def _fail(self, state: dict[str, Any], exc: BaseException) -> dict[str, Any]:
         from .report import save_record, save_report
@@ -314,6 +287,8 @@ class ItemWorker:
         record = state["record"]
         record.status = "failed"
         record.error = str(exc) or type(exc).__name__
+        if is_disk_full(exc):
+            record.error = f"disk full: {exc}"
         if kind == "pause" and is_quota_error(exc) and not isinstance(exc, QuotaError):
             detail = getattr(exc, "message", None) or record.error
             record.error = f"the LLM provider says the API key's quota is used up ({detail})"
@@ -362,14 +337,9 @@ class ItemWorker:
         state = {**task, "record": record, "error": None, "error_kind": None}
         try:
             with _timed(record, "prompt"):
-                prompt = self._prompt(task["query"])
-                record.messages = list(prompt.messages)
-                record.references = list(prompt.references)
-                if prompt.mode == "pe":
-                    record.enhancement = prompt.settings
-                    record.notes += [f"PE: {n}" for n in prompt.settings.get("notes", [])]
-            with self._score_lock:
-                record.category = p.run_category(task["query"], prompt)
+                prompt, category = self._prompt(task["query"])
+                p.apply_prompt(record, prompt)
+            record.category = category
             with _timed(record, "ideate"):
                 llm = p.llm
                 record.backends["llm"] = llm.describe()
@@ -438,6 +408,8 @@ class ItemWorker:
         except BaseException as exc:  # noqa: BLE001
             return self._fail(state, exc)
         state["run_dir"] = state["final"]
+        if self.summarize is not None:
+            state["summary"] = self.summarize(record, self.pipeline)
         return state
 
 
@@ -499,27 +471,6 @@ class Item:
 
 
 # -- the driver ----------------------------------------------------------------------
-
-
-@dataclass
-class Progress:
-    total: int
-    done: int = 0
-    failed: int = 0
-    paused: int = 0
-    running: int = 0
-    computed: int = 0  # finished by this process
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.computed / elapsed if elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        left = self.total - self.done - self.failed
-        return left / self.rate if self.rate > 0 else None
 
 
 @dataclass
@@ -684,16 +635,83 @@ def run_batch(
                 ItemWorker, {"settings": settings.public(), "api_key": settings.api_key()}
             )
         staging_root = run.runs_dir / ".staging" / batch_id
+        units = deque(
+            Unit(
+                item.key,
+                settings_hash,
+                item.labels(batch_id, settings.mode),
+                {
+                    "key": item.key,
+                    "query": item.query,
+                    "variant": item.variant,
+                    "variants": variants,
+                    "seed": item.seed,
+                    "staging": str(staging_root / item.key),
+                    "final": str(
+                        out / batch_id / f"{item.index + 1:03d}-v{item.variant}-"
+                        f"{slugify(item.query)}"
+                    ),
+                },
+                # variant v of a query starts when variant v-1 has ended, so it sees every
+                # earlier variant's title (the near-duplicate check is then complete)
+                node=(item.index, item.variant),
+                after=(item.index, item.variant - 1) if item.variant else None,
+                data=item,
+            )
+            for item in todo
+        )
         with batch_budget():
             runner.start(spec, slots, render=render)
             try:
-                _drive(store, runner, run, todo, titles, settings, batch_id, settings_hash,
-                       slots, staging_root, lease_s, poll_s, on_progress)  # fmt: skip
+                outcome = drive(
+                    store, runner, units, BatchWork(batch_id, titles),
+                    progress=progress, slots=slots, render=render,
+                    lease_s=lease_s, poll_s=poll_s, on_progress=on_progress,
+                )  # fmt: skip
             finally:
                 runner.shutdown(cancel=True)
+        run.pause_reason, run.setup_error = outcome.pause_reason, outcome.setup_error
+        run.busy += outcome.busy
         _cleanup_staging(staging_root)
         run.seconds = time.monotonic() - started
         return run
+
+
+class BatchWork(Work):
+    """A batch's part of the driver: each variant sees its query's earlier titles."""
+
+    kind = KIND
+
+    def __init__(self, batch_id: str, titles: dict[int, list[str]]):
+        super().__init__(batch_id)
+        self.titles = titles
+
+    def start(self, unit: Unit) -> dict[str, Any]:
+        return {**unit.task, "avoid": list(self.titles.get(unit.data.index, []))}
+
+    def result(self, unit: Unit, state: dict[str, Any]) -> dict[str, Any]:
+        record = state["record"]
+        score = record.score
+        llm = record.backends.get("llm")
+        return {
+            "title": record.idea.title if record.idea else None,
+            "log2_comments": score.log2_comments if score else None,
+            "expected_comments": score.expected_comments if score else None,
+            "interval": list(score.interval) if score and score.interval else None,
+            "category": (record.category or {}).get("name"),
+            "predictor": score.predictor if score else None,
+            "is_llm": llm.is_llm if llm else None,
+            "ideator": llm.name if llm else None,
+            "ideator_model": llm.model if llm else None,
+            "attempts": len(record.attempts),
+            "near_duplicate_of": state.get("twin"),
+            "timings": record.timings,
+        }
+
+    def ended(self, unit: Unit, state: dict[str, Any], ok: bool) -> None:
+        record = state.get("record")
+        if ok and record is not None and record.idea is not None:
+            self.titles.setdefault(unit.data.index, []).append(record.idea.title)
 
 
 def _render_slots(settings: Settings) -> int:
@@ -720,186 +738,6 @@ def _on_gpu(settings: Settings) -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
-
-
-def _drive(
-    store: Store,
-    runner: Executor,
-    run: BatchRun,
-    todo: deque[Item],
-    titles: dict[int, list[str]],
-    settings: Settings,
-    batch_id: str,
-    settings_hash: str,
-    slots: Slots,
-    staging_root: Path,
-    lease_s: float,
-    poll_s: float,
-    on_progress: Callable[[Progress], None] | None,
-) -> None:
-    progress = run.progress
-    inflight: dict[Any, tuple[Item, str]] = {}
-    held: set[str] = set()  # keys claimed by this driver and not yet finished or released
-    # a few claimed items wait in the ideation queue, so a thread that finishes one
-    # starts the next at once instead of waiting for the driver to wake up
-    ahead = max(2, slots.ideate // 4)
-    limit = slots.ideate + ahead + 2 * slots.render + 2  # claims held at once
-    last_renew = time.monotonic()
-    stop = False
-
-    # variant v of a query starts when variant v-1 has ended, so it sees every earlier
-    # variant's title (the near-duplicate check is then complete and deterministic)
-    unfinished = {(it.index, it.variant) for it in todo}
-
-    first = "ideate" if settings.render else "ideate_score"
-
-    def ideating() -> int:
-        return sum(1 for _, stage in inflight.values() if stage == first)
-
-    def next_ready() -> Item | None:
-        for position, candidate in enumerate(todo):
-            if (candidate.index, candidate.variant - 1) not in unfinished:
-                del todo[position]
-                return candidate
-        return None
-
-    def finish(item: Item, state: dict[str, Any]) -> None:
-        record = state["record"]
-        score = record.score
-        result = {
-            "title": record.idea.title if record.idea else None,
-            "log2_comments": score.log2_comments if score else None,
-            "expected_comments": score.expected_comments if score else None,
-            "interval": list(score.interval) if score and score.interval else None,
-            "category": (record.category or {}).get("name"),
-            "predictor": score.predictor if score else None,
-            "is_llm": record.backends["llm"].is_llm if "llm" in record.backends else None,
-            "ideator": record.backends["llm"].name if "llm" in record.backends else None,
-            "ideator_model": record.backends["llm"].model if "llm" in record.backends else None,
-            "attempts": len(record.attempts),
-            "near_duplicate_of": state.get("twin"),
-            "timings": record.timings,
-        }
-        ok = state["error"] is None
-        unfinished.discard((item.index, item.variant))
-        store.finish(
-            item.key,
-            status="ok" if ok else "failed",
-            result=result,
-            error=state["error"],
-            run_dir=state.get("run_dir"),
-            seconds=sum(record.timings.values()),
-        )
-        held.discard(item.key)
-        progress.computed += 1
-        if ok:
-            progress.done += 1
-            if result["title"]:
-                titles.setdefault(item.index, []).append(result["title"])
-        else:
-            progress.failed += 1
-
-    try:
-        while todo or inflight:
-            while todo and not stop and ideating() < slots.ideate + ahead and len(inflight) < limit:
-                item = next_ready()
-                if item is None:
-                    break
-                held.add(item.key)  # before the claim: an interrupt inside it is covered
-                claim = store.claim(
-                    item.key,
-                    kind=KIND,
-                    group=batch_id,
-                    settings_hash=settings_hash,
-                    labels=item.labels(batch_id, settings.mode),
-                    lease_s=lease_s,
-                )
-                if not claim.claimed:
-                    held.discard(item.key)
-                    unfinished.discard((item.index, item.variant))
-                    if claim.outcome == "done":
-                        progress.done += 1
-                    elif claim.outcome == "failed":
-                        progress.failed += 1
-                    else:
-                        run.busy += 1
-                    continue
-                slug = slugify(item.query)
-                task = {
-                    "key": item.key,
-                    "query": item.query,
-                    "variant": item.variant,
-                    "variants": run.variants,
-                    "seed": item.seed,
-                    "avoid": list(titles.get(item.index, [])),
-                    "staging": str(staging_root / item.key),
-                    "final": str(
-                        run.runs_dir / batch_id / f"{item.index + 1:03d}-v{item.variant}-{slug}"
-                    ),
-                }
-                inflight[runner.submit(first, task)] = (item, first)
-            progress.running = len(inflight)
-            if on_progress:
-                on_progress(progress)
-            if not inflight:
-                break
-            for handle in runner.wait(list(inflight), timeout=poll_s):
-                item, stage = inflight.pop(handle)
-                try:
-                    state = runner.result(handle)
-                except BaseException as exc:  # noqa: BLE001 - a lost worker, a bug
-                    if not isinstance(exc, Exception):
-                        raise
-                    state = {"record": None, "error": str(exc), "error_kind": classify(exc)}
-                kind = state.get("error_kind")
-                if state.get("record") is None:  # the worker itself failed
-                    unfinished.discard((item.index, item.variant))
-                    store.finish(item.key, status="failed", error=state["error"])
-                    held.discard(item.key)
-                    progress.computed += 1
-                    progress.failed += 1
-                elif kind == "pause":
-                    store.release(item.key, f"paused: {state['error']}")
-                    held.discard(item.key)
-                    progress.paused += 1
-                    run.pause_reason = run.pause_reason or state["error"]
-                    stop = True
-                elif state["error"] is not None:
-                    finish(item, state)
-                    if kind == "setup":
-                        run.setup_error = run.setup_error or state["error"]
-                        stop = True
-                elif stage == "ideate" and settings.render:
-                    inflight[runner.submit("render", state)] = (item, "render")
-                elif stage in ("ideate", "render"):
-                    inflight[runner.submit("score", state)] = (item, "score")
-                else:
-                    finish(item, state)
-            if stop:  # paused or stopped: calls not started yet never start
-                for handle, (item, stage) in list(inflight.items()):
-                    if stage == first and runner.cancel(handle):
-                        del inflight[handle]
-                        store.release(item.key, "paused before it started")
-                        held.discard(item.key)
-                        progress.paused += 1
-            now = time.monotonic()
-            if now - last_renew > lease_s / 3:
-                for item, _ in inflight.values():
-                    store.renew(item.key, lease_s)
-                last_renew = now
-        progress.paused += len(todo) if stop else 0
-        progress.running = 0
-        if on_progress:
-            on_progress(progress)
-    except BaseException:
-        # Ctrl-C, SIGTERM, a store error: every claim this driver holds goes back to
-        # pending (in flight, just claimed, or between a result and its finish)
-        for key in held:
-            try:
-                store.release(key, "interrupted")
-            except PopcornError:
-                pass
-        raise
 
 
 # -- reading -------------------------------------------------------------------------

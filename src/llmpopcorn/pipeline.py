@@ -11,7 +11,7 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -173,6 +173,28 @@ class Pipeline:
             }
         return None
 
+    def plan(
+        self, query: str, *, judge_lock: AbstractContextManager | None = None
+    ) -> tuple[Prompt, dict[str, Any] | None]:
+        """A run's prompt and its category, from the one category resolver a run uses
+        (:meth:`category_ranking`); shared by :meth:`make`, batches and the study.
+        ``judge_lock``: held while the predictor ranks categories (it is used from one
+        thread at a time)."""
+        with judge_lock or nullcontext():
+            ranking = self.category_ranking(query)
+        prompt = self._build_prompt(query, ranking)
+        return prompt, self.run_category(query, prompt, ranking)
+
+    @staticmethod
+    def apply_prompt(record: RunRecord, prompt: Prompt) -> None:
+        """What a run record keeps of its prompt: the messages, the references and, in
+        PE mode, the enhancement's settings and notes."""
+        record.messages = list(prompt.messages)
+        record.references = list(prompt.references)
+        if prompt.mode == "pe":
+            record.enhancement = prompt.settings
+            record.notes += [f"PE: {note}" for note in prompt.settings.get("notes", [])]
+
     def sampling(self, seed: int | None = None) -> SamplingParams:
         s = self.settings
         return SamplingParams(
@@ -243,14 +265,9 @@ class Pipeline:
                 self._backend("video")
             self._check_scorer(record)  # a broken model fails now, not after rendering
             with stage("prompt"):
-                ranking = self.category_ranking(query)
-                prompt = self._build_prompt(query, ranking)
-                record.messages = list(prompt.messages)
-                record.references = list(prompt.references)
-                if prompt.mode == "pe":
-                    record.enhancement = prompt.settings
-                    record.notes += [f"PE: {note}" for note in prompt.settings.get("notes", [])]
-            record.category = self.run_category(query, prompt, ranking)
+                prompt, category = self.plan(query)
+                self.apply_prompt(record, prompt)
+            record.category = category
             with stage("ideate"):
                 self._ideate(record, prompt, seed)
             if settings.render:

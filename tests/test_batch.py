@@ -445,3 +445,42 @@ def test_errors_are_classified_pause_setup_or_item():
             raise LLMError("rate limited by http://x (HTTP 429)") from None
     except LLMError as exc:
         assert classify(exc) == "pause"
+
+
+def test_a_quota_reply_pauses_after_one_request_per_item_in_flight(tmp_path):
+    """The default retries (3) do not apply: a used-up quota is not waited out."""
+    lock = threading.Lock()
+    asked: dict[str, int] = {}  # query -> requests answered with the quota error
+    served = {"ok": 0}
+
+    def runs_dry(body):
+        user = [m["content"] for m in body["messages"] if m["role"] == "user"][0]
+        query = next(q for q in (f"dry query {i}" for i in range(10)) if q in user)
+        with lock:
+            if served["ok"] < 4:
+                served["ok"] += 1
+                return responder(body)
+            asked[query] = asked.get(query, 0) + 1
+        return 429, {
+            "error": {
+                "message": "You exceeded your current quota, please check your plan.",
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+            }
+        }
+
+    queries = [f"dry query {i}" for i in range(10)]
+    with FakeOpenAIServer(delay=0.05, responder=runs_dry) as server:
+        settings = api_settings(server)
+        assert settings.llm_max_retries >= 1  # retries are on, yet not used
+        started = time.perf_counter()
+        run = run_batch(queries, settings, out_dir=tmp_path, concurrency=4)
+        elapsed = time.perf_counter() - started
+    assert run.paused and "quota" in run.pause_reason
+    assert run.progress.done == 4 and run.progress.failed == 0
+    assert asked and set(asked.values()) == {1}, asked  # one request each, no retry
+    # only the items in flight: K = 4 running, plus the few the driver queues ahead of
+    # the threads (max(2, K // 4) = 2), which a thread may start before the pause lands
+    assert len(asked) <= 4 + 2, asked
+    assert statuses(tmp_path / "store.sqlite") == {"ok": 4, "pending": 6}
+    assert elapsed < 5, elapsed  # no backoff (0.5 + 1 + 2 s a retried item)

@@ -132,3 +132,50 @@ def test_full_pipeline_against_the_server_with_a_bad_first_reply(out_dir, monkey
         assert second[-1]["role"] == "user" and "could not be used" in second[-1]["content"]
         text = (out_dir.resolve() / record.run_dir.split("/")[-1] / "record.json").read_text()
         assert SECRET not in text and record.settings["llm_base_url"] == srv.url
+
+
+OPENAI_QUOTA = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+}
+DEEPSEEK_BALANCE = {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}
+
+
+@pytest.mark.parametrize("status, body", [(429, OPENAI_QUOTA), (402, DEEPSEEK_BALANCE)])
+def test_a_used_up_quota_fails_at_once_and_a_batch_recognises_it(status, body):
+    import pickle
+
+    from llmpopcorn.batch import is_quota_error
+
+    with FakeOpenAIServer() as srv:
+        srv.queue(status, body)
+        llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key=SECRET, max_retries=3)
+        with pytest.raises(LLMError, match="quota or balance .* is used up") as info:
+            llm.complete(request())
+        assert len(srv.chat_requests) == 1  # waiting does not refill a balance
+    assert "--resume" in info.value.hint and "another key" in info.value.hint
+    assert is_quota_error(info.value)
+    assert is_quota_error(pickle.loads(pickle.dumps(info.value)))  # as a Ray worker sends it
+
+
+def test_an_ordinary_rate_limit_is_still_retried():
+    limited = {"error": {"message": "Rate limit reached for m on requests per min (RPM)",
+                         "type": "requests", "code": "rate_limit_exceeded"}}  # fmt: skip
+    with FakeOpenAIServer() as srv:
+        srv.queue(429, limited).queue(429, limited).queue(200, completion("ok"))
+        llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=3)
+        assert llm.complete(request()) == "ok"
+        assert len(srv.chat_requests) == 3
+    with FakeOpenAIServer() as srv:  # and, retries spent, it is not taken for a quota
+        srv.queue(429, limited)
+        llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=1)
+        with pytest.raises(LLMError, match="rate limited") as info:
+            llm.complete(request())
+        assert len(srv.chat_requests) == 2
+    from llmpopcorn.batch import is_quota_error
+
+    assert not is_quota_error(info.value)

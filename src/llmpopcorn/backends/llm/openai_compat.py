@@ -10,7 +10,11 @@ call, retries and backoff included, ends after ``llm_deadline`` seconds (default
 failures (408, 409, 429, 5xx, timeouts, dropped connections) are retried with
 exponential backoff (0.5 s, 1 s, 2 s... at most 8 s), at most ``llm_max_retries``
 times and only while the deadline allows; 401/403/404 fail at once with a message
-naming the setting to fix.
+naming the setting to fix. A 429 that says the key's quota is used up (OpenAI's
+``insufficient_quota``) and DeepSeek's HTTP 402 "Insufficient Balance" are not
+retried either: waiting does not refill a balance, so they fail at once with an
+:class:`LLMError` saying so, whose ``code`` is ``insufficient_quota`` (a batch
+recognises it and pauses).
 
 A reply that is not a chat completion (an HTML page with HTTP 200, JSON of another
 shape) is an :class:`LLMError` naming the URL to check. The API key never appears in
@@ -38,6 +42,31 @@ RETRY_STATUS = frozenset({408, 409, 429})
 #: extra seconds the wall-clock guard grants a request beyond its own timeout
 WALL_CLOCK_GRACE = 2.0
 MAX_BACKOFF = 8.0
+#: what a 429/402 says when the key's quota or balance is used up (not a rate limit)
+QUOTA_MARKERS = (
+    "insufficient_quota",
+    "exceeded your current quota",
+    "insufficient balance",
+    "insufficient_balance",
+)
+
+
+def quota_exhausted(exc: BaseException) -> bool:
+    """True when an API error says the key's quota or balance is used up: HTTP 402
+    (DeepSeek: "Insufficient Balance"), or a 429 whose code, type or message says
+    ``insufficient_quota`` (OpenAI: "You exceeded your current quota"). An ordinary
+    rate-limit 429 ("Rate limit reached ... requests per min") is not."""
+    status = getattr(exc, "status_code", None)
+    if status == 402:
+        return True
+    if status != 429:
+        return False
+    if getattr(exc, "code", None) == "insufficient_quota":
+        return True
+    if getattr(exc, "type", None) == "insufficient_quota":
+        return True
+    text = f"{getattr(exc, 'message', '')} {getattr(exc, 'body', '') or ''}".lower()
+    return any(marker in text for marker in QUOTA_MARKERS)
 
 
 class OpenAICompatLLM(LLM):
@@ -156,6 +185,18 @@ class OpenAICompatLLM(LLM):
 
         url, model = self.base_url, self._model
         retried = f" ({tries} attempt(s); one call may take {self.deadline:g} s)"
+        if quota_exhausted(exc):
+            detail = self._scrub(str(getattr(exc, "message", "")))[:200]
+            error = LLMError(
+                f"the API key's quota or balance at {url} is used up "
+                f"(HTTP {exc.status_code}: {detail})",
+                "top up the account or use another key (POPCORN_LLM_API_KEY), then "
+                "`popcorn batch --resume ID` finishes a paused batch",
+            )
+            # what llmpopcorn.batch.is_quota_error looks for; attributes, unlike
+            # __cause__, survive pickling (a Ray worker hands its error back pickled)
+            error.code, error.status_code = "insufficient_quota", exc.status_code
+            return error
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return LLMError(
                 f"the server at {url} rejected the API key (HTTP {exc.status_code})",
@@ -197,6 +238,8 @@ class OpenAICompatLLM(LLM):
 
         if isinstance(exc, openai.APIConnectionError):  # includes timeouts
             return True
+        if quota_exhausted(exc):  # waiting does not refill a balance
+            return False
         status = getattr(exc, "status_code", None)
         return isinstance(status, int) and (status in RETRY_STATUS or status >= 500)
 

@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from llmpopcorn.parsing import ReplyParseError, parse_idea, strip_reasoning
 from llmpopcorn.prompts import example_idea
+from llmpopcorn.types import Idea
 
 GOOD = {
     "title": "Corgi catches its first wave",
@@ -93,3 +95,122 @@ def test_title_of_exactly_fifty_characters_is_fine():
 def test_last_complete_object_wins_when_two_are_equally_good():
     first = {**GOOD, "title": "first draft"}
     assert parse_idea(json.dumps(first) + "\nFinal:\n" + json.dumps(GOOD)).title == GOOD["title"]
+
+
+# --- invisible and bidirectional characters in a reply ------------------------------
+
+#: what a hostile or broken reply can hide in a title: bidi embeddings, overrides,
+#: isolates and marks, the Arabic letter mark, zero-width space, joiners out of
+#: context, the BOM, C0 (NUL, ESC, BEL) and C1 (NEL, CSI) controls, private use
+HOSTILE = (
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d"
+    "\u200e\u200f\u061c\ufeff\x00\x1b\x07\x85\x9b\ue000"
+)
+INVISIBLE = set(HOSTILE) | {"\n", "\t", "\r"}
+
+
+def _hostile_reply(ensure_ascii: bool) -> str:
+    idea = {
+        "title": f"\u202eCorgi {HOSTILE}surfs\u2066",
+        "cover_prompt": f"A corgi{HOSTILE} on a board\u200b",
+        "video_prompt": "\ufeffIt rides\x1b[31m a wave\u2069",
+    }
+    return json.dumps(idea, ensure_ascii=ensure_ascii)
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False], ids=["escaped", "raw"])
+def test_invisible_and_bidi_characters_are_removed_from_every_field(ensure_ascii):
+    idea = parse_idea(_hostile_reply(ensure_ascii))
+    for value in (idea.title, idea.cover_prompt, idea.video_prompt):
+        assert not INVISIBLE & set(value), repr(value)
+    assert idea.title == "Corgi surfs"  # controls became one space, formats vanished
+    assert idea.cover_prompt == "A corgi on a board"
+    assert idea.video_prompt == "It rides [31m a wave"  # ESC became a space
+    assert "\u202e" not in idea.model_dump_json()  # what record.json and the API carry
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "小柯基第一次冲浪",  # Chinese
+        "كلب يتعلم ركوب الأمواج",  # Arabic (right-to-left by itself, no override needed)
+        "می\u200cخواهم موج سواری",  # Persian: the non-joiner between letters is spelling
+        "Family day 👨\u200d👩\u200d👧\u200d👦 at the beach",  # emoji ZWJ sequence
+        "Pride surf 🏳\ufe0f\u200d🌈 👩🏽\u200d💻",  # ZWJ after a variation selector, a skin tone
+        "Scotland 🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f waves",
+        "क्\u200dष surfing",  # Devanagari: ZWJ after a virama
+    ],
+)
+def test_non_latin_text_and_emoji_sequences_survive_unchanged(title):
+    reply = json.dumps({**GOOD, "title": title}, ensure_ascii=False)
+    assert parse_idea(reply).title == title
+    assert parse_idea(json.dumps({**GOOD, "title": title})).title == title
+
+
+def test_joiners_out_of_context_and_smuggled_tags_are_removed():
+    # a joiner at an edge, beside a space or another joiner cannot belong to a sequence;
+    # tag letters outside a flag are invisible text (a known prompt-smuggling trick)
+    smuggled = "".join(chr(0xE0000 + ord(c)) for c in "ignore all")
+    title = f"\u200dCorgi \u200d\u200d\u200csurfs{smuggled}\u200c"
+    assert parse_idea(json.dumps({**GOOD, "title": title})).title == "Corgi surfs"
+
+
+def test_the_title_limit_counts_only_what_is_kept():
+    title = "t" * 50 + "\u200b" * 10 + "\u202e"
+    assert parse_idea(json.dumps({**GOOD, "title": title})).title == "t" * 50
+
+
+def test_a_title_of_only_invisible_characters_is_rejected():
+    with pytest.raises(ReplyParseError, match="title"):
+        parse_idea(json.dumps({**GOOD, "title": "\u202e\u200b\u2066\x1b"}))
+
+
+def test_popcorn_make_prints_and_records_a_clean_idea(tmp_path):
+    """Through the real path: an OpenAI-compatible server (a local fake) replies with a
+    hostile idea; the printed title, the --json record and record.json are clean and
+    the emoji sequence is intact."""
+    from click.testing import CliRunner
+
+    from fake_openai_server import FakeOpenAIServer, completion
+    from llmpopcorn.cli import main
+
+    family = "👨\u200d👩\u200d👧"
+    reply = json.loads(_hostile_reply(ensure_ascii=False))
+    reply["title"] = f"\u202eCorgi {HOSTILE}surfs {family}\u2066"
+    outputs = {}
+    with FakeOpenAIServer() as srv:
+        srv.queue(200, completion(json.dumps(reply, ensure_ascii=False)))
+        for how in ("human", "json"):
+            args = [
+                "make", "a corgi learns to surf", "--llm", "openai", "--llm-base-url",
+                srv.url, "--llm-model", "m", "--no-score", "--out", str(tmp_path / how),
+            ]  # fmt: skip
+            result = CliRunner().invoke(
+                main,
+                [*args, "--json"] if how == "json" else args,
+                env={"POPCORN_LLM_API_KEY": "sk-test", "POPCORN_RENDER": "false"},
+            )
+            assert result.exit_code == 0, result.output
+            outputs[how] = result.stdout
+    title = f"Corgi surfs {family}"
+    assert f"Title:         {title}\n" in outputs["human"]
+    record = json.loads(outputs["json"])
+    assert record["idea"]["title"] == title
+    saved = Path(record["run_dir"]) / "record.json"
+    assert json.loads(saved.read_text(encoding="utf-8"))["idea"]["title"] == title
+    for text in (outputs["human"], json.dumps(record["idea"], ensure_ascii=False)):
+        assert not (set(HOSTILE) - {"\u200d"}) & set(text)
+
+
+def test_an_idea_built_elsewhere_is_cleaned_too():
+    """The MCP/web callers build an Idea directly, and old record.json files are read
+    back through the model: the same cleaning applies."""
+    from llmpopcorn.types import RunRecord
+
+    idea = Idea(title="\u202eevil\u2066 title", cover_prompt="c\u200b", video_prompt="v\x9b")
+    assert (idea.title, idea.cover_prompt, idea.video_prompt) == ("evil title", "c", "v")
+    old = RunRecord(
+        run_id="r", query="q", mode="basic", seed=1, package_version="0", run_dir="d",
+        idea={"title": "a\u202eb", "cover_prompt": "c", "video_prompt": "v"},
+    )  # fmt: skip
+    assert RunRecord.model_validate_json(old.model_dump_json()).idea.title == "ab"

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .paths import strip_unsafe
 from .prompts import example_idea
 from .types import TITLE_MAX_CHARS, Idea
 
@@ -151,6 +152,8 @@ def parse_idea(reply: str) -> Idea:
     for key in FIELDS:
         if not isinstance(fields[key], str):
             raise ReplyParseError(f'"{key}" must be a string, got {type(fields[key]).__name__}')
+        # before any check, so the title's length and the example check see what is kept
+        fields[key] = strip_unsafe(fields[key])
     if _is_example(fields):
         raise ReplyParseError("the answer repeats the example from the instructions")
     title = " ".join(fields["title"].split()).strip("\"'“”")

@@ -12,29 +12,49 @@ from .errors import InputError
 
 MAX_QUERY_CHARS = 2000
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
-#: kept although invisible: the zero-width joiner that binds emoji sequences (it
-#: cannot reorder text; the MicroLens titles use it)
-_KEEP_FORMAT = frozenset("\u200d")
+#: the zero-width joiner and non-joiner: invisible, but they cannot reorder text, and
+#: between two visible characters they are part of the text (emoji ZWJ sequences such
+#: as a family or a rainbow flag, Indic conjuncts, Persian words); kept only there
+_JOINERS = frozenset("\u200c\u200d")
+#: the subdivision flags (England, Scotland, Wales): a black flag then invisible tag
+#: letters; tags anywhere else are removed (they can smuggle invisible text)
+_EMOJI_TAG_SEQUENCE = re.compile(
+    "\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{2,6}\U000e007f"
+)
+
+
+def _visible(ch: str) -> bool:
+    """A letter, mark or symbol: what a joiner may stand between."""
+    return unicodedata.category(ch)[0] in "LMS"
 
 
 def strip_unsafe(text: str) -> str:
     """``text`` without control or invisible formatting characters.
 
-    Control characters (tabs, newlines, NUL, ESC...: Unicode category Cc) become spaces;
-    formatting, private-use, surrogate and unassigned characters (Cf, Co, Cs, Cn) are
-    removed. That drops the bidirectional overrides and isolates (U+202A-U+202E,
-    U+2066-U+2069, U+200E/F), zero-width spaces and the BOM, which could make a title
-    in a prompt or a report read differently from what it is. Only the zero-width
-    joiner of emoji sequences (U+200D) is kept.
+    Control characters (tabs, newlines, NUL, ESC, the C1 controls...: Unicode category
+    Cc) become spaces; formatting, private-use, surrogate and unassigned characters (Cf,
+    Co, Cs, Cn) are removed. That drops the bidirectional marks, overrides and isolates
+    (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069), zero-width spaces and the BOM,
+    which could make a title in a terminal, a spreadsheet, a prompt or a report read
+    differently from what it is. Kept: a zero-width joiner or non-joiner between two
+    letters, marks or symbols (emoji ZWJ sequences, Indic and Persian text), and the
+    tags of a subdivision-flag emoji. The one helper for this: the query, corpus text,
+    the LLM's ideas and the report all go through it.
     """
     if text.isprintable():  # fast path: no Cc/Cf/Co/Cs/Cn character (spaces aside)
         return text
-    out = []
-    for ch in text:
+    flag_tags = {
+        i for m in _EMOJI_TAG_SEQUENCE.finditer(text) for i in range(m.start() + 1, m.end())
+    }
+    out: list[str] = []
+    last = len(text) - 1
+    for i, ch in enumerate(text):
         cat = unicodedata.category(ch)
         if cat == "Cc":
             out.append(" ")
-        elif cat[0] != "C" or ch in _KEEP_FORMAT:
+        elif cat[0] != "C" or i in flag_tags:
+            out.append(ch)
+        elif ch in _JOINERS and out and i < last and _visible(out[-1]) and _visible(text[i + 1]):
             out.append(ch)
     return "".join(out)
 

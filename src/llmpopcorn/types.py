@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .paths import strip_unsafe
+
 TITLE_MAX_CHARS = 50
 
 Mode = Literal["basic", "pe"]
@@ -31,8 +33,10 @@ class Idea(BaseModel):
     @field_validator("title", "cover_prompt", "video_prompt", mode="before")
     @classmethod
     def _strip(cls, value: Any) -> Any:
+        # every idea (an LLM reply, an MCP or web caller, an old record.json) loses its
+        # bidi overrides and invisible controls here, so no output can carry them
         if isinstance(value, str):
-            return " ".join(value.split())
+            return " ".join(strip_unsafe(value).split())
         return value
 
 

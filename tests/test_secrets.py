@@ -8,6 +8,7 @@ output, log line and written file for it.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -226,3 +227,80 @@ def test_log_filter_scrubs_messages_arguments_and_tracebacks(canary_env):
     assert SecretFilter().filter(record)
     formatted = logging.Formatter().format(record)
     assert CANARY not in formatted and "key ***" in formatted and "boom ***" in formatted
+
+
+@pytest.fixture
+def uvicorn_loggers():
+    """Put uvicorn's loggers back as they were: the tests reconfigure them."""
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), list(logger.filters), logger.level, logger.propagate)
+    yield
+    for name, (handlers, filters, level, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:], logger.filters[:] = handlers, filters
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _configure_serve_logging(verbose: int) -> io.StringIO:
+    """Apply `popcorn serve`'s uvicorn logging options, with every handler writing into
+    one buffer instead of the terminal."""
+    import logging.config
+
+    pytest.importorskip("uvicorn")
+    from llmpopcorn.cli.serve import uvicorn_logging
+
+    options = uvicorn_logging(verbose)
+    buffer = io.StringIO()
+    for handler in options["log_config"]["handlers"].values():
+        handler["stream"] = buffer
+    logging.config.dictConfig(options["log_config"])
+    logging.getLogger("uvicorn").setLevel(options["log_level"].upper())
+    return buffer
+
+
+def test_serve_scrubs_secrets_from_uvicorn_access_lines_and_tracebacks(canary_env, uvicorn_loggers):
+    buffer = _configure_serve_logging(verbose=1)
+    # what uvicorn's httptools/h11 protocols log for each request
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5555", "GET", f"/api/runs?api_key={CANARY}",
+        "1.1", 200,
+    )  # fmt: skip
+    try:
+        raise RuntimeError(f"upstream said: Authorization: Bearer {CANARY}")
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    logging.getLogger("uvicorn.error").warning("bad header %r", {"authorization": CANARY})
+    text = buffer.getvalue()
+    assert CANARY not in text, text
+    # the access line keeps uvicorn's format (its formatter unpacks the arguments)
+    assert '"GET /api/runs?api_key=*** HTTP/1.1" 200' in text
+    assert "Bearer ***" in text and "Exception in ASGI application" in text
+    assert "bad header {'authorization': '***'}" in text
+    assert "Logging error" not in text
+
+
+def test_serve_logs_no_request_lines_unless_verbose(canary_env, uvicorn_loggers):
+    from llmpopcorn.cli.serve import uvicorn_logging
+
+    assert uvicorn_logging(0)["access_log"] is False
+    assert uvicorn_logging(1)["access_log"] is True
+    for options in (uvicorn_logging(0), uvicorn_logging(2)):
+        handlers = options["log_config"]["handlers"]
+        assert handlers and all("popcorn_secrets" in h["filters"] for h in handlers.values())
+
+
+def test_log_filter_keeps_argument_shapes_and_leaves_clean_records_alone(canary_env):
+    from llmpopcorn.redact import SecretFilter
+
+    clean = logging.LogRecord("t", logging.INFO, __file__, 1, "%s took %.1f s", ("x", 2.0), None)
+    assert SecretFilter().filter(clean) and clean.args == ("x", 2.0)
+    dirty = logging.LogRecord("t", logging.INFO, __file__, 1, "%s %d", (CANARY, 3), None)
+    assert SecretFilter().filter(dirty) and dirty.args == ("***", 3)
+    split = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, CANARY[:9] + "%s", (CANARY[9:],), None
+    )
+    assert SecretFilter().filter(split) and split.getMessage() == "***"

@@ -580,3 +580,41 @@ def test_each_variant_is_reported_as_it_is_asked_for(out_dir):
         ]
         errors = [a["error"] or "" for a in view["record"]["attempts"]]
         assert any("another variant" in error for error in errors)
+
+
+def test_a_key_in_a_request_line_is_scrubbed_from_the_served_log(out_dir):
+    """A real `popcorn -v serve` (request log on) with a configured key: a request that
+    carries the key in its query string is logged with the key masked."""
+    import signal
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cli = "from llmpopcorn.cli import main; main()"
+    args = ["-v", "serve", "--port", str(port), "--out", str(out_dir)]
+    env = {**os.environ, "POPCORN_SCORE": "0", "POPCORN_LLM_API_KEY": SERVER_KEY}
+    server = subprocess.Popen(
+        [sys.executable, "-c", cli, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.get(f"{base}/api/runs", params={"api_key": SERVER_KEY}, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        assert answer.status_code == 200
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    assert SERVER_KEY not in output, output
+    assert '"GET /api/runs?api_key=*** HTTP/1.1" 200' in output, output

@@ -17,6 +17,7 @@ mangle ordinary text.
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import logging
@@ -81,7 +82,13 @@ def scrub_data(value: Any) -> Any:
 
 
 class SecretFilter(logging.Filter):
-    """A logging filter that scrubs the formatted message and any traceback text."""
+    """A logging filter that scrubs the message, its arguments and any traceback text.
+
+    The arguments keep their shape where that is enough (uvicorn's access formatter
+    unpacks ``record.args`` into client, method, path...): a string argument is scrubbed
+    in place, any other argument only if its text holds a secret. A secret that only
+    shows once message and arguments are joined collapses the record to its scrubbed
+    text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not known_secrets():
@@ -90,7 +97,16 @@ class SecretFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string is the logger's problem
             return True
-        record.msg, record.args = scrub(message), ()
+        if scrub(message) != message:
+            if isinstance(record.msg, str):
+                record.msg = scrub(record.msg)
+            record.args = _scrub_args(record.args)
+            try:
+                still = scrub(record.getMessage()) != record.getMessage()
+            except Exception:  # noqa: BLE001 - a scrubbed argument no longer fits its %d
+                still = True
+            if still:
+                record.msg, record.args = scrub(message), ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -98,8 +114,42 @@ class SecretFilter(logging.Filter):
         return True
 
 
+def _scrub_arg(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value)
+    cleaned = scrub(text)
+    return value if cleaned == text else cleaned
+
+
+def _scrub_args(args: Any) -> Any:
+    if isinstance(args, tuple):
+        return tuple(_scrub_arg(a) for a in args)
+    if isinstance(args, dict):  # logging's "%(name)s" form
+        return {k: _scrub_arg(v) for k, v in args.items()}
+    return args
+
+
 def install_log_filter(logger: logging.Logger | None = None) -> None:
     """Add :class:`SecretFilter` to every handler of ``logger`` (default: the root)."""
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, SecretFilter) for f in handler.filters):
             handler.addFilter(SecretFilter())
+
+
+def with_secret_filter(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a :func:`logging.config.dictConfig` dictionary (uvicorn's log_config)
+    where every handler carries :class:`SecretFilter`: loggers that do not propagate to
+    the root (uvicorn's) never pass the root's filtered handlers."""
+    config = copy.deepcopy(config)
+    config.setdefault("filters", {})[_FILTER_NAME] = {"()": f"{__name__}.SecretFilter"}
+    for handler in config.get("handlers", {}).values():
+        names = handler.setdefault("filters", [])
+        if _FILTER_NAME not in names:
+            names.append(_FILTER_NAME)
+    return config
+
+
+_FILTER_NAME = "popcorn_secrets"

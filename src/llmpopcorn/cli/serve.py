@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from typing import Any
 
 import click
 
@@ -70,7 +71,8 @@ def check_web_extra() -> None:
 @common_options
 def serve_command(host: str, port: int, token: str | None, draft_workers: int, **params) -> None:
     """Start the studio: a page with a job queue, live progress, history and packages,
-    a REST API (OpenAPI at /docs on loopback) over the same pipeline as `popcorn make`."""
+    a REST API (OpenAPI at /docs on loopback) over the same pipeline as `popcorn make`.
+    `popcorn -v serve` also logs each request (configured API keys masked)."""
     check_web_extra()
     from ..web.app import create_app
     from ..web.safety import is_loopback
@@ -89,4 +91,21 @@ def serve_command(host: str, port: int, token: str | None, draft_workers: int, *
     click.echo(f"LLMPopcorn studio on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
     if is_loopback(host):
         click.echo(f"API documentation: http://{shown}:{port}/docs", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    verbose = click.get_current_context().find_root().params.get("verbose") or 0
+    uvicorn.run(app, host=host, port=port, **uvicorn_logging(verbose))
+
+
+def uvicorn_logging(verbose: int = 0) -> dict[str, Any]:
+    """uvicorn's logging options for ``popcorn serve``: warnings only, with the request
+    log from ``-v`` on, and the secret filter on every uvicorn handler (uvicorn's loggers
+    do not propagate to the root's, so the filter the CLI installs there never sees an
+    access line or a traceback uvicorn logs)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    from ..redact import with_secret_filter
+
+    return {
+        "log_config": with_secret_filter(LOGGING_CONFIG),
+        "log_level": "info" if verbose >= 1 else "warning",
+        "access_log": verbose >= 1,
+    }

@@ -1,6 +1,7 @@
 """Nothing heavy at import: the CLI and library load without torch & co."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -48,3 +49,22 @@ def test_registry_plugins_and_unknown_names():
     assert "echo" in info.value.hint
     with pytest.raises(ConfigError, match="unknown backend kind"):
         reg.add("sound", "x", Echo)
+
+
+def test_popcorn_backends_imports_nothing_heavy(tmp_path):
+    """`popcorn backends` through the CLI: checking every backend's availability reads
+    the local Hugging Face cache without importing huggingface_hub's download module
+    (and httpx under it), diffusers, torch or transformers."""
+    heavy = (*HEAVY, "huggingface_hub.file_download", "httpx")
+    code = (
+        "import sys, json\n"
+        "from llmpopcorn.cli import main\n"
+        "main(['backends'], standalone_mode=False)\n"
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")}  # an empty cache
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert "ltx" in out.stdout  # the diffusion backends were listed (and checked)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

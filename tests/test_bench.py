@@ -223,7 +223,7 @@ def test_disk_full_during_a_cell_leaves_a_consistent_store(data_dir, tmp_path, m
     """Reproduction 3 of issue 9: a full disk while a run is saved used to leave the
     cell 'running' forever. Now the cell is 'failed' with the cause, the study stops with
     a clear error, and a rerun finishes it."""
-    import llmpopcorn.pipeline as pipeline_module
+    import llmpopcorn.report as pipeline_module  # where a cell's report is saved
 
     real = pipeline_module.save_report
 
@@ -356,3 +356,71 @@ def test_study_defaults_never_override_a_flag_env_or_config(tmp_path, monkeypatc
     monkeypatch.setenv("POPCORN_RENDER", "false")
     assert study_settings({}, render=None)[0].render is False
     assert study_settings({}, render=True)[0].render is True  # an explicit flag wins
+
+
+def test_study_cells_ask_the_llm_concurrently_each_cell_once(data_dir, tmp_path):
+    """`popcorn bench -k K` runs K cells' LLM calls at once (the study uses the batch's
+    executors), and no cell is asked twice."""
+    import threading
+
+    from fake_openai_server import FakeOpenAIServer, completion
+
+    lock, active, peak, asked = threading.Lock(), [0], [0], []
+
+    def slow(body):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            asked.append((body["messages"][-1]["content"], body.get("seed")))
+        time.sleep(0.15)
+        with lock:
+            active[0] -= 1
+        reply = {"title": f"Idea {len(asked)}", "cover_prompt": "c", "video_prompt": "v"}
+        return 200, completion(json.dumps(reply))
+
+    with FakeOpenAIServer(responder=slow) as server:
+        settings = Settings.resolve(
+            env={},
+            render=False,
+            score=False,
+            llm="openai",
+            llm_base_url=server.url,
+            llm_model="test-model",
+            llm_api_key="sk-test",
+        )
+        plan = StudyPlan(queries=load_queries(data_dir), llms=["openai"], modes=["basic"])
+        run = run_study(plan, settings, tmp_path / "s", concurrency=4)
+    rows = study_rows(run.store_path, run.keys)
+    assert [r["status"] for r in rows] == ["ok"] * 4 and run.computed == 4
+    assert len(asked) == len(set(asked)) == 4
+    assert peak[0] >= 2  # one cell at a time would never overlap two requests
+    assert {r["is_llm"] for r in rows} == {True}
+
+
+def test_an_interrupted_study_gives_its_cells_back_and_a_rerun_finishes(data_dir, tmp_path):
+    """Ctrl-C (or SIGTERM, turned into an interrupt) leaves no cell 'running' or
+    'failed': the cells this process held are pending again, and a rerun computes
+    exactly the ones not finished."""
+    settings = Settings.resolve(env={}, render=False)
+    plan = StudyPlan(queries=load_queries(data_dir), llms=["offline"], modes=["basic"])
+    ended = []
+
+    def stop_after_one(key, arm, status):
+        ended.append(status)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(
+            plan,
+            settings,
+            tmp_path / "s",
+            pipeline_factory=factory(TitleLengthScorer()),
+            on_cell=stop_after_one,
+        )
+    with Store(tmp_path / "s" / "store.sqlite") as store:
+        items = store.items(kind=CELL)
+    statuses = sorted(i["status"] for i in items)
+    assert statuses.count("ok") == 1 and set(statuses) <= {"ok", "pending"}
+    again = run_study(plan, settings, tmp_path / "s", pipeline_factory=factory(TitleLengthScorer()))
+    assert (again.computed, again.skipped) == (3, 1)
+    assert [r["status"] for r in study_rows(again.store_path, again.keys)] == ["ok"] * 4

@@ -160,3 +160,42 @@ def test_ray_retries_a_task_whose_worker_died(tmp_path):
         batch_module.WorkerSpec = original
     assert marker.exists()  # a worker did die
     assert run.progress.done == 3 and run.progress.failed == 0
+
+
+def test_the_study_on_ray_gives_the_local_results(tmp_path):
+    """`popcorn bench` runs on the same executors: a study through a local Ray (arms in
+    turn, cells as tasks on actors) stores the same cells as the local executor."""
+    pytest.importorskip("ray")
+    from llmpopcorn.bench import BenchQuery, StudyPlan, run_study, study_rows
+    from llmpopcorn.executors import RayExecutor
+    from pe_fixtures import write_corpus
+
+    settings = Settings(
+        render=False,
+        score=False,
+        data_dir=write_corpus(tmp_path / "data"),
+        embedder="tfidf",
+        cache_dir=tmp_path / "cache",
+        min_category_size=1,
+        n_refs=4,
+    )
+    queries = [BenchQuery(f"concrete-{i:03d}", "concrete", q) for i, q in enumerate(QUERIES, 1)]
+    plan = StudyPlan(queries=queries, llms=["offline"], seeds=[1, 2])
+
+    def rows(run):
+        return [
+            (r["query_id"], r["mode"], r["seed"], r["status"], r["title"], r["refs_shown"])
+            for r in study_rows(run.store_path, run.keys)
+        ]
+
+    local = run_study(plan, settings, tmp_path / "local", concurrency=2)
+    on_ray = run_study(
+        plan, settings, tmp_path / "ray", concurrency=4, executor=RayExecutor(num_cpus=2)
+    )
+    assert on_ray.executor["executor"] == "ray" and local.executor["executor"] == "local"
+    assert on_ray.keys == local.keys and on_ray.computed == local.computed == 12
+    assert rows(on_ray) == rows(local)
+    assert {r[3] for r in rows(local)} == {"ok"} and {r[5] for r in rows(local)} == {0, 4}
+    folders = list((tmp_path / "ray" / "runs").iterdir())
+    assert len(folders) == 12 and all((f / "record.json").exists() for f in folders)
+    assert not (tmp_path / "ray" / ".staging").exists()

@@ -9,31 +9,38 @@ other settings computes new cells, and a rerun with the same settings skips fini
 ones. Cells are claimed with a lease, so two processes on one folder never do the same
 cell. The summary covers exactly the cells of the command that wrote it; statistics are
 in :mod:`llmpopcorn.study_stats`, the files in :mod:`llmpopcorn.study_report`.
+
+Cells run like batch items (:mod:`llmpopcorn.driver`, :mod:`llmpopcorn.executors`): on the
+local executor (K ideation threads, a bounded render pool, one predictor) or on Ray, arm
+after arm, each cell's folder built under ``OUT/.staging`` and renamed to
+``OUT/runs/<query id>-<arm>-s<seed>-<key>`` when complete.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import itertools
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DataError, MissingExtraError, PopcornError
+from .driver import SETUP_ERRORS, Unit, Work  # noqa: F401 - SETUP_ERRORS: the API
+from .errors import ConfigError, DataError, PopcornError
+from .executors import Executor
+from .paths import slugify
 from .pipeline import Pipeline, judge_memory
+from .registry import registry
 from .settings import Settings
-from .store import DEFAULT_LEASE_S, Store, StoreError, digest
+from .store import DEFAULT_LEASE_S, Store, digest
 
 log = logging.getLogger(__name__)
 
 QUERY_KINDS = ("abstract", "concrete")
 CELL = "study-cell"
-#: errors that would fail every cell alike: stop the study instead of repeating them
-SETUP_ERRORS = (ConfigError, DataError, MissingExtraError, StoreError)
 #: settings that never change a result: where files go, how long to wait for a server,
 #: how fast to call it, and how a finished run is packaged and signed
 NOT_RESULT = frozenset(
@@ -234,33 +241,115 @@ class StudyRun:
     computed: int = 0
     skipped: int = 0
     busy: int = 0
+    failed: int = 0
+    executor: dict[str, Any] = field(default_factory=dict)
 
 
-def _pipelines(
-    plan: StudyPlan,
-    settings: Settings,
-    out_dir: Path,
-    factory: Callable[[Settings], Pipeline] | None,
-) -> Iterator[tuple[Arm, Pipeline]]:
-    shared_scorer = None
-    for arm in plan.arms(settings):
-        update: dict[str, Any] = {"llm": arm.llm, "mode": arm.mode, "out_dir": out_dir / "runs"}
-        if arm.refs is not None:
-            update["n_refs"] = arm.refs
-        if arm.video != NOT_RENDERED:
-            update["video"] = arm.video
-        cell_settings = settings.model_copy(update=update)
-        if factory is not None:
-            yield arm, factory(cell_settings)
-            continue
-        # one predictor for the whole study (it loads in seconds)
-        pipeline = Pipeline(cell_settings, scorer=shared_scorer)
-        yield arm, pipeline
-        if shared_scorer is None and settings.score:
-            try:
-                shared_scorer = pipeline.scorer
-            except PopcornError:
-                shared_scorer = None
+def arm_settings(settings: Settings, arm: Arm, out_dir: Path) -> Settings:
+    update: dict[str, Any] = {"llm": arm.llm, "mode": arm.mode, "out_dir": out_dir / "runs"}
+    if arm.refs is not None:
+        update["n_refs"] = arm.refs
+    if arm.video != NOT_RENDERED:
+        update["video"] = arm.video
+    return settings.model_copy(update=update)
+
+
+def arm_id(arm: Arm) -> str:
+    refs = f"-r{arm.refs}" if arm.refs is not None else ""
+    return slugify(f"{arm.llm}-{arm.mode}{refs}-{arm.video}", max_len=60, default="arm")
+
+
+class StudyWorker:
+    """The study's worker: one :class:`llmpopcorn.batch.ItemWorker` per arm (its LLM,
+    mode, refs and renderers), all sharing one predictor and its lock. The driver runs
+    the arms one after another, so when an arm's first cell arrives the previous arm's
+    models (a local LLM, the renderers) are released; the predictor is kept.
+
+    ``arms``: arm id -> :meth:`Settings.public` data; ``pipelines``: prebuilt pipelines
+    by arm id (local executor; tests inject fakes)."""
+
+    def __init__(
+        self,
+        arms: dict[str, dict[str, Any]],
+        api_key: str | None = None,
+        share: float = 1.0,
+        pipelines: dict[str, Pipeline] | None = None,
+    ):
+        self.arms = arms
+        self.api_key = api_key
+        self.share = share
+        self._pipelines = dict(pipelines or {})
+        self._workers: dict[str, Any] = {}
+        self._scorer = None
+        self._locks = (threading.Lock(), threading.Lock())
+        self._guard = threading.Lock()
+
+    def _worker(self, arm: str):
+        from .batch import ItemWorker
+
+        with self._guard:
+            worker = self._workers.get(arm)
+            if worker is None:
+                self._workers.clear()  # the previous arm has ended (see the docstring)
+                worker = ItemWorker(
+                    self.arms[arm],
+                    self.api_key,
+                    self.share,
+                    pipeline=self._pipelines.pop(arm, None),
+                    scorer=self._scorer,
+                    locks=self._locks,
+                    summarize=cell_result,
+                )
+                worker.warm()
+                if self._scorer is None and worker.pipeline._scorer_ok:
+                    self._scorer = worker.pipeline.scorer
+                self._workers[arm] = worker
+            return worker
+
+    def warm(self) -> None:
+        self._worker(next(iter(self.arms)))
+
+    def ideate(self, task: dict[str, Any]) -> dict[str, Any]:
+        return self._worker(task["arm"]).ideate(task)
+
+    def ideate_score(self, task: dict[str, Any]) -> dict[str, Any]:
+        return self._worker(task["arm"]).ideate_score(task)
+
+    def render(self, state: dict[str, Any]) -> dict[str, Any]:
+        return self._worker(state["arm"]).render(state)
+
+    def score(self, state: dict[str, Any]) -> dict[str, Any]:
+        return self._worker(state["arm"]).score(state)
+
+
+class StudyWork(Work):
+    """The study's part of the driver: a cell's stored result is its summary row."""
+
+    kind = CELL
+
+    def __init__(self, group: str, retry_failed: bool, on_cell, run: StudyRun):
+        super().__init__(group)
+        self.retry_failed = retry_failed
+        self.on_cell = on_cell
+        self.run = run
+
+    def result(self, unit: Unit, state: dict[str, Any]) -> dict[str, Any] | None:
+        return state.get("summary")
+
+    def ended(self, unit: Unit, state: dict[str, Any], ok: bool) -> None:
+        self.run.computed += 1
+        self.run.failed += not ok
+        if not ok:
+            log.warning("cell %s failed: %s", unit.key, state.get("error"))
+        if self.on_cell:
+            self.on_cell(unit.key, unit.data, "ok" if ok else "failed")
+
+    def not_claimed(self, unit: Unit, outcome: str) -> None:
+        busy = outcome == "busy"
+        self.run.busy += busy
+        self.run.skipped += not busy
+        if self.on_cell:
+            self.on_cell(unit.key, unit.data, "busy" if busy else "skipped")
 
 
 def run_study(
@@ -272,31 +361,57 @@ def run_study(
     on_cell: Callable[[str, Arm, str], None] | None = None,
     pipeline_factory: Callable[[Settings], Pipeline] | None = None,
     lease_s: float = DEFAULT_LEASE_S,
+    concurrency: int = 1,
+    render_slots: int | None = None,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    poll_s: float = 0.2,
 ) -> StudyRun:
-    """Run every cell of ``plan`` that is not finished or held by another process.
+    """Run every cell of ``plan`` that is not finished or held by another process, arm
+    after arm, on an executor (:mod:`llmpopcorn.executors`) through the run store's
+    driver (:mod:`llmpopcorn.driver`): up to ``concurrency`` cells ideate at once (they
+    wait on the LLM), rendering runs on its own bounded pool, the predictor loads once.
 
     A failing cell (an LLM that keeps answering badly, a render error) is recorded and
     the study goes on. A problem with the setup (a bad setting, missing data, a missing
     extra, a store that cannot be written, a full disk) would fail every cell alike: it
-    is recorded for the cell and stops the study. An interrupt marks the cell failed
-    ("interrupted") and stops; a rerun retries it.
+    is recorded for the cell and stops the study with an error. An interrupt (Ctrl-C,
+    SIGTERM) gives the cells in flight back (``pending``); a rerun takes them at once.
+    An API key's exhausted quota pauses the study the same way, with an error saying so.
     """
-    out_dir = Path(out_dir)
+    from .batch import _on_gpu, _render_slots
+    from .driver import Progress, drive
+    from .executors import LocalExecutor, Slots, WorkerSpec, make_executor
+
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}", "e.g. -k 8")
+    if settings.variants != 1:
+        raise ConfigError(
+            f"the study scores one idea a cell; variants is {settings.variants}",
+            "unset --variants / POPCORN_VARIANTS (popcorn batch --variants N ranks variants)",
+        )
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     run = StudyRun(out_dir / "store.sqlite")
     predictor = predictor_identity(settings)
     corpus = corpus_identity(settings)
     group = group_of(settings, predictor, corpus)
+    staging = out_dir / ".staging" / group
     with Store(run.store_path) as store:
-        for arm, pipeline in _pipelines(plan, settings, out_dir, pipeline_factory):
-            llm = pipeline.llm  # a bad backend name stops the study here
+        # every arm's LLM first: a bad backend name stops the study before any cell
+        arms: list[tuple[Arm, Settings, str, Pipeline | None]] = []
+        for arm in plan.arms(settings):
+            cell_settings = arm_settings(settings, arm, out_dir)
+            pipeline = pipeline_factory(cell_settings) if pipeline_factory else None
+            llm = pipeline.llm if pipeline else registry.create("llm", arm.llm, cell_settings)
             identity = cell_identity(
-                pipeline.settings,
-                llm_model=llm.model_id(),
-                predictor=predictor,
-                corpus_sha256=corpus,
+                cell_settings, llm_model=llm.model_id(), predictor=predictor, corpus_sha256=corpus
             )
-            settings_hash = store.put_settings(identity)
+            arms.append((arm, cell_settings, store.put_settings(identity), pipeline))
+        units: dict[str, deque[Unit]] = {}
+        for arm, _, settings_hash, _ in arms:
+            ident = arm_id(arm)
+            queue = units.setdefault(ident, deque())
             for query, seed in itertools.product(plan.queries, plan.seeds):
                 key = cell_key(query, seed, settings_hash)
                 run.keys.append(key)
@@ -310,76 +425,75 @@ def run_study(
                     "video": arm.video,
                     "seed": seed,
                 }
-                claim = store.claim(
-                    key,
-                    kind=CELL,
-                    group=group,
-                    settings_hash=settings_hash,
-                    labels=labels,
-                    lease_s=lease_s,
-                    retry_failed=retry_failed,
-                )
-                if not claim.claimed:
-                    run.skipped += claim.outcome != "busy"
-                    run.busy += claim.outcome == "busy"
-                    if on_cell:
-                        on_cell(key, arm, "busy" if claim.outcome == "busy" else "skipped")
-                    continue
-                _run_cell(store, pipeline, key, query, seed, lease_s)
-                run.computed += 1
-                if on_cell:
-                    on_cell(key, arm, store.status(key) or "")
+                name = f"{query.query_id}-{ident}-s{seed}-{key[5:13]}"
+                task = {
+                    "key": key,
+                    "arm": ident,
+                    "query": query.text,
+                    "variant": 0,
+                    "variants": 1,
+                    "seed": seed,
+                    "staging": str(staging / key),
+                    "final": str(out_dir / "runs" / slugify(name, max_len=120)),
+                }
+                queue.append(Unit(key, settings_hash, labels, task, data=arm))
+        if pipeline_factory is not None and executor != "local":
+            raise ConfigError("prebuilt pipelines need the local executor", "")
+        runner = (
+            executor
+            if isinstance(executor, Executor)
+            else make_executor(
+                executor, address=address, gpu_render=settings.render and _on_gpu(settings)
+            )
+        )
+        run.executor = runner.describe()
+        worker_arms = {arm_id(a): s.public() for a, s, _, _ in arms}
+        if pipeline_factory is not None:
+            if not isinstance(runner, LocalExecutor):
+                raise ConfigError("prebuilt pipelines need the local executor", "")
+            built = {arm_id(a): p for a, _, _, p in arms}
+            spec = WorkerSpec(StudyWorker, local=StudyWorker(worker_arms, pipelines=built))
+        else:
+            spec = WorkerSpec(StudyWorker, {"arms": worker_arms, "api_key": settings.api_key()})
+        slots = Slots(ideate=concurrency, render=render_slots or _render_slots(settings))
+        work = StudyWork(group, retry_failed, on_cell, run)
+        progress = Progress(total=len(run.keys))
+        runner.start(spec, slots, render=settings.render)
+        try:
+            for queue in units.values():
+                outcome = drive(
+                    store, runner, queue, work, progress=progress, slots=slots,
+                    render=settings.render, lease_s=lease_s, poll_s=poll_s,
+                )  # fmt: skip
+                if outcome.pause_reason or outcome.setup_error:
+                    break
+        finally:
+            runner.shutdown(cancel=True)
+    _cleanup(staging)
+    if outcome.pause_reason:
+        raise PopcornError(
+            f"the study paused: {outcome.pause_reason}",
+            "top up the key's quota (or raise the cap) and rerun the same command: "
+            "finished cells are kept and the rest are computed",
+        )
+    if outcome.setup_error:
+        full = outcome.setup_error.startswith("disk full")
+        raise PopcornError(
+            "the study stopped: "
+            + (f"the disk is full ({outcome.setup_error})" if full else outcome.setup_error),
+            ("free some space" if full else "fix the problem")
+            + " and rerun the same command: finished cells are kept and this one is retried",
+        )
     return run
 
 
-def _run_cell(
-    store: Store, pipeline: Pipeline, key: str, query: BenchQuery, seed: int, lease_s: float
-) -> None:
-    started = time.perf_counter()
-
-    def fail(error: str) -> None:
-        store.finish(key, status="failed", error=error, seconds=time.perf_counter() - started)
-
-    try:
-        with store.keep_alive(key, lease_s):
-            record = pipeline.make(query.text, seed=seed)
-    except PopcornError as exc:
-        log.warning("cell %s failed: %s", key, exc)
-        fail(str(exc))
-        if isinstance(exc, SETUP_ERRORS):
-            raise
-        return
-    except KeyboardInterrupt:
-        fail("interrupted")
-        raise
-    except OSError as exc:
-        # a full disk (or an unwritable folder) fails every later cell too: stop here,
-        # with the store saying what happened to this cell
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        fail(f"{'disk full' if full else 'cannot write'}: {exc}")
-        raise PopcornError(
-            f"the study stopped: {'the disk is full' if full else 'a file could not be written'}"
-            f" ({exc})",
-            "free some space (or fix the folder's permissions) and rerun the same command: "
-            "finished cells are kept and this one is retried",
-        ) from None
-    except BaseException as exc:
-        fail(f"{type(exc).__name__}: {exc}")  # a bug: never leave the cell 'running'
-        raise
-    run_dir = Path(record.run_dir)
-    missing = [n for n in ("record.json", "report.html") if not (run_dir / n).exists()]
-    if missing:
-        fail(f"the run folder is incomplete (missing {', '.join(missing)})")
-        return
-    kept = store.finish(
-        key,
-        status="ok",
-        result=cell_result(record, pipeline),
-        run_dir=record.run_dir,
-        seconds=time.perf_counter() - started,
-    )
-    if not kept:
-        log.warning("cell %s was taken over by another process; its result was kept", key)
+def _cleanup(staging: Path) -> None:
+    """Remove the study's staging folders when empty (a finished study leaves none)."""
+    for path in (staging, staging.parent):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
 
 
 def judge_memory_ids(pipeline: Pipeline) -> set[str] | None:

@@ -181,9 +181,10 @@ def drive(
     out = Outcome()
     inflight: dict[Any, tuple[Unit, str]] = {}
     held: set[str] = set()  # keys claimed by this driver and not yet finished or released
-    # a few claimed units wait in the ideation queue, so a thread that finishes one
-    # starts the next at once instead of waiting for the driver to wake up
-    ahead = max(2, slots.ideate // 4)
+    # with K >= 4, a few claimed units wait in the ideation queue, so a thread that
+    # finishes one starts the next at once instead of waiting for the driver to wake
+    # up; with fewer, nothing waits (a setup error then stops before another starts)
+    ahead = slots.ideate // 4
     limit = slots.ideate + ahead + 2 * slots.render + 2  # claims held at once
     last_renew = time.monotonic()
     stop = False

@@ -311,9 +311,9 @@ class RayExecutor(Executor):
                 except Exception:  # noqa: BLE001 - already gone
                     pass
         self._actors = {}
-        if self._started_ray:
-            ray.shutdown()
-            self._started_ray = False
+        # a local Ray this executor started stays up until the process exits (Ray's own
+        # exit hook stops it): a second local Ray in one process may fail to start its
+        # control server, so a later executor in this process reuses this one
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "address": self.address or "local"}

@@ -14,7 +14,7 @@ import time
 import click
 
 from . import main
-from .options import _COMMON, _LLM, _PE, _RENDER, _apply, settings_from
+from .options import _COMMON, _LLM, _PE, _RENDER, _apply, execution_options, settings_from
 
 _shared = _apply([_COMMON, _LLM, _PE, [o for o in _RENDER if o[0] != "--out"]])
 
@@ -66,26 +66,13 @@ class ProgressBar:
 
 @main.command("batch")
 @click.argument("queries_file", required=False, type=click.Path(dir_okay=False))
+@execution_options
 @click.option(
     "--variants",
     type=int,
     default=None,
     help="Ideas per query (seeds seed..seed+N-1, each told to take its own angle; "
     "near-duplicate titles are re-asked) [default 1].",
-)
-@click.option(
-    "-k",
-    "--concurrency",
-    type=int,
-    default=4,
-    show_default=True,
-    help="LLM calls at once (they wait on the network).",
-)
-@click.option(
-    "--render-slots",
-    type=int,
-    default=None,
-    help="Renders at once [default: one per GPU, else 1].",
 )
 @click.option(
     "--render/--no-render",
@@ -110,18 +97,6 @@ class ProgressBar:
 )
 @click.option(
     "--keep-failed", is_flag=True, help="On resume, do not retry items that failed before."
-)
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="local: threads in this process; ray: Ray actors (pip install 'llmpopcorn[ray]').",
-)
-@click.option(
-    "--address",
-    default=None,
-    help="Ray cluster: auto, or ray://HOST:10001 [default: start a local Ray].",
 )
 @click.option(
     "--llm-rpm",

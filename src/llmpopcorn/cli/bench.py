@@ -14,7 +14,7 @@ from ..bench import QUERY_KINDS, STUDY_DEFAULTS, StudyPlan, load_queries, run_st
 from ..errors import ConfigError, DataError
 from ..settings import Settings, _from_config, _from_env
 from . import main
-from .options import _COMMON, _LLM, _PE, _RENDER, _apply, settings_from
+from .options import _COMMON, _LLM, _PE, _RENDER, _apply, execution_options, settings_from
 
 _shared = _apply(
     [
@@ -132,6 +132,7 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
     "--keep-failed", is_flag=True, help="On resume, do not retry cells that failed before."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@execution_options
 @_shared
 def bench_command(
     llms,
@@ -147,13 +148,19 @@ def bench_command(
     baseline_k,
     keep_failed,
     as_json,
+    concurrency,
+    render_slots,
+    executor,
+    address,
     **params,
 ):
     """Run the LLMPopcorn study and summarise predicted popularity.
 
     Each cell (query, LLM, mode, refs, video backend, seed) is a full `popcorn make` run,
     keyed by a hash of every setting that changes its result; its score goes into
-    OUT/store.sqlite. Rerunning the same command skips finished cells (another process
+    OUT/store.sqlite. Cells run on the same executors as `popcorn batch`: up to -k cells
+    ask the LLM at once, rendering has its own pool (--render-slots), and --executor ray
+    spreads them over a Ray cluster. Rerunning the same command skips finished cells (another process
     on the same folder skips the cells this one holds); other settings make new cells.
     Writes OUT/results.csv, summary.md, summary.json and a self-contained summary.html:
     means with bootstrap 95 % intervals, PE - basic paired by query with a Wilcoxon test,
@@ -188,7 +195,17 @@ def bench_command(
             bar.set_postfix_str(f"{arm.llm}/{arm.mode} {status}", refresh=False)
             bar.update(1)
 
-        run = run_study(plan, settings, Path(out), retry_failed=not keep_failed, on_cell=on_cell)
+        run = run_study(
+            plan,
+            settings,
+            Path(out),
+            retry_failed=not keep_failed,
+            on_cell=on_cell,
+            concurrency=concurrency,
+            render_slots=render_slots,
+            executor=executor,
+            address=address,
+        )
     rows = study_rows(run.store_path, run.keys)
     baseline = _baseline(queries, settings, baseline_k)
     extra = {
@@ -196,6 +213,7 @@ def bench_command(
         "cells_computed": run.computed,
         "cells_skipped": run.skipped,
         "cells_busy_elsewhere": run.busy,
+        "executor": {**run.executor, "concurrency": concurrency},
         "study_defaults_applied": applied,
         "settings": {
             k: v

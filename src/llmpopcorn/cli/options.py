@@ -289,3 +289,41 @@ predictor_model_option = click.option(
     type=click.Path(),
     help="Model directory [default: the shipped model, env POPCORN_PREDICTOR].",
 )
+
+
+def execution_options(command: Callable) -> Callable:
+    """Where and how many at once: ``-k/--concurrency``, ``--render-slots``, ``--executor``
+    and ``--address`` (shared by ``popcorn batch`` and ``popcorn bench``)."""
+    for option in reversed(
+        [
+            click.option(
+                "-k",
+                "--concurrency",
+                type=int,
+                default=4,
+                show_default=True,
+                help="LLM calls at once (they wait on the network).",
+            ),
+            click.option(
+                "--render-slots",
+                type=int,
+                default=None,
+                help="Renders at once [default: one per GPU, else 1].",
+            ),
+            click.option(
+                "--executor",
+                type=click.Choice(["local", "ray"]),
+                default="local",
+                show_default=True,
+                help="local: threads in this process; ray: Ray actors "
+                "(pip install 'llmpopcorn[ray]').",
+            ),
+            click.option(
+                "--address",
+                default=None,
+                help="Ray cluster: auto, or ray://HOST:10001 [default: start a local Ray].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command

@@ -583,8 +583,8 @@ def test_each_variant_is_reported_as_it_is_asked_for(out_dir):
 
 
 def test_a_key_in_a_request_line_is_scrubbed_from_the_served_log(out_dir):
-    """A real `popcorn -v serve` (request log on) with a configured key: a request that
-    carries the key in its query string is logged with the key masked."""
+    """A real `popcorn -v serve` (request log on) with a configured key and an access
+    token: a request that carries both in its query string is logged with them masked."""
     import signal
 
     import httpx
@@ -593,7 +593,8 @@ def test_a_key_in_a_request_line_is_scrubbed_from_the_served_log(out_dir):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cli = "from llmpopcorn.cli import main; main()"
-    args = ["-v", "serve", "--port", str(port), "--out", str(out_dir)]
+    token = "access-token-4d5e6f7a8b9c"
+    args = ["-v", "serve", "--port", str(port), "--out", str(out_dir), "--token", token]
     env = {**os.environ, "POPCORN_SCORE": "0", "POPCORN_LLM_API_KEY": SERVER_KEY}
     server = subprocess.Popen(
         [sys.executable, "-c", cli, *args],
@@ -607,7 +608,12 @@ def test_a_key_in_a_request_line_is_scrubbed_from_the_served_log(out_dir):
         deadline = time.monotonic() + 60
         while True:
             try:
-                answer = httpx.get(f"{base}/api/runs", params={"api_key": SERVER_KEY}, timeout=5)
+                answer = httpx.get(
+                    f"{base}/api/runs",
+                    params={"api_key": SERVER_KEY, "t": token},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=5,
+                )
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline and server.poll() is None
@@ -616,5 +622,5 @@ def test_a_key_in_a_request_line_is_scrubbed_from_the_served_log(out_dir):
     finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=30)
-    assert SERVER_KEY not in output, output
-    assert '"GET /api/runs?api_key=*** HTTP/1.1" 200' in output, output
+    assert SERVER_KEY not in output and token not in output, output
+    assert '"GET /api/runs?api_key=***&t=*** HTTP/1.1" 200' in output, output

@@ -86,6 +86,9 @@ def serve_command(host: str, port: int, token: str | None, draft_workers: int, *
         )
     import uvicorn
 
+    from ..redact import register_secret
+
+    register_secret(token)  # masked like the API keys wherever it could be logged
     app = create_app(settings, token=token, host=host, draft_workers=draft_workers)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"LLMPopcorn studio on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)

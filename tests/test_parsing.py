@@ -196,10 +196,15 @@ def test_popcorn_make_prints_and_records_a_clean_idea(tmp_path):
     assert f"Title:         {title}\n" in outputs["human"]
     record = json.loads(outputs["json"])
     assert record["idea"]["title"] == title
-    saved = Path(record["run_dir"]) / "record.json"
-    assert json.loads(saved.read_text(encoding="utf-8"))["idea"]["title"] == title
-    for text in (outputs["human"], json.dumps(record["idea"], ensure_ascii=False)):
+    saved = (Path(record["run_dir"]) / "record.json").read_text(encoding="utf-8")
+    assert json.loads(saved)["idea"]["title"] == title
+    # the raw reply is kept verbatim in the record, but as \u escapes: no output, the
+    # files included, holds a character that could reorder a terminal line
+    assert json.loads(saved)["attempts"][0]["reply"] == json.dumps(reply, ensure_ascii=False)
+    assert record["attempts"][0]["reply"] == json.dumps(reply, ensure_ascii=False)
+    for text in (outputs["human"], outputs["json"], saved):
         assert not (set(HOSTILE) - {"\u200d"}) & set(text)
+        assert family in text  # the emoji sequence is shown as it is, not escaped
 
 
 def test_an_idea_built_elsewhere_is_cleaned_too():
@@ -214,3 +219,16 @@ def test_an_idea_built_elsewhere_is_cleaned_too():
         idea={"title": "a\u202eb", "cover_prompt": "c", "video_prompt": "v"},
     )  # fmt: skip
     assert RunRecord.model_validate_json(old.model_dump_json()).idea.title == "ab"
+
+
+def test_json_output_escapes_what_strip_unsafe_drops_and_reads_back_the_same():
+    from llmpopcorn.paths import escape_unsafe_json
+
+    family = "👨\u200d👩\u200d👧"
+    data = {"reply": f"a{HOSTILE}b {family} 中文\n\tend", "n": [1, "\u202ex"]}
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    escaped = escape_unsafe_json(text)
+    assert json.loads(escaped) == data  # nothing lost
+    assert not (set(HOSTILE) - {"\u200d"}) & set(escaped)
+    assert "\\u202e" in escaped and family in escaped and "中文" in escaped
+    assert escaped.count("\n") == text.count("\n")  # the layout is kept

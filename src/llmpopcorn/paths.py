@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import InputError
@@ -23,9 +25,56 @@ _EMOJI_TAG_SEQUENCE = re.compile(
 )
 
 
+#: characters that need a look: anything but printable ASCII
+_NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e]")
+_JSON_WHITESPACE = frozenset("\n\r\t")
+_Replace = Callable[[str], str]
+
+
 def _visible(ch: str) -> bool:
     """A letter, mark or symbol: what a joiner may stand between."""
     return unicodedata.category(ch)[0] in "LMS"
+
+
+def _unsafe_positions(text: str) -> list[tuple[int, bool]]:
+    """(index, is a control character) of every character :func:`strip_unsafe` drops."""
+    found: list[tuple[int, bool]] = []
+    flag_tags: set[int] | None = None
+    last = len(text) - 1
+    for match in _NOT_PLAIN_ASCII.finditer(text):
+        i = match.start()
+        ch = text[i]
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            found.append((i, True))
+            continue
+        if cat[0] != "C":
+            continue
+        if ch in _JOINERS and 0 < i < last and _visible(text[i - 1]) and _visible(text[i + 1]):
+            continue
+        if "\U000e0000" <= ch <= "\U000e007f":
+            if flag_tags is None:
+                flag_tags = {
+                    j
+                    for m in _EMOJI_TAG_SEQUENCE.finditer(text)
+                    for j in range(m.start() + 1, m.end())
+                }
+            if i in flag_tags:
+                continue
+        found.append((i, False))
+    return found
+
+
+def _rewrite_unsafe(text: str, control: _Replace, hidden: _Replace) -> str:
+    if text.isprintable():  # fast path: no Cc/Cf/Co/Cs/Cn character (spaces aside)
+        return text
+    parts: list[str] = []
+    start = 0
+    for i, is_control in _unsafe_positions(text):
+        parts += (text[start:i], control(text[i]) if is_control else hidden(text[i]))
+        start = i + 1
+    parts.append(text[start:])
+    return "".join(parts)
 
 
 def strip_unsafe(text: str) -> str:
@@ -41,22 +90,23 @@ def strip_unsafe(text: str) -> str:
     tags of a subdivision-flag emoji. The one helper for this: the query, corpus text,
     the LLM's ideas and the report all go through it.
     """
-    if text.isprintable():  # fast path: no Cc/Cf/Co/Cs/Cn character (spaces aside)
-        return text
-    flag_tags = {
-        i for m in _EMOJI_TAG_SEQUENCE.finditer(text) for i in range(m.start() + 1, m.end())
-    }
-    out: list[str] = []
-    last = len(text) - 1
-    for i, ch in enumerate(text):
-        cat = unicodedata.category(ch)
-        if cat == "Cc":
-            out.append(" ")
-        elif cat[0] != "C" or i in flag_tags:
-            out.append(ch)
-        elif ch in _JOINERS and out and i < last and _visible(out[-1]) and _visible(text[i + 1]):
-            out.append(ch)
-    return "".join(out)
+    return _rewrite_unsafe(text, lambda _: " ", lambda _: "")
+
+
+def escape_unsafe_json(text: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with every character that
+    :func:`strip_unsafe` would drop written as a ``\\uXXXX`` escape instead.
+
+    For data kept verbatim on purpose (the LLM's raw replies in a run record): it reads
+    back as the same strings, but a terminal, an editor or ``grep`` showing the file
+    cannot be reordered by it. Outside strings JSON holds only ASCII, so every such
+    character is inside a string, where an escape is valid; the layout's newlines stay.
+    """
+
+    def escape(ch: str) -> str:
+        return ch if ch in _JSON_WHITESPACE else json.dumps(ch)[1:-1]
+
+    return _rewrite_unsafe(text, escape, escape)
 
 
 def clean_query(query: str | None) -> str:

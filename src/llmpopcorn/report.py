@@ -2,7 +2,10 @@
 
 Both are scrubbed of secrets (:func:`llmpopcorn.redact.scrub`) as they are written,
 and every text in the report is HTML-escaped with bidirectional-override and other
-invisible control characters removed (:func:`llmpopcorn.paths.strip_unsafe`).
+invisible control characters removed (:func:`llmpopcorn.paths.strip_unsafe`). The
+record's JSON keeps the LLM's raw replies verbatim, with those characters written as
+``\\uXXXX`` escapes (:func:`llmpopcorn.paths.escape_unsafe_json`), so showing the file
+or the ``--json`` output cannot reorder a terminal line.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .paths import strip_unsafe
+from .paths import escape_unsafe_json, strip_unsafe
 from .redact import scrub
 from .types import RunRecord
 
@@ -40,7 +43,7 @@ def write_text_atomic(path: Path, data: str) -> None:
 
 def save_record(record: RunRecord, run_dir: Path) -> Path:
     path = Path(run_dir) / "record.json"
-    write_text_atomic(path, scrub(record.model_dump_json(indent=2)))
+    write_text_atomic(path, scrub(escape_unsafe_json(record.model_dump_json(indent=2))))
     return path
 
 
@@ -224,4 +227,5 @@ def save_report(record: RunRecord, run_dir: Path) -> Path:
 
 
 def record_json(record: RunRecord) -> str:
-    return scrub(json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    text = json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    return scrub(escape_unsafe_json(text))

@@ -199,3 +199,24 @@ def test_the_study_on_ray_gives_the_local_results(tmp_path):
     folders = list((tmp_path / "ray" / "runs").iterdir())
     assert len(folders) == 12 and all((f / "record.json").exists() for f in folders)
     assert not (tmp_path / "ray" / ".staging").exists()
+
+
+def test_an_unreachable_ray_cluster_is_a_clear_error(tmp_path):
+    """`--address auto` with no cluster running: exit 2 with the address and what to
+    check (token authentication included), no traceback."""
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+
+    queries = tmp_path / "q.txt"
+    queries.write_text("a corgi learns to surf\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    result = subprocess.run(
+        [sys.executable, "-c", "from llmpopcorn.cli import main; main()", "batch", str(queries),
+         "--no-render", "--no-score", "--executor", "ray", "--address", "auto",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env={**env, "HOME": str(tmp_path)}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "error: cannot connect to the Ray cluster at auto" in result.stderr
+    assert "RAY_AUTH_MODE=token" in result.stderr and "Traceback" not in result.stderr

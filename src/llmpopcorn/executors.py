@@ -239,7 +239,7 @@ class RayExecutor(Executor):
                 kwargs["num_cpus"] = self.num_cpus or os.cpu_count() or 1
             if self.runtime_env:
                 kwargs["runtime_env"] = self.runtime_env
-            ray.init(**kwargs)
+            self._init(ray, kwargs)
             self._started_ray = True
         if spec.local is not None:
             raise ConfigError(
@@ -272,6 +272,24 @@ class RayExecutor(Executor):
             ray.get(refs)
         except ray.exceptions.RayTaskError as exc:
             raise exc.as_instanceof_cause() from None
+
+    def _init(self, ray, kwargs: dict[str, Any]) -> None:
+        """``ray.init`` with its failures said plainly: a ``ray://`` address without the
+        client package, or a cluster that cannot be reached (or refuses the token)."""
+        try:
+            ray.init(**kwargs)
+        except ValueError as exc:
+            if "ray[client]" in str(exc):
+                raise MissingExtraError("ray[client]", "ray", "--address ray://...") from None
+            raise
+        except ConnectionError as exc:
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at {self.address} ({exc or 'timed out'})",
+                "check the address (auto on a cluster node, ray://HEAD:10001 from outside) and "
+                "that the head runs; a cluster with token authentication (Ray >= 2.59 starts "
+                "one by default) also needs RAY_AUTH_MODE=token and its token here (~/.ray/"
+                "auth_token, or RAY_AUTH_TOKEN)",
+            ) from None
 
     def submit(self, stage: str, payload: dict[str, Any]) -> Any:
         group = POOL_OF[stage]

@@ -424,3 +424,22 @@ def test_an_interrupted_study_gives_its_cells_back_and_a_rerun_finishes(data_dir
     again = run_study(plan, settings, tmp_path / "s", pipeline_factory=factory(TitleLengthScorer()))
     assert (again.computed, again.skipped) == (3, 1)
     assert [r["status"] for r in study_rows(again.store_path, again.keys)] == ["ok"] * 4
+
+
+def test_results_csv_defuses_formula_titles_and_json_keeps_them(data_dir, tmp_path):
+    from llmpopcorn.study_report import write_reports
+
+    settings = Settings.resolve(env={}, render=False)
+    plan = StudyPlan(queries=load_queries(data_dir, ["concrete"]), llms=["fake"], modes=["basic"])
+    evil = json.dumps({"title": "=1+2 surprise", "cover_prompt": "c", "video_prompt": "v"})
+    run = run_study(
+        plan,
+        settings,
+        tmp_path / "s",
+        pipeline_factory=factory(TitleLengthScorer(), FakeLLM([evil, evil])),
+    )
+    rows = study_rows(run.store_path, run.keys)
+    assert {r["title"] for r in rows} == {"=1+2 surprise"}  # the store keeps the text
+    write_reports(rows, tmp_path / "s", plots=False, n_boot=10)
+    with open(tmp_path / "s" / "results.csv", encoding="utf-8") as fh:
+        assert {r["title"] for r in csv.DictReader(fh)} == {"'=1+2 surprise"}

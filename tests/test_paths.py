@@ -48,3 +48,21 @@ def test_slug_basics():
     assert slugify("Café déjà vu") == "cafe-deja-vu"
     assert slugify("🎬🐶") == "query"
     assert len(slugify("word " * 100)) <= 40
+
+
+def test_csv_cells_never_start_like_a_formula():
+    import csv
+    import io
+
+    from llmpopcorn.paths import spreadsheet_safe, write_csv
+
+    assert spreadsheet_safe('=HYPERLINK("http://x","click")') == '\'=HYPERLINK("http://x","click")'
+    for start in "=+-@\t\r":
+        assert spreadsheet_safe(f"{start}x") == f"'{start}x"
+    assert spreadsheet_safe("A corgi surfs") == "A corgi surfs"
+    assert spreadsheet_safe(-1.5) == -1.5 and spreadsheet_safe(None) is None
+    fh = io.StringIO()
+    write_csv(fh, ["title", "score"], [{"title": "@SUM(A1)", "score": -2.0, "extra": "x"}])
+    assert list(csv.DictReader(io.StringIO(fh.getvalue()))) == [
+        {"title": "'@SUM(A1)", "score": "-2.0"}
+    ]

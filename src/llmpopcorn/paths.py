@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from .errors import InputError
 
@@ -107,6 +109,27 @@ def escape_unsafe_json(text: str) -> str:
         return ch if ch in _JSON_WHITESPACE else json.dumps(ch)[1:-1]
 
     return _rewrite_unsafe(text, escape, escape)
+
+
+#: how a spreadsheet formula starts (OWASP's CSV injection list)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting like a formula (a title
+    ``=HYPERLINK(...)`` from an LLM) gets a leading apostrophe; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_csv(fh: IO[str], columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    """``rows`` as CSV with a header, every text cell :func:`spreadsheet_safe`; keys not
+    in ``columns`` are left out."""
+    writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
 
 
 def clean_query(query: str | None) -> str:

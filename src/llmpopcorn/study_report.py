@@ -8,7 +8,6 @@ LLM, the judge and its overlap with PE's references, and the human baseline.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import CSV_COLUMNS
+from .paths import write_csv
 from .study_stats import arm_name, summarise
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,7 @@ def write_reports(
     out_dir = Path(out_dir)
     summary = build_summary(rows, baseline=baseline, extra=extra, n_boot=n_boot)
     with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+        write_csv(fh, CSV_COLUMNS, rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (out_dir / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     charts = make_plots(rows, summary) if plots else {}

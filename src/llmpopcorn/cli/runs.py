@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 
@@ -93,6 +92,7 @@ def export_command(batch_id, out, fmt, output) -> None:
     """One row per item of BATCH_ID: query, mode, variant, seed, status, rank, title,
     score (predicted log2 comments), expected_comments, run_dir, error..."""
     from ..batch import COLUMNS, batch_rows, check_batch_id, open_batch
+    from ..paths import write_csv
 
     check_batch_id(batch_id)
     with _store(out) as store:
@@ -103,9 +103,7 @@ def export_command(batch_id, out, fmt, output) -> None:
         if fmt == "json":
             fh.write(json.dumps(rows, indent=2) + "\n")
         else:
-            writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
+            write_csv(fh, COLUMNS, rows)
     finally:
         if output:
             fh.close()

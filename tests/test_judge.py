@@ -69,18 +69,22 @@ def test_one_category_per_run_used_by_the_score(scorer, out_dir):
     )
 
 
-def test_pe_runs_score_in_pe_s_category(scorer, tmp_path):
-    data = write_corpus(tmp_path / "data")
-    settings = Settings.resolve(
+def pe_settings(tmp_path) -> Settings:
+    """PE on the fixture corpus (TF-IDF), five references, no rendering."""
+    return Settings.resolve(
         env={},
         mode="pe",
-        data_dir=data,
+        data_dir=write_corpus(tmp_path / "data"),
         embedder="tfidf",
         cache_dir=tmp_path / "cache",
         out_dir=tmp_path / "runs",
         n_refs=5,
         render=False,
     )
+
+
+def test_pe_runs_score_in_pe_s_category(scorer, tmp_path):
+    settings = pe_settings(tmp_path)
     pipeline = Pipeline(settings, scorer=scorer)
     record = pipeline.make("crispy fried chicken with dumplings")
     pe_choice = record.enhancement["categories"][0]["name"]
@@ -250,17 +254,7 @@ def test_batch_items_use_the_run_s_category_resolver_as_make_does(scorer, tmp_pa
 
     from llmpopcorn.batch import run_batch
 
-    data = write_corpus(tmp_path / "data")
-    settings = Settings.resolve(
-        env={},
-        mode="pe",
-        data_dir=data,
-        embedder="tfidf",
-        cache_dir=tmp_path / "cache",
-        out_dir=tmp_path / "runs",
-        n_refs=5,
-        render=False,
-    )
+    settings = pe_settings(tmp_path)
     query = "crispy fried chicken with dumplings"
     made = Pipeline(settings, scorer=scorer).make(query)
     run = run_batch(

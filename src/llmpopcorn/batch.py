@@ -59,12 +59,15 @@ from .driver import (  # noqa: F401 - QuotaError, BudgetError, is_quota_error: t
     Unit,
     Work,
     classify,
+    cleanup_staging,
     drive,
     is_disk_full,
     is_quota_error,
+    make_runner,
+    slots_for,
 )
 from .errors import ConfigError, InputError
-from .executors import Executor, LocalExecutor, Slots, WorkerSpec, make_executor
+from .executors import Executor, LocalExecutor, WorkerSpec
 from .paths import clean_query, new_run_id, slugify
 from .settings import Settings
 from .store import DEFAULT_LEASE_S, Store, digest
@@ -493,15 +496,6 @@ class BatchRun:
         return self.pause_reason is not None
 
 
-def _cleanup_staging(root: Path) -> None:
-    """Remove empty staging folders (a batch that finished leaves none)."""
-    for path in (root, root.parent):
-        try:
-            path.rmdir()
-        except OSError:
-            pass
-
-
 def open_batch(store: Store, batch_id: str) -> dict[str, Any]:
     doc = store.get_settings(batch_id.removeprefix(PREFIX))
     if doc is None or doc.get("kind") != KIND:
@@ -537,8 +531,7 @@ def run_batch(
     pipeline for the local executor (tests); its settings must be ``settings``."""
     from .backends.hosted.costs import batch_budget, check_batch_cost
 
-    if concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}", "e.g. -k 8")
+    slots = slots_for(settings, concurrency, render_slots)
     out = Path(out_dir or settings.out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -616,16 +609,9 @@ def run_batch(
         if not todo:
             run.seconds = time.monotonic() - started
             return run
-        runner = (
-            executor
-            if isinstance(executor, Executor)
-            else make_executor(
-                executor, address=address, gpu_render=settings.render and _on_gpu(settings)
-            )
-        )
+        runner = make_runner(executor, settings, address)
         run.executor = runner.describe()
         render = settings.render
-        slots = Slots(ideate=concurrency, render=render_slots or _render_slots(settings))
         if pipeline is not None:
             if not isinstance(runner, LocalExecutor):
                 raise ConfigError("a prebuilt pipeline needs the local executor", "")
@@ -672,7 +658,7 @@ def run_batch(
                 runner.shutdown(cancel=True)
         run.pause_reason, run.setup_error = outcome.pause_reason, outcome.setup_error
         run.busy += outcome.busy
-        _cleanup_staging(staging_root)
+        cleanup_staging(staging_root)
         run.seconds = time.monotonic() - started
         return run
 
@@ -712,32 +698,6 @@ class BatchWork(Work):
         record = state.get("record")
         if ok and record is not None and record.idea is not None:
             self.titles.setdefault(unit.data.index, []).append(record.idea.title)
-
-
-def _render_slots(settings: Settings) -> int:
-    """Renders at once: one per GPU on CUDA, else one (the CPU is shared with ideation)."""
-    if _on_gpu(settings):
-        try:
-            import torch
-
-            return max(1, torch.cuda.device_count())
-        except Exception:  # noqa: BLE001
-            return 1
-    return 1
-
-
-def _on_gpu(settings: Settings) -> bool:
-    if settings.device.startswith("cuda"):
-        return True
-    if settings.device != "auto" or (settings.image == "draft" and settings.video == "draft"):
-        return False
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 # -- reading -------------------------------------------------------------------------

@@ -379,12 +379,10 @@ def run_study(
     SIGTERM) gives the cells in flight back (``pending``); a rerun takes them at once.
     An API key's exhausted quota pauses the study the same way, with an error saying so.
     """
-    from .batch import _on_gpu, _render_slots
-    from .driver import Progress, drive
-    from .executors import LocalExecutor, Slots, WorkerSpec, make_executor
+    from .driver import Progress, cleanup_staging, drive, make_runner, slots_for
+    from .executors import LocalExecutor, WorkerSpec
 
-    if concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}", "e.g. -k 8")
+    slots = slots_for(settings, concurrency, render_slots)
     if settings.variants != 1:
         raise ConfigError(
             f"the study scores one idea a cell; variants is {settings.variants}",
@@ -437,15 +435,7 @@ def run_study(
                     "final": str(out_dir / "runs" / slugify(name, max_len=120)),
                 }
                 queue.append(Unit(key, settings_hash, labels, task, data=arm))
-        if pipeline_factory is not None and executor != "local":
-            raise ConfigError("prebuilt pipelines need the local executor", "")
-        runner = (
-            executor
-            if isinstance(executor, Executor)
-            else make_executor(
-                executor, address=address, gpu_render=settings.render and _on_gpu(settings)
-            )
-        )
+        runner = make_runner(executor, settings, address)
         run.executor = runner.describe()
         worker_arms = {arm_id(a): s.public() for a, s, _, _ in arms}
         if pipeline_factory is not None:
@@ -455,7 +445,6 @@ def run_study(
             spec = WorkerSpec(StudyWorker, local=StudyWorker(worker_arms, pipelines=built))
         else:
             spec = WorkerSpec(StudyWorker, {"arms": worker_arms, "api_key": settings.api_key()})
-        slots = Slots(ideate=concurrency, render=render_slots or _render_slots(settings))
         work = StudyWork(group, retry_failed, on_cell, run)
         progress = Progress(total=len(run.keys))
         runner.start(spec, slots, render=settings.render)
@@ -469,7 +458,7 @@ def run_study(
                     break
         finally:
             runner.shutdown(cancel=True)
-    _cleanup(staging)
+    cleanup_staging(staging)
     if outcome.pause_reason:
         raise PopcornError(
             f"the study paused: {outcome.pause_reason}",
@@ -485,15 +474,6 @@ def run_study(
             + " and rerun the same command: finished cells are kept and this one is retried",
         )
     return run
-
-
-def _cleanup(staging: Path) -> None:
-    """Remove the study's staging folders when empty (a finished study leaves none)."""
-    for path in (staging, staging.parent):
-        try:
-            path.rmdir()
-        except OSError:
-            pass
 
 
 def judge_memory_ids(pipeline: Pipeline) -> set[str] | None:

@@ -24,10 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataError, MissingExtraError, PopcornError
-from .executors import Executor, Slots, WorkerLost
+from .executors import Executor, Slots, WorkerLost, make_executor
+from .settings import Settings
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,58 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, WorkerLost):
         return "lost"
     return "item"
+
+
+def on_gpu(settings: Settings) -> bool:
+    """Whether rendering runs on CUDA (asks torch only when a diffusers backend is set)."""
+    if settings.device.startswith("cuda"):
+        return True
+    if settings.device != "auto" or (settings.image == "draft" and settings.video == "draft"):
+        return False
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def make_runner(
+    executor: str | Executor, settings: Settings, address: str | None = None
+) -> Executor:
+    """The executor named ``executor`` (or the one given), its render workers on GPUs
+    when rendering runs on CUDA."""
+    if isinstance(executor, Executor):
+        return executor
+    return make_executor(executor, address=address, gpu_render=settings.render and on_gpu(settings))
+
+
+def slots_for(settings: Settings, concurrency: int, render_slots: int | None = None) -> Slots:
+    """K ideation calls at once; renders at once: ``render_slots``, else one per GPU on
+    CUDA, else one (the CPU is shared with ideation)."""
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}", "e.g. -k 8")
+    if render_slots is None:
+        render_slots = 1
+        if on_gpu(settings):
+            try:
+                import torch
+
+                render_slots = max(1, torch.cuda.device_count())
+            except Exception:  # noqa: BLE001
+                render_slots = 1
+    return Slots(ideate=concurrency, render=render_slots)
+
+
+def cleanup_staging(staging: Path) -> None:
+    """Remove a run's staging folder and its parent when empty (a finished run leaves
+    none; an interrupted one leaves its units' folders for the next run to wipe)."""
+    for path in (staging, staging.parent):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
 
 
 @dataclass

@@ -624,3 +624,36 @@ def test_a_key_in_a_request_line_is_scrubbed_from_the_served_log(out_dir):
         output, _ = server.communicate(timeout=30)
     assert SERVER_KEY not in output and token not in output, output
     assert '"GET /api/runs?api_key=***&t=*** HTTP/1.1" 200' in output, output
+
+
+# -- printable JSON, retries, restarts ------------------------------------------------------
+
+HIDDEN = "\u202e\u2066\u200b\x9b"  # bidi override/isolate, zero-width space, a C1 control
+
+
+def test_every_json_answer_escapes_the_raw_replies_invisible_characters(out_dir):
+    """The LLM's raw reply is kept verbatim in the record; the run's JSON, the record
+    file and the package's record.json carry its bidi/invisible characters as escapes."""
+    from llmpopcorn.backends.llm.fake import FakeLLM
+
+    idea = {**IDEA, "title": f"Corgi {HIDDEN}surf"}
+    reply = f"{HIDDEN}sure:\n" + json.dumps(idea, ensure_ascii=False)
+    app = create_app(
+        settings(out_dir),
+        pipeline_factory=lambda s: draft_pipeline(s, llm=FakeLLM([reply])),
+    )
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        job_id = client.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
+        assert wait_for(client, job_id)["state"] == "done"
+        run = client.get(f"/api/runs/{job_id}")
+        record = client.get(f"/api/runs/{job_id}/files/record.json")
+        package = client.get(f"/api/runs/{job_id}/package")
+        zipped = zipfile.ZipFile(io.BytesIO(package.content)).read("record.json").decode()
+        history = client.get("/api/runs")
+    for text in (run.text, record.text, zipped, history.text):
+        assert not set(HIDDEN) & set(text), text[:200]
+    assert "\\u202e" in run.text and "\\u202e" in zipped
+    # escaped, not lost: the raw reply reads back as the LLM wrote it
+    raws = [a["reply"] for a in run.json()["record"]["attempts"]]
+    assert reply in raws and reply in [a["reply"] for a in json.loads(zipped)["attempts"]]
+    assert run.headers["content-type"] == "application/json"

@@ -17,7 +17,9 @@ Routes (the OpenAPI page is ``/docs`` on loopback):
 
 Safety: loopback by default, any other bind needs a token on every API call
 (:class:`.safety.Guard`); bodies over 64 KiB are refused; no answer carries a server path
-(:class:`.safety.PathScrubber`); errors are ``{"error", "hint"}`` and never echo input.
+(:class:`.safety.PathScrubber`); errors are ``{"error", "hint"}`` and never echo input;
+every JSON answer writes invisible/bidi characters (in the LLM's raw replies) as ``\\uXXXX``
+escapes, like record.json on disk (:func:`llmpopcorn.paths.escape_unsafe_json`).
 """
 
 from __future__ import annotations
@@ -123,7 +125,11 @@ def create_app(
     app.add_middleware(Guard, token=token, allowed_hosts=hosts)
 
     def answer(data: Any, status: int = 200):
-        return JSONResponse(scrubber(json.loads(scrub(json.dumps(data, default=str)))), status)
+        return Response(
+            safe_json(scrubber(json.loads(scrub(json.dumps(data, default=str))))),
+            status,
+            media_type="application/json",
+        )
 
     def not_found(what: str = "run"):
         return JSONResponse(
@@ -298,6 +304,14 @@ def create_app(
         )
 
     return app
+
+
+def safe_json(data: Any) -> str:
+    """``data`` as JSON text safe to print: the LLM's raw replies are kept verbatim, but
+    every invisible or bidi character is a ``\\uXXXX`` escape (as in record.json on disk)."""
+    from ..paths import escape_unsafe_json
+
+    return escape_unsafe_json(json.dumps(data, ensure_ascii=False, default=str))
 
 
 def _sse(kind: str, data: dict) -> str:

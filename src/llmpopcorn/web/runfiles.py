@@ -72,6 +72,7 @@ def package_bytes(run_dir: Path, settings: Settings, scrubber: Callable[[Any], A
     """make_package's zip (clip.mp4, cover.png, metadata.json) plus the run's record.json
     with server paths taken out by ``scrubber``."""
     from ..package import make_package, signer_from_settings
+    from ..paths import escape_unsafe_json
     from ..report import load_record
 
     zipped = make_package(run_dir, signer=signer_from_settings(settings))
@@ -80,6 +81,7 @@ def package_bytes(run_dir: Path, settings: Settings, scrubber: Callable[[Any], A
     with zipfile.ZipFile(zipped) as source, zipfile.ZipFile(buffer, "w") as target:
         for info in source.infolist():
             target.writestr(info, source.read(info.filename))
-        text = json.dumps(scrubber(record), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(scrubber(record), indent=2, ensure_ascii=False)
+        text = escape_unsafe_json(text) + "\n"  # raw LLM replies: no bidi/invisible chars
         target.writestr("record.json", text)
     return buffer.getvalue()

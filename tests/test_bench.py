@@ -86,6 +86,17 @@ def test_study_runs_every_cell_then_resumes_without_redoing(data_dir, tmp_path):
         on_cell=lambda k, arm, s: seen.append(s),
     )
     assert scorer.calls == 8 and seen == ["skipped"] * 8 and again.keys == run.keys
+    # nothing left to do: the executor (models, a Ray cluster) is never started
+    from llmpopcorn.executors import LocalExecutor
+
+    class Refuses(LocalExecutor):
+        def start(self, *args, **kwargs):
+            raise AssertionError("started for a finished study")
+
+    done = run_study(
+        plan, settings, tmp_path / "study", pipeline_factory=factory(scorer), executor=Refuses()
+    )
+    assert done.skipped == 8 and done.computed == 0
 
 
 def test_refs_sweep_and_other_settings_make_new_cells_basic_cells_are_shared(data_dir, tmp_path):
@@ -443,3 +454,22 @@ def test_results_csv_defuses_formula_titles_and_json_keeps_them(data_dir, tmp_pa
     write_reports(rows, tmp_path / "s", plots=False, n_boot=10)
     with open(tmp_path / "s" / "results.csv", encoding="utf-8") as fh:
         assert {r["title"] for r in csv.DictReader(fh)} == {"'=1+2 surprise"}
+
+
+def test_a_study_over_its_hosted_cost_cap_is_refused_before_any_cell(
+    data_dir, tmp_path, monkeypatch
+):
+    from llmpopcorn.backends.hosted.errors import CostLimitError
+
+    monkeypatch.setenv("FAL_KEY", "fal-test-key")  # never used: nothing is called
+
+    settings = Settings.resolve(
+        env={}, image="fal-flux", video="fal-kling", max_batch_cost=1.0, score=False
+    )
+    plan = StudyPlan(
+        queries=load_queries(data_dir), llms=["offline"], modes=["basic"], videos=["fal-kling"]
+    )
+    with pytest.raises(CostLimitError, match="4 runs would cost"):
+        run_study(plan, settings, tmp_path / "s")
+    with Store(tmp_path / "s" / "store.sqlite") as store:
+        assert store.items(kind=CELL) == []

@@ -379,6 +379,7 @@ def run_study(
     SIGTERM) gives the cells in flight back (``pending``); a rerun takes them at once.
     An API key's exhausted quota pauses the study the same way, with an error saying so.
     """
+    from .backends.hosted.costs import batch_budget, check_batch_cost
     from .driver import Progress, cleanup_staging, drive, make_runner, slots_for
     from .executors import LocalExecutor, WorkerSpec
 
@@ -447,17 +448,34 @@ def run_study(
             spec = WorkerSpec(StudyWorker, {"arms": worker_arms, "api_key": settings.api_key()})
         work = StudyWork(group, retry_failed, on_cell, run)
         progress = Progress(total=len(run.keys))
-        runner.start(spec, slots, render=settings.render)
-        try:
-            for queue in units.values():
-                outcome = drive(
-                    store, runner, queue, work, progress=progress, slots=slots,
-                    render=settings.render, lease_s=lease_s, poll_s=poll_s,
-                )  # fmt: skip
-                if outcome.pause_reason or outcome.setup_error:
-                    break
-        finally:
-            runner.shutdown(cancel=True)
+        # cells already finished (or failed, when not retried) are skipped without
+        # starting the executor: rerunning a finished study loads no model
+        ended = {"ok"} if retry_failed else {"ok", "failed"}
+        status = {key: store.status(key) for key in run.keys}
+        for queue in units.values():
+            for unit in [u for u in queue if status[u.key] in ended]:
+                queue.remove(unit)
+                work.not_claimed(unit, "done" if status[unit.key] == "ok" else "failed")
+        if not any(units.values()):
+            return run
+        # hosted generators: refuse a study over its cost cap before the first cell
+        limit, estimate = settings.max_batch_cost, 0.0
+        for (_, cell_settings, _, _), queue in zip(arms, units.values(), strict=True):
+            if queue and cell_settings.render:
+                left = None if limit is None else limit - estimate
+                estimate += check_batch_cost(cell_settings, len(queue), left)
+        with batch_budget():
+            runner.start(spec, slots, render=settings.render)
+            try:
+                for queue in units.values():
+                    outcome = drive(
+                        store, runner, queue, work, progress=progress, slots=slots,
+                        render=settings.render, lease_s=lease_s, poll_s=poll_s,
+                    )  # fmt: skip
+                    if outcome.pause_reason or outcome.setup_error:
+                        break
+            finally:
+                runner.shutdown(cancel=True)
     cleanup_staging(staging)
     if outcome.pause_reason:
         raise PopcornError(

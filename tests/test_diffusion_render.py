@@ -10,6 +10,7 @@ each backend's default preset: its frame count, frame rate and 9:16 / 3.0 s poli
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -406,3 +407,82 @@ def test_mimics_share_the_real_models_structure(name, tiny_backends):
         assert pipe.transformer.config.in_channels == 4 * pipe.vae.config.latent_channels
     if name == "animatediff":
         assert pipe.unet.config.motion_max_seq_length == 32
+
+
+# -- cancelling between denoising steps ------------------------------------------------------
+
+
+class Stop(Exception):
+    """A caller's own stop (what a cancelled web job raises)."""
+
+
+@pytest.fixture
+def stepped(tiny_backends):
+    """The tiny SD 1.5 at 5 steps and a count of its denoiser calls (hooks removed after)."""
+    backend = tiny_backends("sd15", steps=5)
+    calls, handles = [0], []
+
+    def count(*_args):
+        calls[0] += 1
+
+    handles.append(backend.pipe.unet.register_forward_hook(count))
+    yield backend, calls, handles
+    for handle in handles:
+        handle.remove()
+
+
+def test_a_stop_check_ends_a_render_after_the_current_step(stepped):
+    from llmpopcorn.backends.diffusion.cancel import stop_check
+
+    backend, calls, _ = stepped
+    plain = np.asarray(backend.generate(ImageRequest(prompt="a corgi surfs", seed=3)))
+    full = calls[0]
+    assert full >= 5
+    checked = []
+
+    def check():  # called after each step: a stop requested once step 1 of 5 is done
+        checked.append(len(checked))
+        raise Stop("cancelled by the user")
+
+    calls[0] = 0
+    with stop_check(check), pytest.raises(Stop, match="cancelled by the user"):
+        backend.generate(ImageRequest(prompt="a corgi surfs", seed=3))
+    assert calls[0] == 1 and checked == [0]  # no step after the stop
+    # a check that never stops changes nothing, and the next render runs every step
+    calls[0] = 0
+    with stop_check(lambda: None):
+        same = np.asarray(backend.generate(ImageRequest(prompt="a corgi surfs", seed=3)))
+    assert calls[0] == full and np.array_equal(same, plain)
+    again = np.asarray(backend.generate(ImageRequest(prompt="a corgi surfs", seed=3)))
+    assert np.array_equal(again, plain)
+
+
+def test_cancelling_a_web_job_stops_its_diffusion_render_within_a_step(tmp_path, stepped):
+    from llmpopcorn.backends.video.draft import DraftClip
+    from llmpopcorn.web.jobs import JobManager
+    from llmpopcorn.web.requests import RunRequest
+
+    backend, calls, handles = stepped
+    manager = JobManager(Settings.resolve(env={}, out_dir=tmp_path / "runs", score=False))
+    jobs = []
+
+    def cancel_on_first_step(*_args):
+        if calls[0] == 1:
+            manager.cancel(jobs[0].id)  # the user presses Cancel during step 1 of 5
+
+    handles.append(backend.pipe.unet.register_forward_hook(cancel_on_first_step))
+    manager.factory = lambda s: Pipeline(
+        s, llm=FakeLLM([IDEA]), image=backend, video=DraftClip(width=72, height=128, fps=4)
+    )
+    manager.start()
+    try:
+        jobs.append(manager.submit(RunRequest(query="a corgi learns to surf")))
+        deadline = time.monotonic() + 60
+        while jobs[0].state not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        manager.stop()
+    view = manager.view(manager.row(jobs[0].id))
+    assert view["state"] == "cancelled" and view["error"] == "cancelled by the user"
+    assert calls[0] == 1  # one denoising step of five, then the render ended
+    assert "clip" not in view["stages"]

@@ -16,7 +16,9 @@ in a queue (never in a request thread), and a fixed set of worker threads runs t
   ran out are marked ``interrupted``, in the store and in their ``record.json``. Queued
   jobs are not re-run: a key typed into the page lived only in the old process.
 * **Cancel.** A queued job is dropped from its queue; a running one stops at its next
-  stage boundary (a stage in progress, e.g. a diffusion render, finishes first).
+  stage boundary, between LLM calls, or after the current denoising step of a diffusers
+  render (:mod:`llmpopcorn.backends.diffusion.cancel`); a draft render in progress
+  finishes first.
 """
 
 from __future__ import annotations
@@ -328,9 +330,12 @@ class JobManager:
         started = time.perf_counter()
         store = self.store()
 
-        def on_stage(stage: str) -> None:
+        def check_stop() -> None:
             if job.stop is not None:
                 raise JobStopped(*job.stop)
+
+        def on_stage(stage: str) -> None:
+            check_stop()
             job.emit("stage", stage=stage)
             store.renew(job.key, self.lease_s)
 
@@ -342,9 +347,12 @@ class JobManager:
             progress = getattr(pipeline, "progress", None)
             if isinstance(progress, ProgressLLM):
                 progress.listener = _variant_listener(job, pipeline.settings)
+            from ..backends.diffusion.cancel import stop_check
             from ..index import progress_listener  # numpy: only once a job runs
 
-            with progress_listener(_index_listener(job)):
+            # a diffusers render checks the stop after each denoising step, not only
+            # between stages
+            with progress_listener(_index_listener(job)), stop_check(check_stop):
                 pipeline.make(
                     job.request.query,
                     out_dir=self._job_dir(job.id),

@@ -26,6 +26,7 @@ from ...errors import MissingExtraError, PopcornError, RenderError, require
 from ..base import Availability, Clip, ImageBackend, ImageRequest, VideoBackend, VideoRequest
 from . import memory as mem
 from . import policy
+from .cancel import current_stop_check
 from .options import Resolved, resolve_options
 from .specs import ModelSpec
 from .weights import fetch_command, find, locate, measured_sizes, model_index
@@ -357,9 +358,19 @@ class DiffusionBackend:
         torch = require("torch", "gpu")
         pipe = self.pipe
         stamps: list[float] = []
+        check = current_stop_check()  # a cancellable caller's stop (see .cancel)
+        stopped: list[BaseException] = []
 
-        def on_step(_pipe: Any, _step: int, _t: Any, callback_kwargs: dict) -> dict:
+        def on_step(step_pipe: Any, _step: int, _t: Any, callback_kwargs: dict) -> dict:
             stamps.append(time.perf_counter())
+            if check is not None:
+                if stopped:  # asked to stop at the last step and still going: end it now
+                    raise stopped[0]
+                try:
+                    check()
+                except BaseException as exc:  # noqa: BLE001 - re-raised once the call returns
+                    stopped.append(exc)
+                    step_pipe._interrupt = True  # diffusers skips the remaining steps
             return callback_kwargs
 
         cuda = self.opts.device.startswith("cuda")
@@ -379,7 +390,11 @@ class DiffusionBackend:
         except PopcornError:
             raise
         except Exception as exc:  # noqa: BLE001 - a raw library error becomes ours, with a fix
+            if stopped and exc is stopped[0]:
+                raise
             raise self.call_error(exc) from exc
+        if stopped:  # the caller's own stop (a cancelled job), after `len(stamps)` steps
+            raise stopped[0]
         total = time.perf_counter() - started
         steps = len(stamps)
         per_step = (stamps[-1] - stamps[0]) / (steps - 1) if steps > 1 else total

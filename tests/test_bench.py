@@ -473,3 +473,16 @@ def test_a_study_over_its_hosted_cost_cap_is_refused_before_any_cell(
         run_study(plan, settings, tmp_path / "s")
     with Store(tmp_path / "s" / "store.sqlite") as store:
         assert store.items(kind=CELL) == []
+
+
+def test_cli_interrupt_says_how_to_continue(data_dir, tmp_path, monkeypatch):
+    import llmpopcorn.cli.bench as cli_bench
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_bench, "run_study", interrupted)
+    result = invoke(["--data", str(data_dir), "--limit", "1", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 130
+    assert "error: interrupted" in result.stderr
+    assert "rerun the same command to compute the rest" in result.stderr

@@ -66,6 +66,15 @@ def describe_os_error(exc: OSError) -> tuple[str, str]:
     return f"{what}{where}", hint
 
 
+RUN_HINT = "work finished so far is saved in the run directory"
+#: after an interrupt, what the commands that resume say
+INTERRUPT_HINTS = {
+    "bench": "finished cells are saved; rerun the same command to compute the rest",
+    "batch": "finished items are saved; rerun the same command (or popcorn batch --resume ID) "
+    "to finish the rest",
+}
+
+
 class PopcornGroup(click.Group):
     def invoke(self, ctx: click.Context):
         debug = bool(ctx.params.get("debug")) or (ctx.params.get("verbose") or 0) >= 2
@@ -79,7 +88,7 @@ class PopcornGroup(click.Group):
         except KeyboardInterrupt as exc:
             reason = str(exc) or "interrupted"
             click.echo(f"error: {reason}", err=True)
-            click.echo("hint: work finished so far is saved in the run directory", err=True)
+            click.echo(f"hint: {INTERRUPT_HINTS.get(ctx.invoked_subcommand, RUN_HINT)}", err=True)
             ctx.exit(exit_code(exc))
         except PopcornError as exc:
             self._fail(ctx, exc.message, exc.hint, debug=debug)

@@ -179,3 +179,44 @@ def test_an_ordinary_rate_limit_is_still_retried():
     from llmpopcorn.batch import is_quota_error
 
     assert not is_quota_error(info.value)
+
+
+def test_requests_reuse_their_threads_and_a_stalled_one_holds_up_no_other():
+    import threading
+    import time
+
+    from llmpopcorn.backends.llm.openai_compat import _REQUEST_THREADS, RequestThreads
+
+    with FakeOpenAIServer() as srv:
+        srv.queue(200, completion("ok"))
+        llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=0)
+        llm.complete(request())
+        started = _REQUEST_THREADS.started
+        for _ in range(5):  # one after another: the idle thread is reused
+            assert llm.complete(request()) == "ok"
+        assert _REQUEST_THREADS.started == started
+    threads = RequestThreads(idle_s=0.2)
+    release = threading.Event()
+    stalled = threads.run(lambda: release.wait(10))
+    quick = threads.run(lambda: None)  # the busy thread is not waited for
+    assert quick.acquire(timeout=2) and not stalled.acquire(timeout=0)
+    assert threads.started == 2
+    release.set()
+    assert stalled.acquire(timeout=2)
+    deadline = time.monotonic() + 5
+    while threads._idle and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not threads._idle  # idle threads end after idle_s
+    assert threads.run(lambda: None).acquire(timeout=2) and threads.started == 3
+
+
+def test_a_reply_that_is_json_of_another_shape_or_not_json_is_a_clear_error():
+    with FakeOpenAIServer() as srv:
+        srv.queue_raw(200, '{"choices": [{"message": {"content": "fine"}}]}', "application/json")
+        llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=0)
+        assert llm.complete(request()) == "fine"  # a plain dict is read as it is
+    with FakeOpenAIServer() as srv:
+        srv.queue_raw(200, "{not json", "application/json")
+        llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=0)
+        with pytest.raises(LLMError, match="text that is not JSON"):
+            llm.complete(request())

@@ -199,7 +199,7 @@ def test_cancel_a_queued_and_a_running_job(out_dir, gate):
         assert client.delete("/api/runs/nope").status_code == 404
 
 
-def test_restart_keeps_history_and_marks_running_jobs_interrupted(out_dir, gate):
+def test_restart_keeps_history_marks_running_jobs_interrupted_and_runs_queued_ones(out_dir, gate):
     crashed = gated_app(out_dir, gate, draft_workers=1, owner=dead_owner())
     jobs = crashed.state.jobs
     jobs.start()  # no lifespan, no shutdown: the process "dies" with jobs in flight
@@ -214,15 +214,23 @@ def test_restart_keeps_history_and_marks_running_jobs_interrupted(out_dir, gate)
         history = {r["id"]: r for r in client.get("/api/runs").json()["runs"]}
         assert history[done]["state"] == "done"
         assert history[running]["state"] == "interrupted"
-        assert history[queued]["state"] == "interrupted"
+        assert history[running]["retryable"] is True
+        # the queued one never started: this server queued it again and runs it
+        assert wait_for(client, queued)["state"] == "done"
         record = client.get(f"/api/runs/{running}").json()["record"]
         assert record["status"] == "failed" and record["error"].startswith("interrupted")
         replay = client.get(f"/api/runs/{done}/events").text  # from the store, not memory
         assert '"stage": "clip"' in replay and '"state": "done"' in replay
-        assert '"state": "interrupted"' in client.get(f"/api/runs/{queued}/events").text
+        assert '"state": "interrupted"' in client.get(f"/api/runs/{running}/events").text
         gate.set()  # the old workers wake up; they no longer own the jobs
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while queued in jobs.jobs:  # the old worker takes it from its own queue...
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         assert client.get(f"/api/runs/{running}").json()["state"] == "interrupted"
+        # ...and finds its claim gone: the queued job ran once, here
+        assert len(list((out_dir / "web" / queued).iterdir())) == 1
+        assert client.get(f"/api/runs/{queued}").json()["state"] == "done"
 
 
 def draft_app_done(out_dir) -> str:
@@ -530,7 +538,14 @@ def test_a_killed_server_leaves_history_that_the_next_one_marks_interrupted(out_
     with TestClient(app, base_url="http://127.0.0.1") as client:
         states = {r["id"]: r["state"] for r in client.get("/api/runs").json()["runs"]}
         assert set(states) == set(ids)  # none lost
-        assert set(states.values()) <= {"interrupted", "done"} and states[ids[2]] == "interrupted"
+        # the one that was running is interrupted; the queued ones run here, once each
+        assert states[ids[0]] in ("interrupted", "done")
+        final = {job_id: wait_for(client, job_id)["state"] for job_id in ids}
+        assert final[ids[2]] == "done" and set(final.values()) <= {"interrupted", "done"}
+        for job_id in ids:  # one run folder each (none if killed before its first stage)
+            folder = out_dir / "web" / job_id
+            runs = len(list(folder.iterdir())) if folder.exists() else 0
+            assert runs == 1 if final[job_id] == "done" else runs <= 1
 
 
 def test_the_data_folder_can_be_set_from_the_page_and_is_never_shown(client, tmp_path):
@@ -657,3 +672,132 @@ def test_every_json_answer_escapes_the_raw_replies_invisible_characters(out_dir)
     raws = [a["reply"] for a in run.json()["record"]["attempts"]]
     assert reply in raws and reply in [a["reply"] for a in json.loads(zipped)["attempts"]]
     assert run.headers["content-type"] == "application/json"
+
+
+def stop_opening_the_gate(app, gate) -> None:
+    """The app's shutdown asks its jobs to stop, then the gate opens (the running job
+    goes on to its next stage boundary, where it stops)."""
+    jobs = app.state.jobs
+    original = jobs.stop
+
+    def stop(timeout: float = 5.0) -> None:
+        threading.Timer(0.3, gate.set).start()
+        original(timeout)
+
+    jobs.stop = stop
+
+
+class CountingLLM(OfflineComposer):
+    """The offline composer, counting the queries it was asked about (all servers)."""
+
+    def __init__(self, asked: list[str]):
+        super().__init__()
+        self.asked = asked
+
+    def complete(self, request):
+        self.asked.append(request.messages[-1].content)
+        return super().complete(request)
+
+
+def test_queued_jobs_survive_a_restart_and_run_once_each_in_order(out_dir, gate):
+    queries = [f"idea number {n}" for n in range(5)]
+    first = gated_app(out_dir, gate, draft_workers=1)
+    stop_opening_the_gate(first, gate)
+    with TestClient(first, base_url="http://127.0.0.1") as client:
+        ids = [client.post("/api/runs", json={"query": q, "seed": 3}).json()["id"] for q in queries]
+        wait_for(client, ids[0], states=("running",))  # the gate holds it: 4 stay queued
+        assert [client.get(f"/api/runs/{i}").json()["position"] for i in ids[1:]] == [0, 1, 2, 3]
+    asked: list[str] = []
+
+    def factory(s):
+        return draft_pipeline(s, llm=CountingLLM(asked))
+
+    second = create_app(settings(out_dir), pipeline_factory=factory, draft_workers=1)
+    third = create_app(settings(out_dir), pipeline_factory=factory, draft_workers=1)
+    with TestClient(second, base_url="http://127.0.0.1") as client:
+        with TestClient(third, base_url="http://127.0.0.1") as other:  # a second server
+            views = [wait_for(client, i) for i in ids]
+            assert other.get(f"/api/runs/{ids[1]}").json()["state"] == "done"
+        assert views[0]["state"] == "interrupted" and views[0]["retryable"]
+        assert [v["state"] for v in views[1:]] == ["done"] * 4
+        assert [v["request"] for v in views[1:]] == [
+            {"query": q, "seed": 3, "mode": "basic", "variants": 1} for q in queries[1:]
+        ]
+    # each queued run ran exactly once, on one server, in the order it was submitted
+    assert [[q for q in queries if q in text] for text in asked] == [[q] for q in queries[1:]]
+    for job_id in ids:
+        assert len(list((out_dir / "web" / job_id).iterdir())) == 1
+
+
+def test_a_queued_job_that_needed_a_typed_key_is_interrupted_not_run_with_another(out_dir, gate):
+    first = gated_app(out_dir, gate, draft_workers=1)
+    stop_opening_the_gate(first, gate)
+    with TestClient(first, base_url="http://127.0.0.1") as client:
+        running = client.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
+        body = {"query": "a cat naps", "llm_api_key": TYPED_KEY}
+        keyed = client.post("/api/runs", json=body).json()["id"]
+        wait_for(client, running, states=("running",))
+    with TestClient(create_app(settings(out_dir)), base_url="http://127.0.0.1") as client:
+        view = client.get(f"/api/runs/{keyed}").json()
+        assert view["state"] == "interrupted" and "typed into the page" in view["error"]
+        assert "retry" in view["hint"] and view["retryable"]
+    store = (out_dir / "store.sqlite").read_bytes()
+    assert TYPED_KEY.encode() not in store
+
+
+def test_retry_runs_a_finished_job_again_as_a_new_job(out_dir, gate):
+    app = gated_app(out_dir, gate, draft_workers=1)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        body = {"query": "a corgi surfs", "seed": 11, "variants": 1, "temperature": 0.3}
+        job_id = client.post("/api/runs", json=body).json()["id"]
+        wait_for(client, job_id, states=("running",))
+        busy = client.post(f"/api/runs/{job_id}/retry")
+        assert busy.status_code == 409 and "still" in busy.json()["error"]
+        client.delete(f"/api/runs/{job_id}")
+        gate.set()
+        assert wait_for(client, job_id)["state"] == "cancelled"
+        again = client.post(f"/api/runs/{job_id}/retry")
+        assert again.status_code == 202, again.text
+        new_id = again.json()["id"]
+        assert new_id != job_id and again.json()["retry_of"] == job_id
+        view = wait_for(client, new_id)
+        assert view["state"] == "done" and view["retry_of"] == job_id
+        assert view["request"] == {**body, "mode": "basic"} and view["record"]["seed"] == 11
+        assert client.get(f"/api/runs/{job_id}").json()["state"] == "cancelled"  # kept as it was
+        assert client.post("/api/runs/nope/retry").status_code == 404
+        bad = client.post(f"/api/runs/{job_id}/retry", json={"query": "something else"})
+        assert bad.status_code == 422
+        page = client.get("/static/app.js").text
+        assert "/retry" in page and 'id="retry"' in client.get("/").text
+
+
+def test_two_servers_starting_together_split_the_queued_jobs_without_overlap(out_dir, gate):
+    from llmpopcorn.web.jobs import JobManager
+
+    first = gated_app(out_dir, gate, draft_workers=1)
+    stop_opening_the_gate(first, gate)
+    with TestClient(first, base_url="http://127.0.0.1") as client:
+        ids = [client.post("/api/runs", json={"query": f"idea {n}"}).json()["id"] for n in range(9)]
+        wait_for(client, ids[0], states=("running",))
+    # a queued job can be cancelled while no server runs it
+    idle = JobManager(settings(out_dir))
+    assert idle.view(idle.row(ids[1]))["state"] == "queued"
+    assert idle.cancel(ids[1]) == "cancelled"
+    managers = [JobManager(settings(out_dir)) for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def recover(manager):
+        barrier.wait()
+        manager.recover()  # what start() does before its workers run
+
+    threads = [threading.Thread(target=recover, args=(m,)) for m in managers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    taken = [[job.id for job in m.jobs.values()] for m in managers]
+    assert not set(taken[0]) & set(taken[1])  # never both
+    assert sorted(taken[0] + taken[1]) == sorted(ids[2:])  # every waiting one, once
+    for ids_taken in taken:  # each in submission order
+        assert ids_taken == [i for i in ids if i in ids_taken]
+    assert idle.view(idle.row(ids[0]))["state"] == "interrupted"

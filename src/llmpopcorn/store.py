@@ -370,6 +370,24 @@ class Store:
             )
         return cur.rowcount == 1
 
+    def update_labels(self, key: str, changes: dict[str, Any]) -> bool:
+        """Merge ``changes`` into the labels of this owner's running item (e.g. when a
+        queued web job starts); False (nothing written) when it is not running under this
+        owner, so it doubles as a check that the claim is still ours."""
+        with self._tx("update labels") as conn:
+            row = conn.execute(
+                "SELECT labels FROM items WHERE key=? AND owner=? AND status='running'",
+                (key, self.owner),
+            ).fetchone()
+            if row is None:
+                return False
+            labels = {**json.loads(row["labels"] or "{}"), **changes}
+            conn.execute(
+                f"UPDATE items SET labels=?, updated={_NOW_ISO} WHERE key=?",
+                (json.dumps(labels, sort_keys=True, default=str), key),
+            )
+        return True
+
     @contextmanager
     def keep_alive(self, key: str, lease_s: float = DEFAULT_LEASE_S) -> Iterator[None]:
         """Renew this owner's lease on ``key`` every ``lease_s / 3`` seconds from a

@@ -10,6 +10,9 @@ Routes (the OpenAPI page is ``/docs`` on loopback):
 - ``GET /api/runs/{id}``: status, and the record once there is one.
 - ``GET /api/runs/{id}/events``: server-sent events (``state``, ``stage``).
 - ``DELETE /api/runs/{id}``: cancel a queued or running job.
+- ``POST /api/runs/{id}/retry``: run a finished (failed, cancelled, interrupted, done) job
+  again as a new job with the same request -> 202 ``{"id", "state", "retry_of"}``; a key
+  typed into the page is not kept, so the body may carry it again (``llm_api_key``).
 - ``GET /api/runs/{id}/files/{name}``: ``cover.png``, ``clip.mp4``, ``record.json``,
   ``report.html`` of a run, by id only.
 - ``GET /api/runs/{id}/package``: the ready-to-post zip.
@@ -32,12 +35,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..errors import ConfigError, PopcornError, require
 from ..redact import scrub
 from ..settings import Settings
-from .jobs import LIVE, TERMINAL, JobManager, progress_pipeline
+from .jobs import LIVE, TERMINAL, JobBusy, JobManager, progress_pipeline
 from .requests import RunRequest
 from .safety import (
     LOOPBACK_HOSTS,
@@ -62,6 +65,14 @@ EVENT_POLL_S = 0.2
 
 class DataFolder(BaseModel):
     path: str = Field(max_length=1_000)
+
+
+class RetryBody(BaseModel):
+    """Optional body of a retry: the key typed into the page again (never stored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm_api_key: SecretStr | None = Field(None, max_length=500)
 
 
 def create_app(
@@ -238,6 +249,19 @@ def create_app(
         if state is None:
             return not_found()
         return answer({"id": job_id, "state": state})
+
+    @app.post(
+        "/api/runs/{job_id}/retry", status_code=202, summary="Run a finished run again (new job)"
+    )
+    async def retry(job_id: str, body: RetryBody | None = None):
+        key = body.llm_api_key if body is not None else None
+        try:
+            job = await asyncio.to_thread(jobs.retry, job_id, key)
+        except JobBusy as exc:
+            return answer({"error": exc.message, "hint": exc.hint}, 409)
+        if job is None:
+            return not_found()
+        return answer({"id": job.id, "state": job.state, "lane": job.lane, "retry_of": job_id}, 202)
 
     @app.get("/api/runs/{job_id}/events", summary="Stage progress as server-sent events")
     async def events(job_id: str):

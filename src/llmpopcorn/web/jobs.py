@@ -9,12 +9,20 @@ in a queue (never in a request thread), and a fixed set of worker threads runs t
   ``cache_size`` each: a worker never shares a pipeline with another thread, and memory
   stays bounded however many setting combinations arrive.
 * **Store.** A job is claimed in the store at submission (status ``running`` with this
-  server as owner; the API says ``queued`` until a worker takes it) and finished with
-  ``ok`` or ``failed``; the finer state (done, failed, cancelled, interrupted) is the
+  server as owner; the API says ``queued`` until a worker takes it), with its request in
+  its labels (every field but a typed key); a worker adds ``started`` to the labels when
+  it takes the job (and only while the claim is still this server's), and finishes it
+  with ``ok`` or ``failed``; the finer state (done, failed, cancelled, interrupted) is the
   ``state`` of its result. Leases are renewed by a heartbeat while the job is alive.
-* **Restart.** At start, web jobs whose owner is gone (a crash, a kill) or whose lease
-  ran out are marked ``interrupted``, in the store and in their ``record.json``. Queued
-  jobs are not re-run: a key typed into the page lived only in the old process.
+* **Restart.** On shutdown, jobs still queued are given back to the store (``pending``)
+  and running ones are recorded as ``interrupted``. At start, the server claims the web
+  jobs that wait: pending ones, and those whose owner is gone (a crash, a kill) or whose
+  lease ran out. One that never started is queued again, in submission order (unless its
+  request needed a key typed into the page: that key lived only in the old process, so
+  it is ``interrupted``, to be retried with the key); one that had started is
+  ``interrupted``, in the store and in its ``record.json``. The claim decides, so two
+  servers never run the same job. Any finished job can be run again as a new job with
+  the same request (:meth:`JobManager.retry`).
 * **Cancel.** A queued job is dropped from its queue; a running one stops at its next
   stage boundary, between LLM calls, or after the current denoising step of a diffusers
   render (:mod:`llmpopcorn.backends.diffusion.cancel`); a draft render in progress
@@ -23,6 +31,7 @@ in a queue (never in a request thread), and a fixed set of worker threads runs t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -35,11 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import PopcornError
+from ..errors import ConfigError, PopcornError
 from ..pipeline import Pipeline
 from ..redact import scrub
 from ..settings import Settings
 from ..store import Store, new_owner
+from ..types import utcnow
 from .requests import RunRequest, settings_for, settings_key
 from .runfiles import mark_record, only_run_dir, package_bytes, summary
 
@@ -56,6 +66,15 @@ MAX_ERROR_CHARS = 1_000
 #: finished jobs kept in memory for late event-stream readers (the store keeps them all)
 RECENT_JOBS = 256
 INTERRUPTED = "interrupted: the server stopped before this run finished"
+KEY_LOST = (
+    "interrupted: this queued run needed the API key typed into the page, which is not "
+    "kept across a server restart"
+)
+KEY_LOST_HINT = "run it again (retry) and type the key again"
+
+
+class JobBusy(PopcornError):
+    """The job is still queued or running (it cannot be run again yet)."""
 
 
 class JobStopped(Exception):
@@ -76,6 +95,7 @@ class Job:
     submitted: float = field(default_factory=time.time)
     events: list[dict[str, Any]] = field(default_factory=list)
     stop: tuple[str, str] | None = None  # (state, message) once asked to stop
+    seq: int = 0  # queue order (submission, or the store's order for re-queued jobs)
     finishing: bool = False  # its end is being written (the state changes after the store)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
@@ -156,6 +176,7 @@ class JobManager:
         self._stopping = threading.Event()
         self._started = False
         self._package_lock = threading.Lock()
+        self._seq = itertools.count()
         self.out_root.mkdir(parents=True, exist_ok=True)
         self.store()  # open (and migrate) now: a corrupt store fails at start, not later
 
@@ -187,10 +208,19 @@ class JobManager:
         self._threads.append(beat)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the workers; jobs still queued or running are recorded as interrupted."""
+        """Stop the workers: jobs still queued are given back to the store (the next
+        server runs them), running ones are recorded as interrupted."""
         self._stopping.set()
         with self._lock:
-            live = [job for job in self.jobs.values() if job.state in LIVE]
+            waiting = [j for j in self.jobs.values() if j.state == "queued" and not j.finishing]
+            for job in waiting:
+                job.finishing = True  # no worker, cancel or finish touches it from now on
+            live = [job for job in self.jobs.values() if job.state in LIVE and not job.finishing]
+        for job in waiting:
+            try:
+                self.store().release(job.key)
+            except PopcornError:  # a full disk: its lease runs out and the next start takes it
+                log.warning("could not give queued job %s back to the store", job.id)
         for job in live:
             job.stop = ("interrupted", INTERRUPTED)
         for lane, count in self.workers_per_lane.items():
@@ -204,37 +234,71 @@ class JobManager:
                 self._finish(job, "interrupted", error=INTERRUPTED)
 
     def recover(self) -> int:
-        """Mark web jobs left running by a server that is gone as interrupted."""
+        """Take over the web jobs that wait for a server (see the module docstring): queue
+        again, in submission order, those that never started; mark the others interrupted.
+        Returns how many jobs were taken over."""
         store, count = self.store(), 0
-        for row in store.items(kind=KIND, status="running"):
-            if row["key"] in {job.key for job in self.jobs.values()}:
+        known = {job.key for job in self.jobs.values()}
+        for row in store.items(kind=KIND):  # oldest first: the original queue order
+            if row["status"] not in ("pending", "running") or row["key"] in known:
                 continue
             claim = store.claim(
                 row["key"],
                 kind=KIND,
                 group=row["grp"],
                 settings_hash=row["settings_hash"],
-                lease_s=60.0,
+                labels=row["labels"],
+                lease_s=self.lease_s,
             )
             if not claim.claimed:
-                continue  # another live server still holds it
-            job_dir = self._job_dir(row["key"].split(":", 1)[1])
-            run_dir = only_run_dir(job_dir)
-            mark_record(run_dir, INTERRUPTED)
-            result = {"state": "interrupted", **summary(run_dir)}
-            store.finish(
-                row["key"],
-                status="failed",
-                result=result,
-                error=INTERRUPTED,
-                run_dir=str(run_dir) if run_dir else None,
-            )
+                continue  # another live server holds it, or took it first
             count += 1
+            job_id = row["key"].split(":", 1)[1]
+            run_dir = only_run_dir(self._job_dir(job_id))
+            if row["labels"].get("started") or run_dir is not None:
+                self._end_row(row["key"], run_dir, INTERRUPTED)
+                continue
+            try:
+                request = request_from_labels(row["labels"])
+                if request is None:
+                    self._end_row(row["key"], None, KEY_LOST, hint=KEY_LOST_HINT)
+                    continue
+                settings = settings_for(self.base, request)
+            except (PopcornError, ValueError) as exc:  # the server's settings changed
+                message = getattr(exc, "message", None) or f"invalid request: {exc}"
+                hint = getattr(exc, "hint", None)
+                self._end_row(row["key"], None, message, state="failed", hint=hint)
+                continue
+            job = Job(id=job_id, request=request, settings=settings, lane=lane_for(settings))
+            self._queue(job)
         return count
+
+    def _end_row(
+        self,
+        key: str,
+        run_dir: Path | None,
+        error: str,
+        *,
+        state: str = "interrupted",
+        hint: str | None = None,
+    ) -> None:
+        """Finish a claimed job that has no Job in memory (taken over at start)."""
+        if state == "interrupted":
+            mark_record(run_dir, error)
+        result = {"state": state, **summary(run_dir)}
+        if hint:
+            result["hint"] = scrub(hint)[:MAX_ERROR_CHARS]
+        self.store().finish(
+            key,
+            status="failed",
+            result=result,
+            error=scrub(error)[:MAX_ERROR_CHARS],
+            run_dir=str(run_dir) if run_dir else None,
+        )
 
     # -- submitting and cancelling -------------------------------------------------------
 
-    def submit(self, request: RunRequest) -> Job:
+    def submit(self, request: RunRequest, *, retry_of: str | None = None) -> Job:
         """Validate ``request`` (a bad one raises a PopcornError), record it, queue it."""
         from ..paths import clean_query
 
@@ -250,6 +314,8 @@ class JobManager:
             "request": request.public(),
             "lane": job.lane,
         }
+        if retry_of:
+            labels["retry_of"] = retry_of
         store.claim(
             job.key,
             kind=KIND,
@@ -258,12 +324,35 @@ class JobManager:
             labels=labels,
             lease_s=self.lease_s,
         )
+        self._queue(job)
+        return job
+
+    def _queue(self, job: Job) -> None:
         with self._lock:
+            job.seq = next(self._seq)
             self.jobs[job.id] = job
             self._trim()
         job.emit("state", state="queued")
         self.queues[job.lane].put(job)
-        return job
+
+    def retry(self, job_id: str, api_key: Any = None) -> Job | None:
+        """Run a finished job again: a new job with the same request (and ``api_key``, a
+        key typed again, when given). None when the id is unknown; a job still queued or
+        running raises :class:`JobBusy`."""
+        row = self.row(job_id)
+        if row is None:
+            return None
+        if self.view(row)["state"] not in TERMINAL:
+            raise JobBusy(
+                "this run is still queued or running",
+                "wait for it to finish (or cancel it), then run it again",
+            )
+        request = request_from_labels(row["labels"], keep_typed=True)
+        if request is None:
+            raise ConfigError("this run's request was not recorded", "submit it again")
+        if api_key is not None:
+            request = request.model_copy(update={"llm_api_key": api_key})
+        return self.submit(request, retry_of=job_id)
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued or running job; returns its state after the request (None when
@@ -272,6 +361,17 @@ class JobManager:
             job = self.jobs.get(job_id)
         if job is None or job.state in TERMINAL:
             row = self.store().get(f"{KIND}:{job_id}")
+            if row is not None and row["status"] == "pending":  # queued for the next start
+                claim = self.store().claim(
+                    row["key"],
+                    kind=KIND,
+                    group=row["grp"],
+                    settings_hash=row["settings_hash"],
+                    lease_s=self.lease_s,
+                )
+                if claim.claimed:
+                    self._end_row(row["key"], None, "cancelled by the user", state="cancelled")
+                    row = self.store().get(row["key"])
             return None if row is None else self.view(row)["state"]
         job.stop = ("cancelled", "cancelled by the user")
         with self._lock:
@@ -287,7 +387,7 @@ class JobManager:
             ahead = [
                 j
                 for j in self.jobs.values()
-                if j.lane == job.lane and j.state == "queued" and j.submitted < job.submitted
+                if j.lane == job.lane and j.state == "queued" and j.seq < job.seq
             ]
         return len(ahead)
 
@@ -326,9 +426,19 @@ class JobManager:
             if job.state != "queued" or job.finishing:
                 return
             job.state = "running"
+        store = self.store()
+        if not store.update_labels(job.key, {"started": utcnow()}):
+            # the claim is no longer ours (another server took this job over while this
+            # one was thought gone): never run a job twice
+            log.warning("web job %s was taken over by another server; not run here", job.id)
+            with self._lock:
+                job.state = "interrupted"
+                job.finishing = True
+                self.jobs.pop(job.id, None)
+            job.emit("state", state="interrupted", error="taken over by another server")
+            return
         job.emit("state", state="running")
         started = time.perf_counter()
-        store = self.store()
 
         def check_stop() -> None:
             if job.stop is not None:
@@ -433,6 +543,8 @@ class JobManager:
             job = self.jobs.get(job_id)
         if row["status"] == "running":
             state = job.state if job is not None else "running"
+        elif row["status"] == "pending":
+            state = "queued"  # given back by a stopped server: the next start runs it
         else:
             state = result.get("state") or ("done" if row["status"] == "ok" else "failed")
         labels = row["labels"]
@@ -453,7 +565,11 @@ class JobManager:
             "stages": result.get("timings") or {},
             "run_id": result.get("run_id"),
             "has_clip": bool(result.get("has_clip")),
+            "retry_of": labels.get("retry_of"),
         }
+        out["retryable"] = state in TERMINAL
+        if row["status"] == "pending":
+            out["error"] = None
         if job is not None:
             out["position"] = self.queue_position(job)
             out["stage"] = next(
@@ -499,6 +615,19 @@ class JobManager:
             raise FileNotFoundError(job_id)
         with self._package_lock:
             return package_bytes(run_dir, self.base, scrubber)
+
+
+def request_from_labels(labels: dict[str, Any], *, keep_typed: bool = False) -> RunRequest | None:
+    """The request a job was submitted with, from its stored labels (never a key: a key
+    typed into the page is not stored). None when it is missing, or when it had a typed
+    key and ``keep_typed`` is false (running it without that key would use another)."""
+    data = dict(labels.get("request") or {})
+    if not data:
+        return None
+    typed = data.pop("llm_api_key", None) is not None
+    if typed and not keep_typed:
+        return None
+    return RunRequest(**data)
 
 
 def _variant_listener(job: Job, settings: Settings) -> Callable[[Any], None]:

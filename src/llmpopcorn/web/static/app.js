@@ -123,8 +123,25 @@ $("cancel").addEventListener("click", async () => {
   if (current) await api(`/api/runs/${current.id}`, { method: "DELETE" }).catch(() => {});
 });
 
+// a failed, cancelled or interrupted run (a server restart) can be run again as a new job
+$("retry").addEventListener("click", async () => {
+  if (!current) return;
+  $("error").textContent = "";
+  const key = $("llm_api_key").value.trim(); // a typed key is not kept by the server
+  const body = key ? JSON.stringify({ llm_api_key: key }) : undefined;
+  try {
+    const job = await api(`/api/runs/${current.id}/retry`, { method: "POST", body });
+    location.hash = `run=${job.id}`;
+    watch(job.id);
+    loadHistory();
+  } catch (err) {
+    $("error").textContent = `Error: ${err.message}`;
+  }
+});
+
 function drawStages(view, seen, active) {
   $("cancel").hidden = TERMINAL.has(view.state);
+  $("retry").hidden = !TERMINAL.has(view.state) || view.state === "done";
   $("stages").replaceChildren(
     ...STAGES.map((stage) => {
       let cls = "";

@@ -416,26 +416,38 @@ class Stop(Exception):
     """A caller's own stop (what a cancelled web job raises)."""
 
 
-@pytest.fixture
-def stepped(tiny_backends):
-    """The tiny SD 1.5 at 5 steps and a count of its denoiser calls (hooks removed after)."""
-    backend = tiny_backends("sd15", steps=5)
+def _denoiser(backend):
+    return getattr(backend.pipe, "unet", None) or backend.pipe.transformer
+
+
+@pytest.fixture(params=["sd15"])
+def stepped(request, tiny_backends):
+    """A tiny backend at 5 steps and a count of its denoiser calls (hooks removed after)."""
+    backend = tiny_backends(request.param, steps=5)
     calls, handles = [0], []
 
     def count(*_args):
         calls[0] += 1
 
-    handles.append(backend.pipe.unet.register_forward_hook(count))
+    handles.append(_denoiser(backend).register_forward_hook(count))
     yield backend, calls, handles
     for handle in handles:
         handle.remove()
 
 
+@pytest.mark.parametrize("stepped", ["sd15", "ltx"], indirect=True)
 def test_a_stop_check_ends_a_render_after_the_current_step(stepped):
     from llmpopcorn.backends.diffusion.cancel import stop_check
 
     backend, calls, _ = stepped
-    plain = np.asarray(backend.generate(ImageRequest(prompt="a corgi surfs", seed=3)))
+    video = backend.kind == "video"
+    request = (VideoRequest if video else ImageRequest)(prompt="a corgi surfs", seed=3)
+
+    def render():
+        out = backend.generate(request)
+        return np.stack(out.frames) if video else np.asarray(out)
+
+    plain = render()
     full = calls[0]
     assert full >= 5
     checked = []
@@ -446,15 +458,14 @@ def test_a_stop_check_ends_a_render_after_the_current_step(stepped):
 
     calls[0] = 0
     with stop_check(check), pytest.raises(Stop, match="cancelled by the user"):
-        backend.generate(ImageRequest(prompt="a corgi surfs", seed=3))
+        render()
     assert calls[0] == 1 and checked == [0]  # no step after the stop
     # a check that never stops changes nothing, and the next render runs every step
     calls[0] = 0
     with stop_check(lambda: None):
-        same = np.asarray(backend.generate(ImageRequest(prompt="a corgi surfs", seed=3)))
+        same = render()
     assert calls[0] == full and np.array_equal(same, plain)
-    again = np.asarray(backend.generate(ImageRequest(prompt="a corgi surfs", seed=3)))
-    assert np.array_equal(again, plain)
+    assert np.array_equal(render(), plain)  # the interrupt did not stick to the pipeline
 
 
 def test_cancelling_a_web_job_stops_its_diffusion_render_within_a_step(tmp_path, stepped):
@@ -470,7 +481,7 @@ def test_cancelling_a_web_job_stops_its_diffusion_render_within_a_step(tmp_path,
         if calls[0] == 1:
             manager.cancel(jobs[0].id)  # the user presses Cancel during step 1 of 5
 
-    handles.append(backend.pipe.unet.register_forward_hook(cancel_on_first_step))
+    handles.append(_denoiser(backend).register_forward_hook(cancel_on_first_step))
     manager.factory = lambda s: Pipeline(
         s, llm=FakeLLM([IDEA]), image=backend, video=DraftClip(width=72, height=128, fps=4)
     )

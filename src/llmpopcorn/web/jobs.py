@@ -258,9 +258,12 @@ class JobManager:
             if row["labels"].get("started") or run_dir is not None:
                 self._end_row(row["key"], run_dir, INTERRUPTED)
                 continue
+            if not row["labels"].get("request"):  # written before requests were kept
+                self._end_row(row["key"], None, INTERRUPTED)
+                continue
             try:
                 request = request_from_labels(row["labels"])
-                if request is None:
+                if request is None:  # it needed a key typed into the page, now gone
                     self._end_row(row["key"], None, KEY_LOST, hint=KEY_LOST_HINT)
                     continue
                 settings = settings_for(self.base, request)

@@ -680,8 +680,16 @@ def stop_opening_the_gate(app, gate) -> None:
     jobs = app.state.jobs
     original = jobs.stop
 
+    def open_once_asked() -> None:
+        deadline = time.monotonic() + 10
+        while not any(job.stop for job in list(jobs.jobs.values())):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        gate.set()
+
     def stop(timeout: float = 5.0) -> None:
-        threading.Timer(0.3, gate.set).start()
+        threading.Thread(target=open_once_asked, daemon=True).start()
         original(timeout)
 
     jobs.stop = stop
@@ -737,12 +745,20 @@ def test_a_queued_job_that_needed_a_typed_key_is_interrupted_not_run_with_anothe
         body = {"query": "a cat naps", "llm_api_key": TYPED_KEY}
         keyed = client.post("/api/runs", json=body).json()["id"]
         wait_for(client, running, states=("running",))
-    with TestClient(create_app(settings(out_dir)), base_url="http://127.0.0.1") as client:
+    app = create_app(settings(out_dir), pipeline_factory=draft_pipeline)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         view = client.get(f"/api/runs/{keyed}").json()
         assert view["state"] == "interrupted" and "typed into the page" in view["error"]
         assert "retry" in view["hint"] and view["retryable"]
-    store = (out_dir / "store.sqlite").read_bytes()
-    assert TYPED_KEY.encode() not in store
+        assert not (out_dir / "web" / keyed).exists()  # it never ran
+        # retried with the key typed again: a new job, the key still kept nowhere
+        again = client.post(f"/api/runs/{keyed}/retry", json={"llm_api_key": TYPED_KEY})
+        assert again.status_code == 202 and TYPED_KEY not in again.text
+        view = wait_for(client, again.json()["id"])
+        assert view["state"] == "done" and "not kept" in view["request"]["llm_api_key"]
+    for path in out_dir.rglob("*"):
+        if path.is_file():
+            assert TYPED_KEY.encode() not in path.read_bytes(), path
 
 
 def test_retry_runs_a_finished_job_again_as_a_new_job(out_dir, gate):

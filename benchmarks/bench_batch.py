@@ -10,7 +10,10 @@ The server runs in its own process (as a real server would: it does not share th
 process's interpreter lock). ``wall_items_s`` counts from the call to the last item,
 start-up included (``start_s``: store, identity, before the first claim); ``ratio`` is
 it over the ideal K / 0.2 s (n is a multiple of K, so this is ideal wall / wall);
-``steady_items_s`` counts from the first finished item to the last.
+``steady_items_s`` counts from the first finished item to the last; ``cpu_ms_item`` is
+this process's CPU time (all threads, user + system) per item: on a 2-core machine
+whose other core runs the server, K / 0.2 s items/s need well under 1000 / (K / 0.2)
+ms per item (12.5 ms at K = 16), since K threads share one interpreter lock.
 
     python benchmarks/bench_batch.py [--quick] [--no-ray] [--json FILE]
 """
@@ -108,16 +111,24 @@ def api_settings(url: str):
                     render=False, score=False)  # fmt: skip
 
 
+def cpu_ms() -> float:
+    """CPU time of this process (every thread, user + system), in ms."""
+    times = os.times()
+    return (times.user + times.system) * 1000
+
+
 def run_once(url, out, k, n, executor="local", tag=""):
     from llmpopcorn.batch import run_batch
 
     timer = Timer()
     queries = [f"bench {tag} k{k} item {i} {time.time_ns()}" for i in range(n)]
+    cpu = cpu_ms()
     run = run_batch(queries, api_settings(url), out_dir=out, concurrency=k, executor=executor,
                     on_start=timer.start, on_progress=timer.progress)  # fmt: skip
+    cpu = cpu_ms() - cpu
     assert run.progress.done == n, run.progress
     timer.progress(run.progress)
-    return timer.rates(n)
+    return {**timer.rates(n), "cpu_ms_item": round(cpu / n, 2)}
 
 
 def bare_client(url: str, k: int, n: int) -> dict:
@@ -142,14 +153,15 @@ def bare_client(url: str, k: int, n: int) -> dict:
                 i = todo.pop()
             llm.complete(ChatRequest(messages=[Message(role="user", content=f"bare {i}")], seed=i))
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_ms()
     threads = [threading.Thread(target=work) for _ in range(k)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     rate = n / (time.perf_counter() - started)
-    return {"bare_items_s": round(rate, 2), "bare_ratio": round(rate / (k / DELAY), 3)}
+    return {"bare_items_s": round(rate, 2), "bare_ratio": round(rate / (k / DELAY), 3),
+            "bare_cpu_ms_item": round((cpu_ms() - cpu) / n, 2)}  # fmt: skip
 
 
 def overhead(out: Path, n: int) -> dict:

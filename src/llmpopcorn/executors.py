@@ -257,7 +257,8 @@ class RayExecutor(Executor):
             }
             if self.address:
                 kwargs["address"] = self.address
-            else:
+            else:  # a new local Ray, even when a cluster runs on this machine
+                kwargs["address"] = "local"
                 kwargs["num_cpus"] = self.num_cpus or os.cpu_count() or 1
             if self.runtime_env:
                 kwargs["runtime_env"] = self.runtime_env

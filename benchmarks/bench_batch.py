@@ -5,6 +5,8 @@ answers after 200 ms, rendering and scoring off.
 2. Bookkeeping overhead per item: a batch whose LLM answers at once (in-process), minus
    the same ideation calls made directly (no store, no folders, no threads).
 3. The same batch through a local Ray (num_cpus=2) against the local executor.
+4. The study (``popcorn bench``'s ``run_study``, basic mode) on the same executors: 32 cells
+   at K = 1 and K = 8 against the same server, against the ideal K / 0.2 s.
 
 The server runs in its own process (as a real server would: it does not share this
 process's interpreter lock). ``wall_items_s`` counts from the call to the last item,
@@ -200,10 +202,28 @@ def overhead(out: Path, n: int) -> dict:
             "overhead_ms_per_item": round((steady - bare) * 1000, 2)}  # fmt: skip
 
 
+def study_once(url: str, out: Path, k: int, n: int) -> dict:
+    """``n`` study cells (basic mode, one LLM) with ``-k k``: cells per second."""
+    from llmpopcorn.bench import BenchQuery, StudyPlan, run_study
+
+    stamp = time.time_ns()
+    queries = [BenchQuery(f"q-{i:03d}", "concrete", f"study k{k} {i} {stamp}") for i in range(n)]
+    settings = api_settings(url).model_copy(update={"mode": "basic"})
+    plan = StudyPlan(queries=queries, llms=["openai"], modes=["basic"])
+    started = time.perf_counter()
+    run = run_study(plan, settings, out, concurrency=k)
+    seconds = time.perf_counter() - started
+    assert run.computed == n and not run.failed, run
+    ideal = k / DELAY
+    return {"k": k, "cells": n, "seconds": round(seconds, 2),
+            "cells_s": round(n / seconds, 2), "ratio": round(n / seconds / ideal, 3)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer items")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--study-only", action="store_true", help="only part 4 (the study)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
@@ -215,6 +235,10 @@ def main() -> None:
     results: dict = {"load_before": os.getloadavg(), "delay_s": DELAY, "k": []}
     try:
         run_once(url, out / "warm", 2, 2, tag="warm")  # imports, first client
+        results["study"] = [study_once(url, out / f"study-k{k}", k, 32) for k in (1, 8)]
+        print(json.dumps(results["study"]), flush=True)
+        if args.study_only:
+            return
         for k in (1, 4, 16):
             n = {1: 12, 4: 64, 16: 320}[k] // (4 if args.quick else 1)
             rates = run_once(url, out / f"k{k}", k, n, tag=str(k))

@@ -18,6 +18,7 @@ mangle ordinary text.
 from __future__ import annotations
 
 import copy
+import functools
 import html
 import json
 import logging
@@ -55,29 +56,38 @@ def known_secrets(env: dict[str, str] | None = None) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def _forms(secret: str) -> set[str]:
-    return {secret, html.escape(secret), json.dumps(secret)[1:-1], quote(secret, safe="")}
+@functools.lru_cache(maxsize=256)
+def _forms(secret: str) -> tuple[str, ...]:
+    return tuple({secret, html.escape(secret), json.dumps(secret)[1:-1], quote(secret, safe="")})
 
 
-def scrub(text: str) -> str:
-    """``text`` with every known secret replaced by ``***``."""
+def _all_forms() -> list[str]:
+    """Every written form of every secret known now, longest secret first."""
+    return [form for secret in known_secrets() for form in _forms(secret)]
+
+
+def scrub(text: str, forms: list[str] | None = None) -> str:
+    """``text`` with every known secret replaced by ``***`` (``forms``: from
+    :func:`_all_forms`, when one caller scrubs many strings)."""
     if not text:
         return text
-    for secret in known_secrets():
-        for form in _forms(secret):
-            if form in text:
-                text = text.replace(form, MASK)
+    for form in _all_forms() if forms is None else forms:
+        if form in text:
+            text = text.replace(form, MASK)
     return text
 
 
-def scrub_data(value: Any) -> Any:
-    """Scrub every string inside JSON-like data (dicts, lists, tuples)."""
+def scrub_data(value: Any, forms: list[str] | None = None) -> Any:
+    """Scrub every string inside JSON-like data (dicts, lists, tuples); the secrets are
+    looked up once per call, not once per string."""
+    if forms is None:
+        forms = _all_forms()
     if isinstance(value, str):
-        return scrub(value)
+        return scrub(value, forms)
     if isinstance(value, dict):
-        return {scrub_data(k): scrub_data(v) for k, v in value.items()}
+        return {scrub_data(k, forms): scrub_data(v, forms) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(scrub_data(v) for v in value)
+        return type(value)(scrub_data(v, forms) for v in value)
     return value
 
 

@@ -817,3 +817,20 @@ def test_two_servers_starting_together_split_the_queued_jobs_without_overlap(out
     for ids_taken in taken:  # each in submission order
         assert ids_taken == [i for i in ids if i in ids_taken]
     assert idle.view(idle.row(ids[0]))["state"] == "interrupted"
+
+
+def test_an_agent_session_leaves_the_studio_s_queued_jobs_to_the_studio(out_dir, gate):
+    """`popcorn mcp` shares the job manager and the folder: at its start it takes over
+    only the waiting jobs an agent submitted, never the studio's (and the reverse)."""
+    from llmpopcorn.web.jobs import JobManager
+
+    first = gated_app(out_dir, gate, draft_workers=1)
+    stop_opening_the_gate(first, gate)
+    with TestClient(first, base_url="http://127.0.0.1") as client:
+        ids = [client.post("/api/runs", json={"query": q}).json()["id"] for q in ("one", "two")]
+        wait_for(client, ids[0], states=("running",))
+    agent = JobManager(settings(out_dir), pipeline_factory=draft_pipeline, origin="mcp")
+    assert agent.recover() == 0 and not agent.jobs
+    studio = create_app(settings(out_dir), pipeline_factory=draft_pipeline)
+    with TestClient(studio, base_url="http://127.0.0.1") as client:
+        assert wait_for(client, ids[1])["state"] == "done"

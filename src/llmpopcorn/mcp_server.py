@@ -48,7 +48,7 @@ def build_server(
     from .web.jobs import TERMINAL, JobManager
     from .web.requests import RunRequest
 
-    jobs = JobManager(settings, pipeline_factory=pipeline_factory, draft_workers=1)
+    jobs = JobManager(settings, pipeline_factory=pipeline_factory, draft_workers=1, origin="mcp")
     server = MCPServer("llmpopcorn", instructions=INSTRUCTIONS)
     scorers: dict[str, Any] = {}
 

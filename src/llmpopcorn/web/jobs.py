@@ -156,7 +156,11 @@ class JobManager:
         cache_size: int = 2,
         lease_s: float = DEFAULT_LEASE_S,
         owner: str | None = None,
+        origin: str = "web",
     ):
+        #: who submits this manager's jobs (``web``: the studio; ``mcp``: an agent's
+        #: session): at start a manager takes over only the waiting jobs of its origin
+        self.origin = origin
         self.base = settings
         self.out_root = Path(settings.out_dir).expanduser().resolve()
         self.store_path = self.out_root / STORE_NAME
@@ -242,6 +246,8 @@ class JobManager:
         for row in store.items(kind=KIND):  # oldest first: the original queue order
             if row["status"] not in ("pending", "running") or row["key"] in known:
                 continue
+            if row["labels"].get("origin", "web") != self.origin:
+                continue  # the studio's jobs are not an agent's, and the reverse
             claim = store.claim(
                 row["key"],
                 kind=KIND,
@@ -316,6 +322,7 @@ class JobManager:
             "mode": settings.mode,
             "request": request.public(),
             "lane": job.lane,
+            "origin": self.origin,
         }
         if retry_of:
             labels["retry_of"] = retry_of

@@ -308,3 +308,25 @@ def test_stack_finds_a_planted_signal_and_needs_no_torch_to_predict(tmp_path, mo
     monkeypatch.setitem(sys.modules, "torch", None)  # importing torch now fails
     report = regression_report(test.labels, load_model(tmp_path / "s").predict(test))
     assert report["src"] > 0.8 and report["nmse"] < 0.3, report
+
+
+def test_read_frames_keeps_evenly_spaced_frames_of_the_decoded_clip(tmp_path):
+    """Only the kept frames are converted to RGB; they are the same frames, in order,
+    as converting every frame and sampling afterwards."""
+    import av
+
+    from llmpopcorn.backends.base import Clip
+    from llmpopcorn.media import write_mp4
+    from llmpopcorn.predict.visual import read_frames
+
+    rng = np.random.default_rng(0)
+    frames = [np.full((32, 48, 3), 8 * i, dtype=np.uint8) for i in range(30)]
+    frames = [np.clip(f + rng.integers(0, 20, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    path = write_mp4(Clip(frames=frames, fps=10), tmp_path / "c.mp4")
+    with av.open(str(path)) as container:
+        every = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    keep = np.linspace(0, len(every) - 1, 8).round().astype(int)
+    got = read_frames(path, max_frames=8)
+    assert len(got) == 8
+    assert all(np.array_equal(a, every[i]) for a, i in zip(got, keep, strict=True))
+    assert len(read_frames(path, max_frames=100)) == 30

@@ -187,16 +187,23 @@ def test_identity_covers_result_settings_and_skips_the_rest(tmp_path):
     assert ident(basic) != cell_identity(basic, llm_model="m", predictor=None, corpus_sha256="d")
 
 
-def test_failed_cells_are_recorded_and_retried(data_dir, tmp_path):
-    settings = Settings.resolve(env={}, render=False, max_attempts=1)
+def fake_llm_study(data_dir, tmp_path, replies, **settings):
+    """The two concrete queries, basic mode, through a FakeLLM answering ``replies``;
+    returns (the run, its settings, its plan)."""
+    settings = Settings.resolve(env={}, render=False, **settings)
     plan = StudyPlan(queries=load_queries(data_dir, ["concrete"]), llms=["fake"], modes=["basic"])
-    good = json.dumps({"title": "Good", "cover_prompt": "c", "video_prompt": "v"})
     run = run_study(
         plan,
         settings,
         tmp_path / "s",
-        pipeline_factory=factory(TitleLengthScorer(), FakeLLM(["junk", good])),
+        pipeline_factory=factory(TitleLengthScorer(), FakeLLM(replies)),
     )
+    return run, settings, plan
+
+
+def test_failed_cells_are_recorded_and_retried(data_dir, tmp_path):
+    good = json.dumps({"title": "Good", "cover_prompt": "c", "video_prompt": "v"})
+    run, settings, plan = fake_llm_study(data_dir, tmp_path, ["junk", good], max_attempts=1)
     rows = study_rows(run.store_path, run.keys)
     assert [r["status"] for r in rows] == ["failed", "ok"]
     assert "no valid idea" in rows[0]["error"]
@@ -440,15 +447,8 @@ def test_an_interrupted_study_gives_its_cells_back_and_a_rerun_finishes(data_dir
 def test_results_csv_defuses_formula_titles_and_json_keeps_them(data_dir, tmp_path):
     from llmpopcorn.study_report import write_reports
 
-    settings = Settings.resolve(env={}, render=False)
-    plan = StudyPlan(queries=load_queries(data_dir, ["concrete"]), llms=["fake"], modes=["basic"])
     evil = json.dumps({"title": "=1+2 surprise", "cover_prompt": "c", "video_prompt": "v"})
-    run = run_study(
-        plan,
-        settings,
-        tmp_path / "s",
-        pipeline_factory=factory(TitleLengthScorer(), FakeLLM([evil, evil])),
-    )
+    run, _, _ = fake_llm_study(data_dir, tmp_path, [evil, evil])
     rows = study_rows(run.store_path, run.keys)
     assert {r["title"] for r in rows} == {"=1+2 surprise"}  # the store keeps the text
     write_reports(rows, tmp_path / "s", plots=False, n_boot=10)

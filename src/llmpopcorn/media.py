@@ -47,9 +47,9 @@ BT601 = (
 )  # fmt: skip
 
 
-def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+def rgb_to_yuv420p(rgb: np.ndarray | YUVFrame) -> np.ndarray:
     """RGB (H x W x 3 uint8, even sizes) to planar yuv420p (BT.601, limited range), as
-    the (H * 3 / 2) x W array PyAV expects.
+    the (H * 3 / 2) x W array PyAV expects; a :class:`YUVFrame` is returned as it is.
 
     Converting here rather than letting PyAV's swscale do it keeps the encode
     deterministic: with swscale, two encodes of the same frames in one process were
@@ -60,6 +60,8 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     import numpy as np
     from PIL import Image
 
+    if isinstance(rgb, YUVFrame):  # already converted (the draft clip draws in YUV)
+        return rgb.data
     height, width = rgb.shape[:2]
     pixels = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
     image = Image.frombuffer("RGB", (width, height), pixels, "raw", "RGB", 0, 1)
@@ -71,6 +73,69 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     )
 
 
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """RGB (... x 3, any numeric dtype) to float BT.601 limited-range Y, Cb, Cr (... x 3)
+    with the :data:`BT601` matrix, unrounded: for renderers that draw in YUV."""
+    import numpy as np
+
+    matrix = np.asarray(BT601, np.float32).reshape(3, 4)
+    return np.asarray(rgb, np.float32) @ matrix[:, :3].T + matrix[:, 3]
+
+
+class YUVFrame:
+    """One frame already in the encoder's format: planar yuv420p (BT.601, limited
+    range) as the (H * 3 / 2) x W uint8 array :func:`rgb_to_yuv420p` returns.
+
+    The draft clip draws straight into these planes (1.5 bytes a pixel instead of
+    3, and no RGB-to-YUV pass); :func:`write_mp4` encodes them as they are. It
+    stands in for an H x W x 3 RGB array where frames are only measured or listed
+    (``shape``, ``len``, :func:`fit_duration`), and ``np.asarray(frame)`` gives the
+    RGB pixels (chroma repeated 2x2) for anything that looks at them.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: np.ndarray):
+        rows, width = data.shape
+        if rows % 3 or width % 2 or not data.flags.c_contiguous:
+            raise RenderError(f"not a yuv420p frame: a {rows}x{width} array")
+        self.data = data
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.data.shape[0] * 2 // 3, self.data.shape[1], 3)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of the Y (H x W), U and V (H/2 x W/2) planes."""
+        height, width = self.shape[:2]
+        flat, size = self.data.reshape(-1), height * width
+        y = flat[:size].reshape(height, width)
+        u = flat[size : size + size // 4].reshape(height // 2, width // 2)
+        v = flat[size + size // 4 :].reshape(height // 2, width // 2)
+        return y, u, v
+
+    def to_rgb(self) -> np.ndarray:
+        """RGB (H x W x 3 uint8): the inverse BT.601 matrix, chroma repeated 2x2."""
+        import numpy as np
+
+        y, u, v = self.planes()
+        ycc = np.empty((*y.shape, 3), np.float32)
+        ycc[..., 0] = y
+        ycc[..., 1] = u.repeat(2, axis=0).repeat(2, axis=1)
+        ycc[..., 2] = v.repeat(2, axis=0).repeat(2, axis=1)
+        matrix = np.asarray(BT601, np.float32).reshape(3, 4)
+        rgb = (ycc - matrix[:, 3]) @ np.linalg.inv(matrix[:, :3]).T
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+    def __array__(self, dtype=None, copy=None):
+        rgb = self.to_rgb()
+        return rgb if dtype is None else rgb.astype(dtype)
+
+
 #: x264 preset of the MP4 export: "ultrafast" encodes a 3 s 540x960 draft clip in about
 #: a tenth of a second on one thread; files are larger than with slower presets (a
 #: preview) and stay browser-playable H.264 yuv420p
@@ -78,7 +143,8 @@ PRESET = "ultrafast"
 
 
 def write_mp4(clip: Clip, path: Path, *, crf: int = 23, preset: str = PRESET) -> Path:
-    """Encode RGB frames as browser-playable H.264 (yuv420p, faststart) with PyAV."""
+    """Encode frames (RGB arrays or :class:`YUVFrame`) as browser-playable H.264
+    (yuv420p, faststart) with PyAV."""
     import av
 
     if not clip.frames:

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from ...draw import draw_text_block, gradient, palette, seed_from
 from ...errors import RenderError
+from ...media import YUVFrame, rgb_to_ycbcr
 from ..base import Clip, VideoBackend, VideoRequest
 
 
@@ -65,26 +66,39 @@ class DraftClip(VideoBackend):
             )
             for _ in range(6)
         ]
+        if width % 2 or height % 2:
+            raise RenderError(
+                f"the draft clip needs even sizes (yuv420p), got {width}x{height}",
+                "ask for an even width and height",
+            )
         title = _TitleOverlay(request.title, width, height) if request.title else None
-        # one period of the scrolling gradient as a column, cut per frame (no full-frame
-        # arithmetic), and one disc mask per blob, pasted in C with Pillow
-        column = gradient(1, 2 * height, colours[0], colours[1])
-        discs = [_disc(r) for _, _, r, *_ in blobs]
+        # Drawn straight into the encoder's yuv420p planes (BT.601, as media.write_mp4
+        # encodes): alpha blending is linear, so blending in YUV equals blending in RGB
+        # then converting, up to rounding. One period of the scrolling gradient as a
+        # column (Y per row; Cb/Cr per row pair), cut per frame.
+        column = gradient(1, 2 * height, colours[0], colours[1])[:, 0]
+        ycc = rgb_to_ycbcr(column)
+        y_column = _to_u8(ycc[:, 0])
+        discs = [_Disc(r, colour) for _, _, r, *_, colour in blobs]
+        rows = np.arange(height)
         frames = []
         for i in range(n):
             t = i / max(1, n - 1)
             offset = round(0.5 * t * 2 * height) % (2 * height)
-            rows = np.roll(column, -offset, axis=0)[::2] if offset else column[::2]
-            frame = Image.fromarray(np.ascontiguousarray(rows)).resize(
-                (width, height), Image.Resampling.NEAREST
-            )
-            for (cx, cy, r, orbit, phase, colour), disc in zip(blobs, discs, strict=True):
+            index = (offset + 2 * rows) % (2 * height)  # the frame's rows of the column
+            frame = YUVFrame(np.empty((height * 3 // 2, width), np.uint8))
+            y, u, v = frame.planes()
+            y[:] = y_column[index][:, None]
+            chroma = ycc[index, 1:].reshape(height // 2, 2, 2).mean(axis=1)
+            u[:] = _to_u8(chroma[:, 0])[:, None]
+            v[:] = _to_u8(chroma[:, 1])[:, None]
+            for (cx, cy, r, orbit, phase, _), disc in zip(blobs, discs, strict=True):
                 angle = phase + 2 * math.pi * t
-                x, y = cx + orbit * math.cos(angle), cy + orbit * math.sin(angle)
-                frame.paste(colour, (round(x - r), round(y - r)), disc)
+                x, yc = cx + orbit * math.cos(angle), cy + orbit * math.sin(angle)
+                disc.draw(y, u, v, round(x - r), round(yc - r))
             if title is not None:
-                title.draw(frame, min(1.0, t * 2.5))  # fades in over the first 40 %
-            frames.append(np.asarray(frame))
+                title.draw(y, u, v, min(1.0, t * 2.5))  # fades in over the first 40 %
+            frames.append(frame)
         return Clip(frames=frames, fps=float(self.fps), meta={"seed": request.seed})
 
     def _animate_cover(self, cover: Image.Image, width: int, height: int, n: int) -> Clip:
@@ -104,6 +118,37 @@ class DraftClip(VideoBackend):
 DISC_ALPHA = 150
 
 
+def _to_u8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _to_u16(values: np.ndarray) -> np.ndarray:
+    return np.rint(values).astype(np.uint16)
+
+
+def _half(values: np.ndarray) -> np.ndarray:
+    """The 2x2 box average (float) of an array with even sides: the chroma grid."""
+    h, w = values.shape
+    return values.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+def _blend(plane: np.ndarray, x: int, y: int, alpha: np.ndarray, premul: np.ndarray) -> None:
+    """``plane = (plane * (255 - alpha) + premul) / 255`` (rounded) over the box at
+    (x, y), clipped to the plane; ``premul`` is colour * alpha (uint16)."""
+    h, w = alpha.shape
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, plane.shape[1]), min(y + h, plane.shape[0])
+    if x0 >= x1 or y0 >= y1:
+        return
+    region = plane[y0:y1, x0:x1]
+    a = alpha[y0 - y : y1 - y, x0 - x : x1 - x]
+    acc = region * (255 - a) + premul[y0 - y : y1 - y, x0 - x : x1 - x]
+    acc += 128
+    acc += acc >> 8  # exact rounded division by 255 for 0..65025
+    acc >>= 8
+    region[:] = acc
+
+
 def _disc(radius: float) -> Image.Image:
     """A filled circle of ``radius`` as a paste mask at :data:`DISC_ALPHA`."""
     size = max(1, round(2 * radius))
@@ -112,9 +157,36 @@ def _disc(radius: float) -> Image.Image:
     return mask
 
 
+class _Disc:
+    """One drifting disc in one colour: its alpha mask and colour * alpha per plane,
+    on the luma grid and on the chroma grid for each parity of its position (a disc
+    at an odd x covers other 2x2 chroma blocks than one at an even x)."""
+
+    def __init__(self, radius: float, colour: tuple[int, int, int]):
+        mask = np.asarray(_disc(radius), np.uint16)
+        cy, cu, cv = (float(c) for c in rgb_to_ycbcr(np.asarray(colour)))
+        self.luma = (mask, _to_u16(mask * cy))
+        self.chroma = {}
+        size = mask.shape[0]
+        for py in (0, 1):
+            for px in (0, 1):
+                side = size + 2 - (size % 2)
+                padded = np.zeros((side, side), np.float32)
+                padded[py : py + size, px : px + size] = mask
+                alpha = _half(padded)
+                self.chroma[py, px] = tuple(_to_u16(alpha * c) for c in (1.0, cu, cv))
+
+    def draw(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, x0: int, y0: int) -> None:
+        _blend(y, x0, y0, *self.luma)
+        alpha, pu, pv = self.chroma[y0 & 1, x0 & 1]
+        _blend(u, x0 >> 1, y0 >> 1, alpha, pu)
+        _blend(v, x0 >> 1, y0 >> 1, alpha, pv)
+
+
 class _TitleOverlay:
-    """The title drawn once (text and outline), pasted per frame through its alpha
-    mask, cropped to the text's bounding box."""
+    """The title drawn once (text and outline) and turned into planes: luma and alpha
+    at full size, premultiplied chroma and alpha on the chroma grid, cropped to the
+    text's bounding box widened to even edges. Blended per frame at an opacity."""
 
     def __init__(self, text: str, width: int, height: int):
         layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
@@ -128,18 +200,34 @@ class _TitleOverlay:
         self.box = layer.getchannel("A").getbbox()
         if self.box is None:
             return
-        crop = layer.crop(self.box)
-        self.rgb = crop.convert("RGB")
-        self.alpha = crop.getchannel("A")
-        self._faded: dict[int, Image.Image] = {}
+        x0, y0, x1, y1 = self.box
+        x0, y0, x1, y1 = x0 & ~1, y0 & ~1, min(width, x1 + x1 % 2), min(height, y1 + y1 % 2)
+        self.origin = (x0, y0)
+        rgba = np.asarray(layer.crop((x0, y0, x1, y1)), np.float32)
+        alpha = rgba[..., 3]
+        ycc = rgb_to_ycbcr(rgba[..., :3])
+        self.alpha = alpha  # 0..255, full size
+        self.luma = ycc[..., 0] * alpha / 255  # premultiplied by alpha / 255
+        self.alpha_half = _half(alpha)
+        self.u = _half(ycc[..., 1] * alpha) / 255
+        self.v = _half(ycc[..., 2] * alpha) / 255
+        self._levels: dict[int, tuple] = {}
 
-    def draw(self, frame: Image.Image, opacity: float) -> None:
+    def _at(self, level: int) -> tuple:
+        if level not in self._levels:
+            scale = level / 255
+            self._levels = {k: w for k, w in self._levels.items() if k == 255}
+            self._levels[level] = tuple(
+                _to_u16(a * scale)
+                for a in (self.alpha, self.luma * 255, self.alpha_half, self.u * 255, self.v * 255)
+            )
+        return self._levels[level]
+
+    def draw(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, opacity: float) -> None:
         if self.box is None or opacity <= 0:
             return
-        level = round(255 * opacity)
-        mask = self.alpha
-        if level < 255:
-            if level not in self._faded:
-                self._faded[level] = self.alpha.point([v * level // 255 for v in range(256)])
-            mask = self._faded[level]
-        frame.paste(self.rgb, self.box[:2], mask)
+        alpha, luma, alpha_half, pu, pv = self._at(round(255 * opacity))
+        x0, y0 = self.origin
+        _blend(y, x0, y0, alpha, luma)
+        _blend(u, x0 // 2, y0 // 2, alpha_half, pu)
+        _blend(v, x0 // 2, y0 // 2, alpha_half, pv)

@@ -106,3 +106,96 @@ def test_from_cover_setting_reaches_the_draft_backend():
 
     backend = registry.create("video", "draft", Settings.resolve(env={}, video_from_cover=True))
     assert backend.from_cover is True and backend.options()["from_cover"] is True
+
+
+def test_draft_clip_frames_are_yuv420p_and_look_like_the_title_card():
+    """The clip is drawn in the encoder's planes; as RGB it still shows the title (white
+    text in the bottom band, fading in) over a scrolling background that moves."""
+    from llmpopcorn.media import YUVFrame
+
+    clip = DraftClip(width=180, height=320, fps=8).generate(
+        VideoRequest(prompt="waves", title="Corgi surfs", seed=2)
+    )
+    assert len(clip.frames) == 24
+    assert all(isinstance(f, YUVFrame) and f.shape == (320, 180, 3) for f in clip.frames)
+    assert clip.frames[0].data.shape == (480, 180)
+    first, last = np.asarray(clip.frames[0]), np.asarray(clip.frames[-1])
+    assert last.shape == (320, 180, 3) and last.dtype == np.uint8
+    white = (last > 235).all(axis=2)
+    band = white[int(320 * 0.70) : int(320 * 0.92)]
+    assert band.sum() > 100 and white.sum() == band.sum()  # title only in its band
+    assert not (first > 235).all(axis=2).any()  # opacity 0 on the first frame
+    assert np.abs(first.astype(int) - last.astype(int)).mean() > 5
+
+
+def test_draft_clip_rejects_odd_sizes():
+    from llmpopcorn.errors import RenderError
+
+    with pytest.raises(RenderError, match="even sizes"):
+        DraftClip(width=91, height=160, fps=4).generate(VideoRequest(prompt="p", seed=1))
+
+
+def test_yuv_frame_round_trips_rgb():
+    from llmpopcorn.media import YUVFrame, rgb_to_yuv420p
+
+    y, x = np.mgrid[0:64, 0:48]
+    rgb = np.stack([y * 3, x * 5, 255 - y * 2], axis=2).astype(np.uint8)  # smooth colours
+    frame = YUVFrame(rgb_to_yuv420p(rgb))
+    assert frame.shape == (64, 48, 3) and rgb_to_yuv420p(frame) is frame.data
+    assert np.abs(np.asarray(frame).astype(int) - rgb).mean() < 2
+    with pytest.raises(Exception, match="not a yuv420p frame"):
+        YUVFrame(np.zeros((10, 48), np.uint8))
+
+
+def test_disc_blended_in_yuv_matches_rgb_paste_then_conversion():
+    """Alpha blending commutes with the (affine) BT.601 conversion: a disc blended in
+    the planes equals Pillow's RGB paste converted afterwards, up to rounding."""
+    from PIL import Image
+
+    from llmpopcorn.backends.video.draft import _Disc, _disc
+    from llmpopcorn.media import YUVFrame, rgb_to_yuv420p
+
+    background, colour, radius = (30, 120, 200), (250, 200, 20), 9.3
+    for x, y in ((5, 7), (10, 4), (-6, 30), (40, 45)):  # odd/even, clipped at the edges
+        image = Image.new("RGB", (48, 64), background)
+        image.paste(colour, (x, y), _disc(radius))
+        want = rgb_to_yuv420p(np.asarray(image)).astype(int)
+        plain = rgb_to_yuv420p(np.asarray(Image.new("RGB", (48, 64), background)))
+        frame = YUVFrame(plain.copy())
+        _Disc(radius, colour).draw(*frame.planes(), x, y)
+        assert (frame.data != plain).any()  # the disc was drawn
+        assert np.abs(frame.data.astype(int) - want).max() <= 1, (x, y)
+
+
+def test_title_blended_in_yuv_matches_rgb_paste_then_conversion():
+    """The title (white text, black outline, anti-aliased) drawn in the planes at full
+    and half opacity equals the old RGB paste converted afterwards, up to rounding
+    (within 1 here; chroma is blended premultiplied per 2x2 block, so over a gradient
+    or a disc edge a few chroma samples of a clip differ by more)."""
+    from PIL import Image, ImageDraw
+
+    from llmpopcorn.backends.video.draft import _TitleOverlay
+    from llmpopcorn.draw import draw_text_block
+    from llmpopcorn.media import YUVFrame, rgb_to_yuv420p
+
+    width, height = 180, 320
+    base = Image.new("RGB", (width, height))
+    ImageDraw.Draw(base).rectangle((0, 0, width, height // 2), fill=(200, 60, 90))
+    ImageDraw.Draw(base).rectangle((0, height // 2, width, height), fill=(20, 140, 60))
+    title = _TitleOverlay("A corgi learns to surf", width, height)
+    layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    margin = width // 12
+    box = (margin, int(height * 0.70), width - margin, int(height * 0.92))
+    draw_text_block(layer, "A corgi learns to surf", box, start_size=width // 11)
+    for opacity in (1.0, 0.5):
+        level = round(255 * opacity)
+        want = base.copy()
+        mask = layer.getchannel("A").point([v * level // 255 for v in range(256)])
+        want.paste(layer.convert("RGB"), (0, 0), mask)
+        want = rgb_to_yuv420p(np.asarray(want)).astype(int)
+        frame = YUVFrame(rgb_to_yuv420p(np.asarray(base)).copy())
+        title.draw(*frame.planes(), opacity)
+        diff = np.abs(frame.data.astype(int) - want)
+        assert diff[:height].max() <= 1 and diff[:height].sum() < diff.size  # luma
+        assert diff[height:].max() <= 2  # chroma (flat background under the text)
+        assert np.abs(want - rgb_to_yuv420p(np.asarray(base))).max() > 50  # text shows

@@ -204,7 +204,7 @@ def test_sigterm_and_sighup_save_the_record_and_report(out_dir, signum):
     assert "Traceback" not in stderr and stdout == ""
     (run_dir,) = out_dir.iterdir()
     record = json.loads((run_dir / "record.json").read_text())
-    assert record["status"] == "failed" and record["error"] == f"interrupted by {name}"
+    assert record["status"] == "interrupted" and record["error"] == f"interrupted by {name}"
     assert record["finished"] and record["timings"]["prompt"] >= 0
     assert "interrupted" in (run_dir / "report.html").read_text()
     assert KEY not in (run_dir / "record.json").read_text()

@@ -218,7 +218,7 @@ def test_restart_keeps_history_marks_running_jobs_interrupted_and_runs_queued_on
         # the queued one never started: this server queued it again and runs it
         assert wait_for(client, queued)["state"] == "done"
         record = client.get(f"/api/runs/{running}").json()["record"]
-        assert record["status"] == "failed" and record["error"].startswith("interrupted")
+        assert record["status"] == "interrupted" and record["error"].startswith("interrupted")
         replay = client.get(f"/api/runs/{done}/events").text  # from the store, not memory
         assert '"stage": "clip"' in replay and '"state": "done"' in replay
         assert '"state": "interrupted"' in client.get(f"/api/runs/{running}/events").text

@@ -276,9 +276,9 @@ class Pipeline:
                 self._score(record, run_dir)
             record.status = "ok"
         except BaseException as exc:
-            record.status = "failed"
             # Ctrl-C: "interrupted"; SIGTERM/SIGHUP (signals.Interrupted): "interrupted by ..."
             interrupted = isinstance(exc, KeyboardInterrupt)
+            record.status = "interrupted" if interrupted else "failed"
             record.error = (str(exc) or "interrupted") if interrupted else str(exc)
             if isinstance(exc, InvalidReplyError):
                 record.attempts = list(exc.attempts)

@@ -140,7 +140,9 @@ class RunRecord(BaseModel):
     """Everything about one run; saved as ``record.json`` in the run directory."""
 
     run_id: str
-    status: Literal["running", "ok", "failed"] = "running"
+    #: ``interrupted``: stopped from outside (Ctrl-C, SIGTERM, a cancel or a server
+    #: shutdown) before it finished, not a failure of the run itself
+    status: Literal["running", "ok", "failed", "interrupted"] = "running"
     error: str | None = None
     query: str
     mode: Mode

@@ -35,7 +35,7 @@ def mark_record(run_dir: Path | None, message: str) -> None:
     except (OSError, ValueError):
         return
     if record.status == "running" or record.error != message:
-        record.status = "failed"
+        record.status = "interrupted"
         record.error = message
         record.finished = record.finished or utcnow()
         save_record(record, run_dir)

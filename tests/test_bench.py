@@ -486,3 +486,15 @@ def test_cli_interrupt_says_how_to_continue(data_dir, tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert "error: interrupted" in result.stderr
     assert "rerun the same command to compute the rest" in result.stderr
+
+
+def test_runs_list_on_a_study_folder_points_to_its_summary(data_dir, tmp_path):
+    from llmpopcorn.cli import main
+
+    settings = Settings.resolve(env={}, render=False)
+    plan = StudyPlan(queries=load_queries(data_dir), llms=["offline"], modes=["basic"])
+    run_study(plan, settings, tmp_path / "s", pipeline_factory=factory(TitleLengthScorer()))
+    listed = CliRunner().invoke(main, ["runs", "list", "--out", str(tmp_path / "s")])
+    assert listed.exit_code == 0
+    assert "no batches yet; this store holds 4 study cell(s) in 1 group(s)" in listed.stderr
+    assert "summary.md" in listed.stderr

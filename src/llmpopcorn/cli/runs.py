@@ -46,14 +46,27 @@ def runs_group() -> None:
 def list_command(out, as_json) -> None:
     """One line per batch: id, queries x variants, items by status."""
     from ..batch import batch_summaries
+    from ..bench import CELL
 
     with _store(out) as store:
         rows = batch_summaries(store)
+        studies = store.groups(CELL)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no batches yet", err=True)
+        cells = sum(studies.values())
+        click.echo(
+            "no batches yet"
+            + (
+                f"; this store holds {cells} study cell(s) in {len(studies)} group(s) of "
+                "settings: their summary is in summary.md / summary.html beside it "
+                "(rerun the popcorn bench command to refresh it)"
+                if cells
+                else ""
+            ),
+            err=True,
+        )
         return
     for r in rows:
         click.echo(

@@ -74,12 +74,21 @@ def rgb_to_yuv420p(rgb: np.ndarray | YUVFrame) -> np.ndarray:
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    """RGB (... x 3, any numeric dtype) to float BT.601 limited-range Y, Cb, Cr (... x 3)
-    with the :data:`BT601` matrix, unrounded: for renderers that draw in YUV."""
+    """RGB (... x 3, any numeric dtype) to float64 BT.601 limited-range Y, Cb, Cr
+    (... x 3) with the :data:`BT601` matrix, unrounded: for renderers that draw in YUV.
+
+    Element-wise products and sums in a fixed order, not a matrix product (BLAS), so
+    the result, and what rounds from it, is the same on every CPU.
+    """
     import numpy as np
 
-    matrix = np.asarray(BT601, np.float32).reshape(3, 4)
-    return np.asarray(rgb, np.float32) @ matrix[:, :3].T + matrix[:, 3]
+    rgb = np.asarray(rgb, np.float64)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    out = np.empty(rgb.shape[:-1] + (3,), np.float64)
+    for row in range(3):
+        wr, wg, wb, offset = BT601[4 * row : 4 * row + 4]
+        out[..., row] = r * wr + g * wg + b * wb + offset
+    return out
 
 
 class YUVFrame:

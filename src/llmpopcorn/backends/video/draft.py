@@ -89,7 +89,7 @@ class DraftClip(VideoBackend):
             frame = YUVFrame(np.empty((height * 3 // 2, width), np.uint8))
             y, u, v = frame.planes()
             y[:] = y_column[index][:, None]
-            chroma = ycc[index, 1:].reshape(height // 2, 2, 2).mean(axis=1)
+            chroma = (ycc[index[0::2], 1:] + ycc[index[1::2], 1:]) / 2  # row pairs
             u[:] = _to_u8(chroma[:, 0])[:, None]
             v[:] = _to_u8(chroma[:, 1])[:, None]
             for (cx, cy, r, orbit, phase, _), disc in zip(blobs, discs, strict=True):
@@ -127,9 +127,10 @@ def _to_u16(values: np.ndarray) -> np.ndarray:
 
 
 def _half(values: np.ndarray) -> np.ndarray:
-    """The 2x2 box average (float) of an array with even sides: the chroma grid."""
-    h, w = values.shape
-    return values.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    """The 2x2 box average (float) of an array with even sides: the chroma grid (sums in
+    a fixed order, so equal on every CPU)."""
+    values = np.asarray(values, np.float64)
+    return (values[0::2, 0::2] + values[0::2, 1::2] + values[1::2, 0::2] + values[1::2, 1::2]) / 4
 
 
 def _blend(plane: np.ndarray, x: int, y: int, alpha: np.ndarray, premul: np.ndarray) -> None:
@@ -171,7 +172,7 @@ class _Disc:
         for py in (0, 1):
             for px in (0, 1):
                 side = size + 2 - (size % 2)
-                padded = np.zeros((side, side), np.float32)
+                padded = np.zeros((side, side), np.float64)
                 padded[py : py + size, px : px + size] = mask
                 alpha = _half(padded)
                 self.chroma[py, px] = tuple(_to_u16(alpha * c) for c in (1.0, cu, cv))
@@ -203,7 +204,7 @@ class _TitleOverlay:
         x0, y0, x1, y1 = self.box
         x0, y0, x1, y1 = x0 & ~1, y0 & ~1, min(width, x1 + x1 % 2), min(height, y1 + y1 % 2)
         self.origin = (x0, y0)
-        rgba = np.asarray(layer.crop((x0, y0, x1, y1)), np.float32)
+        rgba = np.asarray(layer.crop((x0, y0, x1, y1)), np.float64)
         alpha = rgba[..., 3]
         ycc = rgb_to_ycbcr(rgba[..., :3])
         self.alpha = alpha  # 0..255, full size

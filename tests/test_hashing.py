@@ -63,3 +63,95 @@ def test_scale_columns_is_a_product_with_the_diagonal():
     weights = np.random.default_rng(0).random(2**12).astype(np.float32) + 1
     expected = (x @ sp.diags(weights)).toarray()
     assert np.allclose(scale_columns(x, weights).toarray(), expected, rtol=1e-6, atol=0)
+
+
+# -- the scoring fast path: the same matrices without one scipy.sparse object per step ---
+
+
+def _bitwise_equal_csr(a, b) -> None:
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert a.data.tobytes() == b.data.tobytes()  # bit for bit, not approximately
+
+
+def _rows(n: int = 300):
+    """Varied texts (empty, punctuation only, hashtags, CJK, emoji, repeats, noise) with
+    categories that include names with spaces, an unknown one and an empty one."""
+    from llmpopcorn.predict import Table
+
+    texts = _texts()[:n]
+    texts += ["#", "# #", "#Summer strike #game fun", "wow wow wow wow wow", "x y", "   "]
+    cats = ["Food", "Game", "Daily Life", "NoSuchCategory", ""]
+    categories = [cats[i % len(cats)] for i in range(len(texts))]
+    return Table(
+        ids=[str(i) for i in range(len(texts))], texts=texts, categories=categories, titles=texts
+    )
+
+
+def _fitted_lexical(idf_dtype=np.float32):
+    from llmpopcorn.predict.stack import LexicalRidge
+
+    model = LexicalRidge()
+    width = model.word_features + model.cross_features + model.tag_features
+    model.idf_ = (np.random.default_rng(1).random(width) * 5 + 1).astype(idf_dtype)
+    model.categories_ = np.array(sorted(["Food", "Game", "Daily Life", "Sports"]))
+    return model
+
+
+def _fitted_tfidf(idf_dtype=np.float32):
+    from llmpopcorn.predict.baselines import TfidfRidge
+
+    model = TfidfRidge()
+    model.idf_ = (np.random.default_rng(2).random(model.n_features) * 5 + 1).astype(idf_dtype)
+    model.categories_ = np.array(sorted(["Food", "Game", "Daily Life", "Sports"]))
+    return model
+
+
+@pytest.mark.parametrize("make", [_fitted_lexical, _fitted_tfidf])
+@pytest.mark.parametrize("idf_dtype", [np.float32, np.float64])
+def test_fast_features_are_the_csr_features_bit_for_bit(make, idf_dtype):
+    """features_fast (scoring a few rows) builds exactly the matrix of features (tables,
+    training): same structure, same float bits, for a whole table and row by row."""
+    model, table = make(idf_dtype), _rows()
+    _bitwise_equal_csr(model.features_fast(table), model.features(table))
+    for row in range(0, len(table), 7):
+        one = table.take([row])
+        _bitwise_equal_csr(model.features_fast(one), model.features(one))
+
+
+@pytest.mark.parametrize("make", [_fitted_lexical, _fitted_tfidf])
+def test_fast_and_csr_predictions_are_identical(make):
+    model, table = make(), _rows()
+    model.coef_ = (
+        np.random.default_rng(3)
+        .normal(size=model.features(table.take([0])).shape[1])
+        .astype(np.float32)
+    )
+    model.intercept_ = 1.25
+    model.fast_rows = 0  # every table through features(): the path tables take
+    slow = np.concatenate([model.predict(table.take([i])) for i in range(len(table))])
+    model.fast_rows = 64
+    fast = np.concatenate([model.predict(table.take([i])) for i in range(len(table))])
+    assert slow.tobytes() == fast.tobytes()
+    assert len(np.unique(fast)) > len(table) // 2  # the rows really differ
+
+
+def test_hashed_row_is_a_row_of_hashed_counts():
+    from llmpopcorn.predict.hashing import hashed_row
+
+    texts = _texts()
+    for options in ({}, {"ngram_range": (1, 2)}, {"token_pattern": r"\S+", "lowercase": False}):
+        matrix = hashed_counts(texts, 2**18, **options)
+        for i, text in enumerate(texts):
+            columns, counts = hashed_row(
+                text,
+                2**18,
+                options.get("ngram_range", (1, 1)),
+                options.get("token_pattern", r"(?u)\b\w\w+\b"),
+                options.get("lowercase", True),
+            )
+            lo, hi = matrix.indptr[i], matrix.indptr[i + 1]
+            np.testing.assert_array_equal(columns, matrix.indices[lo:hi])
+            assert counts.tobytes() == matrix.data[lo:hi].tobytes()
+            assert not columns.flags.writeable  # cached: callers cannot change it

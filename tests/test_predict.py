@@ -330,3 +330,140 @@ def test_read_frames_keeps_evenly_spaced_frames_of_the_decoded_clip(tmp_path):
     assert len(got) == 8
     assert all(np.array_equal(a, every[i]) for a, i in zip(got, keep, strict=True))
     assert len(read_frames(path, max_frames=100)) == 30
+
+
+# -- scoring shares work between the ensemble's parts, and changes no prediction --------
+
+
+def test_retrieve_many_selects_each_k_exactly_as_its_own_retrieval():
+    """One similarity product for several k: each k's neighbours are those of a
+    retrieval at that k alone, ties included (duplicated memory rows tie exactly)."""
+    from llmpopcorn.predict.retrieval import retrieve_many
+
+    rng = np.random.default_rng(5)
+    memory = rng.normal(size=(300, 16)).astype(np.float32)
+    memory[100:200] = memory[:100]  # exact duplicates: ties at every k boundary
+    memory[200:230] = memory[0]
+    ids = np.array([str(i) for i in range(300)])
+    queries = np.vstack([memory[:40], rng.normal(size=(40, 16)).astype(np.float32)])
+    qids = np.array([str(i) for i in range(40)] + [f"new{i}" for i in range(40)])
+    ks = (3, 10, 50, 299)
+    for options in ({}, {"query_ids": qids, "memory_ids": ids}):
+        together = retrieve_many(queries, memory, ks, **options)
+        for k, (idx, sim) in zip(ks, together, strict=True):
+            alone_idx, alone_sim = retrieve(queries, memory, k, **options)
+            np.testing.assert_array_equal(idx, alone_idx)
+            assert sim.tobytes() == alone_sim.tobytes()
+
+
+def _reference_explain(model, table):
+    """What scoring computed before it shared work: the network's explanation from its
+    own retrieval, then the ensemble's prediction with a second retrieval for the k-NN
+    statistics and the lexical features through scipy.sparse step by step."""
+    from llmpopcorn.predict.baselines import _LinearOnFeatures
+
+    out = dict(model.mmra_.explain(table))
+    saved = _LinearOnFeatures.fast_rows
+    _LinearOnFeatures.fast_rows = 0
+    try:
+        out["retrieval_prediction"] = out["prediction"]
+        out["prediction"] = model.predict(table, retrieval_prediction=out["prediction"])
+    finally:
+        _LinearOnFeatures.fast_rows = saved
+    return out
+
+
+def _assert_same_explanation(got, expected):
+    assert set(got) == set(expected)
+    np.testing.assert_allclose(got["prediction"], expected["prediction"], rtol=0, atol=1e-9)
+    for key in ("neighbours", "similarity", "attention", "retrieval_prediction"):
+        np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_stack_explains_a_table_as_before_sharing_its_retrieval():
+    train, valid, test = tables(240)
+    quick = {**FAST_STACK, "mmra": {**FAST_MMRA, "epochs": 1, "text_prior": True}}
+    model = model_class("mmra-stack")(**quick).fit(train, valid)
+    _assert_same_explanation(model.explain(test), _reference_explain(model, test))
+    for row in range(0, len(test), 5):
+        one = test.take([row])
+        _assert_same_explanation(model.explain(one), _reference_explain(model, one))
+
+
+def _varied_titles(n: int) -> list[str]:
+    """Made-up titles of many forms: plain, shouted, hashtags, emoji, CJK, episode
+    markers, numbers, long and repetitive, near-empty."""
+    import random
+
+    rng = random.Random(7)
+    who = ["A corgi", "My grandma", "Two chefs", "The old robot", "猫と犬", "Un petit chat"]
+    who += ["Tiny frog", "A LEGO city", "Street drummer", "Speedrunner", "机器人", "Our team"]
+    what = ["learns to surf", "cooks spicy ramen", "builds a bridge", "dances in the rain"]
+    what += ["が大好き", "fixes a bike", "paints a mural", "beats the final boss", "sleeps all day"]
+    what += ["reviews 5 phones", "tries street food", "做蛋糕", "plants a garden"]
+    tail = ["", " #fun", " #corgi #summer", " 🎉🎉", " part 2", " ep 3", " (full video)"]
+    tail += [" | vlog", " @bestfriend", "!!!", "?", " 2024", " 第5集", " — top 10", " #Game #Boss"]
+    tail += ["，真的", " [4K]", " 《official》"]
+    titles = []
+    for i in range(n):
+        t = f"{rng.choice(who)} {rng.choice(what)}{rng.choice(tail)}{rng.choice(tail)}"
+        if i % 9 == 0:
+            t = t.upper()
+        if i % 11 == 0:
+            t += " " + " ".join(rng.choice(["wow", "so", "cute", "omg"]) for _ in range(12))
+        titles.append(t)
+    return [*titles, "x", "#", "🎉", "12345", "a " * 40]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from llmpopcorn.errors import MissingExtraError
+    from llmpopcorn.predict import load_scorer
+    from llmpopcorn.settings import Settings
+
+    try:
+        return load_scorer(Settings.resolve(env={}))
+    except MissingExtraError as exc:  # pragma: no cover - the [ml] extra is missing
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("n", [60, pytest.param(300, marks=pytest.mark.slow)])
+def test_shipped_model_scores_as_before_sharing_work(shipped, n):
+    """Varied titles (a few hundred with -m slow), each scored alone as the scorer does
+    (one-row tables), every category of the model plus an unknown one: the prediction,
+    the network's neighbours, similarities and attention, the percentile and the
+    score's neighbours are those of the step-by-step path."""
+    from llmpopcorn.predict.scorer import explain
+
+    model = shipped.model
+    titles = _varied_titles(n)
+    cats = [str(c) for c in model.categories_] + ["NoSuchCategory"]
+    vectors = Table(ids=titles, texts=titles, categories=[""] * len(titles), titles=titles)
+    vectors = vectors.embeddings(model.embedder)  # one batch: the test is not the encoder
+    labels = model.memory_labels()
+    member_cats = model.categories_[model.memory_cat_]
+    predictions = set()
+    for i, title in enumerate(titles):
+        cat = cats[(i * 7) % len(cats)]
+
+        def table(title=title, cat=cat, i=i):
+            t = Table(ids=["idea"], texts=[title], categories=[cat], titles=[title])
+            t.features[model.embedder] = vectors[i : i + 1]
+            return t
+
+        expected = _reference_explain(model, table())
+        _assert_same_explanation(explain(model, table()), expected)
+        score = shipped.score_table(table())[0]
+        if score.category != cat:  # "<unknown>": the scorer resolves it from the title
+            cat = score.category
+            expected = _reference_explain(model, table(cat=cat))
+        value = float(expected["prediction"][0])
+        assert score.log2_comments == round(value, 4)
+        same = labels[member_cats == cat]
+        assert score.percentile == (
+            round(100.0 * float(np.mean(same <= value)), 1) if same.size else None
+        )
+        ids = [model.memory_ids_[j] for j in expected["neighbours"][0][:5]]
+        assert [n.video_id for n in score.neighbours] == ids
+        predictions.add(value)
+    assert len(predictions) > 0.9 * len(titles)  # varied inputs, varied predictions

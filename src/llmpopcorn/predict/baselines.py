@@ -66,6 +66,10 @@ class _LinearOnFeatures(Predictor):
     """Ridge regression on ``features(table)``, alpha chosen on the validation set."""
 
     alphas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+    #: tables up to this many rows are scored through ``features_fast`` where a model
+    #: has one (the same matrix from per-row arrays); larger ones, and training, through
+    #: ``features``
+    fast_rows = 64
 
     def __init__(self, alpha: float | None = None):
         self.alpha = alpha
@@ -101,8 +105,27 @@ class _LinearOnFeatures(Predictor):
 
     def predict(self, table: Table) -> np.ndarray:
         self.check_fitted()
-        x = self.features(table)
+        x = self.features_for_scoring(table)
         return np.asarray(x @ self.coef_, dtype=np.float64).ravel() + self.intercept_
+
+    def features_for_scoring(self, table: Table):
+        """What :meth:`predict` multiplies by the coefficients: ``features(table)``, or
+        for a few rows the same matrix built faster where a model can."""
+        return self.features(table)
+
+
+def category_part(
+    categories: Any, vocabulary: np.ndarray, offset: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each row's :func:`one_hot` category as a sparse row part (columns, values) at
+    ``offset``: one 1.0, or nothing for a category outside ``vocabulary``."""
+    lookup = {str(c): i for i, c in enumerate(vocabulary)}
+    parts = []
+    for cat in categories:
+        col = lookup.get(str(cat))
+        cols = np.array([] if col is None else [offset + col], dtype=np.int64)
+        parts.append((cols, np.ones(cols.shape[0], dtype=np.float32)))
+    return parts
 
 
 class TfidfRidge(_LinearOnFeatures):
@@ -145,6 +168,20 @@ class TfidfRidge(_LinearOnFeatures):
         x = l2_normalize_rows(scale_columns(x, self.idf_))
         cats = sp.csr_matrix(one_hot(table.categories, self.categories_))
         return sp.hstack([x, cats]).tocsr()
+
+    def features_fast(self, table: Table):
+        """The matrix of :meth:`features`, identical, built from per-row arrays."""
+        from .hashing import csr_from_rows, hashed_row, log_tfidf_l2
+
+        cats = category_part(table.categories, self.categories_, self.n_features)
+        rows = [
+            [log_tfidf_l2(*hashed_row(text, self.n_features, (1, 2)), self.idf_), cat]
+            for text, cat in zip(table.texts, cats, strict=True)
+        ]
+        return csr_from_rows(rows, self.n_features + len(self.categories_))
+
+    def features_for_scoring(self, table: Table):
+        return self.features_fast(table) if len(table) <= self.fast_rows else self.features(table)
 
 
 class EmbeddingRidge(_LinearOnFeatures):

@@ -89,6 +89,25 @@ def bucket(token: str, n_features: int) -> int:
     return abs(h) % n_features
 
 
+@lru_cache(maxsize=1 << 16)
+def _cached_bucket(token: str, n_features: int) -> int:
+    # scoring hashes the same words again and again (the lexical ridge and the text
+    # prior read the same 1-2-grams; successive ideas share most of their words)
+    return bucket(token, n_features)
+
+
+def _row_counts(
+    text: str, n_features: int, ngram_range: tuple[int, int], token_pattern: str, lowercase: bool
+) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for token in tokens(
+        text, ngram_range=ngram_range, token_pattern=token_pattern, lowercase=lowercase
+    ):
+        j = _cached_bucket(token, n_features)
+        counts[j] = counts.get(j, 0) + 1
+    return counts
+
+
 def hashed_counts(
     texts: Sequence[str],
     n_features: int,
@@ -105,12 +124,7 @@ def hashed_counts(
     indices: list[int] = []
     data: list[float] = []
     for text in texts:
-        counts: dict[int, int] = {}
-        for token in tokens(
-            text, ngram_range=ngram_range, token_pattern=token_pattern, lowercase=lowercase
-        ):
-            j = bucket(token, n_features)
-            counts[j] = counts.get(j, 0) + 1
+        counts = _row_counts(text, n_features, tuple(ngram_range), token_pattern, lowercase)
         for j in sorted(counts):
             indices.append(j)
             data.append(float(counts[j]))
@@ -145,3 +159,75 @@ def scale_columns(x, weights: np.ndarray):
     x = sp.csr_matrix(x, copy=True)
     x.data = x.data * np.asarray(weights)[x.indices]
     return x
+
+
+# -- a few rows without scipy.sparse: the scoring fast path -----------------------------
+#
+# Scoring one idea through the CSR functions above built some thirty small scipy.sparse
+# matrices (each construction validates its arrays: most of the lexical models' time).
+# The functions below apply the same NumPy operations, in the same order and dtypes, to
+# each row's arrays and build one CSR matrix at the end, so the product with a model's
+# coefficients is bit for bit the same (tests/test_hashing.py, tests/test_predict.py).
+
+
+@lru_cache(maxsize=1024)
+def hashed_row(
+    text: str,
+    n_features: int,
+    ngram_range: tuple[int, int] = (1, 1),
+    token_pattern: str = DEFAULT_TOKEN_PATTERN,
+    lowercase: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One text's row of :func:`hashed_counts`: its columns (sorted, int64) and counts
+    (float64), read-only (kept for the next call with the same text)."""
+    counts = _row_counts(text, n_features, tuple(ngram_range), token_pattern, lowercase)
+    columns = np.fromiter(sorted(counts), dtype=np.int64, count=len(counts))
+    values = np.array([float(counts[j]) for j in columns.tolist()], dtype=np.float64)
+    columns.setflags(write=False)
+    values.setflags(write=False)
+    return columns, values
+
+
+def log_tfidf_l2(
+    columns: np.ndarray,
+    counts: np.ndarray,
+    idf: np.ndarray,
+    *,
+    offset: int = 0,
+    weight: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row part (a :func:`hashed_row`, placed at ``offset``) as the lexical models
+    transform their count matrix: counts to float32, ``1 + log``, times the column's
+    ``idf`` (:func:`scale_columns`), unit L2 norm (:func:`l2_normalize_rows`), times
+    ``weight``. Returns (columns, values)."""
+    columns = columns + offset
+    data = counts.astype(np.float32)
+    data = 1.0 + np.log(data)
+    data = data * np.asarray(idf)[columns]
+    n = data.shape[0]
+    norms = np.sqrt(
+        np.bincount(
+            np.zeros(n, dtype=np.intp), weights=np.square(data, dtype=np.float64), minlength=1
+        )
+    )
+    norms[norms == 0] = 1.0
+    data = data / np.repeat(norms, n).astype(data.dtype)
+    if weight is not None:
+        data = data * weight
+    return columns, data
+
+
+def csr_from_rows(rows: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], n_columns: int):
+    """One CSR matrix whose row i is the parts ``rows[i]`` (each (columns, values)) laid
+    side by side in order (what ``scipy.sparse.hstack`` of the parts' matrices stores)."""
+    import scipy.sparse as sp
+
+    columns = [c for row in rows for c, _ in row]
+    values = [v for row in rows for _, v in row]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([sum(c.shape[0] for c, _ in row) for row in rows])
+    data = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
+    indices = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
+    return sp.csr_matrix(
+        (data, indices.astype(np.int32), indptr.astype(np.int32)), shape=(len(rows), n_columns)
+    )

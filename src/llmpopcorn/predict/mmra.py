@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError, require
 from .base import Predictor
 from .data import Table
-from .retrieval import id_positions, normalise, retrieve
+from .retrieval import id_positions, normalise, retrieve_many
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,21 @@ class RetrievalAttention(Predictor):
 
     def neighbours(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
         """(indices into the memory, similarities), each (n, k); self excluded by id."""
+        return self.neighbours_at(table, (self.k_,))[0]
+
+    def neighbours_at(
+        self, table: Table, ks: tuple[int, ...] | list[int]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`neighbours` at each of ``ks`` from one similarity computation (each
+        exactly what a retrieval at that k alone returns)."""
         self.check_fitted()
         positions = getattr(self, "_positions", None)
         if positions is None or len(positions) != len(self.memory_ids_):
             positions = self._positions = id_positions(self.memory_ids_)
-        return retrieve(
+        return retrieve_many(
             table.embeddings(self.embedder),
             self._memory32(),
-            self.k_,
+            ks,
             query_ids=table.ids,
             memory_ids=positions,
             memory_normalised=True,
@@ -269,20 +276,46 @@ class RetrievalAttention(Predictor):
 
     # -- explanation ----------------------------------------------------------------
 
+    def _derived(self, name: str, sources: tuple[Any, ...], make: Any) -> np.ndarray:
+        """A read-only array computed from ``sources`` once, kept until one of them is
+        replaced (a refit or a new state)."""
+        cached = self.__dict__.get(name)
+        if (
+            cached is None
+            or len(cached[0]) != len(sources)
+            or any(a is not b for a, b in zip(cached[0], sources, strict=True))
+        ):
+            value = make()
+            value.setflags(write=False)
+            cached = (sources, value)
+            self.__dict__[name] = cached
+        return cached[1]
+
     def memory_labels(self) -> np.ndarray:
-        """The retrieval memory's labels in log2 comments."""
-        return self.memory_y_.astype(np.float64) * self.y_std_ + self.y_mean_
+        """The retrieval memory's labels in log2 comments (read-only, computed once)."""
+        return self._derived(
+            "_labels_cache",
+            (self.memory_y_, self.y_std_, self.y_mean_),
+            lambda: self.memory_y_.astype(np.float64) * self.y_std_ + self.y_mean_,
+        )
 
     def memory_category_names(self) -> np.ndarray:
-        """The category name of every memory row."""
-        return self.categories_[self.memory_cat_]
+        """The category name of every memory row (read-only, computed once)."""
+        return self._derived(
+            "_category_names_cache",
+            (self.categories_, self.memory_cat_),
+            lambda: self.categories_[self.memory_cat_],
+        )
 
-    def explain(self, table: Table) -> dict[str, np.ndarray]:
+    def explain(
+        self, table: Table, neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         """Predictions with what drove them: ``prediction`` (n,) log2 comments and, per
         row, the ``k`` retrieved memory rows (``neighbours``, best first), their
-        ``similarity`` and their ``attention`` weight in the network."""
+        ``similarity`` and their ``attention`` weight in the network. ``neighbours``:
+        this table's :meth:`neighbours`, when the caller has them already."""
         self.check_fitted()
-        idx, sim = self.neighbours(table)
+        idx, sim = neighbours if neighbours is not None else self.neighbours(table)
         standardised, attention = self.forward(self._inputs(table, neighbours=(idx, sim)))
         return {
             "prediction": standardised * self.y_std_ + self.y_mean_,

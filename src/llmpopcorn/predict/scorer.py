@@ -117,6 +117,7 @@ class PopularityScorer:
         self.min_category_size = min_category_size
         self._titles: dict[str, str] | None = None
         self._resolver: Any = None
+        self._memory_cache: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None
 
     # -- what the judge is ------------------------------------------------------------
 
@@ -236,6 +237,21 @@ class PopularityScorer:
         )
         return text, used, missing
 
+    def _memory_labels_and_categories(self) -> tuple[np.ndarray, np.ndarray]:
+        """The memory's labels and each memory row's category name (computed once)."""
+        if self._memory_cache is None:
+            m = self.model
+            self._memory_cache = (memory_labels(m), m.categories_[m.memory_cat_], {})
+        return self._memory_cache[0], self._memory_cache[1]
+
+    def _category_labels(self, category: str) -> np.ndarray:
+        """The labels of the memory rows in ``category`` (kept per category)."""
+        labels, member_cats = self._memory_labels_and_categories()
+        per_category = self._memory_cache[2]
+        if category not in per_category:
+            per_category[category] = labels[member_cats == category]
+        return per_category[category]
+
     def score_table(self, table: Table) -> list[Score]:
         """Score rows; rows with an empty category get the one the resolver picks for
         their text."""
@@ -250,8 +266,7 @@ class PopularityScorer:
         table.categories = cats
         explained = explain(m, table)
         pred = explained["prediction"] if explained else m.predict(table)
-        labels = memory_labels(m) if explained else None
-        member_cats = m.categories_[m.memory_cat_] if explained else None
+        labels, member_cats = self._memory_labels_and_categories() if explained else (None, None)
         seconds = (time.perf_counter() - started) / max(len(table), 1)
         titles = self._corpus_titles() if explained else {}
         scores = []
@@ -268,7 +283,7 @@ class PopularityScorer:
                 "judge_part": self.part,
             }
             if explained:
-                same = labels[member_cats == cat]
+                same = self._category_labels(cat)
                 if same.size:
                     percentile = round(100.0 * float(np.mean(same <= value)), 1)
                 if explained.get("attention") is not None:

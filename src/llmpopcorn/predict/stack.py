@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Predictor
-from .baselines import EmbeddingRidge, _LinearOnFeatures, one_hot
+from .baselines import EmbeddingRidge, _LinearOnFeatures, category_part, one_hot
 from .data import Table
 from .mmra import RetrievalAttention
 from .retrieval import id_positions, retrieve
@@ -145,17 +145,24 @@ class LexicalRidge(_LinearOnFeatures):
         from .hashing import hashed_counts
 
         texts = list(table.texts)
+        crossed, tags = self._derived_texts(table)
         words = hashed_counts(texts, self.word_features, ngram_range=(1, 2))
-        crossed = [
-            " ".join(f"{str(c).replace(' ', '_')}__{w}" for w in _WORD.findall(t.lower()))
-            for t, c in zip(table.texts, table.categories, strict=True)
-        ]
         cross = hashed_counts(crossed, self.cross_features, token_pattern=r"\S+", lowercase=False)
-        tags = [" ".join(f"tag_{h}" for h in hashtags(t)) for t in table.texts]
         tag = hashed_counts(tags, self.tag_features, token_pattern=r"\S+", lowercase=False)
         x = sp.hstack([words, cross, tag]).tocsr().astype(np.float32)
         x.data = 1.0 + np.log(x.data)
         return x
+
+    @staticmethod
+    def _derived_texts(table: Table) -> tuple[list[str], list[str]]:
+        """Per row: its words crossed with its category, and its whole hashtags (each a
+        space-separated text hashed as is)."""
+        crossed = [
+            " ".join(f"{str(c).replace(' ', '_')}__{w}" for w in _WORD.findall(t.lower()))
+            for t, c in zip(table.texts, table.categories, strict=True)
+        ]
+        tags = [" ".join(f"tag_{h}" for h in hashtags(t)) for t in table.texts]
+        return crossed, tags
 
     def _blocks(self) -> list[tuple[int, int, float]]:
         a = self.word_features
@@ -179,6 +186,44 @@ class LexicalRidge(_LinearOnFeatures):
         cats = sp.csr_matrix(one_hot(table.categories, self.categories_))
         return sp.hstack([*parts, cats]).tocsr()
 
+    def _idf32(self) -> np.ndarray:
+        cached = self.__dict__.get("_idf32_cache")
+        if cached is None or cached[0] is not self.idf_:
+            cached = self.__dict__["_idf32_cache"] = (self.idf_, self.idf_.astype(np.float32))
+        return cached[1]
+
+    def features_fast(self, table: Table):
+        """The matrix of :meth:`features`, identical, built from per-row arrays."""
+        from .hashing import csr_from_rows, hashed_row, log_tfidf_l2
+
+        crossed, tags = self._derived_texts(table)
+        idf = self._idf32()
+        width = self._blocks()[-1][1]
+        (w0, _, w_words), (w1, _, w_cross), (w2, _, w_tags) = self._blocks()
+        cats = category_part(table.categories, self.categories_, width)
+        rows = []
+        for text, cross, tag, cat in zip(table.texts, crossed, tags, cats, strict=True):
+            words = hashed_row(text, self.word_features, (1, 2))
+            cross = hashed_row(cross, self.cross_features, (1, 1), r"\S+", False)
+            tag = hashed_row(tag, self.tag_features, (1, 1), r"\S+", False)
+            rows.append(
+                [
+                    log_tfidf_l2(*words, idf, offset=w0, weight=w_words),
+                    log_tfidf_l2(*cross, idf, offset=w1, weight=w_cross),
+                    log_tfidf_l2(*tag, idf, offset=w2, weight=w_tags),
+                    cat,
+                ]
+            )
+        return csr_from_rows(rows, width + len(self.categories_))
+
+    def features_for_scoring(self, table: Table):
+        return self.features_fast(table) if len(table) <= self.fast_rows else self.features(table)
+
+
+def knn_k(memory_rows: int) -> int:
+    """How many neighbours :func:`knn_statistics` reads from a memory of that size."""
+    return min(max(KNN_KS), memory_rows - 1)
+
 
 def knn_statistics(
     memory: np.ndarray,
@@ -188,12 +233,20 @@ def knn_statistics(
     queries: np.ndarray,
     query_ids: np.ndarray,
     query_categories: np.ndarray,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """(n, 13) label statistics of each row's nearest memory rows (itself excluded)."""
-    k = min(max(KNN_KS), memory.shape[0] - 1)
-    idx, sim = retrieve(
-        queries, memory, k, query_ids=query_ids, memory_ids=memory_ids, memory_normalised=True
-    )
+    """(n, 13) label statistics of each row's nearest memory rows (itself excluded).
+    ``neighbours``: the rows' retrieval at :func:`knn_k` when the caller has it."""
+    if neighbours is None:
+        neighbours = retrieve(
+            queries,
+            memory,
+            knn_k(memory.shape[0]),
+            query_ids=query_ids,
+            memory_ids=memory_ids,
+            memory_normalised=True,
+        )
+    idx, sim = neighbours
     labels = memory_labels[idx]
     out = []
     for kk in KNN_KS:
@@ -265,10 +318,22 @@ class StackedRetrieval(Predictor):
 
     def explain(self, table: Table) -> dict[str, np.ndarray]:
         """The network's explanation (neighbours, similarity, attention) with the
-        ensemble's prediction, plus the network's own under ``retrieval_prediction``."""
-        out = dict(self.retrieval.explain(table))
+        ensemble's prediction, plus the network's own under ``retrieval_prediction``.
+
+        When the network and the k-NN statistics search the memory with the same
+        embedding (always, unless ``mmra`` overrides the embedder), the memory is
+        searched once for both (each gets exactly the neighbours of its own search)."""
+        m = self.retrieval
+        shared = None
+        if m.embedder == self.embedder and len(table):
+            shared = m.neighbours_at(table, (m.k_, knn_k(m.memory_.shape[0])))
+        out = dict(m.explain(table, neighbours=shared[0] if shared else None))
         out["retrieval_prediction"] = out["prediction"]
-        out["prediction"] = self.predict(table, retrieval_prediction=out["prediction"])
+        out["prediction"] = self.predict(
+            table,
+            retrieval_prediction=out["prediction"],
+            knn_neighbours=shared[1] if shared else None,
+        )
         return out
 
     # -- training -----------------------------------------------------------------------
@@ -319,7 +384,12 @@ class StackedRetrieval(Predictor):
             cached = self.__dict__["_id_positions"] = id_positions(self.mmra_.memory_ids_)
         return cached
 
-    def _stack_features(self, table: Table, ridges: np.ndarray) -> np.ndarray:
+    def _stack_features(
+        self,
+        table: Table,
+        ridges: np.ndarray,
+        knn_neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
         m = self.mmra_
         knn = knn_statistics(
             m._memory32(),
@@ -329,24 +399,36 @@ class StackedRetrieval(Predictor):
             table.embeddings(self.embedder),
             np.asarray(table.ids).astype(str),
             np.asarray(table.categories).astype(str),
+            neighbours=knn_neighbours,
         )
         return np.hstack([ridges, knn, title_form(table.texts)])
 
-    def _stack_predict(self, table: Table) -> np.ndarray:
+    def _stack_predict(
+        self, table: Table, knn_neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
         ridges = np.column_stack([self.lex_.predict(table), self.emb_.predict(table)])
-        x = self._stack_features(table, ridges)
+        x = self._stack_features(table, ridges, knn_neighbours)
         return (x - self.stack_mean_) / self.stack_scale_ @ self.stack_coef_ + self.stack_intercept_
 
     # -- inference ----------------------------------------------------------------------
 
-    def predict(self, table: Table, retrieval_prediction: np.ndarray | None = None) -> np.ndarray:
+    def predict(
+        self,
+        table: Table,
+        retrieval_prediction: np.ndarray | None = None,
+        knn_neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """``retrieval_prediction`` / ``knn_neighbours``: the network's prediction and
+        the rows' k-NN retrieval (:func:`knn_k` neighbours), when the caller has them."""
         self.check_fitted()
         if len(table) == 0:
             return np.zeros(0)
         if retrieval_prediction is None:
             retrieval_prediction = self.mmra_.predict(table)
         b = self.blend_
-        return b[0] + b[1] * retrieval_prediction + b[2] * self._stack_predict(table)
+        return (
+            b[0] + b[1] * retrieval_prediction + b[2] * self._stack_predict(table, knn_neighbours)
+        )
 
     # -- state: members under "<member>." prefixes ----------------------------------------
 

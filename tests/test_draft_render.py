@@ -92,9 +92,10 @@ def test_clip_from_cover_pushes_in_on_the_cover():
     backend = DraftClip(width=90, height=160, fps=8, from_cover=True)
     clip = backend.generate(VideoRequest(prompt="v", title="T", seed=1, cover=cover))
     assert len(clip.frames) == 24 and clip.meta["from_cover"] is True
-    first = clip.frames[0].astype(int)
+    assert clip.frames[0].shape == (160, 90, 3)
+    first = np.asarray(clip.frames[0]).astype(int)
     assert np.abs(first - np.asarray(cover).astype(int)).mean() < 2  # starts on the cover
-    assert np.abs(first - clip.frames[-1].astype(int)).mean() > 1  # and moves
+    assert np.abs(first - np.asarray(clip.frames[-1]).astype(int)).mean() > 1  # and moves
     with pytest.raises(RenderError, match="needs a rendered cover"):
         backend.generate(VideoRequest(prompt="v"))
     assert isinstance(cover, Image.Image)

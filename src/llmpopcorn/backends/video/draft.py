@@ -102,15 +102,37 @@ class DraftClip(VideoBackend):
         return Clip(frames=frames, fps=float(self.fps), meta={"seed": request.seed})
 
     def _animate_cover(self, cover: Image.Image, width: int, height: int, n: int) -> Clip:
-        """A slow push-in on the cover (Ken Burns), so the clip and the cover agree."""
+        """A slow push-in on the cover (Ken Burns), so the clip and the cover agree.
+
+        The cover is converted to YUV planes once (luma at full size, chroma on the
+        2x2 grid) and each plane is zoomed per frame: bilinear resampling is linear,
+        so this equals zooming the RGB picture and converting it, up to rounding.
+        """
+        if width % 2 or height % 2:
+            raise RenderError(
+                f"the draft clip needs even sizes (yuv420p), got {width}x{height}",
+                "ask for an even width and height",
+            )
         base = ImageOps.fit(cover.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+        ycc = rgb_to_ycbcr(np.asarray(base))
+        planes = [
+            Image.fromarray(_to_u8(ycc[..., 0])),
+            Image.fromarray(_to_u8(_half(ycc[..., 1]))),
+            Image.fromarray(_to_u8(_half(ycc[..., 2]))),
+        ]
         frames = []
         for i in range(n):
             zoom = 1.0 + 0.15 * i / max(1, n - 1)
             w, h = width / zoom, height / zoom
             box = ((width - w) / 2, (height - h) / 2, (width + w) / 2, (height + h) / 2)
-            frame = base.resize((width, height), Image.Resampling.BILINEAR, box=box)
-            frames.append(np.asarray(frame))
+            frame = YUVFrame(np.empty((height * 3 // 2, width), np.uint8))
+            for target, plane in zip(frame.planes(), planes, strict=True):
+                scale = plane.width / width  # 1 for luma, 1/2 for chroma
+                zoomed = plane.resize(
+                    plane.size, Image.Resampling.BILINEAR, box=tuple(c * scale for c in box)
+                )
+                target[:] = np.asarray(zoomed)
+            frames.append(frame)
         return Clip(frames=frames, fps=float(self.fps), meta={"from_cover": True})
 
 

@@ -433,7 +433,7 @@ def test_shipped_model_scores_as_before_sharing_work(shipped, n):
     (one-row tables), every category of the model plus an unknown one: the prediction,
     the network's neighbours, similarities and attention, the percentile and the
     score's neighbours are those of the step-by-step path."""
-    from llmpopcorn.predict.scorer import explain
+    from llmpopcorn.predict.scorer import explain, one_blas_thread
 
     model = shipped.model
     titles = _varied_titles(n)
@@ -453,6 +453,8 @@ def test_shipped_model_scores_as_before_sharing_work(shipped, n):
 
         expected = _reference_explain(model, table())
         _assert_same_explanation(explain(model, table()), expected)
+        with one_blas_thread():  # as score_table runs it
+            _assert_same_explanation(explain(model, table()), expected)
         score = shipped.score_table(table())[0]
         if score.category != cat:  # "<unknown>": the scorer resolves it from the title
             cat = score.category

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +267,9 @@ class PopularityScorer:
                 cats[row] = self.resolve_category(table.titles[row] or table.texts[row])
                 resolved[row] = True
         table.categories = cats
-        explained = explain(m, table)
-        pred = explained["prediction"] if explained else m.predict(table)
+        with one_blas_thread(len(table) <= FEW_ROWS):
+            explained = explain(m, table)
+            pred = explained["prediction"] if explained else m.predict(table)
         labels, member_cats = self._memory_labels_and_categories() if explained else (None, None)
         seconds = (time.perf_counter() - started) / max(len(table), 1)
         titles = self._corpus_titles() if explained else {}
@@ -386,6 +390,39 @@ class PopularityScorer:
         if query:
             result.extra["query"] = query
         return result
+
+
+#: tables up to this many rows are scored with one BLAS thread (see :func:`one_blas_thread`)
+FEW_ROWS = 64
+
+
+@contextmanager
+def one_blas_thread(active: bool = True) -> Iterator[None]:
+    """Run the block with one BLAS (OpenBLAS) thread, when ``active``.
+
+    Scoring a few rows multiplies one embedding by the whole retrieval memory: a
+    matrix-vector product bound by memory bandwidth, where a second BLAS thread gains
+    nothing and, on a small shared machine, costs: it waits for a core (2 -> 8 ms at
+    load 2 on 2 cores) and its spinning afterwards slows the next MiniLM forward.
+    The product per output is the same dot product either way (the scorer's tests
+    compare every neighbour, similarity and prediction with the multi-threaded path).
+    Without threadpoolctl (a scikit-learn dependency) the block runs as it is."""
+    controller = _blas_controller() if active else None
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+@lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - scikit-learn (and threadpoolctl) missing
+        return None
+    controller = ThreadpoolController()
+    return controller if controller.select(user_api="blas").lib_controllers else None
 
 
 def explain(model: Any, table: Table) -> dict[str, Any] | None:

@@ -469,3 +469,29 @@ def test_shipped_model_scores_as_before_sharing_work(shipped, n):
         assert [n.video_id for n in score.neighbours] == ids
         predictions.add(value)
     assert len(predictions) > 0.9 * len(titles)  # varied inputs, varied predictions
+
+
+def test_one_blas_thread_limits_and_restores_with_overlapping_scores():
+    """Scores in two threads overlap (the first leaves while the second still runs):
+    the limit holds until the last leaves, then the original count comes back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from llmpopcorn.predict.scorer import one_blas_thread
+
+    def blas_threads() -> set[int]:
+        found = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+        if not found:
+            pytest.skip("no BLAS library that threadpoolctl can limit")
+        return {c.num_threads for c in found}
+
+    with threadpoolctl.ThreadpoolController().limit(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        with one_blas_thread(False):
+            assert blas_threads() == {2}
+        first, second = one_blas_thread(), one_blas_thread()
+        first.__enter__()
+        assert blas_threads() == {1}
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert blas_threads() == {1}  # the second score still runs
+        second.__exit__(None, None, None)
+        assert blas_threads() == {2}

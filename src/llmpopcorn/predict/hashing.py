@@ -89,7 +89,7 @@ def bucket(token: str, n_features: int) -> int:
     return abs(h) % n_features
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def _cached_bucket(token: str, n_features: int) -> int:
     # scoring hashes the same words again and again (the lexical ridge and the text
     # prior read the same 1-2-grams; successive ideas share most of their words)

@@ -9,6 +9,7 @@ set; without it the explanation still has ids, comment counts and similarities.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -407,12 +408,31 @@ def one_blas_thread(active: bool = True) -> Iterator[None]:
     The product per output is the same dot product either way (the scorer's tests
     compare every neighbour, similarity and prediction with the multi-threaded path).
     Without threadpoolctl (a scikit-learn dependency) the block runs as it is."""
+    global _blas_depth, _blas_limiter
+
     controller = _blas_controller() if active else None
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    # the limit is the process's: with scores in several threads, the first to enter
+    # sets it and the last to leave restores the original (never one thread forever)
+    with _blas_lock:
+        if _blas_depth == 0:
+            _blas_limiter = controller.limit(limits=1, user_api="blas")
+        _blas_depth += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_limiter: Any = None
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,8 @@ Measures, in one run and on the same machine:
 * cold ``popcorn make`` (draft cover + clip, scored) wall time, one process per run,
   with the ``minilm`` embedder on torch (today's path, ``POPCORN_MINILM_ENGINE=torch``)
   and on ONNX Runtime (the new default);
-* warm score: one idea scored repeatedly in one process (median ms), both engines;
+* warm score: one idea scored repeatedly in one process (median ms), both engines,
+  ``--repeat`` processes (the median of their medians);
 * first-run index build: embedding rate of both engines on the same sample of corpus
   texts, and the full new-path build (16,740 rows, predictor-memory reuse) plus a
   first PE answer (``popcorn prompt --mode pe``) on an empty embedding cache;
@@ -137,14 +138,25 @@ print(json.dumps({"ready_s": round(ready, 3), "median_ms": median, "p95_ms": p95
 """
 
 
-def bench_score(env, engine: str, n: int = 50) -> dict:
+def bench_score(env, engine: str, n: int = 50, repeat: int = 1) -> dict:
+    """``repeat`` processes of ``n`` warm scores each: the median of their medians
+    (``median_ms``), each process's figures under ``runs``, the load at each end."""
     env = {**env, "POPCORN_MINILM_ENGINE": engine}
-    proc = subprocess.run(
-        [sys.executable, "-c", SCORE_CODE, str(n)], env=env, capture_output=True, text=True
-    )
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-2000:])
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": load()}
+    runs = []
+    for _ in range(max(repeat, 1)):
+        proc = subprocess.run(
+            [sys.executable, "-c", SCORE_CODE, str(n)], env=env, capture_output=True, text=True
+        )
+        if proc.returncode:
+            raise RuntimeError(proc.stderr[-2000:])
+        runs.append({**json.loads(proc.stdout.strip().splitlines()[-1]), "load": load()})
+    return {
+        "median_ms": round(statistics.median(r["median_ms"] for r in runs), 2),
+        "p95_ms": round(statistics.median(r["p95_ms"] for r in runs), 2),
+        "ready_s": round(statistics.median(r["ready_s"] for r in runs), 3),
+        "load": runs[-1]["load"],
+        "runs": runs,
+    }
 
 
 RATE_CODE = """
@@ -459,7 +471,7 @@ def main() -> None:
         report["make"] = {e: bench_make(env, e, work / f"runs-{e}", args.repeat) for e in engines}
         print(json.dumps(report["make"]), file=sys.stderr)
     if "score" not in args.skip:
-        report["score"] = {e: bench_score(env, e) for e in engines}
+        report["score"] = {e: bench_score(env, e, repeat=args.repeat) for e in engines}
         print(json.dumps(report["score"]), file=sys.stderr)
     if "index" not in args.skip and args.data:
         report["rate"] = {e: bench_rate(env, e, args.data, args.sample) for e in engines}

@@ -495,3 +495,15 @@ def test_one_blas_thread_limits_and_restores_with_overlapping_scores():
         assert blas_threads() == {1}  # the second score still runs
         second.__exit__(None, None, None)
         assert blas_threads() == {2}
+
+
+def test_cores_busy_reads_the_load_against_the_cores(monkeypatch):
+    import os
+
+    from llmpopcorn.predict import scorer
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.0, 1.0))
+    assert scorer.cores_busy()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.8, 3.0, 3.0))
+    assert not scorer.cores_busy()

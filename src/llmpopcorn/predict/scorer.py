@@ -9,6 +9,7 @@ set; without it the explanation still has ids, comment counts and similarities.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -268,7 +269,7 @@ class PopularityScorer:
                 cats[row] = self.resolve_category(table.titles[row] or table.texts[row])
                 resolved[row] = True
         table.categories = cats
-        with one_blas_thread(len(table) <= FEW_ROWS):
+        with one_blas_thread(len(table) <= FEW_ROWS and cores_busy()):
             explained = explain(m, table)
             pred = explained["prediction"] if explained else m.predict(table)
         labels, member_cats = self._memory_labels_and_categories() if explained else (None, None)
@@ -393,20 +394,30 @@ class PopularityScorer:
         return result
 
 
-#: tables up to this many rows are scored with one BLAS thread (see :func:`one_blas_thread`)
+#: tables up to this many rows are scored with one BLAS thread when the cores are busy
+#: (see :func:`one_blas_thread`)
 FEW_ROWS = 64
+
+
+def cores_busy() -> bool:
+    """Whether the 1-minute load average leaves less than half a core free."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
+    except OSError:  # pragma: no cover - no load average on this platform
+        return False
 
 
 @contextmanager
 def one_blas_thread(active: bool = True) -> Iterator[None]:
     """Run the block with one BLAS (OpenBLAS) thread, when ``active``.
 
-    Scoring a few rows multiplies one embedding by the whole retrieval memory: a
-    matrix-vector product bound by memory bandwidth, where a second BLAS thread gains
-    nothing and, on a small shared machine, costs: it waits for a core (2 -> 8 ms at
-    load 2 on 2 cores) and its spinning afterwards slows the next MiniLM forward.
-    The product per output is the same dot product either way (the scorer's tests
-    compare every neighbour, similarity and prediction with the multi-threaded path).
+    Scoring a few rows multiplies one embedding by the whole retrieval memory (13,392
+    x 384 for the shipped model): a matrix-vector product bound by memory bandwidth.
+    On 2 cores with the other one free, two BLAS threads take it in 1.7-2.8 ms against
+    3.5-5 ms for one; with the cores busy (load 2), the second thread waits for a core
+    and two take 6-8 ms against 2-4 ms for one: the scorer asks for one thread only
+    when :func:`cores_busy`. The product per output is the same dot product either way
+    (the scorer's tests compare every neighbour, similarity and prediction of both).
     Without threadpoolctl (a scikit-learn dependency) the block runs as it is."""
     global _blas_depth, _blas_limiter
 

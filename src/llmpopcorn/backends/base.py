@@ -100,7 +100,9 @@ class VideoRequest:
 
 @dataclass
 class Clip:
-    """Decoded RGB frames (H x W x 3 uint8) and their frame rate."""
+    """Frames and their frame rate. A frame is an RGB array (H x W x 3 uint8) or a
+    :class:`llmpopcorn.media.YUVFrame` (already in the encoder's yuv420p, as the draft
+    renderer makes them; ``np.asarray(frame)`` gives its RGB, ``.shape`` is H x W x 3)."""
 
     frames: list[np.ndarray]
     fps: float

@@ -531,7 +531,6 @@ def run_batch(
     pipeline for the local executor (tests); its settings must be ``settings``."""
     from .backends.hosted.costs import batch_budget, check_batch_cost
 
-    slots = slots_for(settings, concurrency, render_slots)
     out = Path(out_dir or settings.out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -556,6 +555,8 @@ def run_batch(
             queries = [clean_query(q) for q in queries]
             variants = variants or settings.variants
         settings = item_settings(settings).model_copy(update={"out_dir": out})
+        # from the batch's own settings (a resumed batch's stored ones, not the command's)
+        slots = slots_for(settings, concurrency, render_slots)
         if pipeline is not None:
             pipeline.settings = settings
             llm_model = pipeline.llm.model_id()

@@ -498,3 +498,43 @@ def test_runs_list_on_a_study_folder_points_to_its_summary(data_dir, tmp_path):
     assert listed.exit_code == 0
     assert "no batches yet; this store holds 4 study cell(s) in 1 group(s)" in listed.stderr
     assert "summary.md" in listed.stderr
+
+
+def test_render_workers_are_sized_from_the_arm_that_renders_on_a_gpu(
+    data_dir, tmp_path, monkeypatch
+):
+    """`popcorn bench --video draft --video ltx` on a CUDA machine: the base settings name
+    the draft renderer, but the ltx arm renders on the GPUs, so the render pool gets one
+    slot per GPU and Ray's render workers ask for a GPU (simulated: 2 CUDA devices)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from llmpopcorn import driver
+    from llmpopcorn.executors import LocalExecutor
+
+    fake_torch = types.ModuleType("torch")
+    fake_torch.__spec__ = importlib.machinery.ModuleSpec("torch", None)
+    fake_torch.cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    seen = {}
+
+    class Records(LocalExecutor):
+        def start(self, spec, slots, *, render):
+            seen["slots"] = slots
+            raise KeyboardInterrupt  # stop before any model is built
+
+    made = []
+    real = driver.make_executor
+    monkeypatch.setattr(driver, "make_executor", lambda *a, **kw: made.append(kw) or real("local"))
+    settings = Settings.resolve(env={}, score=False)
+    plan = StudyPlan(
+        queries=load_queries(data_dir), llms=["offline"], modes=["basic"], videos=["draft", "ltx"]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_study(plan, settings, tmp_path / "s", executor=Records())
+    assert seen["slots"].render == 2
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(LocalExecutor, "start", Records.start)
+        run_study(plan, settings, tmp_path / "s2", executor="local")
+    assert made == [{"address": None, "gpu_render": True}]

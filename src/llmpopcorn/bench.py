@@ -380,10 +380,9 @@ def run_study(
     An API key's exhausted quota pauses the study the same way, with an error saying so.
     """
     from .backends.hosted.costs import batch_budget, check_batch_cost
-    from .driver import Progress, cleanup_staging, drive, make_runner, slots_for
+    from .driver import Progress, cleanup_staging, drive, make_runner, on_gpu, slots_for
     from .executors import LocalExecutor, WorkerSpec
 
-    slots = slots_for(settings, concurrency, render_slots)
     if settings.variants != 1:
         raise ConfigError(
             f"the study scores one idea a cell; variants is {settings.variants}",
@@ -436,7 +435,12 @@ def run_study(
                     "final": str(out_dir / "runs" / slugify(name, max_len=120)),
                 }
                 queue.append(Unit(key, settings_hash, labels, task, data=arm))
-        runner = make_runner(executor, settings, address)
+        # an arm's video backend may render on a GPU even when the base settings' does not
+        # (--video names the arms' backends): size the render pool and the Ray render
+        # workers' resources from such an arm
+        renders = next((s for _, s, _, _ in arms if s.render and on_gpu(s)), settings)
+        slots = slots_for(renders, concurrency, render_slots)
+        runner = make_runner(executor, renders, address)
         run.executor = runner.describe()
         worker_arms = {arm_id(a): s.public() for a, s, _, _ in arms}
         if pipeline_factory is not None:
@@ -452,10 +456,11 @@ def run_study(
         # starting the executor: rerunning a finished study loads no model
         ended = {"ok"} if retry_failed else {"ok", "failed"}
         status = {key: store.status(key) for key in run.keys}
-        for queue in units.values():
-            for unit in [u for u in queue if status[u.key] in ended]:
-                queue.remove(unit)
-                work.not_claimed(unit, "done" if status[unit.key] == "ok" else "failed")
+        for ident, queue in units.items():
+            for unit in queue:
+                if status[unit.key] in ended:
+                    work.not_claimed(unit, "done" if status[unit.key] == "ok" else "failed")
+            units[ident] = deque(u for u in queue if status[u.key] not in ended)
         if not any(units.values()):
             return run
         # hosted generators: refuse a study over its cost cap before the first cell

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .driver import SETUP_ERRORS, Unit, Work  # noqa: F401 - SETUP_ERRORS: the API
+from .driver import Unit, Work
 from .errors import ConfigError, DataError, PopcornError
 from .executors import Executor
 from .paths import slugify

@@ -245,7 +245,6 @@ class RayExecutor(Executor):
         self.runtime_env = runtime_env
         self._actors: dict[str, list[Any]] = {}
         self._next: dict[str, int] = {}
-        self._started_ray = False
 
     def start(self, spec: WorkerSpec, slots: Slots, *, render: bool) -> None:
         ray = _ray()
@@ -263,7 +262,6 @@ class RayExecutor(Executor):
             if self.runtime_env:
                 kwargs["runtime_env"] = self.runtime_env
             self._init(ray, kwargs)
-            self._started_ray = True
         if spec.local is not None:
             raise ConfigError(
                 "the Ray executor builds its own workers; an in-process worker was given",

@@ -107,7 +107,7 @@ class Timer:
 
 
 def api_settings(url: str):
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.settings import Settings
 
     return Settings(llm="openai", llm_base_url=url, llm_model="m", llm_api_key="sk-bench",
                     render=False, score=False)  # fmt: skip
@@ -120,7 +120,7 @@ def cpu_ms() -> float:
 
 
 def run_once(url, out, k, n, executor="local", tag=""):
-    from llmpopcorn.batch import run_batch
+    from llmpopcorn.runs.batch import run_batch
 
     timer = Timer()
     queries = [f"bench {tag} k{k} item {i} {time.time_ns()}" for i in range(n)]
@@ -138,8 +138,8 @@ def bare_client(url: str, k: int, n: int) -> dict:
     folders, no prompt building): what the HTTP client and the machine allow."""
     import threading
 
-    from llmpopcorn.registry import registry
-    from llmpopcorn.types import ChatRequest, Message
+    from llmpopcorn.core.registry import registry
+    from llmpopcorn.core.types import ChatRequest, Message
 
     settings = api_settings(url)
     llm = registry.create("llm", "openai", settings)
@@ -169,10 +169,10 @@ def bare_client(url: str, k: int, n: int) -> dict:
 def overhead(out: Path, n: int) -> dict:
     """Per item: a batch (K=1) with an instant in-process LLM minus direct ideation."""
     from llmpopcorn.backends.base import LLM
-    from llmpopcorn.batch import run_batch
-    from llmpopcorn.ideate import ideate
-    from llmpopcorn.pipeline import Pipeline
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.settings import Settings
+    from llmpopcorn.pipeline.core import Pipeline
+    from llmpopcorn.pipeline.ideate import ideate
+    from llmpopcorn.runs.batch import run_batch
 
     class Instant(LLM):
         name = "instant"
@@ -204,7 +204,7 @@ def overhead(out: Path, n: int) -> dict:
 
 def study_once(url: str, out: Path, k: int, n: int) -> dict:
     """``n`` study cells (basic mode, one LLM) with ``-k k``: cells per second."""
-    from llmpopcorn.bench import BenchQuery, StudyPlan, run_study
+    from llmpopcorn.study.bench import BenchQuery, StudyPlan, run_study
 
     stamp = time.time_ns()
     queries = [BenchQuery(f"q-{i:03d}", "concrete", f"study k{k} {i} {stamp}") for i in range(n)]
@@ -251,7 +251,7 @@ def main() -> None:
         results["overhead"] = overhead(out / "overhead", 60 if args.quick else 200)
         print(json.dumps(results["overhead"]), flush=True)
         if not args.no_ray:
-            from llmpopcorn.executors import RayExecutor
+            from llmpopcorn.runs.executors import RayExecutor
 
             n, k = 64, 16
             local = run_once(url, out / "cmp-local", k, n, tag="cmp-local")

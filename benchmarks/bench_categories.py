@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llmpopcorn.corpus import load_corpus
-from llmpopcorn.enhance import PEParams, PEPromptBuilder
-from llmpopcorn.index import CorpusIndex, get_embedder
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.corpus.index import CorpusIndex, get_embedder
+from llmpopcorn.corpus.table import load_corpus
+from llmpopcorn.enhance.pe import PEParams, PEPromptBuilder
 from llmpopcorn.predict import load_scorer
-from llmpopcorn.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 LABELS = HERE / "data" / "category_queries.json"

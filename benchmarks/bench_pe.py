@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmpopcorn.corpus import CORPUS_FILE, item_text
-from llmpopcorn.enhance import PEParams, PEPromptBuilder, pe_messages, split_pools
-from llmpopcorn.index import get_embedder
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import Reference
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import Reference
+from llmpopcorn.corpus.index import get_embedder
+from llmpopcorn.corpus.table import CORPUS_FILE, item_text
+from llmpopcorn.enhance.pe import PEParams, PEPromptBuilder, pe_messages, split_pools
 
 
 def peak_rss_mib() -> float:

@@ -115,9 +115,9 @@ def overhead(names: list[str], repeats: int, steps: int) -> list[dict]:
 def paper(names: list[str]) -> list[dict]:
     """One render per backend at the paper's settings (GPU, local weights only)."""
     from llmpopcorn.backends.base import ImageRequest, VideoRequest
-    from llmpopcorn.errors import PopcornError
-    from llmpopcorn.registry import registry
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.errors import PopcornError
+    from llmpopcorn.core.registry import registry
+    from llmpopcorn.core.settings import Settings
 
     rows = []
     for name in names:

@@ -161,8 +161,8 @@ def bench_score(env, engine: str, n: int = 50, repeat: int = 1) -> dict:
 
 RATE_CODE = """
 import json, sys, time
-from llmpopcorn.corpus import load_corpus
-from llmpopcorn.index import get_embedder
+from llmpopcorn.corpus.table import load_corpus
+from llmpopcorn.corpus.index import get_embedder
 texts = load_corpus(sys.argv[1]).texts[:: int(sys.argv[2])][: int(sys.argv[3])]
 emb = get_embedder("minilm")
 emb.embed(["warm-up"])
@@ -190,8 +190,8 @@ def bench_rate(env, engine: str, data: str, sample: int) -> dict:
 
 PE_QUERY_CODE = """
 import json, statistics, sys, time
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.settings import Settings
+from llmpopcorn.pipeline.core import Pipeline
+from llmpopcorn.core.settings import Settings
 pipeline = Pipeline(Settings.resolve(mode="pe", score=False))
 t = time.perf_counter()
 pipeline.prompt("warm-up: a cat video")
@@ -248,7 +248,7 @@ import json, statistics, tempfile, time
 from pathlib import Path
 from llmpopcorn.backends.base import VideoRequest
 from llmpopcorn.backends.video.draft import DraftClip
-from llmpopcorn.media import probe_mp4, write_mp4
+from llmpopcorn.backends.media import probe_mp4, write_mp4
 import av  # imported outside the timing, as in a pipeline run
 req = VideoRequest(prompt="waves on a sunny beach", title="A corgi learns to surf", seed=5)
 out = Path(tempfile.mkdtemp())
@@ -278,7 +278,7 @@ def bench_clip(env) -> dict:
 INDEX_CODE = """
 import json, resource, statistics, sys, time
 import numpy as np
-from llmpopcorn.index import ExactIndex, IVFIndex
+from llmpopcorn.corpus.vectors import ExactIndex, IVFIndex
 path, kind = sys.argv[1], sys.argv[2]
 vectors = np.load(path, mmap_mode="r")
 n = len(vectors)
@@ -459,7 +459,8 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "from llmpopcorn.index import get_embedder; get_embedder('minilm').embed(['warm-up'])",
+            "from llmpopcorn.corpus.index import get_embedder; "
+            "get_embedder('minilm').embed(['warm-up'])",
         ],
         {**env, "POPCORN_MINILM_ENGINE": "onnx"},
     )

@@ -19,10 +19,10 @@ import numpy as np
 from bench_pe import load_queries
 
 from llmpopcorn.backends.llm.offline import OfflineComposer
-from llmpopcorn.enhance import PEPromptBuilder, find_copy
-from llmpopcorn.ideate import SamplingParams, ideate
-from llmpopcorn.prompts import BasicPromptBuilder
-from llmpopcorn.settings import Settings
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.enhance.pe import PEPromptBuilder, find_copy
+from llmpopcorn.enhance.prompts import BasicPromptBuilder
+from llmpopcorn.pipeline.ideate import SamplingParams, ideate
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ the blend with the MMRA network, and two honest ceilings (label agreement of
 near-duplicate titles; within-category SRC). The test split is never read.
 
     python benchmarks/predictor_attempts.py --data "$POPCORN_DATA" [--json out.json]
-        [--mmra src/llmpopcorn/models/default]   # a model trained on this split
+        [--mmra src/llmpopcorn/predict/models/default]   # a model trained on this split
 
 Needs the corpus' MiniLM embeddings (cached after the first run) and, for the
 LightGBM rows, ``pip install lightgbm`` (skipped when absent). Takes ~10 minutes on a

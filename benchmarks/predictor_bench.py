@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmpopcorn.core.types import Idea
 from llmpopcorn.predict.scorer import PopularityScorer
 from llmpopcorn.predict.train import json_safe, metrics_table, train_and_save
-from llmpopcorn.types import Idea
 
 IDEAS = [
     Idea(

@@ -59,7 +59,7 @@ def tiny_spec(name: str) -> Any:
 
 def tiny_class(name: str) -> Any:
     """The registered backend class, with the mimic's scaled spec."""
-    from llmpopcorn.registry import registry
+    from llmpopcorn.core.registry import registry
 
     cls = registry.get("image" if name in IMAGE_NAMES else "video", name)
     return type(f"Tiny{cls.__name__}", (cls,), {"spec": tiny_spec(name)})

@@ -36,7 +36,7 @@ def mp4_bytes(width: int = 72, height: int = 128, fps: int = 16, seconds: float 
     import numpy as np
 
     from llmpopcorn.backends.base import Clip
-    from llmpopcorn.media import write_mp4
+    from llmpopcorn.backends.media import write_mp4
 
     n = round(fps * seconds)
     frames = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from llmpopcorn.backends.image.draft import DraftCover
 from llmpopcorn.backends.video.draft import DraftClip
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.types import Score
+from llmpopcorn.core.types import Score
+from llmpopcorn.pipeline.core import Pipeline
 
 
 class TitleLengthScorer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from llmpopcorn.corpus import ALL_COLUMNS
+from llmpopcorn.corpus.table import ALL_COLUMNS
 
 HEADER = list(ALL_COLUMNS)
 

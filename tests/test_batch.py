@@ -22,7 +22,11 @@ from click.testing import CliRunner
 from fake_openai_server import FakeOpenAIServer, completion
 from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.base import LLM
-from llmpopcorn.batch import (
+from llmpopcorn.cli import main
+from llmpopcorn.core.errors import InputError, LLMError
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.pipeline.core import Pipeline
+from llmpopcorn.runs.batch import (
     RateLimiter,
     batch_rows,
     diversify,
@@ -30,11 +34,7 @@ from llmpopcorn.batch import (
     run_batch,
     similar_title,
 )
-from llmpopcorn.cli import main
-from llmpopcorn.errors import InputError, LLMError
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.settings import Settings
-from llmpopcorn.store import Store
+from llmpopcorn.runs.store import Store
 
 PHRASES = (
     "Otters at dawn",
@@ -308,7 +308,7 @@ def test_rate_limiter_spaces_requests():
 
 
 def test_variants_take_their_own_angle_and_near_duplicates_are_detected():
-    from llmpopcorn.prompts import BasicPromptBuilder
+    from llmpopcorn.enhance.prompts import BasicPromptBuilder
 
     prompt = BasicPromptBuilder().build("a corgi learns to surf")
     assert diversify(prompt, 0, 1) is prompt
@@ -338,7 +338,7 @@ def test_rendered_items_have_their_files(tmp_path):
 def test_renders_run_on_a_bounded_pool_and_a_render_error_stays_with_its_item(tmp_path):
     from llmpopcorn.backends.image.draft import DraftCover
     from llmpopcorn.backends.video.draft import DraftClip
-    from llmpopcorn.errors import RenderError
+    from llmpopcorn.core.errors import RenderError
 
     class SlowClip(DraftClip):
         """Counts renders at once; fails on a title about a broken camera."""
@@ -430,8 +430,8 @@ def test_a_bad_query_file_says_which_line(tmp_path):
 
 
 def test_errors_are_classified_pause_setup_or_item():
-    from llmpopcorn.batch import BudgetError, classify
-    from llmpopcorn.errors import ConfigError
+    from llmpopcorn.core.errors import ConfigError
+    from llmpopcorn.runs.batch import BudgetError, classify
 
     balance = LLMError("the server at https://api.deepseek.com answered HTTP 402: Insufficient")
     assert classify(balance) == "pause"  # DeepSeek's empty balance

@@ -9,7 +9,10 @@ from click.testing import CliRunner
 
 from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.llm.fake import FakeLLM
-from llmpopcorn.bench import (
+from llmpopcorn.core.errors import ConfigError, DataError, PopcornError
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.runs.store import Store
+from llmpopcorn.study.bench import (
     CELL,
     StudyPlan,
     cell_identity,
@@ -17,9 +20,6 @@ from llmpopcorn.bench import (
     run_study,
     study_rows,
 )
-from llmpopcorn.errors import ConfigError, DataError, PopcornError
-from llmpopcorn.settings import Settings
-from llmpopcorn.store import Store
 from pe_fixtures import write_corpus
 
 
@@ -87,7 +87,7 @@ def test_study_runs_every_cell_then_resumes_without_redoing(data_dir, tmp_path):
     )
     assert scorer.calls == 8 and seen == ["skipped"] * 8 and again.keys == run.keys
     # nothing left to do: the executor (models, a Ray cluster) is never started
-    from llmpopcorn.executors import LocalExecutor
+    from llmpopcorn.runs.executors import LocalExecutor
 
     class Refuses(LocalExecutor):
         def start(self, *args, **kwargs):
@@ -225,7 +225,7 @@ def test_failed_cells_are_recorded_and_retried(data_dir, tmp_path):
 
 
 def test_setup_errors_stop_the_study(data_dir, tmp_path):
-    from llmpopcorn.errors import UnknownBackendError
+    from llmpopcorn.core.errors import UnknownBackendError
 
     plan = StudyPlan(queries=load_queries(data_dir), llms=["no-such-llm"], modes=["basic"])
     with pytest.raises(UnknownBackendError):
@@ -241,7 +241,7 @@ def test_disk_full_during_a_cell_leaves_a_consistent_store(data_dir, tmp_path, m
     """Reproduction 3 of issue 9: a full disk while a run is saved used to leave the
     cell 'running' forever. Now the cell is 'failed' with the cause, the study stops with
     a clear error, and a rerun finishes it."""
-    import llmpopcorn.report as pipeline_module  # where a cell's report is saved
+    import llmpopcorn.pipeline.report as pipeline_module  # where a cell's report is saved
 
     real = pipeline_module.save_report
 
@@ -445,7 +445,7 @@ def test_an_interrupted_study_gives_its_cells_back_and_a_rerun_finishes(data_dir
 
 
 def test_results_csv_defuses_formula_titles_and_json_keeps_them(data_dir, tmp_path):
-    from llmpopcorn.study_report import write_reports
+    from llmpopcorn.study.report import write_reports
 
     evil = json.dumps({"title": "=1+2 surprise", "cover_prompt": "c", "video_prompt": "v"})
     run, _, _ = fake_llm_study(data_dir, tmp_path, [evil, evil])
@@ -510,8 +510,8 @@ def test_render_workers_are_sized_from_the_arm_that_renders_on_a_gpu(
     import sys
     import types
 
-    from llmpopcorn import driver
-    from llmpopcorn.executors import LocalExecutor
+    from llmpopcorn.runs import driver
+    from llmpopcorn.runs.executors import LocalExecutor
 
     fake_torch = types.ModuleType("torch")
     fake_torch.__spec__ = importlib.machinery.ModuleSpec("torch", None)

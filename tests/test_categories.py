@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmpopcorn.categories import CategoryProfile, CategoryResolver
-from llmpopcorn.errors import ConfigError
+from llmpopcorn.core.errors import ConfigError
+from llmpopcorn.corpus.categories import CategoryProfile, CategoryResolver
 
 
 def test_centroids_equal_the_normalised_mean_of_normalised_members():

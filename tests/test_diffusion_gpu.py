@@ -32,7 +32,7 @@ import diffusion_fixtures as fx
 from llmpopcorn.backends.base import ImageRequest, VideoRequest
 from llmpopcorn.backends.diffusion import memory
 from llmpopcorn.backends.diffusion.options import resolve_options
-from llmpopcorn.errors import ConfigError
+from llmpopcorn.core.errors import ConfigError
 
 pytestmark = pytest.mark.gpu
 

@@ -19,8 +19,8 @@ from llmpopcorn.backends.diffusion.weights import (
     measured_sizes,
     split_hub_ref,
 )
-from llmpopcorn.errors import ConfigError
-from llmpopcorn.settings import Settings
+from llmpopcorn.core.errors import ConfigError
+from llmpopcorn.core.settings import Settings
 
 try:  # the session fixture shared with the render tests (it needs torch)
     from diffusion_fixtures import tiny_models
@@ -301,7 +301,7 @@ def test_backends_table_reports_missing_weights_without_loading(tmp_path, monkey
 def test_importing_and_listing_diffusion_backends_loads_no_torch():
     code = (
         "import sys, json\n"
-        "from llmpopcorn.registry import registry\n"
+        "from llmpopcorn.core.registry import registry\n"
         "for kind in ('image', 'video'):\n"
         "    for name in registry.names(kind):\n"
         "        registry.get(kind, name).availability(None)\n"
@@ -316,7 +316,7 @@ def test_a_missing_gpu_extra_names_the_extra(monkeypatch):
     import importlib.util
 
     from llmpopcorn.backends.diffusion.models import LTXVideo
-    from llmpopcorn.errors import MissingExtraError
+    from llmpopcorn.core.errors import MissingExtraError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

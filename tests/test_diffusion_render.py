@@ -20,10 +20,10 @@ from PIL import Image
 import diffusion_fixtures as fx
 from llmpopcorn.backends.base import ImageRequest, VideoRequest
 from llmpopcorn.backends.llm.fake import FakeLLM
-from llmpopcorn.media import probe_mp4, save_png, write_mp4
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.report import load_record
-from llmpopcorn.settings import Settings
+from llmpopcorn.backends.media import probe_mp4, save_png, write_mp4
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.pipeline.core import Pipeline
+from llmpopcorn.pipeline.report import load_record
 
 tiny_models = fx.tiny_models  # session fixtures shared with the other diffusion tests
 single_torch_thread = fx.single_torch_thread  # autouse
@@ -145,7 +145,7 @@ def test_cogvideox_i2v_mimic_has_the_learned_embeddings_and_gets_their_size(tiny
 
 def test_a_failure_inside_the_pipeline_call_is_our_error_naming_the_option(tiny_backends):
     """Every failure in a pipeline call becomes a RenderError naming backend, option, fix."""
-    from llmpopcorn.errors import RenderError
+    from llmpopcorn.core.errors import RenderError
 
     good = tiny_backends("cogvideox", from_cover=True)
     swapped = good.opts.replace(width=good.opts.height, height=good.opts.width)
@@ -162,7 +162,7 @@ def test_nan_output_fails_instead_of_turning_black(tiny_models):
     import torch
 
     from llmpopcorn.backends.diffusion.options import resolve_options
-    from llmpopcorn.errors import RenderError
+    from llmpopcorn.core.errors import RenderError
 
     cls = fx.tiny_class("sd15")
     backend = cls.prepare(
@@ -361,7 +361,7 @@ def test_a_loading_failure_is_our_error_naming_the_option(tiny_models):
     if importlib.util.find_spec("bitsandbytes") is not None:
         pytest.skip("bitsandbytes is installed: this failure needs it missing")
     from llmpopcorn.backends.diffusion.options import resolve_options
-    from llmpopcorn.errors import RenderError
+    from llmpopcorn.core.errors import RenderError
 
     cls = fx.tiny_class("sd15")
     opts = resolve_options(cls.spec, tiny_options("sd15", tiny_models("sd15")), device="cpu")

@@ -5,8 +5,8 @@ import pytest
 
 from llmpopcorn.backends.base import ImageRequest, VideoRequest
 from llmpopcorn.backends.image.draft import DraftCover
+from llmpopcorn.backends.media import fit_duration, probe_mp4, save_png, write_mp4
 from llmpopcorn.backends.video.draft import DraftClip
-from llmpopcorn.media import fit_duration, probe_mp4, save_png, write_mp4
 
 
 def sha(path):
@@ -65,7 +65,7 @@ def test_clip_is_three_seconds_h264_with_motion_and_deterministic(tmp_path):
 
 
 def test_yuv_conversion_matches_known_colours():
-    from llmpopcorn.media import rgb_to_yuv420p
+    from llmpopcorn.backends.media import rgb_to_yuv420p
 
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[:2, :2] = (255, 255, 255)  # white block: Y=235, U=V=128
@@ -86,7 +86,7 @@ def test_fit_duration_trims_and_resamples():
 def test_clip_from_cover_pushes_in_on_the_cover():
     from PIL import Image
 
-    from llmpopcorn.errors import RenderError
+    from llmpopcorn.core.errors import RenderError
 
     cover = DraftCover(width=90, height=160).generate(ImageRequest(prompt="p", title="T", seed=1))
     backend = DraftClip(width=90, height=160, fps=8, from_cover=True)
@@ -102,8 +102,8 @@ def test_clip_from_cover_pushes_in_on_the_cover():
 
 
 def test_from_cover_setting_reaches_the_draft_backend():
-    from llmpopcorn.registry import registry
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.registry import registry
+    from llmpopcorn.core.settings import Settings
 
     backend = registry.create("video", "draft", Settings.resolve(env={}, video_from_cover=True))
     assert backend.from_cover is True and backend.options()["from_cover"] is True
@@ -112,7 +112,7 @@ def test_from_cover_setting_reaches_the_draft_backend():
 def test_draft_clip_frames_are_yuv420p_and_look_like_the_title_card():
     """The clip is drawn in the encoder's planes; as RGB it still shows the title (white
     text in the bottom band, fading in) over a scrolling background that moves."""
-    from llmpopcorn.media import YUVFrame
+    from llmpopcorn.backends.media import YUVFrame
 
     clip = DraftClip(width=180, height=320, fps=8).generate(
         VideoRequest(prompt="waves", title="Corgi surfs", seed=2)
@@ -130,14 +130,14 @@ def test_draft_clip_frames_are_yuv420p_and_look_like_the_title_card():
 
 
 def test_draft_clip_rejects_odd_sizes():
-    from llmpopcorn.errors import RenderError
+    from llmpopcorn.core.errors import RenderError
 
     with pytest.raises(RenderError, match="even sizes"):
         DraftClip(width=91, height=160, fps=4).generate(VideoRequest(prompt="p", seed=1))
 
 
 def test_yuv_frame_round_trips_rgb():
-    from llmpopcorn.media import YUVFrame, rgb_to_yuv420p
+    from llmpopcorn.backends.media import YUVFrame, rgb_to_yuv420p
 
     y, x = np.mgrid[0:64, 0:48]
     rgb = np.stack([y * 3, x * 5, 255 - y * 2], axis=2).astype(np.uint8)  # smooth colours
@@ -153,8 +153,8 @@ def test_disc_blended_in_yuv_matches_rgb_paste_then_conversion():
     the planes equals Pillow's RGB paste converted afterwards, up to rounding."""
     from PIL import Image
 
+    from llmpopcorn.backends.media import YUVFrame, rgb_to_yuv420p
     from llmpopcorn.backends.video.draft import _Disc, _disc
-    from llmpopcorn.media import YUVFrame, rgb_to_yuv420p
 
     background, colour, radius = (30, 120, 200), (250, 200, 20), 9.3
     for x, y in ((5, 7), (10, 4), (-6, 30), (40, 45)):  # odd/even, clipped at the edges
@@ -175,9 +175,9 @@ def test_title_blended_in_yuv_matches_rgb_paste_then_conversion():
     or a disc edge a few chroma samples of a clip differ by more)."""
     from PIL import Image, ImageDraw
 
+    from llmpopcorn.backends.draw import draw_text_block
+    from llmpopcorn.backends.media import YUVFrame, rgb_to_yuv420p
     from llmpopcorn.backends.video.draft import _TitleOverlay
-    from llmpopcorn.draw import draw_text_block
-    from llmpopcorn.media import YUVFrame, rgb_to_yuv420p
 
     width, height = 180, 320
     base = Image.new("RGB", (width, height))

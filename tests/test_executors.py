@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llmpopcorn.batch import batch_rows, run_batch
-from llmpopcorn.executors import DaemonPool, LocalExecutor, Slots, WorkerSpec
-from llmpopcorn.settings import Settings
-from llmpopcorn.store import Store
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.runs.batch import batch_rows, run_batch
+from llmpopcorn.runs.executors import DaemonPool, LocalExecutor, Slots, WorkerSpec
+from llmpopcorn.runs.store import Store
 
 QUERIES = ["a corgi learns to surf", "pasta in three steps", "sunset over tokyo"]
 
@@ -84,7 +84,7 @@ def _rows(run) -> list[tuple]:
 
 def test_ray_executor_gives_the_local_results(tmp_path):
     pytest.importorskip("ray")
-    from llmpopcorn.executors import RayExecutor
+    from llmpopcorn.runs.executors import RayExecutor
 
     settings = Settings(render=False, score=False)  # offline composer: deterministic
     local = run_batch(QUERIES, settings, out_dir=tmp_path / "local", variants=2)
@@ -109,7 +109,7 @@ class DiesOnceWorker:
     actor and retries the task."""
 
     def __init__(self, marker: str, **kwargs):
-        from llmpopcorn.batch import ItemWorker
+        from llmpopcorn.runs.batch import ItemWorker
 
         self.marker = Path(marker)
         self.inner = ItemWorker(**kwargs)
@@ -140,8 +140,8 @@ class DiesOnceWorker:
 @pytest.mark.slow
 def test_ray_retries_a_task_whose_worker_died(tmp_path):
     pytest.importorskip("ray")
-    from llmpopcorn import batch as batch_module
-    from llmpopcorn.executors import RayExecutor
+    from llmpopcorn.runs import batch as batch_module
+    from llmpopcorn.runs.executors import RayExecutor
 
     marker = tmp_path / "died"
     settings = Settings(render=False, score=False)
@@ -166,8 +166,8 @@ def test_the_study_on_ray_gives_the_local_results(tmp_path):
     """`popcorn bench` runs on the same executors: a study through a local Ray (arms in
     turn, cells as tasks on actors) stores the same cells as the local executor."""
     pytest.importorskip("ray")
-    from llmpopcorn.bench import BenchQuery, StudyPlan, run_study, study_rows
-    from llmpopcorn.executors import RayExecutor
+    from llmpopcorn.runs.executors import RayExecutor
+    from llmpopcorn.study.bench import BenchQuery, StudyPlan, run_study, study_rows
     from pe_fixtures import write_corpus
 
     settings = Settings(

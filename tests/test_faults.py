@@ -26,8 +26,8 @@ from click.testing import CliRunner
 from fake_openai_server import FakeOpenAIServer, completion
 from llmpopcorn.backends.base import LLM
 from llmpopcorn.cli import main
-from llmpopcorn.corpus import ALL_COLUMNS
-from llmpopcorn.registry import registry
+from llmpopcorn.core.registry import registry
+from llmpopcorn.corpus.table import ALL_COLUMNS
 from pe_fixtures import write_corpus
 
 KEY = "sk-faults-0123456789abcdef"
@@ -211,7 +211,7 @@ def test_sigterm_and_sighup_save_the_record_and_report(out_dir, signum):
 
 
 def test_signal_handlers_are_restored_and_a_second_signal_does_not_cut_cleanup():
-    from llmpopcorn.signals import Interrupted, exit_code, signals_as_interrupts
+    from llmpopcorn.core.signals import Interrupted, exit_code, signals_as_interrupts
 
     before = signal.getsignal(signal.SIGTERM)
     cleaned = []
@@ -370,7 +370,7 @@ def test_a_stalled_server_is_bounded_by_the_deadline(out_dir):
 
 def test_the_default_budget_of_one_llm_call_is_two_minutes():
     from llmpopcorn.backends.llm.openai_compat import OpenAICompatLLM
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.settings import Settings
 
     llm = OpenAICompatLLM.from_settings(Settings.resolve(llm="openai"))
     assert llm.deadline == 120 and llm.timeout <= llm.deadline
@@ -379,8 +379,8 @@ def test_the_default_budget_of_one_llm_call_is_two_minutes():
 def test_a_trickling_server_cannot_stretch_a_request(monkeypatch):
     """The wall-clock guard ends a request whose client timeout never fires."""
     from llmpopcorn.backends.llm import openai_compat
-    from llmpopcorn.errors import LLMError
-    from llmpopcorn.types import ChatRequest, Message
+    from llmpopcorn.core.errors import LLMError
+    from llmpopcorn.core.types import ChatRequest, Message
 
     monkeypatch.setattr(openai_compat, "WALL_CLOCK_GRACE", 0.5)
 
@@ -518,7 +518,7 @@ def test_soak_200_draft_makes_keep_memory_flat(tmp_path, tiny_model):
     import tracemalloc
 
     from fakes import draft_pipeline
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.settings import Settings
 
     def rss_mb() -> float:
         with open("/proc/self/statm") as fh:

@@ -29,8 +29,8 @@ from llmpopcorn.backends.hosted.fal import (
     FalVideoOptions,
     FalWan,
 )
-from llmpopcorn.errors import ConfigError
-from llmpopcorn.settings import Settings
+from llmpopcorn.core.errors import ConfigError
+from llmpopcorn.core.settings import Settings
 
 KEY = "fal-secret-key-123"
 
@@ -321,7 +321,7 @@ def test_backends_command_lists_hosted_backends(monkeypatch):
 
 
 def test_max_cost_refuses_before_any_call(server, monkeypatch):
-    from llmpopcorn.registry import registry
+    from llmpopcorn.core.registry import registry
 
     monkeypatch.setenv("FAL_KEY", KEY)
     settings = Settings(video="fal-kling", video_options={"base_url": server.url}, max_cost=0.10)
@@ -341,7 +341,7 @@ def test_max_cost_refuses_before_any_call(server, monkeypatch):
 
 
 def test_max_cost_refuses_a_model_with_no_known_price(monkeypatch):
-    from llmpopcorn.registry import registry
+    from llmpopcorn.core.registry import registry
 
     monkeypatch.setenv("FAL_KEY", KEY)
     settings = Settings(video="fal-ltx", video_options={"model": "someone/new-model"}, max_cost=1)
@@ -363,7 +363,7 @@ def test_batch_hook_refuses_an_expensive_batch():
 
 
 def test_a_missing_key_fails_at_creation_naming_the_variables(monkeypatch):
-    from llmpopcorn.registry import registry
+    from llmpopcorn.core.registry import registry
 
     monkeypatch.delenv("FAL_KEY", raising=False)
     monkeypatch.delenv("POPCORN_FAL_KEY", raising=False)
@@ -389,8 +389,8 @@ def _hosted_settings(server, tmp_path, **extra):
 
 
 def test_make_with_hosted_cover_and_clip(server, tmp_path, monkeypatch, caplog):
-    from llmpopcorn.media import probe_mp4
-    from llmpopcorn.pipeline import Pipeline
+    from llmpopcorn.backends.media import probe_mp4
+    from llmpopcorn.pipeline.core import Pipeline
 
     monkeypatch.setenv("FAL_KEY", KEY)
     caplog.set_level(logging.DEBUG)
@@ -413,8 +413,8 @@ def test_make_with_hosted_cover_and_clip(server, tmp_path, monkeypatch, caplog):
 
 
 def test_a_refusal_fails_the_run_cleanly_and_is_recorded(server, tmp_path, monkeypatch):
-    from llmpopcorn.pipeline import Pipeline
-    from llmpopcorn.report import load_record
+    from llmpopcorn.pipeline.core import Pipeline
+    from llmpopcorn.pipeline.report import load_record
 
     monkeypatch.setenv("FAL_KEY", KEY)
     detail = [{"msg": "flagged", "type": "content_policy_violation", "categories": ["hate"]}]
@@ -524,7 +524,7 @@ def test_openai_compatible_server_with_its_own_model(server):
 
 
 def test_make_with_an_openai_cover(server, tmp_path, monkeypatch):
-    from llmpopcorn.pipeline import Pipeline
+    from llmpopcorn.pipeline.core import Pipeline
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-pipeline-secret")
     settings = Settings(

@@ -4,9 +4,9 @@ import pytest
 
 from llmpopcorn.backends.llm.fake import FakeLLM
 from llmpopcorn.backends.llm.offline import OfflineComposer, fit_title, subject_of
-from llmpopcorn.errors import InvalidReplyError
-from llmpopcorn.ideate import SamplingParams, ideate
-from llmpopcorn.prompts import BasicPromptBuilder, example_idea
+from llmpopcorn.core.errors import InvalidReplyError
+from llmpopcorn.enhance.prompts import BasicPromptBuilder, example_idea
+from llmpopcorn.pipeline.ideate import SamplingParams, ideate
 
 GOOD = json.dumps(
     {"title": "Corgi surf", "cover_prompt": "a corgi on a board", "video_prompt": "it rides"}

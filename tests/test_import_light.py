@@ -11,7 +11,7 @@ HEAVY = ("torch", "transformers", "diffusers", "sentence_transformers", "sklearn
 def test_importing_the_package_and_cli_loads_no_heavy_library():
     code = (
         "import sys, json\n"
-        "import llmpopcorn, llmpopcorn.cli, llmpopcorn.pipeline, llmpopcorn.registry\n"
+        "import llmpopcorn, llmpopcorn.cli, llmpopcorn.pipeline.core, llmpopcorn.core.registry\n"
         "from llmpopcorn.cli.backends import backend_table\n"
         "backend_table()\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
@@ -21,7 +21,7 @@ def test_importing_the_package_and_cli_loads_no_heavy_library():
 
 
 def test_registry_lists_builtins_without_importing_them():
-    from llmpopcorn.registry import Registry
+    from llmpopcorn.core.registry import Registry
 
     reg = Registry({"llm": {"broken": "llmpopcorn.does_not_exist:Nope"}})
     assert reg.names("llm") == ["broken"]  # listing does not import
@@ -31,8 +31,8 @@ def test_registry_plugins_and_unknown_names():
     import pytest
 
     from llmpopcorn.backends.base import LLM
-    from llmpopcorn.errors import ConfigError, UnknownBackendError
-    from llmpopcorn.registry import Registry
+    from llmpopcorn.core.errors import ConfigError, UnknownBackendError
+    from llmpopcorn.core.registry import Registry
 
     reg = Registry({"llm": {}})
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from llmpopcorn.backends.embed.tfidf import TfidfEmbedder
-from llmpopcorn.corpus import load_corpus
-from llmpopcorn.index import load_or_build, progress_listener
+from llmpopcorn.core.progress import progress_listener
+from llmpopcorn.corpus.index import load_or_build
+from llmpopcorn.corpus.table import load_corpus
 from pe_fixtures import write_corpus
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from llmpopcorn.partition import in_part, part_of
-from llmpopcorn.pipeline import Pipeline, judge_overlap
+from llmpopcorn.core.registry import Registry
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import Idea, Reference, Score
+from llmpopcorn.corpus.partition import in_part, part_of
+from llmpopcorn.pipeline.core import Pipeline, judge_overlap
 from llmpopcorn.predict import load_scorer
-from llmpopcorn.registry import Registry
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import Idea, Reference, Score
 from pe_fixtures import write_corpus
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "llmpopcorn"
@@ -135,7 +135,7 @@ def test_overlap_counts_references_in_memory_and_among_the_neighbours():
 
 def test_reference_pool_has_zero_overlap_with_a_judge_part_memory(tmp_path, out_dir):
     data = write_corpus(tmp_path / "data")
-    from llmpopcorn.corpus import load_corpus
+    from llmpopcorn.corpus.table import load_corpus
 
     frame = load_corpus(data).frame
     judge_ids = frame["video_id"][in_part(frame["video_id"], "judge")].tolist()
@@ -234,7 +234,7 @@ def test_idea_fields_are_mapped_explicitly(scorer):
 
 
 def test_a_record_says_ok_only_when_its_report_was_written(out_dir, monkeypatch):
-    import llmpopcorn.pipeline as pipeline_module
+    import llmpopcorn.pipeline.core as pipeline_module
 
     def disk_full(record, run_dir):
         raise OSError(28, "No space left on device")
@@ -252,7 +252,7 @@ def test_batch_items_use_the_run_s_category_resolver_as_make_does(scorer, tmp_pa
     (the judge's ranking handed to PE), not PE's own index."""
     import json
 
-    from llmpopcorn.batch import run_batch
+    from llmpopcorn.runs.batch import run_batch
 
     settings = pe_settings(tmp_path)
     query = "crispy fried chicken with dumplings"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from llmpopcorn.executors import LocalExecutor, Slots, WorkerSpec
+from llmpopcorn.runs.executors import LocalExecutor, Slots, WorkerSpec
 
 
 class GateWorker:

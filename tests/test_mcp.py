@@ -14,8 +14,8 @@ from mcp import StdioServerParameters  # noqa: E402
 from mcp.client import Client  # noqa: E402
 
 from fakes import TitleLengthScorer, draft_pipeline  # noqa: E402
-from llmpopcorn.mcp_server import build_server  # noqa: E402
-from llmpopcorn.settings import Settings  # noqa: E402
+from llmpopcorn.core.settings import Settings  # noqa: E402
+from llmpopcorn.mcp.server import build_server  # noqa: E402
 from pe_fixtures import write_corpus  # noqa: E402
 
 TOOLS = {"make_run", "score_idea", "build_pe_prompt", "list_runs", "get_run"}

@@ -83,7 +83,7 @@ def test_a_garbage_onnx_file_is_exported_again(engines):
 
 
 def test_the_shipped_predictor_scores_the_same_through_both_engines(engines):
-    from llmpopcorn.corpus import item_text
+    from llmpopcorn.corpus.table import item_text
     from llmpopcorn.predict.data import Table
     from llmpopcorn.predict.scorer import DEFAULT_MODEL, PopularityScorer
 

@@ -4,11 +4,11 @@ import pytest
 
 from fake_openai_server import FakeOpenAIServer, completion
 from llmpopcorn.backends.llm.openai_compat import DeepSeekLLM, OllamaLLM, OpenAICompatLLM
-from llmpopcorn.errors import ConfigError, LLMError
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.registry import registry
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import ChatRequest, Message
+from llmpopcorn.core.errors import ConfigError, LLMError
+from llmpopcorn.core.registry import registry
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import ChatRequest, Message
+from llmpopcorn.pipeline.core import Pipeline
 
 SECRET = "sk-test-never-print-me"
 IDEA = {"title": "Corgi surf", "cover_prompt": "a corgi", "video_prompt": "it surfs"}
@@ -149,7 +149,7 @@ DEEPSEEK_BALANCE = {"error": {"message": "Insufficient Balance", "type": "unknow
 def test_a_used_up_quota_fails_at_once_and_a_batch_recognises_it(status, body):
     import pickle
 
-    from llmpopcorn.batch import is_quota_error
+    from llmpopcorn.runs.batch import is_quota_error
 
     with FakeOpenAIServer() as srv:
         srv.queue(status, body)
@@ -176,7 +176,7 @@ def test_an_ordinary_rate_limit_is_still_retried():
         with pytest.raises(LLMError, match="rate limited") as info:
             llm.complete(request())
         assert len(srv.chat_requests) == 2
-    from llmpopcorn.batch import is_quota_error
+    from llmpopcorn.runs.batch import is_quota_error
 
     assert not is_quota_error(info.value)
 

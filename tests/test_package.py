@@ -10,8 +10,10 @@ import zipfile
 import pytest
 
 from fakes import draft_pipeline
-from llmpopcorn.errors import ConfigError, DataError
-from llmpopcorn.package import (
+from llmpopcorn.core.errors import ConfigError, DataError
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import Idea, RunRecord
+from llmpopcorn.pipeline.package import (
     ALGORITHMIC_MEDIA,
     TRAINED_ALGORITHMIC_MEDIA,
     C2PASigner,
@@ -20,8 +22,6 @@ from llmpopcorn.package import (
     read_c2pa,
     signer_from_settings,
 )
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import Idea, RunRecord
 
 
 def make_test_cert(tmp_path, *, bare: bool = False):
@@ -121,8 +121,8 @@ def test_package_carries_the_disclosure_in_every_file(run, tmp_path):
     import av
     from PIL import Image
 
-    from llmpopcorn.media import probe_mp4
-    from llmpopcorn.report import load_record
+    from llmpopcorn.backends.media import probe_mp4
+    from llmpopcorn.pipeline.report import load_record
 
     path = make_package(run.run_dir)
     assert path.name == "package.zip" and str(path.parent) == run.run_dir
@@ -158,7 +158,7 @@ def test_package_carries_the_disclosure_in_every_file(run, tmp_path):
 def hosted_run(tmp_path, monkeypatch):
     """A run whose cover and clip come from (fake) fal: generative models."""
     from fake_hosted_server import FakeHostedServer, mp4_bytes
-    from llmpopcorn.pipeline import Pipeline
+    from llmpopcorn.pipeline.core import Pipeline
 
     monkeypatch.setenv("FAL_KEY", "fal-package-test-key")
     with FakeHostedServer() as server:
@@ -290,7 +290,7 @@ def test_cli_make_package_with_a_bad_key_fails_before_generating(tmp_path):
 def test_without_c2pa_python_signing_names_the_extra(run, tmp_path, monkeypatch):
     import sys
 
-    from llmpopcorn.errors import MissingExtraError
+    from llmpopcorn.core.errors import MissingExtraError
 
     cert, key = make_test_cert(tmp_path)
     monkeypatch.setitem(sys.modules, "c2pa", None)  # as if c2pa-python were not installed

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from llmpopcorn.parsing import ReplyParseError, parse_idea, strip_reasoning
-from llmpopcorn.prompts import example_idea
-from llmpopcorn.types import Idea
+from llmpopcorn.core.types import Idea
+from llmpopcorn.enhance.parsing import ReplyParseError, parse_idea, strip_reasoning
+from llmpopcorn.enhance.prompts import example_idea
 
 GOOD = {
     "title": "Corgi catches its first wave",
@@ -210,7 +210,7 @@ def test_popcorn_make_prints_and_records_a_clean_idea(tmp_path):
 def test_an_idea_built_elsewhere_is_cleaned_too():
     """The MCP/web callers build an Idea directly, and old record.json files are read
     back through the model: the same cleaning applies."""
-    from llmpopcorn.types import RunRecord
+    from llmpopcorn.core.types import RunRecord
 
     idea = Idea(title="\u202eevil\u2066 title", cover_prompt="c\u200b", video_prompt="v\x9b")
     assert (idea.title, idea.cover_prompt, idea.video_prompt) == ("evil title", "c", "v")
@@ -222,7 +222,7 @@ def test_an_idea_built_elsewhere_is_cleaned_too():
 
 
 def test_json_output_escapes_what_strip_unsafe_drops_and_reads_back_the_same():
-    from llmpopcorn.paths import escape_unsafe_json
+    from llmpopcorn.core.paths import escape_unsafe_json
 
     family = "👨\u200d👩\u200d👧"
     data = {"reply": f"a{HOSTILE}b {family} 中文\n\tend", "n": [1, "\u202ex"]}

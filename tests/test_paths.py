@@ -1,7 +1,7 @@
 import pytest
 
-from llmpopcorn.errors import InputError
-from llmpopcorn.paths import MAX_QUERY_CHARS, clean_query, make_run_dir, slugify
+from llmpopcorn.core.errors import InputError
+from llmpopcorn.core.paths import MAX_QUERY_CHARS, clean_query, make_run_dir, slugify
 
 HOSTILE = [
     "../../etc/passwd",
@@ -54,7 +54,7 @@ def test_csv_cells_never_start_like_a_formula():
     import csv
     import io
 
-    from llmpopcorn.paths import spreadsheet_safe, write_csv
+    from llmpopcorn.core.paths import spreadsheet_safe, write_csv
 
     assert spreadsheet_safe('=HYPERLINK("http://x","click")') == '\'=HYPERLINK("http://x","click")'
     for start in "=+-@\t\r":

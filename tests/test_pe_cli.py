@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from llmpopcorn.cli import main
-from llmpopcorn.corpus import load_corpus
-from llmpopcorn.errors import DataError
+from llmpopcorn.core.errors import DataError
+from llmpopcorn.corpus.table import load_corpus
 from pe_fixtures import HEADER, corpus_rows, write_corpus
 
 
@@ -117,7 +117,7 @@ def test_bad_rows_are_rejected_counted_and_sampled(tmp_path, caplog):
     rows[1]["comment_count"] = -3
     rows[2]["video_id"] = rows[3]["video_id"]
     rows[4]["title_en"] = "   "
-    with caplog.at_level(logging.WARNING, logger="llmpopcorn.corpus"):
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.corpus.table"):
         corpus = load_corpus(write_corpus(tmp_path / "d", rows))
     assert len(corpus) == 36
     assert corpus.rejected == {

@@ -8,11 +8,11 @@ import pytest
 
 from llmpopcorn.backends.llm.fake import FakeLLM
 from llmpopcorn.backends.llm.offline import OfflineComposer, borrow, hook_of
-from llmpopcorn.enhance import COPY_THRESHOLD, CopyGuard, find_copy, normalise_title
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.report import load_record
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import ChatRequest, Idea, Message, Reference
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import ChatRequest, Idea, Message, Reference
+from llmpopcorn.enhance.pe import COPY_THRESHOLD, CopyGuard, find_copy, normalise_title
+from llmpopcorn.pipeline.core import Pipeline
+from llmpopcorn.pipeline.report import load_record
 from pe_fixtures import GAME, write_corpus
 
 REFS = [

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from llmpopcorn.backends.embed.tfidf import TfidfEmbedder
-from llmpopcorn.corpus import load_corpus
-from llmpopcorn.enhance import (
+from llmpopcorn.core.errors import ConfigError, InputError
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import Reference
+from llmpopcorn.corpus.index import CorpusIndex
+from llmpopcorn.corpus.table import load_corpus
+from llmpopcorn.enhance.pe import (
     PEParams,
     PEPromptBuilder,
     choose_categories,
@@ -17,11 +21,7 @@ from llmpopcorn.enhance import (
     share,
     split_pools,
 )
-from llmpopcorn.errors import ConfigError, InputError
-from llmpopcorn.index import CorpusIndex
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import Reference
+from llmpopcorn.pipeline.core import Pipeline
 from pe_fixtures import GAME, write_corpus
 
 
@@ -240,7 +240,7 @@ def test_min_category_size_skips_tiny_categories(index):
 
 
 def test_reference_pool_draws_only_from_the_reference_part(index):
-    from llmpopcorn.partition import part_of
+    from llmpopcorn.corpus.partition import part_of
 
     prompt = builder(index, n_refs=10, num_tags=4, pool="reference").build("game")
     assert prompt.references

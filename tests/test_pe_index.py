@@ -9,18 +9,11 @@ import numpy as np
 import pytest
 
 from llmpopcorn.backends.embed.tfidf import TfidfEmbedder
-from llmpopcorn.corpus import load_corpus
-from llmpopcorn.errors import ConfigError, UnknownBackendError
-from llmpopcorn.index import (
-    CorpusIndex,
-    EmbeddingCache,
-    ExactIndex,
-    cache_key,
-    corpus_embeddings,
-    get_embedder,
-    load_or_build,
-    top_k,
-)
+from llmpopcorn.core.errors import ConfigError, UnknownBackendError
+from llmpopcorn.corpus.embcache import EmbeddingCache, cache_key
+from llmpopcorn.corpus.index import CorpusIndex, corpus_embeddings, get_embedder, load_or_build
+from llmpopcorn.corpus.table import load_corpus
+from llmpopcorn.corpus.vectors import ExactIndex, top_k
 from pe_fixtures import corpus_rows, write_corpus
 
 
@@ -130,7 +123,7 @@ def test_corrupt_or_stale_cache_is_rebuilt(corpus, tmp_path, caplog, damage):
         manifest["format"] = -1
         paths["manifest"].write_text(json.dumps(manifest))
     emb = CountingEmbedder()
-    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.corpus.index"):
         entry = load_or_build(corpus, emb, cache_dir)
     assert "rebuilding" in caplog.text
     assert emb.embedded > 0 and not entry.hit
@@ -193,7 +186,7 @@ def test_a_manifest_of_the_wrong_shape_is_rebuilt_with_a_warning(
     path = next((cache_dir / "embeddings").glob("*.json"))
     path.write_text(manifest)
     emb = CountingEmbedder()
-    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.corpus.index"):
         entry = load_or_build(corpus, emb, cache_dir)
     assert "corrupt or stale" in caplog.text and "rebuilding" in caplog.text
     assert not entry.hit and emb.embedded > 0
@@ -209,12 +202,12 @@ def _disk_full(*args, **kwargs):
 
 
 def test_a_full_disk_at_save_runs_uncached_with_a_warning(corpus, tmp_path, caplog, monkeypatch):
-    import llmpopcorn.index as index_mod
+    import llmpopcorn.corpus.embcache as embcache_mod
 
     expected = np.asarray(load_or_build(corpus, TfidfEmbedder(), use_cache=False).items).copy()
-    monkeypatch.setattr(index_mod, "_atomic_write", _disk_full)
+    monkeypatch.setattr(embcache_mod, "atomic_write", _disk_full)
     cache_dir = tmp_path / "cache"
-    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.corpus.index"):
         entry = load_or_build(corpus, TfidfEmbedder(), cache_dir)
         index = CorpusIndex.open(corpus, TfidfEmbedder(), cache_dir)
     assert "running uncached" in caplog.text and "No space left" in caplog.text
@@ -227,7 +220,7 @@ def test_a_full_disk_at_save_runs_uncached_with_a_warning(corpus, tmp_path, capl
 def test_an_unwritable_cache_folder_runs_uncached(corpus, tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="llmpopcorn.index"):
+    with caplog.at_level(logging.WARNING, logger="llmpopcorn.corpus.index"):
         entry = load_or_build(corpus, TfidfEmbedder(), blocker / "cache")
     assert "running uncached" in caplog.text
     assert entry.items.shape[0] == len(corpus)
@@ -247,10 +240,10 @@ class InterruptingEmbedder(CountingEmbedder):
 
 
 def test_an_interrupted_build_resumes_where_it_stopped(corpus, tmp_path, monkeypatch):
-    import llmpopcorn.index as index_mod
+    import llmpopcorn.corpus.build as build_mod
 
-    monkeypatch.setattr(index_mod, "CHUNK_ROWS", 8)
-    monkeypatch.setattr(index_mod, "EMBED_BATCH", 8)
+    monkeypatch.setattr(build_mod, "CHUNK_ROWS", 8)
+    monkeypatch.setattr(build_mod, "EMBED_BATCH", 8)
     cache_dir = tmp_path / "cache"
     names = len(corpus.categories)
     first = InterruptingEmbedder(limit=names + 8 * 3)  # category names, then 3 chunks
@@ -300,7 +293,7 @@ def test_a_concurrent_build_waits_for_the_first_and_reuses_it(corpus, tmp_path):
 
 
 def test_vectors_the_shipped_predictor_carries_are_reused(corpus, tmp_path, monkeypatch):
-    import llmpopcorn.index as index_mod
+    import llmpopcorn.corpus.build as index_mod
 
     fitted = TfidfEmbedder().fit([*corpus.texts, *corpus.categories])
     half = np.arange(0, len(corpus), 2)
@@ -331,7 +324,7 @@ def test_vectors_the_shipped_predictor_carries_are_reused(corpus, tmp_path, monk
 
 
 def test_the_shipped_predictor_has_a_memory_to_reuse():
-    import llmpopcorn.index as index_mod
+    import llmpopcorn.corpus.build as index_mod
 
     with np.load(index_mod.PREDICTOR_WEIGHTS, allow_pickle=False) as npz:
         assert {"mmra.memory_", "mmra.memory_ids_"} <= set(npz.files) or {
@@ -343,7 +336,7 @@ def test_the_shipped_predictor_has_a_memory_to_reuse():
 def test_progress_bar_shows_count_rate_and_eta():
     import io
 
-    from llmpopcorn.index import Progress
+    from llmpopcorn.core.progress import Progress
 
     out = io.StringIO()
     bar = Progress(1000, "embedding corpus texts", show=True, stream=out)
@@ -369,7 +362,7 @@ def _clustered(n, dim=64, clusters=100, seed=0):
 
 def test_the_approximate_index_finds_95_percent_of_the_exact_top_50():
     pytest.importorskip("faiss")
-    from llmpopcorn.index import IVFIndex, make_index
+    from llmpopcorn.corpus.vectors import IVFIndex, make_index
 
     vecs = _clustered(20_000)
     ivf, exact = IVFIndex(vecs, nlist=128), ExactIndex(vecs)  # the default nprobe
@@ -397,7 +390,7 @@ def test_the_approximate_index_finds_95_percent_of_the_exact_top_50():
 
 def test_the_approximate_index_is_kept_and_loaded_again(tmp_path, monkeypatch):
     pytest.importorskip("faiss")
-    from llmpopcorn.index import IVFIndex
+    from llmpopcorn.corpus.vectors import IVFIndex
 
     vecs = _clustered(5_000, dim=32)
     path = tmp_path / "x.ivf.faiss"

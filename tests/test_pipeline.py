@@ -5,11 +5,11 @@ import pytest
 from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.base import ImageBackend
 from llmpopcorn.backends.llm.fake import FakeLLM
-from llmpopcorn.errors import InvalidReplyError, RenderError, UnknownBackendError
-from llmpopcorn.media import probe_mp4
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.report import load_record
-from llmpopcorn.settings import Settings
+from llmpopcorn.backends.media import probe_mp4
+from llmpopcorn.core.errors import InvalidReplyError, RenderError, UnknownBackendError
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.pipeline.core import Pipeline
+from llmpopcorn.pipeline.report import load_record
 
 GOOD = json.dumps(
     {
@@ -156,7 +156,7 @@ def test_variants_are_ranked_by_the_predictor_and_the_best_is_rendered(out_dir):
 
 def test_variants_need_a_predictor(out_dir):
     settings = Settings.resolve(env={}, out_dir=out_dir, variants=3, score=False)
-    from llmpopcorn.errors import ConfigError
+    from llmpopcorn.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs the popularity predictor"):
         draft_pipeline(settings).make("q")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from llmpopcorn.errors import DataError
+from llmpopcorn.core.errors import DataError
 from llmpopcorn.predict import Table, load_model, model_class, split_indices
 from llmpopcorn.predict import embed as embed_mod
 from llmpopcorn.predict.conformal import conformal_halfwidth, coverage, interval
@@ -316,7 +316,7 @@ def test_read_frames_keeps_evenly_spaced_frames_of_the_decoded_clip(tmp_path):
     import av
 
     from llmpopcorn.backends.base import Clip
-    from llmpopcorn.media import write_mp4
+    from llmpopcorn.backends.media import write_mp4
     from llmpopcorn.predict.visual import read_frames
 
     rng = np.random.default_rng(0)
@@ -417,9 +417,9 @@ def _varied_titles(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shipped():
-    from llmpopcorn.errors import MissingExtraError
+    from llmpopcorn.core.errors import MissingExtraError
+    from llmpopcorn.core.settings import Settings
     from llmpopcorn.predict import load_scorer
-    from llmpopcorn.settings import Settings
 
     try:
         return load_scorer(Settings.resolve(env={}))

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from llmpopcorn.backends.media import write_mp4
 from llmpopcorn.cli import main
-from llmpopcorn.errors import MissingExtraError
-from llmpopcorn.media import write_mp4
+from llmpopcorn.core.errors import MissingExtraError
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import Idea
 from llmpopcorn.predict import DEFAULT_MODEL, load_scorer
 from llmpopcorn.predict import embed as embed_mod
 from llmpopcorn.predict.scorer import PopularityScorer
 from llmpopcorn.predict.train import train_and_save
 from llmpopcorn.predict.visual import clip_stats
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import Idea
 from predict_fixtures import FakeEmbedder, synthetic_frame, write_csv
 
 FAST = ("global-mean", "category-mean", "tfidf-ridge")
@@ -153,7 +153,7 @@ def test_clip_stats_tell_bright_moving_from_dark_static(tmp_path):
 
 def test_pipeline_records_not_scored_when_the_extra_is_missing(monkeypatch, out_dir):
     import llmpopcorn.predict.scorer as scorer_module
-    from llmpopcorn.pipeline import Pipeline
+    from llmpopcorn.pipeline.core import Pipeline
 
     def missing(settings):
         raise MissingExtraError("sentence_transformers", "ml", "scoring")
@@ -244,7 +244,7 @@ def test_backends_lists_the_predictor_and_why_it_cannot_run(monkeypatch, tmp_pat
 
 
 def test_train_on_the_judge_part_records_part_and_inputs(tmp_path, csvs):
-    from llmpopcorn.partition import in_part
+    from llmpopcorn.corpus.partition import in_part
 
     out = tmp_path / "judge"
     args = ["predictor", "train", "--data", str(csvs[0]), "--out", str(out), "--part", "judge"]
@@ -260,7 +260,7 @@ def test_train_on_the_judge_part_records_part_and_inputs(tmp_path, csvs):
 
 
 def test_judge_model_memory_holds_only_judge_videos(tmp_path, csvs, fake_embedder):
-    from llmpopcorn.partition import part_of
+    from llmpopcorn.corpus.partition import part_of
     from llmpopcorn.predict import load_model
     from llmpopcorn.predict import train as train_mod
 
@@ -279,7 +279,7 @@ def test_judge_model_memory_holds_only_judge_videos(tmp_path, csvs, fake_embedde
 
 
 def test_text_fields_are_those_that_carry_information():
-    from llmpopcorn.corpus import validate_frame
+    from llmpopcorn.corpus.table import validate_frame
     from llmpopcorn.predict.data import Table, informative_fields
 
     frame = synthetic_frame(50, seed=2)

@@ -1,4 +1,4 @@
-"""Secrets never leave the process: one scrubber (llmpopcorn.redact), applied to records,
+"""Secrets never leave the process: one scrubber (llmpopcorn.core.redact), applied to records,
 reports, logs, CLI messages, web API responses and LLM replies.
 
 The canary test runs every user-facing command with a known key, against a local
@@ -163,7 +163,7 @@ def test_web_api_responses_never_carry_the_key(tmp_path, canary_env):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.settings import Settings
     from llmpopcorn.web.app import create_app
 
     with FakeOpenAIServer(echo_key=True) as srv:
@@ -196,7 +196,7 @@ def test_web_api_responses_never_carry_the_key(tmp_path, canary_env):
 
 
 def test_scrub_covers_escaped_forms_and_nested_data(monkeypatch):
-    from llmpopcorn.redact import register_secret, scrub, scrub_data
+    from llmpopcorn.core.redact import register_secret, scrub, scrub_data
 
     key = 'sk-<odd>&"key"/+=0123'
     register_secret(key)
@@ -209,7 +209,7 @@ def test_scrub_covers_escaped_forms_and_nested_data(monkeypatch):
 
 
 def test_provider_key_variables_are_secrets_but_short_values_are_not(monkeypatch):
-    from llmpopcorn.redact import scrub
+    from llmpopcorn.core.redact import scrub
 
     monkeypatch.setenv("SOMEVENDOR_API_KEY", "vendor-key-123456")
     monkeypatch.setenv("POPCORN_LLM_API_KEY", "x")  # too short to be a key: not scrubbed
@@ -217,7 +217,7 @@ def test_provider_key_variables_are_secrets_but_short_values_are_not(monkeypatch
 
 
 def test_log_filter_scrubs_messages_arguments_and_tracebacks(canary_env):
-    from llmpopcorn.redact import SecretFilter
+    from llmpopcorn.core.redact import SecretFilter
 
     record = logging.LogRecord("t", logging.ERROR, __file__, 1, "key %s", (CANARY,), None)
     try:
@@ -294,7 +294,7 @@ def test_serve_logs_no_request_lines_unless_verbose(canary_env, uvicorn_loggers)
 
 
 def test_log_filter_keeps_argument_shapes_and_leaves_clean_records_alone(canary_env):
-    from llmpopcorn.redact import SecretFilter
+    from llmpopcorn.core.redact import SecretFilter
 
     clean = logging.LogRecord("t", logging.INFO, __file__, 1, "%s took %.1f s", ("x", 2.0), None)
     assert SecretFilter().filter(clean) and clean.args == ("x", 2.0)

@@ -1,7 +1,7 @@
 import pytest
 
-from llmpopcorn.errors import ConfigError
-from llmpopcorn.settings import Settings
+from llmpopcorn.core.errors import ConfigError
+from llmpopcorn.core.settings import Settings
 
 
 def test_defaults_follow_the_paper():

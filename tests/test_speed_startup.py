@@ -39,7 +39,7 @@ def test_the_onnx_embedder_module_imports_nothing_heavy():
     code = (
         "import sys, json\n"
         "import llmpopcorn.backends.embed.onnxrt, llmpopcorn.backends.embed.sentence\n"
-        "import llmpopcorn.media, llmpopcorn.predict.embed\n"
+        "import llmpopcorn.backends.media, llmpopcorn.predict.embed\n"
         "print(json.dumps([m for m in ('torch', 'onnxruntime', 'tokenizers', 'av', 'PIL',"
         " 'transformers', 'sentence_transformers') if m in sys.modules]))\n"
     )

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from llmpopcorn.store import SCHEMA_VERSION, Store, StoreError, digest
+from llmpopcorn.runs.store import SCHEMA_VERSION, Store, StoreError, digest
 
 
 def claim(store, key, **kw):
@@ -195,7 +195,7 @@ def test_a_store_busy_in_another_process_is_waited_for_then_named_busy_not_corru
     import threading
     import time as _time
 
-    from llmpopcorn.store import Store, StoreError
+    from llmpopcorn.runs.store import Store, StoreError
 
     path = tmp_path / "store.sqlite"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

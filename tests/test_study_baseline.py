@@ -2,11 +2,11 @@
 
 import numpy as np
 
-from llmpopcorn.bench import BenchQuery
-from llmpopcorn.partition import part_of
-from llmpopcorn.settings import Settings
-from llmpopcorn.study_baseline import human_baseline
-from llmpopcorn.types import Score
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import Score
+from llmpopcorn.corpus.partition import part_of
+from llmpopcorn.study.baseline import human_baseline
+from llmpopcorn.study.bench import BenchQuery
 from pe_fixtures import corpus_rows, write_corpus
 
 

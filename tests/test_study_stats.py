@@ -7,10 +7,10 @@ import pytest
 
 from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.llm.fake import FakeLLM
-from llmpopcorn.bench import BenchQuery, StudyPlan, run_study, study_rows
-from llmpopcorn.settings import Settings
-from llmpopcorn.study_report import write_reports
-from llmpopcorn.study_stats import (
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.study.bench import BenchQuery, StudyPlan, run_study, study_rows
+from llmpopcorn.study.report import write_reports
+from llmpopcorn.study.stats import (
     bootstrap_ci,
     head_to_head,
     per_category,
@@ -43,7 +43,7 @@ def planted_study(tmp_path, pe_shift: float, name: str):
     scorer = TitleLengthScorer()
 
     def factory(settings):
-        from llmpopcorn.prompts import BasicPromptBuilder
+        from llmpopcorn.enhance.prompts import BasicPromptBuilder
 
         # the statistics are under test, not PE's retrieval: both modes use one prompt
         llm = FakeLLM(list(replies[settings.mode]))

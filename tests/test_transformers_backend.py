@@ -8,12 +8,12 @@ import importlib.metadata
 import pytest
 
 from llmpopcorn.backends.llm.transformers_local import TransformersLLM
-from llmpopcorn.errors import ConfigError, LLMError
-from llmpopcorn.ideate import SamplingParams, ideate
-from llmpopcorn.prompts import BasicPromptBuilder
-from llmpopcorn.registry import registry
-from llmpopcorn.settings import Settings
-from llmpopcorn.types import ChatRequest, Message
+from llmpopcorn.core.errors import ConfigError, LLMError
+from llmpopcorn.core.registry import registry
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import ChatRequest, Message
+from llmpopcorn.enhance.prompts import BasicPromptBuilder
+from llmpopcorn.pipeline.ideate import SamplingParams, ideate
 
 pytest.importorskip("transformers")
 
@@ -98,7 +98,7 @@ def test_random_model_output_goes_through_validation(tiny_model_dir):
         "transformers",
         Settings.resolve(env={}, llm="transformers", llm_model=str(tiny_model_dir), device="cpu"),
     )
-    from llmpopcorn.errors import InvalidReplyError
+    from llmpopcorn.core.errors import InvalidReplyError
 
     with pytest.raises(InvalidReplyError) as info:
         ideate(
@@ -146,7 +146,7 @@ def test_real_tiny_instruct_model_smoke():
     generation and validation path holds up on real output: every reply is non-empty
     and either becomes a valid idea or is rejected for a stated reason.
     """
-    from llmpopcorn.errors import InvalidReplyError
+    from llmpopcorn.core.errors import InvalidReplyError
 
     gguf = _smollm2_gguf()
     if gguf is None:

@@ -4,9 +4,9 @@ and a title that nearly repeats an earlier variant's is re-asked."""
 from __future__ import annotations
 
 from fakes import TitleLengthScorer
-from llmpopcorn.copycheck import normalise_title
-from llmpopcorn.pipeline import Pipeline
-from llmpopcorn.settings import Settings
+from llmpopcorn.core.copycheck import normalise_title
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.pipeline.core import Pipeline
 
 
 def test_variants_of_a_long_query_get_distinct_titles(out_dir):

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from fake_openai_server import FakeOpenAIServer, completion  # noqa: E402
 from fakes import draft_pipeline  # noqa: E402
 from llmpopcorn.backends.llm.offline import OfflineComposer  # noqa: E402
-from llmpopcorn.errors import ConfigError  # noqa: E402
-from llmpopcorn.settings import Settings  # noqa: E402
+from llmpopcorn.core.errors import ConfigError  # noqa: E402
+from llmpopcorn.core.settings import Settings  # noqa: E402
 from llmpopcorn.web.app import create_app  # noqa: E402
 from llmpopcorn.web.requests import RunRequest, settings_for  # noqa: E402
 

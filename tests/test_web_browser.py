@@ -44,8 +44,8 @@ def server(out_dir):
     import uvicorn
 
     from fakes import draft_pipeline
-    from llmpopcorn.pipeline import Pipeline
-    from llmpopcorn.settings import Settings
+    from llmpopcorn.core.settings import Settings
+    from llmpopcorn.pipeline.core import Pipeline
     from llmpopcorn.web.app import create_app
 
     class Paced(Pipeline):

@@ -1,6 +1,6 @@
 """LLMPopcorn: LLMs as assistants for popular micro-video generation.
 
-The public entry point is :class:`llmpopcorn.pipeline.Pipeline`; the ``popcorn``
+The public entry point is :class:`llmpopcorn.pipeline.core.Pipeline`; the ``popcorn``
 command and the web UI are thin shells over it. Importing this package is cheap:
 heavy libraries (torch, diffusers, transformers) load only when a backend needs them.
 """

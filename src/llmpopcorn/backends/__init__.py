@@ -1,1 +1,1 @@
-"""Backends: LLMs, image and video generators, embedders. See :mod:`llmpopcorn.registry`."""
+"""Backends: LLMs, image and video generators, embedders. See :mod:`llmpopcorn.core.registry`."""

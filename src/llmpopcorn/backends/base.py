@@ -12,13 +12,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..types import BackendUse, ChatRequest
+from llmpopcorn.core.types import BackendUse, ChatRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     from PIL import Image
 
-    from ..settings import Settings
+    from llmpopcorn.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class VideoRequest:
 @dataclass
 class Clip:
     """Frames and their frame rate. A frame is an RGB array (H x W x 3 uint8) or a
-    :class:`llmpopcorn.media.YUVFrame` (already in the encoder's yuv420p, as the draft
+    :class:`llmpopcorn.backends.media.YUVFrame` (already in the encoder's yuv420p, as the draft
     renderer makes them; ``np.asarray(frame)`` gives its RGB, ``.shape`` is H x W x 3)."""
 
     frames: list[np.ndarray]

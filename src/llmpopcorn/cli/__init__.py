@@ -1,4 +1,4 @@
-"""The ``popcorn`` command: a thin shell over :mod:`llmpopcorn.pipeline`.
+"""The ``popcorn`` command: a thin shell over :mod:`llmpopcorn.pipeline.core`.
 
 Each subcommand lives in its own module and registers itself on :data:`main`.
 Every command ends in success or in ``error:`` + ``hint:`` lines on stderr with
@@ -8,12 +8,12 @@ lives in one place, :meth:`PopcornGroup.invoke`:
 - :class:`PopcornError` (raised on purpose): its message and hint;
 - ``OSError`` (disk full, permission denied, read-only folder...): what failed,
   on which file, and what to do;
-- Ctrl-C, SIGTERM, SIGHUP (:mod:`llmpopcorn.signals`): ``error: interrupted by ...``
+- Ctrl-C, SIGTERM, SIGHUP (:mod:`llmpopcorn.core.signals`): ``error: interrupted by ...``
   and the signal's exit code (130, 143, 129);
 - anything else: ``error: <type>: <message>`` and a hint to rerun with ``--debug``
   (or ``-vv``), which also prints the traceback.
 
-Every printed message goes through :func:`llmpopcorn.redact.scrub` first.
+Every printed message goes through :func:`llmpopcorn.core.redact.scrub` first.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import traceback
 
 import click
 
-from ..errors import PopcornError
-from ..redact import install_log_filter, scrub
-from ..signals import exit_code, signals_as_interrupts
+from llmpopcorn.core.errors import PopcornError
+from llmpopcorn.core.redact import install_log_filter, scrub
+from llmpopcorn.core.signals import exit_code, signals_as_interrupts
 
 #: subcommand modules, imported when the CLI starts
 COMMAND_MODULES = (

@@ -6,9 +6,9 @@ import json
 
 import click
 
-from ..registry import backend_table
-from ..settings import Settings
-from . import main
+from llmpopcorn.cli import main
+from llmpopcorn.core.registry import backend_table
+from llmpopcorn.core.settings import Settings
 
 
 @main.command("backends")

@@ -2,7 +2,7 @@
 
 The batch id is printed first on stdout, on its own line, then a progress bar (done,
 failed, rate, ETA) goes to stderr; at the end a table of the items (best variant of
-each query first) goes to stdout. The library is :mod:`llmpopcorn.batch`.
+each query first) goes to stdout. The library is :mod:`llmpopcorn.runs.batch`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ import time
 
 import click
 
-from . import main
-from .options import _COMMON, _LLM, _PE, _RENDER, _apply, execution_options, settings_from
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import (
+    _COMMON,
+    _LLM,
+    _PE,
+    _RENDER,
+    _apply,
+    execution_options,
+    settings_from,
+)
 
 _shared = _apply([_COMMON, _LLM, _PE, [o for o in _RENDER if o[0] != "--out"]])
 
@@ -143,9 +151,9 @@ def batch_command(
     is recorded and the batch goes on. After Ctrl-C or a kill, `popcorn batch --resume
     ID` finishes the rest (nothing is redone). Results: `popcorn runs export ID --csv`.
     """
-    from ..batch import batch_rows, check_batch_id, read_queries, run_batch
-    from ..errors import ConfigError, PopcornError
-    from ..store import Store
+    from llmpopcorn.core.errors import ConfigError, PopcornError
+    from llmpopcorn.runs.batch import batch_rows, check_batch_id, read_queries, run_batch
+    from llmpopcorn.runs.store import Store
 
     if bool(queries_file) == bool(resume):
         raise ConfigError(

@@ -10,11 +10,26 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..bench import QUERY_KINDS, STUDY_DEFAULTS, StudyPlan, load_queries, run_study, study_rows
-from ..errors import ConfigError, DataError
-from ..settings import Settings, _from_config, _from_env
-from . import main
-from .options import _COMMON, _LLM, _PE, _RENDER, _apply, execution_options, settings_from
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import (
+    _COMMON,
+    _LLM,
+    _PE,
+    _RENDER,
+    _apply,
+    execution_options,
+    settings_from,
+)
+from llmpopcorn.core.errors import ConfigError, DataError
+from llmpopcorn.core.settings import Settings, _from_config, _from_env
+from llmpopcorn.study.bench import (
+    QUERY_KINDS,
+    STUDY_DEFAULTS,
+    StudyPlan,
+    load_queries,
+    run_study,
+    study_rows,
+)
 
 _shared = _apply(
     [
@@ -55,7 +70,7 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
         if name in given or name not in Settings.model_fields:
             continue
         if name == "predictor":
-            from ..predict.scorer import resolve_model_dir
+            from llmpopcorn.predict.scorer import resolve_model_dir
 
             try:
                 resolve_model_dir(value)
@@ -166,7 +181,7 @@ def bench_command(
     means with bootstrap 95 % intervals, PE - basic paired by query with a Wilcoxon test,
     per category, head-to-head wins, a human baseline and charts.
     """
-    from ..study_report import summary_markdown, write_reports
+    from llmpopcorn.study.report import summary_markdown, write_reports
 
     started = time.perf_counter()
     params["predictor"] = predictor
@@ -237,12 +252,12 @@ def bench_command(
 def _baseline(queries, settings: Settings, k: int):
     if k <= 0 or settings.data_dir is None:
         return None
-    from ..errors import MissingExtraError, PopcornError
-    from ..study_baseline import human_baseline
+    from llmpopcorn.core.errors import MissingExtraError, PopcornError
+    from llmpopcorn.study.baseline import human_baseline
 
     scorer = None
     if settings.score:
-        from ..predict import load_scorer
+        from llmpopcorn.predict import load_scorer
 
         try:
             scorer = load_scorer(settings)

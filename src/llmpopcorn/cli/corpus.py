@@ -6,8 +6,8 @@ import json
 
 import click
 
-from . import main
-from .options import settings_from
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import settings_from
 
 _DATA = click.option(
     "--data",
@@ -32,7 +32,7 @@ def corpus_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info_command(as_json: bool, **params) -> None:
     """Rows, categories with counts, comment-count quantiles and the text fields present."""
-    from ..corpus import corpus_summary, load_corpus
+    from llmpopcorn.corpus.table import corpus_summary, load_corpus
 
     settings = settings_from(params)
     summary = corpus_summary(load_corpus(settings.data_dir))
@@ -79,8 +79,9 @@ def index_command(**params) -> None:
     """Embed the corpus once into the cache (later PE runs load it in a second).
 
     Shows progress with the time left; an interrupted build resumes where it stopped."""
-    from ..corpus import load_corpus
-    from ..index import default_cache_dir, get_embedder, load_or_build
+    from llmpopcorn.core.cache import default_cache_dir
+    from llmpopcorn.corpus.index import get_embedder, load_or_build
+    from llmpopcorn.corpus.table import load_corpus
 
     settings = settings_from(params)
     corpus = load_corpus(settings.data_dir)

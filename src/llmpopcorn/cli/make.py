@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from . import main
-from .options import (
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import (
     common_options,
     llm_options,
     package_options,
@@ -41,13 +41,15 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
     Runs offline on the CPU by default (offline composer + draft renderers). The
     run directory holds record.json, cover.png, clip.mp4 and report.html.
     """
-    from ..pipeline import Pipeline  # here, not at the top: `popcorn --help` stays fast
-    from ..report import record_json
+    from llmpopcorn.pipeline.core import (
+        Pipeline,  # here, not at the top: `popcorn --help` stays fast
+    )
+    from llmpopcorn.pipeline.report import record_json
 
     settings = settings_from(params, score=False if no_score else None, variants=variants)
     signer = None
     if settings.package:  # a bad certificate fails here, before anything is generated
-        from ..package import signer_from_settings
+        from llmpopcorn.pipeline.package import signer_from_settings
 
         signer = signer_from_settings(settings)
         if signer is not None:
@@ -59,7 +61,7 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
 
     record = pipeline.make(query, on_stage=on_stage)
     if settings.package:
-        from ..package import make_package
+        from llmpopcorn.pipeline.package import make_package
 
         on_stage("package")
         make_package(record.run_dir, signer=signer, record=record)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..errors import PopcornError
-from . import main
-from .options import common_options, llm_options, pe_options, render_options, settings_from
-from .serve import install_command
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import (
+    common_options,
+    llm_options,
+    pe_options,
+    render_options,
+    settings_from,
+)
+from llmpopcorn.cli.serve import install_command
+from llmpopcorn.core.errors import PopcornError
 
 
 @main.command("mcp")
@@ -27,6 +33,6 @@ def mcp_command(**params) -> None:
             "the MCP server needs the 'mcp' package, which is not installed",
             f"install the mcp extra: {install_command('mcp')}",
         )
-    from ..mcp_server import serve_stdio
+    from llmpopcorn.mcp.server import serve_stdio
 
     serve_stdio(settings_from(params))

@@ -1,4 +1,4 @@
-"""Shared click options that map one-to-one onto :class:`~llmpopcorn.settings.Settings`."""
+"""Shared click options that map one-to-one onto :class:`~llmpopcorn.core.settings.Settings`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..settings import Settings
+from llmpopcorn.core.settings import Settings
 
 # (flag, settings field, click kwargs)
 _COMMON: list[tuple[str, str, dict[str, Any]]] = [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from . import main
-from .options import predictor_model_option, settings_from
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import predictor_model_option, settings_from
 
 
 @main.group()
@@ -17,7 +17,7 @@ def predictor() -> None:
 
     \b
     Retrain the shipped default model (same seed, same split):
-      popcorn predictor train --data DIR --out src/llmpopcorn/models/default
+      popcorn predictor train --data DIR --out src/llmpopcorn/predict/models/default
     Evaluate it on rows it has not seen:
       popcorn predictor eval --data heldout.csv --json
     """
@@ -74,7 +74,7 @@ def train(
     part: str,
 ) -> None:
     """Train every model on one seeded 80/10/10 split, save the chosen one."""
-    from ..predict.train import DEFAULT_MODELS, metrics_table, train_and_save
+    from llmpopcorn.predict.train import DEFAULT_MODELS, metrics_table, train_and_save
 
     settings = settings_from({"data_dir": data_dir, "seed": seed})
     bars: dict[str, object] = {}
@@ -132,8 +132,8 @@ def train(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
 def eval_(model_dir: str | None, data: str, include_seen: bool, as_json: bool) -> None:
     """Evaluate a predictor on a labelled CSV (nMSE, MAE, SRC, batched, coverage)."""
-    from ..predict.evaluate import evaluate_csv
-    from ..predict.train import json_safe
+    from llmpopcorn.predict.evaluate import evaluate_csv
+    from llmpopcorn.predict.train import json_safe
 
     settings = settings_from({"predictor": model_dir})
     report = json_safe(evaluate_csv(settings.predictor, data, include_seen=include_seen))
@@ -158,7 +158,7 @@ def eval_(model_dir: str | None, data: str, include_seen: bool, as_json: bool) -
         click.echo(f"{key:<18} {'n/a' if value is None else f'{value:.4f}'}")
     saved = Path(report["model_dir"]) / "metrics.json"
     if saved.exists():  # every model on the split the model was trained on, for comparison
-        from ..predict.train import metrics_table
+        from llmpopcorn.predict.train import metrics_table
 
         click.echo(f"\nAll models on the held-out test split of its training data ({saved}):")
         click.echo(metrics_table(json.loads(saved.read_text()), "test"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from . import main
-from .options import common_options, pe_options, settings_from
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import common_options, pe_options, settings_from
 
 
 @main.command("prompt")
@@ -21,7 +21,9 @@ from .options import common_options, pe_options, settings_from
 def prompt_command(query: str, as_json: bool, **params) -> None:
     """Print the messages that `popcorn make QUERY` would send and, in PE mode, the
     reference videos chosen from the corpus. No LLM is called."""
-    from ..pipeline import Pipeline  # here, not at the top: `popcorn --help` stays fast
+    from llmpopcorn.pipeline.core import (
+        Pipeline,  # here, not at the top: `popcorn --help` stays fast
+    )
 
     settings = settings_from(params)
     prompt = Pipeline(settings).prompt(query)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import main
+from llmpopcorn.cli import main
 
 _out = click.option(
     "--out",
@@ -21,9 +21,9 @@ _out = click.option(
 def _store(out: str | None):
     from pathlib import Path
 
-    from ..errors import DataError
-    from ..settings import Settings
-    from ..store import Store
+    from llmpopcorn.core.errors import DataError
+    from llmpopcorn.core.settings import Settings
+    from llmpopcorn.runs.store import Store
 
     folder = Path(out) if out else Settings.resolve().out_dir
     path = folder / "store.sqlite"
@@ -45,8 +45,8 @@ def runs_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(out, as_json) -> None:
     """One line per batch: id, queries x variants, items by status."""
-    from ..batch import batch_summaries
-    from ..bench import CELL
+    from llmpopcorn.runs.batch import batch_summaries
+    from llmpopcorn.study.bench import CELL
 
     with _store(out) as store:
         rows = batch_summaries(store)
@@ -81,7 +81,7 @@ def list_command(out, as_json) -> None:
 @_out
 def show_command(batch_id, out) -> None:
     """The items of BATCH_ID: status, rank among the query's variants, score, title."""
-    from ..batch import batch_rows, check_batch_id, open_batch
+    from llmpopcorn.runs.batch import batch_rows, check_batch_id, open_batch
 
     check_batch_id(batch_id)
     with _store(out) as store:
@@ -104,8 +104,8 @@ def show_command(batch_id, out) -> None:
 def export_command(batch_id, out, fmt, output) -> None:
     """One row per item of BATCH_ID: query, mode, variant, seed, status, rank, title,
     score (predicted log2 comments), expected_comments, run_dir, error..."""
-    from ..batch import COLUMNS, batch_rows, check_batch_id, open_batch
-    from ..paths import write_csv
+    from llmpopcorn.core.paths import write_csv
+    from llmpopcorn.runs.batch import COLUMNS, batch_rows, check_batch_id, open_batch
 
     check_batch_id(batch_id)
     with _store(out) as store:

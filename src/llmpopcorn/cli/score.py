@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from . import main
-from .options import predictor_model_option, settings_from
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import predictor_model_option, settings_from
 
 
 @main.command()
@@ -36,7 +36,7 @@ def score(
     as_json: bool,
 ) -> None:
     """Predict the comment count of an idea: value, 80% interval, percentile, neighbours."""
-    from ..predict import load_scorer
+    from llmpopcorn.predict import load_scorer
 
     settings = settings_from({"predictor": model_dir, "data_dir": data_dir})
     result = load_scorer(settings).score_text(

@@ -8,9 +8,15 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, PopcornError
-from . import main
-from .options import common_options, llm_options, pe_options, render_options, settings_from
+from llmpopcorn.cli import main
+from llmpopcorn.cli.options import (
+    common_options,
+    llm_options,
+    pe_options,
+    render_options,
+    settings_from,
+)
+from llmpopcorn.core.errors import ConfigError, PopcornError
 
 WEB_MODULES = ("fastapi", "uvicorn")
 
@@ -74,8 +80,8 @@ def serve_command(host: str, port: int, token: str | None, draft_workers: int, *
     a REST API (OpenAPI at /docs on loopback) over the same pipeline as `popcorn make`.
     `popcorn -v serve` also logs each request (configured API keys masked)."""
     check_web_extra()
-    from ..web.app import create_app
-    from ..web.safety import is_loopback
+    from llmpopcorn.web.app import create_app
+    from llmpopcorn.web.safety import is_loopback
 
     settings = settings_from(params)
     if token is None and not is_loopback(host):
@@ -86,7 +92,7 @@ def serve_command(host: str, port: int, token: str | None, draft_workers: int, *
         )
     import uvicorn
 
-    from ..redact import register_secret
+    from llmpopcorn.core.redact import register_secret
 
     register_secret(token)  # masked like the API keys wherever it could be logged
     app = create_app(settings, token=token, host=host, draft_workers=draft_workers)
@@ -105,7 +111,7 @@ def uvicorn_logging(verbose: int = 0) -> dict[str, Any]:
     access line or a traceback uvicorn logs)."""
     from uvicorn.config import LOGGING_CONFIG
 
-    from ..redact import with_secret_filter
+    from llmpopcorn.core.redact import with_secret_filter
 
     return {
         "log_config": with_secret_filter(LOGGING_CONFIG),

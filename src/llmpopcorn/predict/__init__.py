@@ -8,10 +8,10 @@ embedded. See :func:`load_scorer` (used by the pipeline's score stage),
 
 from __future__ import annotations
 
-from .base import MODELS, Predictor, load_model, model_class
-from .data import Table, load_table, split_indices
-from .metrics import regression_report
-from .scorer import DEFAULT_MODEL, PopularityScorer, load_scorer
+from llmpopcorn.predict.base import MODELS, Predictor, load_model, model_class
+from llmpopcorn.predict.data import Table, load_table, split_indices
+from llmpopcorn.predict.metrics import regression_report
+from llmpopcorn.predict.scorer import DEFAULT_MODEL, PopularityScorer, load_scorer
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DataError, UnknownBackendError
-from .data import Table
+from llmpopcorn.core.errors import DataError, UnknownBackendError
+from llmpopcorn.predict.data import Table
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.npz"

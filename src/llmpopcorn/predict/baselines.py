@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from .base import Predictor
-from .data import Table
-from .retrieval import normalise, retrieve
+from llmpopcorn.predict.base import Predictor
+from llmpopcorn.predict.data import Table
+from llmpopcorn.predict.retrieval import normalise, retrieve
 
 
 def one_hot(categories: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
@@ -147,7 +147,7 @@ class TfidfRidge(_LinearOnFeatures):
     def _counts(self, texts: list[str]):
         # scikit-learn's HashingVectorizer(ngram_range=(1, 2), alternate_sign=False,
         # norm=None), reproduced exactly without importing scikit-learn (see .hashing)
-        from .hashing import hashed_counts
+        from llmpopcorn.predict.hashing import hashed_counts
 
         return hashed_counts(list(texts), self.n_features, ngram_range=(1, 2))
 
@@ -161,7 +161,7 @@ class TfidfRidge(_LinearOnFeatures):
     def features(self, table: Table):
         import scipy.sparse as sp
 
-        from .hashing import l2_normalize_rows, scale_columns
+        from llmpopcorn.predict.hashing import l2_normalize_rows, scale_columns
 
         x = self._counts(table.texts).astype(np.float32)
         x.data = 1.0 + np.log(x.data)
@@ -171,7 +171,7 @@ class TfidfRidge(_LinearOnFeatures):
 
     def features_fast(self, table: Table):
         """The matrix of :meth:`features`, identical, built from per-row arrays."""
-        from .hashing import csr_from_rows, hashed_row, log_tfidf_l2
+        from llmpopcorn.predict.hashing import csr_from_rows, hashed_row, log_tfidf_l2
 
         cats = category_part(table.categories, self.categories_, self.n_features)
         rows = [

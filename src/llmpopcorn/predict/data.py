@@ -16,13 +16,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..corpus import Corpus, item_text, read_table, resolve_corpus_path, validate_frame
-from ..errors import DataError
+from llmpopcorn.core.errors import DataError
+from llmpopcorn.corpus.table import (
+    Corpus,
+    item_text,
+    read_table,
+    resolve_corpus_path,
+    validate_frame,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from ..types import Idea
+    from llmpopcorn.core.types import Idea
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -86,7 +92,7 @@ class Table:
         """The rows' embeddings by ``embedder`` (computed once, then kept)."""
         if embedder not in self.features:
             if embed is None:
-                from .embed import embed_function
+                from llmpopcorn.predict.embed import embed_function
 
                 embed = embed_function(embedder)
             vectors = np.asarray(embed(self.texts), dtype=np.float32)
@@ -212,7 +218,7 @@ def load_table(
     column; ``"informative"``: those :func:`informative_fields` finds in the table)."""
     path = resolve_corpus_path(data)
     corpus = read_table(path, require_label=require_label)
-    from ..corpus import file_sha256
+    from llmpopcorn.corpus.table import file_sha256
 
     corpus.sha256 = file_sha256(path)
     _check_rejected(corpus, str(path))

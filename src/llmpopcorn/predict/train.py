@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..errors import ConfigError
-from .base import MODELS, Predictor, model_class
-from .conformal import conformal_halfwidth, coverage, interval
-from .data import Table, split_indices
-from .metrics import regression_report
+from llmpopcorn import __version__
+from llmpopcorn.core.errors import ConfigError
+from llmpopcorn.predict.base import MODELS, Predictor, model_class
+from llmpopcorn.predict.conformal import conformal_halfwidth, coverage, interval
+from llmpopcorn.predict.data import Table, split_indices
+from llmpopcorn.predict.metrics import regression_report
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,9 @@ def save_trained(
 ) -> Path:
     """Save ``model`` with its interval, provenance and metrics; check the size limit.
 
-    ``part``: the corpus part it was trained on (:mod:`llmpopcorn.partition`);
+    ``part``: the corpus part it was trained on (:mod:`llmpopcorn.corpus.partition`);
     ``inputs``: what it learned from, ``{"text_fields": [...], "category": True}``."""
-    from ..partition import describe
+    from llmpopcorn.corpus.partition import describe
 
     result = metrics["models"][model.name]
     extra = {
@@ -281,15 +281,15 @@ def train_and_save(
     that one. ``metrics.json`` beside the weights holds every model's numbers.
 
     ``part`` (``"all"``, ``"judge"``, ``"reference"``) trains on that part of the corpus
-    only (:func:`llmpopcorn.partition.in_part`, applied before the 80/10/10 split). The
+    only (:func:`llmpopcorn.corpus.partition.in_part`, applied before the 80/10/10 split). The
     row texts are built from the text fields that carry information in this corpus
     (:func:`~llmpopcorn.predict.data.informative_fields`); ``config.json`` records them
     under ``inputs`` and the part under ``train.partition``.
     """
-    from ..partition import check_part, describe, in_part
-    from .data import informative_fields, load_table
-    from .embed import attach_embeddings
-    from .scorer import check_embedder_available
+    from llmpopcorn.corpus.partition import check_part, describe, in_part
+    from llmpopcorn.predict.data import informative_fields, load_table
+    from llmpopcorn.predict.embed import attach_embeddings
+    from llmpopcorn.predict.scorer import check_embedder_available
 
     check_part(part)
 

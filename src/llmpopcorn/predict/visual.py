@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import DataError
+from llmpopcorn.core.errors import DataError
 
 MAX_FRAMES = 24
 

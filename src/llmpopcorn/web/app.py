@@ -22,7 +22,7 @@ Safety: loopback by default, any other bind needs a token on every API call
 (:class:`.safety.Guard`); bodies over 64 KiB are refused; no answer carries a server path
 (:class:`.safety.PathScrubber`); errors are ``{"error", "hint"}`` and never echo input;
 every JSON answer writes invisible/bidi characters (in the LLM's raw replies) as ``\\uXXXX``
-escapes, like record.json on disk (:func:`llmpopcorn.paths.escape_unsafe_json`).
+escapes, like record.json on disk (:func:`llmpopcorn.core.paths.escape_unsafe_json`).
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ..errors import ConfigError, PopcornError, require
-from ..redact import scrub
-from ..settings import Settings
-from .jobs import LIVE, TERMINAL, JobBusy, JobManager, progress_pipeline
-from .requests import RunRequest
-from .safety import (
+from llmpopcorn.core.errors import ConfigError, PopcornError, require
+from llmpopcorn.core.redact import scrub
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.web.jobs import LIVE, TERMINAL, JobBusy, JobManager, progress_pipeline
+from llmpopcorn.web.requests import RunRequest
+from llmpopcorn.web.safety import (
     LOOPBACK_HOSTS,
     TOKEN_COOKIE,
     Guard,
@@ -189,7 +189,7 @@ def create_app(
 
     @app.get("/api/backends", summary="What can run here, and why not")
     def backends():
-        from ..registry import backend_table
+        from llmpopcorn.core.registry import backend_table
 
         table = backend_table(jobs.base)
         defaults = {
@@ -333,7 +333,7 @@ def create_app(
 def safe_json(data: Any) -> str:
     """``data`` as JSON text safe to print: the LLM's raw replies are kept verbatim, but
     every invisible or bidi character is a ``\\uXXXX`` escape (as in record.json on disk)."""
-    from ..paths import escape_unsafe_json
+    from llmpopcorn.core.paths import escape_unsafe_json
 
     return escape_unsafe_json(json.dumps(data, ensure_ascii=False, default=str))
 
@@ -344,7 +344,7 @@ def _sse(kind: str, data: dict) -> str:
 
 def _record(jobs: JobManager, job_id: str) -> dict | None:
     """The run's record (server paths and secrets are taken out by the caller's answer)."""
-    from ..report import load_record
+    from llmpopcorn.pipeline.report import load_record
 
     run_dir = jobs.run_dir(job_id)
     if run_dir is None or file_inside(jobs.out_root, run_dir, "record.json") is None:

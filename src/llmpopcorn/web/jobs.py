@@ -44,14 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, PopcornError
-from ..pipeline import Pipeline
-from ..redact import scrub
-from ..settings import Settings
-from ..store import Store, new_owner
-from ..types import utcnow
-from .requests import RunRequest, settings_for, settings_key
-from .runfiles import mark_record, only_run_dir, package_bytes, summary
+from llmpopcorn.core.errors import ConfigError, PopcornError
+from llmpopcorn.core.redact import scrub
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import utcnow
+from llmpopcorn.pipeline.core import Pipeline
+from llmpopcorn.runs.store import Store, new_owner
+from llmpopcorn.web.requests import RunRequest, settings_for, settings_key
+from llmpopcorn.web.runfiles import mark_record, only_run_dir, package_bytes, summary
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class ProgressLLM:
 
 def progress_pipeline(settings: Settings, **given: Any) -> Pipeline:
     """The default pipeline factory: a Pipeline whose LLM reports each call (variants)."""
-    from ..registry import registry
+    from llmpopcorn.core.registry import registry
 
     llm = given.pop("llm", None) or registry.create("llm", settings.llm, settings)
     proxy = ProgressLLM(llm)
@@ -309,7 +309,7 @@ class JobManager:
 
     def submit(self, request: RunRequest, *, retry_of: str | None = None) -> Job:
         """Validate ``request`` (a bad one raises a PopcornError), record it, queue it."""
-        from ..paths import clean_query
+        from llmpopcorn.core.paths import clean_query
 
         clean_query(request.query)  # an empty or unsafe query fails now, with its hint
         settings = settings_for(self.base, request)
@@ -467,8 +467,8 @@ class JobManager:
             progress = getattr(pipeline, "progress", None)
             if isinstance(progress, ProgressLLM):
                 progress.listener = _variant_listener(job, pipeline.settings)
-            from ..backends.diffusion.cancel import stop_check
-            from ..index import progress_listener  # numpy: only once a job runs
+            from llmpopcorn.backends.diffusion.cancel import stop_check
+            from llmpopcorn.core.progress import progress_listener  # numpy: only once a job runs
 
             # a diffusers render checks the stop after each denoising step, not only
             # between stages

@@ -7,7 +7,7 @@ backend fall back to a key from the server's environment for a URL other than th
 backend's own default is refused). A key typed into the page (``llm_api_key`` in the
 request) is used for that run in this process only: it is never stored in the run store,
 echoed, logged or written to a record (:meth:`RunRequest.public` drops it, the records go
-through :mod:`llmpopcorn.redact`).
+through :mod:`llmpopcorn.core.redact`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from ..errors import ConfigError
-from ..registry import registry
-from ..settings import Settings
+from llmpopcorn.core.errors import ConfigError
+from llmpopcorn.core.registry import registry
+from llmpopcorn.core.settings import Settings
 
 #: request fields copied onto the settings as they are (when given)
 _PLAIN = (
@@ -144,6 +144,6 @@ def settings_key(settings: Settings) -> str:
     of the key (two users' keys never share a pipeline; the key itself is not kept)."""
     key = settings.api_key() or ""
     secret = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
-    from ..store import digest
+    from llmpopcorn.runs.store import digest
 
     return digest({"settings": settings.public(), "key": secret})

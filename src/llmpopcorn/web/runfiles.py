@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
-from ..types import utcnow
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import utcnow
 
 
 def only_run_dir(job_dir: Path) -> Path | None:
@@ -28,7 +28,7 @@ def mark_record(run_dir: Path | None, message: str) -> None:
     """Say in the run's own record that it was stopped (when it still says running)."""
     if run_dir is None:
         return
-    from ..report import load_record, save_record
+    from llmpopcorn.pipeline.report import load_record, save_record
 
     try:
         record = load_record(run_dir)
@@ -45,7 +45,7 @@ def summary(run_dir: Path | None) -> dict[str, Any]:
     """What history shows for a run, from its record (empty before there is one)."""
     if run_dir is None:
         return {}
-    from ..report import load_record
+    from llmpopcorn.pipeline.report import load_record
 
     try:
         record = load_record(run_dir)
@@ -71,9 +71,9 @@ def summary(run_dir: Path | None) -> dict[str, Any]:
 def package_bytes(run_dir: Path, settings: Settings, scrubber: Callable[[Any], Any]) -> bytes:
     """make_package's zip (clip.mp4, cover.png, metadata.json) plus the run's record.json
     with server paths taken out by ``scrubber``."""
-    from ..package import make_package, signer_from_settings
-    from ..paths import escape_unsafe_json
-    from ..report import load_record
+    from llmpopcorn.core.paths import escape_unsafe_json
+    from llmpopcorn.pipeline.package import make_package, signer_from_settings
+    from llmpopcorn.pipeline.report import load_record
 
     zipped = make_package(run_dir, signer=signer_from_settings(settings))
     record = load_record(run_dir).model_dump(mode="json")

@@ -186,7 +186,7 @@ class PathScrubber:
 
 
 def default_roots(settings: Any) -> dict[str, Any]:
-    from ..index import default_cache_dir
+    from llmpopcorn.core.cache import default_cache_dir
 
     try:
         cache = settings.cache_dir or default_cache_dir()

@@ -22,19 +22,32 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ...errors import MissingExtraError, PopcornError, RenderError, require
-from ..base import Availability, Clip, ImageBackend, ImageRequest, VideoBackend, VideoRequest
-from . import memory as mem
-from . import policy
-from .cancel import current_stop_check
-from .options import Resolved, resolve_options
-from .specs import ModelSpec
-from .weights import fetch_command, find, locate, measured_sizes, model_index
+from llmpopcorn.backends.base import (
+    Availability,
+    Clip,
+    ImageBackend,
+    ImageRequest,
+    VideoBackend,
+    VideoRequest,
+)
+from llmpopcorn.backends.diffusion import memory as mem
+from llmpopcorn.backends.diffusion import policy
+from llmpopcorn.backends.diffusion.cancel import current_stop_check
+from llmpopcorn.backends.diffusion.options import Resolved, resolve_options
+from llmpopcorn.backends.diffusion.specs import ModelSpec
+from llmpopcorn.backends.diffusion.weights import (
+    fetch_command,
+    find,
+    locate,
+    measured_sizes,
+    model_index,
+)
+from llmpopcorn.core.errors import MissingExtraError, PopcornError, RenderError, require
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from ...settings import Settings
+    from llmpopcorn.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import RenderError
-from .options import Resolved, combination_problem
-from .specs import ModelSpec
+from llmpopcorn.backends.diffusion.options import Resolved, combination_problem
+from llmpopcorn.backends.diffusion.specs import ModelSpec
+from llmpopcorn.core.errors import RenderError
 
 GB = 1e9
 BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
@@ -167,7 +167,7 @@ def _candidates(spec: ModelSpec, opts: Resolved) -> list[dict[str, Any]]:
 def _quant_installed(quant: str) -> bool:
     import importlib.util
 
-    from .options import QUANT_PACKAGES
+    from llmpopcorn.backends.diffusion.options import QUANT_PACKAGES
 
     package = QUANT_PACKAGES.get(quant)
     return package is None or importlib.util.find_spec(package) is not None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import DiffusionImage, DiffusionVideo
-from .specs import SPECS
+from llmpopcorn.backends.diffusion.base import DiffusionImage, DiffusionVideo
+from llmpopcorn.backends.diffusion.specs import SPECS
 
 
 def _describe(name: str) -> str:

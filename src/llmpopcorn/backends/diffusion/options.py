@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...errors import ConfigError
-from . import policy
-from .specs import ModelSpec
+from llmpopcorn.backends.diffusion import policy
+from llmpopcorn.backends.diffusion.specs import ModelSpec
+from llmpopcorn.core.errors import ConfigError
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 Offload = Literal["none", "model", "sequential"]

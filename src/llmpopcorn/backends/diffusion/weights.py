@@ -15,9 +15,9 @@ import struct
 from math import prod
 from pathlib import Path
 
-from ...errors import RenderError
-from .memory import Sizes
-from .specs import ModelSpec
+from llmpopcorn.backends.diffusion.memory import Sizes
+from llmpopcorn.backends.diffusion.specs import ModelSpec
+from llmpopcorn.core.errors import RenderError
 
 DENOISERS = ("transformer", "transformer_2", "unet", "motion_adapter")
 TEXT = ("text_encoder", "text_encoder_2", "text_encoder_3", "image_encoder")

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigError, MissingExtraError
+from llmpopcorn.core.errors import ConfigError, MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -66,7 +66,7 @@ def max_seq_length(model_dir: Path) -> int:
 def ensure_onnx(model_dir: Path, cache_dir: Path) -> Path:
     """The cached ONNX export of the model in ``model_dir``, exported on a miss (one
     process exports; a concurrent one waits on the lock file and reuses it)."""
-    from ...index import file_lock
+    from llmpopcorn.core.cache import file_lock
 
     key = export_key(model_dir, max_seq_length(model_dir))
     target = cache_dir / "onnx" / key / "model.onnx"

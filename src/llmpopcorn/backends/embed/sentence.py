@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...errors import ConfigError, require
-from ..base import Availability, Embedder
+from llmpopcorn.backends.base import Availability, Embedder
+from llmpopcorn.core.errors import ConfigError, require
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -87,7 +87,7 @@ class SentenceEmbedder(Embedder):
         """``onnx`` or ``torch``: what :meth:`embed` runs on."""
         if self.engine_choice != "auto":
             return self.engine_choice
-        from .onnxrt import onnx_modules_present
+        from llmpopcorn.backends.embed.onnxrt import onnx_modules_present
 
         if self.model_ref is None and self.device in ("auto", "cpu", None):
             if onnx_modules_present():
@@ -98,7 +98,7 @@ class SentenceEmbedder(Embedder):
     def availability(cls, settings=None) -> Availability:
         model = getattr(settings, "embedder_model", None) or cls.default_model
         if model is None and _engine_default(cls.default_engine) != "torch":
-            from .onnxrt import onnx_modules_present
+            from llmpopcorn.backends.embed.onnxrt import onnx_modules_present
 
             device = getattr(settings, "device", None) or "auto"
             if device in ("auto", "cpu") and onnx_modules_present():
@@ -168,8 +168,8 @@ class SentenceEmbedder(Embedder):
     def onnx(self) -> Any:
         """The ONNX Runtime model (exported from the shipped weights on first use)."""
         if self._onnx is None:
-            from ...index import default_cache_dir
-            from .onnxrt import OnnxMiniLM, ensure_onnx
+            from llmpopcorn.backends.embed.onnxrt import OnnxMiniLM, ensure_onnx
+            from llmpopcorn.core.cache import default_cache_dir
 
             shipped = require(SHIPPED_PACKAGE, "ml", "the shipped MiniLM weights")
             model_dir = Path(shipped.get_model_path())

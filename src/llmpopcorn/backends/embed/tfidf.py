@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigError
-from ..base import Embedder
+from llmpopcorn.backends.base import Embedder
+from llmpopcorn.core.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

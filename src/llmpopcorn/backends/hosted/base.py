@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...errors import ConfigError, MissingExtraError
-from ..base import Availability
-from .costs import (
+from llmpopcorn.backends.base import Availability
+from llmpopcorn.backends.hosted.costs import (
     CostLedger,
     Price,
     batch_budget,
@@ -41,19 +40,26 @@ from .costs import (
     current_ledger,
     estimate_run_cost,
 )
-from .errors import (
+from llmpopcorn.backends.hosted.errors import (
     ContentRefusedError,
     CostLimitError,
     HostedAuthError,
     HostedError,
     HostedTimeoutError,
 )
-from .files import decode_data_uri, decode_mp4, open_image, png_data_uri, to_cover
+from llmpopcorn.backends.hosted.files import (
+    decode_data_uri,
+    decode_mp4,
+    open_image,
+    png_data_uri,
+    to_cover,
+)
+from llmpopcorn.core.errors import ConfigError, MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
-    from ...settings import Settings
+    from llmpopcorn.core.settings import Settings
 
 #: re-exported: the provider modules and tests import these from here
 __all__ = [
@@ -183,7 +189,7 @@ class HostedBackend:
         self.opts = opts
         self._api_key = api_key
         if api_key:  # scrubbed from every record, report, log line and error from now on
-            from ...redact import register_secret
+            from llmpopcorn.core.redact import register_secret
 
             register_secret(api_key)
         self.max_cost = max_cost

@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ...errors import ConfigError
-from .errors import CostLimitError
+from llmpopcorn.backends.hosted.errors import CostLimitError
+from llmpopcorn.core.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ...settings import Settings
+    from llmpopcorn.core.settings import Settings
 
 PriceUnit = Literal["image", "megapixel", "video", "second", "first-5s"]
 
@@ -81,7 +81,7 @@ def check_cost(estimate: float | None, limit: float | None, what: str, kind: str
 def estimate_run_cost(settings: Settings) -> dict[str, float | None]:
     """Estimated USD per hosted stage (``{"image": 0.003, "video": 0.28}``) for one run of
     ``settings``; local backends are left out. No network call."""
-    from ...registry import registry
+    from llmpopcorn.core.registry import registry
 
     out: dict[str, float | None] = {}
     if not settings.render:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...errors import ConfigError, RenderError
+from llmpopcorn.core.errors import ConfigError, RenderError
 
 
 class HostedError(RenderError):

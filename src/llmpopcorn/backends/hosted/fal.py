@@ -26,9 +26,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ...errors import RenderError
-from ..base import Clip, ImageBackend, ImageRequest, VideoBackend, VideoRequest
-from .base import (
+from llmpopcorn.backends.base import Clip, ImageBackend, ImageRequest, VideoBackend, VideoRequest
+from llmpopcorn.backends.hosted.base import (
     ContentRefusedError,
     HostedBackend,
     HostedError,
@@ -40,6 +39,7 @@ from .base import (
     png_data_uri,
     to_cover,
 )
+from llmpopcorn.core.errors import RenderError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import HostedError
+from llmpopcorn.backends.hosted.errors import HostedError
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -42,7 +42,7 @@ def open_image(data: bytes, what: str) -> Image.Image:
 
 def to_cover(picture: Image.Image) -> Image.Image:
     """The project's 9:16 cover policy: centre-crop, never stretch, even sizes."""
-    from ..diffusion.base import to_cover as crop
+    from llmpopcorn.backends.diffusion.base import to_cover as crop
 
     return crop(picture)
 

@@ -18,9 +18,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ...errors import ConfigError
-from ..base import ImageBackend, ImageRequest
-from .base import (
+from llmpopcorn.backends.base import ImageBackend, ImageRequest
+from llmpopcorn.backends.hosted.base import (
     RETRYABLE_STATUS,
     ContentRefusedError,
     HostedBackend,
@@ -32,6 +31,7 @@ from .base import (
     retry_after_seconds,
     to_cover,
 )
+from llmpopcorn.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

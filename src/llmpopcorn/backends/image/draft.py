@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ...draw import draw_text_block, gradient, palette, seed_from
-from ..base import ImageBackend, ImageRequest
+from llmpopcorn.backends.base import ImageBackend, ImageRequest
+from llmpopcorn.backends.draw import draw_text_block, gradient, palette, seed_from
 
 
 class DraftCover(ImageBackend):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...types import ChatRequest
-from ..base import LLM, Availability
+from llmpopcorn.backends.base import LLM, Availability
+from llmpopcorn.core.types import ChatRequest
 
 
 class FakeLLM(LLM):

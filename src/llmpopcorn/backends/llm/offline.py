@@ -16,8 +16,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from ...types import TITLE_MAX_CHARS, ChatRequest
-from ..base import LLM
+from llmpopcorn.backends.base import LLM
+from llmpopcorn.core.types import TITLE_MAX_CHARS, ChatRequest
 
 # Leading instructions that say what to do rather than what the video is about.
 _LEAD = re.compile(
@@ -203,8 +203,8 @@ class OfflineComposer(LLM):
     is_llm = False
 
     def complete(self, request: ChatRequest) -> str:
-        from ...copycheck import find_copy
-        from ...types import Reference
+        from llmpopcorn.core.copycheck import find_copy
+        from llmpopcorn.core.types import Reference
 
         query = str(request.context.get("query", "")).strip()
         if not query:

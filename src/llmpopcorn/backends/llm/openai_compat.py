@@ -19,7 +19,7 @@ recognises it and pauses).
 A reply that is not a chat completion (an HTML page with HTTP 200, JSON of another
 shape) is an :class:`LLMError` naming the URL to check. The API key never appears in
 records, logs or error messages, even when a server echoes it in its reply: replies
-go through :func:`llmpopcorn.redact.scrub`.
+go through :func:`llmpopcorn.core.redact.scrub`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ...errors import ConfigError, LLMError
-from ...redact import register_secret, scrub
-from ...types import ChatRequest
-from ..base import LLM, Availability
+from llmpopcorn.backends.base import LLM, Availability
+from llmpopcorn.core.errors import ConfigError, LLMError
+from llmpopcorn.core.redact import register_secret, scrub
+from llmpopcorn.core.types import ChatRequest
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class OpenAICompatLLM(LLM):
                 "top up the account or use another key (POPCORN_LLM_API_KEY), then "
                 "`popcorn batch --resume ID` finishes a paused batch",
             )
-            # what llmpopcorn.batch.is_quota_error looks for; attributes, unlike
+            # what llmpopcorn.runs.batch.is_quota_error looks for; attributes, unlike
             # __cause__, survive pickling (a Ray worker hands its error back pickled)
             error.code, error.status_code = "insufficient_quota", exc.status_code
             return error

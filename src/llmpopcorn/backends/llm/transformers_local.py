@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, LLMError, require
-from ...types import ChatRequest
-from ..base import LLM, Availability
+from llmpopcorn.backends.base import LLM, Availability
+from llmpopcorn.core.errors import ConfigError, LLMError, require
+from llmpopcorn.core.types import ChatRequest
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from ...draw import draw_text_block, gradient, palette, seed_from
-from ...errors import RenderError
-from ...media import YUVFrame, rgb_to_ycbcr
-from ..base import Clip, VideoBackend, VideoRequest
+from llmpopcorn.backends.base import Clip, VideoBackend, VideoRequest
+from llmpopcorn.backends.draw import draw_text_block, gradient, palette, seed_from
+from llmpopcorn.backends.media import YUVFrame, rgb_to_ycbcr
+from llmpopcorn.core.errors import RenderError
 
 
 class DraftClip(VideoBackend):

@@ -1,0 +1,175 @@
+"""Typed data passed between pipeline stages and saved in run records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from llmpopcorn.core.paths import strip_unsafe
+
+TITLE_MAX_CHARS = 50
+
+Mode = Literal["basic", "pe"]
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Idea(BaseModel):
+    """The LLM's answer: what the micro-video should be."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: str = Field(min_length=1, max_length=TITLE_MAX_CHARS)
+    cover_prompt: str = Field(min_length=1)
+    video_prompt: str = Field(min_length=1)
+
+    @field_validator("title", "cover_prompt", "video_prompt", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        # every idea (an LLM reply, an MCP or web caller, an old record.json) loses its
+        # bidi overrides and invisible controls here, so no output can carry them
+        if isinstance(value, str):
+            return " ".join(strip_unsafe(value).split())
+        return value
+
+
+class Reference(BaseModel):
+    """A corpus video shown to the LLM (PE) or used to explain a score."""
+
+    video_id: str
+    title: str = ""
+    cover_desc: str = ""
+    caption: str = ""
+    category: str = ""
+    comment_count: int | None = None
+    label: Literal["popular", "unpopular", "neighbour"] = "neighbour"
+    similarity: float | None = None
+
+
+class ChatRequest(BaseModel):
+    """What an LLM backend is asked.
+
+    ``context`` carries structured facts about the request (the query, the mode,
+    the references) for backends that are not language models, such as the
+    offline composer. Real LLMs only see ``messages``.
+    """
+
+    messages: list[Message]
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int | None = 42
+    max_tokens: int = 1024
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class Attempt(BaseModel):
+    """One round trip to the LLM during ideation."""
+
+    reply: str
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Prompt(BaseModel):
+    """Messages ready to send, plus the references they were built from."""
+
+    mode: Mode
+    query: str
+    messages: list[Message]
+    references: list[Reference] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class Artifact(BaseModel):
+    """A file the run produced."""
+
+    kind: Literal["cover", "clip", "report", "record", "other"]
+    path: str  # relative to the run directory
+    media_type: str
+    bytes: int
+    backend: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Score(BaseModel):
+    """Predicted popularity of an idea (log2 of the comment count)."""
+
+    predictor: str
+    log2_comments: float
+    expected_comments: float
+    interval: tuple[float, float] | None = None  # in log2 comments
+    interval_level: float | None = None
+    percentile: float | None = None
+    category: str | None = None
+    neighbours: list[Reference] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackendUse(BaseModel):
+    """Which backend ran a stage, with its options (never secrets)."""
+
+    name: str
+    kind: str
+    model: str | None = None
+    is_llm: bool | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Variant(BaseModel):
+    """One of several ideas asked for the same query, with its predicted popularity."""
+
+    seed: int
+    idea: Idea | None = None
+    log2_comments: float | None = None
+    expected_comments: float | None = None
+    error: str | None = None
+
+
+class RunRecord(BaseModel):
+    """Everything about one run; saved as ``record.json`` in the run directory."""
+
+    run_id: str
+    #: ``interrupted``: stopped from outside (Ctrl-C, SIGTERM, a cancel or a server
+    #: shutdown) before it finished, not a failure of the run itself
+    status: Literal["running", "ok", "failed", "interrupted"] = "running"
+    error: str | None = None
+    query: str
+    mode: Mode
+    seed: int
+    created: str = Field(default_factory=utcnow)
+    finished: str | None = None
+    package_version: str
+    run_dir: str
+    backends: dict[str, BackendUse] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    messages: list[Message] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    references: list[Reference] = Field(default_factory=list)
+    enhancement: dict[str, Any] | None = None  # PE: categories, pools, counts, notes
+    #: the run's category (name, which resolver chose it), used by the scorer and report
+    category: dict[str, Any] | None = None
+    idea: Idea | None = None
+    variants: list[Variant] = Field(default_factory=list)  # ranked best first
+    copy_check: dict[str, Any] | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+    score: Score | None = None
+    visual_stats: dict[str, float] | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    def artifact(self, kind: str) -> Artifact | None:
+        for art in self.artifacts:
+            if art.kind == kind:
+                return art
+        return None

@@ -1,0 +1,530 @@
+"""The pipeline: query -> prompt (basic or PE) -> ideate -> render -> score -> report.
+
+The CLI and the web UI are thin shells over :class:`Pipeline`. Every run writes a
+record as it goes: a failure at any stage still leaves ``record.json`` (status
+``failed``, the error, and everything done before it) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmpopcorn import __version__
+from llmpopcorn.backends.base import LLM, ImageBackend, ImageRequest, VideoBackend, VideoRequest
+from llmpopcorn.backends.media import fit_duration, save_png, write_mp4
+from llmpopcorn.core.errors import ConfigError, InvalidReplyError, MissingExtraError, PopcornError
+from llmpopcorn.core.paths import clean_query, make_run_dir, new_run_id
+from llmpopcorn.core.registry import Registry
+from llmpopcorn.core.registry import registry as default_registry
+from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.types import (
+    Artifact,
+    BackendUse,
+    Idea,
+    Prompt,
+    RunRecord,
+    Score,
+    Variant,
+    utcnow,
+)
+from llmpopcorn.pipeline.ideate import SamplingParams, ideate
+from llmpopcorn.pipeline.report import save_record, save_report
+from llmpopcorn.pipeline.variants import diversify, variant_check
+
+log = logging.getLogger(__name__)
+
+#: prompt builders by mode; "module:attr" so PE's heavy imports load only when used
+MODE_BUILDERS = {
+    "basic": "llmpopcorn.enhance.prompts:BasicPromptBuilder",
+    "pe": "llmpopcorn.enhance.pe:PEPromptBuilder",
+}
+
+NO_LLM_NOTE = (
+    "No LLM was used: the offline composer built this idea from the query with fixed "
+    "templates. Plug in a real model with --llm deepseek (DEEPSEEK_API_KEY), --llm openai, "
+    "--llm ollama / vllm / llamacpp (a local server) or --llm transformers --llm-model PATH."
+)
+
+
+class PromptBuilder(Protocol):
+    def build(self, query: str) -> Prompt: ...
+
+
+class Scorer(Protocol):
+    """A popularity judge. ``category`` is the run's category (resolved once per run
+    from the query); an empty one lets the scorer resolve it itself."""
+
+    name: str
+
+    def score(
+        self,
+        idea: Idea,
+        *,
+        query: str | None = None,
+        clip_path: Path | None = None,
+        category: str = "",
+    ) -> Score: ...
+
+
+def _load(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class Pipeline:
+    """One configured pipeline; reuse it for many queries (backends load once)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        llm: LLM | None = None,
+        image: ImageBackend | None = None,
+        video: VideoBackend | None = None,
+        scorer: Scorer | None = None,
+        prompt_builder: PromptBuilder | None = None,
+        registry: Registry = default_registry,
+    ):
+        self.settings = settings or Settings.resolve()
+        self.registry = registry
+        self._given = {"llm": llm, "image": image, "video": video}
+        self._scorer = scorer
+        self._builder = prompt_builder
+
+    # -- components, created on first use ------------------------------------------
+
+    def _backend(self, kind: str) -> Any:
+        given = self._given.get(kind)
+        if given is None:
+            given = self.registry.create(kind, getattr(self.settings, kind), self.settings)
+            self._given[kind] = given
+        return given
+
+    @property
+    def llm(self) -> LLM:
+        return self._backend("llm")
+
+    @property
+    def image(self) -> ImageBackend:
+        return self._backend("image")
+
+    @property
+    def video(self) -> VideoBackend:
+        return self._backend("video")
+
+    @cached_property
+    def prompt_builder(self) -> PromptBuilder:
+        if self._builder is not None:
+            return self._builder
+        mode = self.settings.mode
+        if mode not in MODE_BUILDERS:
+            raise ConfigError(f"unknown mode '{mode}'", f"use one of: {', '.join(MODE_BUILDERS)}")
+        cls = _load(MODE_BUILDERS[mode])
+        factory = getattr(cls, "from_settings", None)
+        return factory(self.settings) if factory else cls()
+
+    @cached_property
+    def scorer(self) -> Scorer | None:
+        if self._scorer is not None or not self.settings.score:
+            return self._scorer
+        return self._default_scorer()
+
+    def _default_scorer(self) -> Scorer:
+        """The predictor selected by the settings, through the registry: a registered
+        predictor name (a plugin) or, for anything else, the shipped scorer reading the
+        model directory ``settings.predictor`` (default: the shipped model)."""
+        name = self.settings.predictor or "default"
+        if name not in self.registry.names("predictor"):
+            name = "default"  # a model directory or a model shipped under models/
+        return self.registry.create("predictor", name, self.settings)
+
+    def category_ranking(self, query: str) -> list | None:
+        """The run's categories, best first, from the one resolver a run uses: the
+        judge's (its retrieval memory) when a predictor is loaded, so that basic and PE
+        runs of a query, the score and the report share one category; None otherwise
+        (PE then ranks with its corpus index)."""
+        rank = getattr(self.scorer, "rank_categories", None) if self._scorer_ok else None
+        return (rank(query) or None) if rank is not None else None
+
+    def _build_prompt(self, query: str, ranking: list | None) -> Prompt:
+        builder = self.prompt_builder
+        if ranking and getattr(builder, "accepts_categories", False):
+            return builder.build(query, categories=ranking)
+        return builder.build(query)
+
+    def run_category(
+        self, query: str, prompt: Prompt, ranking: list | None = None
+    ) -> dict[str, Any] | None:
+        """The run's category (used by the scorer, the variants' ranking and the report)."""
+        if ranking:
+            name = ranking[0].name
+            if prompt.mode == "pe" and prompt.settings.get("categories"):
+                # PE used the first ranked category its corpus holds
+                name = prompt.settings["categories"][0]["name"]
+            return {
+                "name": name,
+                "source": "the judge's category resolver (its retrieval memory)",
+                "method": self.settings.category_match,
+            }
+        if prompt.mode == "pe" and prompt.settings.get("categories"):
+            first = prompt.settings["categories"][0]
+            return {
+                "name": first["name"],
+                "source": "PE's category resolver (corpus index)",
+                "method": prompt.settings.get("category_match"),
+            }
+        return None
+
+    def plan(
+        self, query: str, *, judge_lock: AbstractContextManager | None = None
+    ) -> tuple[Prompt, dict[str, Any] | None]:
+        """A run's prompt and its category, from the one category resolver a run uses
+        (:meth:`category_ranking`); shared by :meth:`make`, batches and the study.
+        ``judge_lock``: held while the predictor ranks categories (it is used from one
+        thread at a time)."""
+        with judge_lock or nullcontext():
+            ranking = self.category_ranking(query)
+        prompt = self._build_prompt(query, ranking)
+        return prompt, self.run_category(query, prompt, ranking)
+
+    @staticmethod
+    def apply_prompt(record: RunRecord, prompt: Prompt) -> None:
+        """What a run record keeps of its prompt: the messages, the references and, in
+        PE mode, the enhancement's settings and notes."""
+        record.messages = list(prompt.messages)
+        record.references = list(prompt.references)
+        if prompt.mode == "pe":
+            record.enhancement = prompt.settings
+            record.notes += [f"PE: {note}" for note in prompt.settings.get("notes", [])]
+
+    def sampling(self, seed: int | None = None) -> SamplingParams:
+        s = self.settings
+        return SamplingParams(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=s.seed if seed is None else seed,
+            max_tokens=s.max_tokens,
+            max_attempts=s.max_attempts,
+        )
+
+    # -- running -------------------------------------------------------------------
+
+    def prompt(self, query: str) -> Prompt:
+        """The exact messages that would be sent for ``query`` (no LLM call), with the
+        same category choice as :meth:`make`."""
+        query = clean_query(query)
+        if self.settings.mode == "pe" and not self._scorer_ok and self.settings.score:
+            try:
+                self._scorer_ok = self.scorer is not None
+            except PopcornError as exc:  # no judge: PE ranks categories with its own index
+                log.warning("categories from PE's corpus index (the judge is unavailable: %s)", exc)
+                self._scorer_ok = False
+        return self._build_prompt(query, self.category_ranking(query))
+
+    def make(
+        self,
+        query: str,
+        *,
+        out_dir: str | Path | None = None,
+        on_stage: Callable[[str], None] | None = None,
+        seed: int | None = None,
+    ) -> RunRecord:
+        """Run every stage for one query and return the saved record.
+
+        ``seed`` overrides the settings' seed for this run (LLM sampling and rendering).
+        """
+        query = clean_query(query)
+        settings = self.settings
+        seed = settings.seed if seed is None else seed
+        run_id = new_run_id()
+        run_dir = make_run_dir(Path(out_dir or settings.out_dir), query, run_id)
+        record = RunRecord(
+            run_id=run_id,
+            query=query,
+            mode=settings.mode,
+            seed=seed,
+            package_version=__version__,
+            run_dir=str(run_dir),
+            settings=settings.public(),
+        )
+        save_record(record, run_dir)
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            if on_stage:
+                on_stage(name)
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                record.timings[name] = round(time.perf_counter() - started, 4)
+
+        try:
+            if settings.render:
+                # create the renderers first: bad options, missing weights or too little
+                # memory fail here, before the LLM is called
+                self._backend("image")
+                self._backend("video")
+            self._check_scorer(record)  # a broken model fails now, not after rendering
+            with stage("prompt"):
+                prompt, category = self.plan(query)
+                self.apply_prompt(record, prompt)
+            record.category = category
+            with stage("ideate"):
+                self._ideate(record, prompt, seed)
+            if settings.render:
+                self._render(record, run_dir, stage)
+            with stage("score"):
+                self._score(record, run_dir)
+            record.status = "ok"
+        except BaseException as exc:
+            # Ctrl-C: "interrupted"; SIGTERM/SIGHUP (signals.Interrupted): "interrupted by ..."
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            record.status = "interrupted" if interrupted else "failed"
+            record.error = (str(exc) or "interrupted") if interrupted else str(exc)
+            if isinstance(exc, InvalidReplyError):
+                record.attempts = list(exc.attempts)
+            raise
+        finally:
+            record.finished = utcnow()
+            # the report first: a record says "ok" only when its report was written too
+            report_error: OSError | None = None
+            try:
+                save_report(record, run_dir)
+            except OSError as exc:  # disk full, permissions: say so in the record
+                report_error = exc
+                record.notes.append(f"report.html could not be written: {exc}")
+                if record.status == "ok":
+                    record.status = "failed"
+                    record.error = f"could not write report.html: {exc}"
+            save_record(record, run_dir)
+            if report_error is not None and (record.error or "").startswith(
+                "could not write report"
+            ):
+                raise report_error
+        return record
+
+    def _ideate(self, record: RunRecord, prompt: Prompt, seed: int) -> None:
+        """Ask for ``settings.variants`` ideas (seeds seed, seed+1, ...); keep the one the
+        predictor ranks highest (with one variant, no ranking is needed)."""
+        llm = self.llm
+        record.backends["llm"] = llm.describe()
+        if not llm.is_llm:
+            record.notes.append(NO_LLM_NOTE)
+        count = self.settings.variants
+        if count > 1 and self.scorer is None:
+            raise ConfigError(
+                "ranking variants needs the popularity predictor",
+                "drop --variants, or enable scoring (no --no-score, POPCORN_SCORE unset)",
+            )
+        make_guard = getattr(self.prompt_builder, "copy_guard", None)
+        candidates, variants, attempts = [], [], []
+        titles: list[str] = []  # earlier variants' titles: a near repeat is re-asked
+        for number, variant_seed in enumerate(range(seed, seed + count)):
+            guard = make_guard(prompt) if make_guard else None
+            asked, check = prompt, guard
+            if count > 1:  # each variant takes its own angle (see llmpopcorn.pipeline.variants)
+                asked = diversify(prompt, number, count)
+                check = variant_check(guard, list(titles))
+            try:
+                result = ideate(llm, asked, self.sampling(variant_seed), check=check)
+            except InvalidReplyError as exc:
+                if count == 1:
+                    raise
+                attempts += exc.attempts
+                variants.append(Variant(seed=variant_seed, error=str(exc)))
+                continue
+            attempts += result.attempts
+            titles.append(result.idea.title)
+            score = (
+                self.scorer.score(result.idea, query=record.query, category=_name(record))
+                if count > 1
+                else None
+            )
+            candidates.append((score, variant_seed, result, guard))
+            if score is not None:
+                variants.append(
+                    Variant(
+                        seed=variant_seed,
+                        idea=result.idea,
+                        log2_comments=score.log2_comments,
+                        expected_comments=score.expected_comments,
+                    )
+                )
+        if not candidates:
+            raise InvalidReplyError(
+                f"none of the {count} variants produced a valid idea",
+                "try another model or raise --max-attempts; the raw replies are in the run record",
+                attempts=attempts,
+            )
+        if count > 1:
+            candidates.sort(key=lambda c: -c[0].log2_comments)  # stable: ties keep seed order
+            variants.sort(key=lambda v: -v.log2_comments if v.log2_comments is not None else 1e9)
+            record.variants = variants
+        _, chosen_seed, result, guard = candidates[0]
+        record.idea = result.idea
+        record.messages = result.messages
+        record.attempts = attempts if count > 1 else result.attempts
+        if count > 1:
+            record.notes.append(
+                f"Best of {count} variants by predicted popularity (variant seed {chosen_seed})."
+            )
+        if guard:
+            record.copy_check = guard.report(result.idea)
+
+    def _render(self, record: RunRecord, run_dir: Path, stage) -> None:
+        idea = record.idea
+        assert idea is not None
+        with stage("cover"):
+            image = self.image
+            record.backends["image"] = image.describe()
+            picture = image.generate(
+                ImageRequest(prompt=idea.cover_prompt, title=idea.title, seed=record.seed)
+            )
+            record.backends["image"] = image.describe()  # again: now with measured time/memory
+            path = save_png(picture, run_dir / "cover.png")
+            meta = {"width": picture.width, "height": picture.height}
+            _keep_artifact(record, run_dir, "cover", path, "image/png", image.name, meta)
+        with stage("clip"):
+            video = self.video
+            record.backends["video"] = video.describe()
+            clip = video.generate(
+                VideoRequest(
+                    prompt=idea.video_prompt, title=idea.title, seed=record.seed, cover=picture
+                )
+            )
+            clip.frames = fit_duration(clip.frames, clip.fps, 3.0)
+            path = write_mp4(clip, run_dir / "clip.mp4")
+            height, width = clip.frames[0].shape[:2]
+            meta = {
+                "width": width,
+                "height": height,
+                "fps": clip.fps,
+                "frames": len(clip.frames),
+                "seconds": round(clip.seconds, 4),
+                **clip.meta,
+            }
+            _keep_artifact(record, run_dir, "clip", path, "video/mp4", video.name, meta)
+
+    _scorer_ok = False
+
+    def _check_scorer(self, record: RunRecord) -> None:
+        """Load the predictor before the expensive stages: a missing extra is noted (the
+        run goes on unscored), a broken model fails the run here."""
+        self._scorer_ok = False
+        if not self.settings.score and self._scorer is None:
+            return
+        try:
+            self._scorer_ok = self.scorer is not None
+        except MissingExtraError as exc:
+            record.notes.append(f"Not scored: {exc.message}; {exc.hint}.")
+
+    def _score(self, record: RunRecord, run_dir: Path) -> None:
+        clip = record.artifact("clip")
+        if clip is not None and self.settings.score:
+            from llmpopcorn.predict.visual import clip_stats
+
+            try:
+                record.visual_stats = clip_stats(run_dir / clip.path)
+            except PopcornError as exc:
+                record.notes.append(f"No visual statistics: {exc}")
+        if not self._scorer_ok:
+            if self.settings.score and not any(n.startswith("Not scored") for n in record.notes):
+                record.notes.append("Not scored: no popularity predictor is available.")
+            return
+        scorer = self.scorer
+        record.score = scorer.score(
+            record.idea,
+            query=record.query,
+            clip_path=(run_dir / clip.path) if clip else None,
+            category=_name(record),
+        )
+        record.backends["predictor"] = BackendUse(
+            name=getattr(scorer, "name", type(scorer).__name__), kind="predictor"
+        )
+        independence = judge_overlap(scorer, record.references, record.score)
+        if independence is not None:
+            record.score.extra["independence"] = independence
+            if independence["references_in_judge_memory"]:
+                record.notes.append(
+                    f"Judge independence: {independence['references_in_judge_memory']} of "
+                    f"{independence['references']} PE references are in the judge's "
+                    "training memory, so the score is not independent of them (the study "
+                    "uses --pe-pool reference --predictor judge: zero overlap)."
+                )
+
+
+def _name(record: RunRecord) -> str:
+    return (record.category or {}).get("name") or ""
+
+
+def judge_memory(scorer: Any) -> set[str] | None:
+    """The video ids in a judge's retrieval memory, computed once per scorer (None when
+    it has no memory to check). Used by the run record and by the study."""
+    cached = getattr(scorer, "_memory_id_set", None)
+    if cached is not None:
+        return cached
+    memory_ids = getattr(scorer, "memory_ids", None)
+    ids = (
+        memory_ids()
+        if callable(memory_ids)
+        else getattr(getattr(scorer, "model", None), "memory_ids_", None)
+    )
+    if ids is None:
+        return None
+    cached = {str(v) for v in ids}
+    try:
+        scorer._memory_id_set = cached
+    except AttributeError:  # a scorer with __slots__: recompute next time
+        pass
+    return cached
+
+
+def judge_overlap(scorer: Any, references: list, score: Score) -> dict[str, Any] | None:
+    """How independent the judge is of PE's references: how many references sit in its
+    retrieval memory, and how many of the neighbours explaining the score are
+    references. None when the judge has no memory to check."""
+    memory = judge_memory(scorer)
+    if memory is None:
+        return None
+    ref_ids = {str(r.video_id) for r in references}
+    neighbours = [str(n.video_id) for n in score.neighbours]
+    return {
+        "judge": getattr(scorer, "name", type(scorer).__name__),
+        "judge_part": getattr(scorer, "part", "all"),
+        "references": len(ref_ids),
+        "references_in_judge_memory": len(ref_ids & memory),
+        "neighbours": len(neighbours),
+        "neighbours_that_are_references": sum(n in ref_ids for n in neighbours),
+    }
+
+
+def _keep_artifact(
+    record: RunRecord,
+    run_dir: Path,
+    kind: str,
+    path: Path,
+    media_type: str,
+    backend: str,
+    meta: dict,
+) -> None:
+    """Add a written file to the record and save the record at once (so a later crash
+    still lists it)."""
+    record.artifacts.append(
+        Artifact(
+            kind=kind,
+            path=path.name,
+            media_type=media_type,
+            bytes=path.stat().st_size,
+            backend=backend,
+            meta=meta,
+        )
+    )
+    save_record(record, run_dir)

@@ -1,0 +1,450 @@
+"""The study's files: results.csv, summary.json, summary.md and a self-contained
+summary.html (tables and matplotlib charts embedded as base64 PNG).
+
+Every file says what produced the numbers (DESIGN §4.15): a banner when any cell used no
+LLM, the judge and its overlap with PE's references, and the human baseline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from llmpopcorn.core.paths import write_csv
+from llmpopcorn.study.bench import CSV_COLUMNS
+from llmpopcorn.study.stats import arm_name, summarise
+
+log = logging.getLogger(__name__)
+
+
+def no_llm_banner(summary: dict[str, Any]) -> str | None:
+    n = summary.get("no_llm_cells") or 0
+    if not n:
+        return None
+    names = ", ".join(
+        f"{i['name']} ({i['model']})" for i in summary.get("ideators", []) if i["is_llm"] is False
+    )
+    return (
+        f"NO LLM WAS USED in {n} of {summary['ok']} finished cells: their ideas come from "
+        f"{names or 'a stand-in'}, a deterministic template composer, not a language model. "
+        "Differences between modes measure that stand-in, not an LLM. Run the study with "
+        "--llm deepseek / openai / ollama / vllm / llamacpp / transformers for LLM results."
+    )
+
+
+def judge_section(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which judge scored the cells, and how many PE references it had in its memory."""
+    pe = [r for r in rows if r["status"] == "ok" and r["mode"] == "pe"]
+    shown = sum(int(r.get("refs_shown") or 0) for r in pe)
+    overlap = sum(int(r.get("refs_in_judge_memory") or 0) for r in pe)
+    methods = sorted({r["overlap_method"] for r in pe if r.get("overlap_method")})
+    return {
+        "predictors": sorted({str(r["predictor"]) for r in rows if r.get("predictor")}),
+        "pe_pools": sorted({str(r["pe_pool"]) for r in pe if r.get("pe_pool")}),
+        "references_shown": shown,
+        "references_in_judge_memory": overlap,
+        "zero_overlap": bool(pe) and overlap == 0,
+        "overlap_method": methods,
+    }
+
+
+def build_summary(
+    rows: list[dict[str, Any]],
+    *,
+    baseline: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    summary = summarise(rows, n_boot=n_boot)
+    summary["banner"] = no_llm_banner(summary)
+    summary["judge"] = judge_section(rows)
+    if baseline is not None:
+        summary["human_baseline"] = baseline
+    summary.update(extra or {})
+    return summary
+
+
+def write_reports(
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    baseline: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    n_boot: int = 2000,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Write results.csv, summary.json, summary.md and summary.html into ``out_dir``."""
+    out_dir = Path(out_dir)
+    summary = build_summary(rows, baseline=baseline, extra=extra, n_boot=n_boot)
+    with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        write_csv(fh, CSV_COLUMNS, rows)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (out_dir / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    charts = make_plots(rows, summary) if plots else {}
+    (out_dir / "summary.html").write_text(summary_html(summary, charts), encoding="utf-8")
+    return summary
+
+
+# -- text -----------------------------------------------------------------------------
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
+
+
+def _p(p) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def _wins(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _refs(r) -> str:
+    return "" if r is None else str(r)
+
+
+def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table, shared by the Markdown and the HTML."""
+    out = []
+    out.append(
+        (
+            "Predicted popularity per LLM x mode (log2 comments, bootstrap 95 % CI)",
+            [
+                "llm",
+                "mode",
+                "refs",
+                "video",
+                "queries",
+                "n",
+                "mean log2",
+                "95 % CI",
+                "mean comments",
+                "failed",
+            ],
+            [
+                [
+                    c["llm"],
+                    c["mode"],
+                    _refs(c["refs"]),
+                    c["video"],
+                    c["queries"],
+                    str(c["n"]),
+                    f"{c['mean_log2_comments']:.3f}",
+                    _ci(c["ci95"]),
+                    f"{c['mean_expected_comments']:.1f}",
+                    str(c["failed"]),
+                ]
+                for c in summary["cells"]
+            ],
+        )
+    )
+    out.append(
+        (
+            "PE - basic, paired by query, LLM, video and seed (Wilcoxon signed-rank, two-sided)",
+            [
+                "llm",
+                "refs",
+                "video",
+                "queries",
+                "pairs",
+                "mean gain (log2)",
+                "95 % CI",
+                "PE win rate",
+                "Wilcoxon p",
+            ],
+            [
+                [
+                    c["llm"],
+                    _refs(c["refs"]),
+                    c["video"],
+                    c["queries"],
+                    str(c["pairs"]),
+                    f"{c['mean_gain_log2']:+.3f}",
+                    _ci(c["ci95"]),
+                    f"{c['pe_win_rate']:.1%}",
+                    _p(c["wilcoxon_p"]),
+                ]
+                for c in summary["pe_vs_basic"]
+            ],
+        )
+    )
+    for by, label in (("llm", "LLM"), ("video", "video generator"), ("arm", "mode (and refs)")):
+        wins = summary["head_to_head"].get(by, {})
+        values = list(next(iter(wins.values()), {}))  # in study_stats' order
+        out.append(
+            (
+                f"Head to head: which {label} produced each query's highest-scored result "
+                "(wins; ties shared)",
+                ["queries", *values],
+                [[kind, *(_wins(t.get(v, 0)) for v in values)] for kind, t in wins.items()],
+            )
+        )
+    out.append(
+        (
+            "Per query category (the category PE matched; paired PE - basic)",
+            ["category", "llm", "refs", "pairs", "mean basic", "mean PE", "gain", "Wilcoxon p"],
+            [
+                [
+                    c["category"],
+                    c["llm"],
+                    _refs(c["refs"]),
+                    str(c["pairs"]),
+                    f"{c['mean_basic']:.3f}",
+                    f"{c['mean_pe']:.3f}",
+                    f"{c['mean_gain_log2']:+.3f}",
+                    _p(c["wilcoxon_p"]),
+                ]
+                for c in summary["per_category"]
+            ],
+        )
+    )
+    return out
+
+
+def judge_lines(summary: dict[str, Any]) -> list[str]:
+    j = summary["judge"]
+    lines = [f"Judge (predictor): {', '.join(j['predictors']) or 'none (not scored)'}."]
+    if j["references_shown"]:
+        how = ", ".join(j["overlap_method"])
+        if j["zero_overlap"]:
+            lines.append(
+                f"Zero overlap: none of the {j['references_shown']} references shown to the "
+                f"ideator is in the judge's memory (checked by {how}; PE pool: "
+                f"{', '.join(j['pe_pools']) or 'all'})."
+            )
+        else:
+            lines.append(
+                f"Overlap: {j['references_in_judge_memory']} of the {j['references_shown']} "
+                f"references shown to the ideator are in the judge's memory (checked by {how}; "
+                f"PE pool: {', '.join(j['pe_pools']) or 'all'}): PE may be rewarded for copying "
+                "what the judge remembers. Use an independent judge (--predictor judge with "
+                "--pe-pool reference)."
+            )
+    b = summary.get("human_baseline")
+    if b:
+        lines.append(
+            f"Human baseline: for each query the {b['k']} nearest real videos of the "
+            f"'{b['part']}' part ({b['videos']} videos, {b['distinct_videos']} distinct): true "
+            f"mean log2 comments {b['true_mean_log2']:.3f}"
+            + (
+                f"; the judge predicts {b['predicted_mean_log2']:.3f} for them (MAE "
+                f"{b['mae_log2']:.3f}, Spearman {_num(b['spearman'])}; "
+                f"{b['videos_in_predictor_memory']} of them in its memory)."
+                if b.get("predictor")
+                else "."
+            )
+        )
+    return lines
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    lines = ["# LLMPopcorn study", ""]
+    if summary.get("banner"):
+        lines += [f"> **{summary['banner']}**", ""]
+    lines.append(
+        f"{summary['ok']} of {summary['total']} cells finished, {summary['scored']} scored, "
+        f"{summary['failed']} failed."
+    )
+    if summary.get("note"):
+        lines.append(summary["note"])
+    lines += ["", *judge_lines(summary)]
+    for title, header, body in tables(summary):
+        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;"
+    "padding:.25em .5em;text-align:left}.banner{background:#fff3cd;border:2px solid #d39e00;"
+    "padding:.75em;font-weight:bold}img{max-width:100%}"
+)
+
+
+def summary_html(summary: dict[str, Any], charts: dict[str, bytes]) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>LLMPopcorn study</title><style>{_CSS}</style></head><body>",
+        "<h1>LLMPopcorn study</h1>",
+    ]
+    if summary.get("banner"):
+        parts.append(f"<p class='banner' role='alert'>{e(summary['banner'])}</p>")
+    parts.append(
+        f"<p>{summary['ok']} of {summary['total']} cells finished, {summary['scored']} scored, "
+        f"{summary['failed']} failed.</p>"
+    )
+    if summary.get("note"):
+        parts.append(f"<p>{e(summary['note'])}</p>")
+    parts += [f"<p>{e(line)}</p>" for line in judge_lines(summary)]
+    for name, png in charts.items():
+        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<figure><img src='{uri}' alt='{e(name)}'><figcaption>{e(name)}</figcaption></figure>"
+        )
+    for title, header, body in tables(summary):
+        head = "".join(f"<th>{e(h)}</th>" for h in header)
+        rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body)
+        parts.append(f"<h2>{e(title)}</h2><table><tr>{head}</tr>{rows}</table>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+# -- charts ---------------------------------------------------------------------------
+
+
+def make_plots(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, bytes]:
+    """Three PNG charts; none (with a log line) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("no charts in summary.html: pip install 'llmpopcorn[study]' (matplotlib)")
+        return {}
+    charts = {}
+    for title, draw in (
+        ("Mean predicted log2 comments per LLM x mode, with bootstrap 95 % CI", _means_chart),
+        ("Paired per query: basic -> PE (predicted log2 comments)", _slope_chart),
+        ("Score distributions against the human baseline", _distribution_chart),
+    ):
+        fig = draw(plt, rows, summary)
+        if fig is None:
+            continue
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        charts[title] = buf.getvalue()
+    return charts
+
+
+def _means_chart(plt, rows, summary):
+    cells = [c for c in summary["cells"] if c["queries"] != "all"]
+    if not cells:
+        return None
+    arms = sorted(
+        {(c["llm"], c["mode"], c["refs"], c["video"]) for c in cells},
+        key=lambda a: (a[0], a[1] == "pe", a[2] or 0, a[3]),
+    )
+    kinds = sorted({c["queries"] for c in cells})
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(arms) + 2), 3.5))
+    width = 0.8 / max(len(kinds), 1)
+    for j, kind in enumerate(kinds):
+        for i, arm in enumerate(arms):
+            c = next(
+                (
+                    c
+                    for c in cells
+                    if (c["llm"], c["mode"], c["refs"], c["video"]) == arm and c["queries"] == kind
+                ),
+                None,
+            )
+            if c is None:
+                continue
+            lo, hi = c["ci95"] or (c["mean_log2_comments"],) * 2
+            ax.errorbar(
+                i + (j - (len(kinds) - 1) / 2) * width,
+                c["mean_log2_comments"],
+                yerr=[[c["mean_log2_comments"] - lo], [hi - c["mean_log2_comments"]]],
+                fmt="o",
+                color=f"C{j}",
+                capsize=3,
+                label=kind if i == 0 else None,
+            )
+    labels = [
+        f"{llm}\n{'basic' if mode != 'pe' else f'pe@{refs}'}\n{video}"
+        for llm, mode, refs, video in arms
+    ]
+    ax.set_xticks(range(len(arms)), labels, fontsize=8)
+    ax.set_ylabel("predicted log2 comments")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _slope_chart(plt, rows, summary):
+    from llmpopcorn.study.stats import pairs
+
+    found = pairs(rows)
+    if not found:
+        return None
+    panels = sorted(
+        {(p["pe"]["llm"], p["pe"].get("refs"), p["pe"]["video"]) for p in found},
+        key=lambda a: (a[0], a[1] or 0, a[2]),
+    )[:6]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3 * len(panels) + 1, 3.5), sharey=True, squeeze=False
+    )
+    for ax, panel in zip(axes[0], panels, strict=False):
+        chosen = [
+            p for p in found if (p["pe"]["llm"], p["pe"].get("refs"), p["pe"]["video"]) == panel
+        ]
+        for p in chosen:
+            gain = p["gain"]
+            color = "C2" if gain > 0 else "C3" if gain < 0 else "0.6"
+            ax.plot(
+                [0, 1],
+                [p["basic"]["log2_comments"], p["pe"]["log2_comments"]],
+                color=color,
+                alpha=0.35,
+                lw=0.8,
+            )
+        basic_mean = sum(p["basic"]["log2_comments"] for p in chosen) / len(chosen)
+        pe_mean = sum(p["pe"]["log2_comments"] for p in chosen) / len(chosen)
+        ax.plot([0, 1], [basic_mean, pe_mean], color="k", lw=2.5, label="mean")
+        ax.set_xticks([0, 1], ["basic", f"pe@{panel[1]}"])
+        ax.set_title(f"{panel[0]} / {panel[2]}", fontsize=9)
+    axes[0][0].set_ylabel("predicted log2 comments")
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def _distribution_chart(plt, rows, summary):
+    import numpy as np
+
+    scored = [r for r in rows if r["status"] == "ok" and r.get("log2_comments") is not None]
+    if not scored:
+        return None
+    series = []
+    arms = {(r["llm"], arm_name(r), r.get("refs") or 0) for r in scored}
+    for arm in sorted(arms, key=lambda a: (a[0], a[1] != "basic", a[2])):
+        values = [r["log2_comments"] for r in scored if (r["llm"], arm_name(r)) == arm[:2]]
+        series.append((f"{arm[0]} {arm[1]} (judge on ideas)", values, "step", "-"))
+    b = summary.get("human_baseline")
+    if b:
+        true = [v for e in b["per_query"] for v in e["true_log2"]]
+        series.append(("real videos nearest the queries (true)", true, "stepfilled", "-"))
+        if b.get("predictor"):
+            pred = [v for e in b["per_query"] for v in e["predicted_log2"]]
+            series.append(("real videos (judge)", pred, "step", "--"))
+    every = np.concatenate([np.asarray(v, dtype=float) for _, v, _, _ in series])
+    bins = np.linspace(every.min(), every.max(), 31) if every.max() > every.min() else 10
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, (label, values, kind, style) in enumerate(series):
+        human = label.startswith("real")
+        ax.hist(
+            values,
+            bins=bins,
+            density=True,
+            histtype=kind,
+            linestyle=style,
+            alpha=0.25 if kind == "stepfilled" else 1.0,
+            color="k" if human else f"C{i}",
+            label=f"{label}, n={len(values)}",
+        )
+    ax.set_xlabel("log2 comments")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    return fig

@@ -11,11 +11,11 @@ from fakes import TitleLengthScorer, draft_pipeline
 from llmpopcorn.backends.llm.fake import FakeLLM
 from llmpopcorn.core.errors import ConfigError, DataError, PopcornError
 from llmpopcorn.core.settings import Settings
+from llmpopcorn.runs.identity import cell_identity
 from llmpopcorn.runs.store import Store
 from llmpopcorn.study.bench import (
     CELL,
     StudyPlan,
-    cell_identity,
     load_queries,
     run_study,
     study_rows,

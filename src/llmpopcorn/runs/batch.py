@@ -19,9 +19,10 @@ items are never redone, and no item exists twice (its key is fixed, its folder n
 too).
 
 Identity. The batch id is a hash of the queries, the variant count and every setting
-that changes a result (the study's :func:`llmpopcorn.study.bench.cell_identity`: LLM, model,
-sampling, mode, PE parameters, renderers when rendering, the predictor's files, the
-corpus), so the same command resumes the same batch and other settings make a new one.
+that changes a result (:func:`llmpopcorn.runs.identity.cell_identity`, shared with the
+study: LLM, model, sampling, mode, PE parameters, renderers when rendering, the
+predictor's files, the corpus), so the same command resumes the same batch and other
+settings make a new one.
 
 Variants differ: variant v uses seed ``seed + v`` and, when N > 1, an instruction to
 take a different angle (:data:`ANGLES`); a title nearly equal to another variant's of
@@ -71,6 +72,7 @@ from llmpopcorn.runs.driver import (
     slots_for,
 )
 from llmpopcorn.runs.executors import Executor, LocalExecutor, WorkerSpec
+from llmpopcorn.runs.identity import NOT_RESULT, identity_of, item_settings, result_settings
 from llmpopcorn.runs.store import DEFAULT_LEASE_S, Store, digest
 
 log = logging.getLogger(__name__)
@@ -427,29 +429,6 @@ def _move(staging: Path, final: Path) -> None:
 # -- identity ------------------------------------------------------------------------
 
 
-def item_settings(settings: Settings) -> Settings:
-    """What each item runs with: one idea per item (a batch's variants are items)."""
-    return settings.model_copy(update={"variants": 1})
-
-
-def identity_of(settings: Settings, llm_model: str | None) -> dict[str, Any]:
-    from llmpopcorn.study.bench import cell_identity, corpus_identity, predictor_identity
-
-    return cell_identity(
-        settings,
-        llm_model=llm_model,
-        predictor=predictor_identity(settings),
-        corpus_sha256=corpus_identity(settings),
-    )
-
-
-def result_settings(settings: Settings) -> dict[str, Any]:
-    """The settings a resumed batch must reuse (everything that changes a result)."""
-    from llmpopcorn.study.bench import NOT_RESULT
-
-    return {k: v for k, v in settings.public().items() if k not in NOT_RESULT}
-
-
 def item_key(batch_id: str, index: int, query: str, variant: int, seed: int) -> str:
     return "item-" + digest([batch_id, index, query, variant, seed], 32)
 
@@ -543,8 +522,6 @@ def run_batch(
                 )
             doc = open_batch(store, resume)
             current = settings.public()
-            from llmpopcorn.study.bench import NOT_RESULT
-
             merged = {k: current[k] for k in NOT_RESULT if k in current}
             merged.update(doc["settings"])
             settings = Settings(**merged, llm_api_key=settings.llm_api_key)

@@ -18,7 +18,6 @@ after arm, each cell's folder built under ``OUT/.staging`` and renamed to
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import threading
@@ -35,48 +34,17 @@ from llmpopcorn.core.settings import Settings
 from llmpopcorn.pipeline.core import Pipeline, judge_memory
 from llmpopcorn.runs.driver import Unit, Work
 from llmpopcorn.runs.executors import Executor
+from llmpopcorn.runs.identity import (
+    cell_identity,
+    corpus_identity,
+    predictor_identity,
+)
 from llmpopcorn.runs.store import DEFAULT_LEASE_S, Store, digest
 
 log = logging.getLogger(__name__)
 
 QUERY_KINDS = ("abstract", "concrete")
 CELL = "study-cell"
-#: settings that never change a result: where files go, how long to wait for a server,
-#: how fast to call it, and how a finished run is packaged and signed
-NOT_RESULT = frozenset(
-    {
-        "data_dir",
-        "out_dir",
-        "cache_dir",
-        "llm_timeout",
-        "llm_max_retries",
-        "llm_api_key",
-        "llm_rpm",
-        "max_batch_llm_calls",
-        "llm_deadline",
-        "package",
-        "c2pa_cert",
-        "c2pa_key",
-    }
-)
-#: settings read only in PE mode (dropped from a basic cell's identity, so basic cells
-#: are shared by every point of a --refs sweep)
-PE_ONLY = frozenset(
-    {
-        "embedder",
-        "embedder_model",
-        "num_tags",
-        "ratio",
-        "n_refs",
-        "category_match",
-        "min_category_size",
-        "pe_pool",
-    }
-)
-#: settings read only when rendering
-RENDER_ONLY = frozenset(
-    {"image", "video", "image_options", "video_options", "video_from_cover", "device"}
-)
 #: what the study uses unless a flag, the environment or the config file says otherwise:
 #: an independent judge (trained on the judge part only) and PE references from the
 #: reference part, so no reference sits in the judge's memory
@@ -152,65 +120,7 @@ def load_queries(
     return queries
 
 
-# -- identity -------------------------------------------------------------------------
-
-
-def _sha256_files(paths: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for path in sorted(paths):
-        h.update(path.name.encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-def predictor_identity(settings: Settings) -> dict[str, Any] | None:
-    """The predictor's id and version: its folder name and a hash of its files."""
-    if not settings.score:
-        return None
-    from llmpopcorn.predict.scorer import resolve_model_dir  # light: no torch
-
-    path = resolve_model_dir(settings.predictor)
-    files = [
-        p
-        for p in path.iterdir()
-        if p.is_file() and p.suffix in (".json", ".npz", ".safetensors", ".pt")
-    ]
-    return {"name": path.name, "sha256": _sha256_files(files)}
-
-
-def corpus_identity(settings: Settings) -> str | None:
-    """The corpus file's hash (``None`` without a data folder)."""
-    if settings.data_dir is None:
-        return None
-    from llmpopcorn.corpus.table import file_sha256, resolve_corpus_path
-
-    try:
-        path = resolve_corpus_path(settings.data_dir)
-    except DataError:
-        return None
-    return file_sha256(path) if path.exists() else None
-
-
-def cell_identity(
-    settings: Settings,
-    *,
-    llm_model: str | None,
-    predictor: dict[str, Any] | None,
-    corpus_sha256: str | None,
-) -> dict[str, Any]:
-    """Every setting that changes a cell's result (see the module docstring). Fields
-    added to :class:`Settings` later are included unless listed as not mattering."""
-    data = {k: v for k, v in settings.public().items() if k not in NOT_RESULT}
-    if settings.mode != "pe":
-        data = {k: v for k, v in data.items() if k not in PE_ONLY}
-    if not settings.render:
-        data = {k: v for k, v in data.items() if k not in RENDER_ONLY}
-    data["predictor"] = predictor
-    data["llm_model_id"] = llm_model
-    data["corpus_sha256"] = corpus_sha256
-    return data
+# -- identity (the settings part lives in llmpopcorn.runs.identity) -----------------
 
 
 #: the grid's axes: cells that differ only in these belong to one study

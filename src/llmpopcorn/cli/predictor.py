@@ -58,11 +58,12 @@ def predictor() -> None:
 )
 @click.option(
     "--part",
-    type=click.Choice(["all", "judge", "reference"]),
+    type=click.Choice(["all", "judge", "reference", "reward", "evaluation"]),
     default="all",
     show_default=True,
     help="Train on this part of the corpus only (judge: the study's independent judge, "
-    "never trained on PE's reference pool).",
+    "never trained on PE's reference pool; reward / evaluation: the two halves of the judge "
+    "part, for the refinement loop's reward judge and the judge that evaluates it).",
 )
 def train(
     data_dir: str | None,

@@ -9,6 +9,12 @@ predictor's training data; this is the same idea for any corpus.
 A video's part depends only on its id (a salted SHA-256), never on row order, so the
 split is stable when rows are added, removed or reordered, and a model file can record
 the scheme it was trained under (:func:`describe`).
+
+The judge part is split once more, by a second salt, into a *reward* half and an
+*evaluation* half for the optimisation loops (refinement, preference pairs, tuning): the
+loop ranks ideas with a judge trained on the reward half only, and every gain is also
+reported by a judge trained on the evaluation half only, which the loop never saw. Both
+halves lie inside the judge part, so neither judge's memory holds a PE reference.
 """
 
 from __future__ import annotations
@@ -24,18 +30,34 @@ from llmpopcorn.core.errors import ConfigError
 #: share of videos in the reference part (PE's pool in the study)
 REFERENCE_SHARE = 0.3
 SALT = "llmpopcorn-partition-v1"
-PARTS = ("all", "judge", "reference")
+#: share of the judge part that goes to the reward judge (the rest: the evaluation judge)
+REWARD_SHARE = 0.5
+LOOP_SALT = "llmpopcorn-loop-judges-v1"
+#: the halves of the judge part (reward judge / evaluation judge)
+LOOP_PARTS = ("reward", "evaluation")
+PARTS = ("all", "judge", "reference", *LOOP_PARTS)
 SCHEME = f"sha256({SALT}:video_id) < {REFERENCE_SHARE} -> reference, else judge"
+LOOP_SCHEME = (
+    f"judge part; sha256({LOOP_SALT}:video_id) < {REWARD_SHARE} -> reward, else evaluation"
+)
 
 
-def _unit(video_id: str) -> float:
-    digest = hashlib.sha256(f"{SALT}:{video_id}".encode()).digest()
+def _unit(video_id: str, salt: str = SALT) -> float:
+    digest = hashlib.sha256(f"{salt}:{video_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def part_of(video_id: str) -> str:
     """``"reference"`` or ``"judge"`` for one video id."""
     return "reference" if _unit(str(video_id).strip()) < REFERENCE_SHARE else "judge"
+
+
+def loop_part_of(video_id: str) -> str | None:
+    """``"reward"`` or ``"evaluation"`` for a video of the judge part, None for a reference."""
+    vid = str(video_id).strip()
+    if part_of(vid) != "judge":
+        return None
+    return "reward" if _unit(vid, LOOP_SALT) < REWARD_SHARE else "evaluation"
 
 
 def check_part(part: str) -> str:
@@ -50,9 +72,26 @@ def in_part(video_ids: Iterable[Any], part: str) -> np.ndarray:
     ids = [str(v) for v in video_ids]
     if part == "all":
         return np.ones(len(ids), dtype=bool)
+    if part in LOOP_PARTS:
+        return np.array([loop_part_of(v) == part for v in ids], dtype=bool)
     return np.array([part_of(v) == part for v in ids], dtype=bool)
 
 
 def describe(part: str = "all") -> dict[str, Any]:
     """What a model or a run records about the part it used."""
-    return {"part": check_part(part), "scheme": SCHEME, "reference_share": REFERENCE_SHARE}
+    out = {"part": check_part(part), "scheme": SCHEME, "reference_share": REFERENCE_SHARE}
+    if part in LOOP_PARTS:
+        out.update(loop_scheme=LOOP_SCHEME, reward_share=REWARD_SHARE)
+    return out
+
+
+def corpus_share(part: str) -> float:
+    """The expected share of the whole corpus that ``part`` holds."""
+    judge = 1 - REFERENCE_SHARE
+    return {
+        "all": 1.0,
+        "judge": judge,
+        "reference": REFERENCE_SHARE,
+        "reward": judge * REWARD_SHARE,
+        "evaluation": judge * (1 - REWARD_SHARE),
+    }[check_part(part)]

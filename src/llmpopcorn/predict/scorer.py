@@ -155,7 +155,7 @@ class PopularityScorer:
         """The category resolver over the model's retrieval memory (built once)."""
         if self._resolver is None:
             from llmpopcorn.corpus.categories import CategoryProfile, CategoryResolver
-            from llmpopcorn.corpus.partition import REFERENCE_SHARE
+            from llmpopcorn.corpus.partition import corpus_share
             from llmpopcorn.predict.embed import embed_function
 
             m = self.model
@@ -169,7 +169,7 @@ class PopularityScorer:
             # memory counts scaled to the whole corpus, so the minimum size means the same
             # number of videos as in PE's corpus index
             rows = float(self.config.get("train", {}).get("rows") or len(m.memory_cat_))
-            share = {"judge": 1 - REFERENCE_SHARE, "reference": REFERENCE_SHARE}.get(self.part, 1)
+            share = corpus_share(self.part)
             scale = rows / max(len(m.memory_cat_), 1) / share
             names = [str(c) for c in m.categories_]
             keep = [i for i, n in enumerate(names) if n != UNKNOWN]

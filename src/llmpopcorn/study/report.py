@@ -113,101 +113,121 @@ def _refs(r) -> str:
     return "" if r is None else str(r)
 
 
-def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table, shared by the Markdown and the HTML."""
-    out = []
+def _attrition_of(summary: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+    return {(a["llm"], a["arm"], a["video"]): a for a in summary.get("attrition", [])}
+
+
+def _valid(a: dict[str, Any] | None) -> str:
+    return "n/a" if a is None else f"{a['valid']}/{a['attempted']}"
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+
+
+def _gain(c: dict[str, Any]) -> str:
+    if c.get("mean_gain_log2") is None:
+        return "n/a"
+    return f"{c['mean_gain_log2']:+.3f} {_ci(c['ci95'])}"
+
+
+Table = tuple[str, list[str], list[list[str]], str | None]
+
+
+def tables(summary: dict[str, Any]) -> list[Table]:
+    """(title, header, rows, note) of every table, shared by the Markdown and the HTML;
+    a table the judge cannot measure has no rows, only its note."""
+    out: list[Table] = []
     out.append(
         (
-            "Predicted popularity per LLM x mode (log2 comments, bootstrap 95 % CI)",
-            [
-                "llm",
-                "mode",
-                "refs",
-                "video",
-                "queries",
-                "n",
-                "mean log2",
-                "95 % CI",
-                "mean comments",
-                "failed",
-            ],
+            "Predicted popularity per LLM x mode (log2 comments; mean over queries of each "
+            "query's mean over seeds, bootstrap 95 % CI by query)",
+            ["llm", "mode", "refs", "video", "queries", "n queries", "n cells", "mean log2",
+             "95 % CI", "mean comments", "failed"],
             [
                 [
-                    c["llm"],
-                    c["mode"],
-                    _refs(c["refs"]),
-                    c["video"],
-                    c["queries"],
-                    str(c["n"]),
-                    f"{c['mean_log2_comments']:.3f}",
-                    _ci(c["ci95"]),
-                    f"{c['mean_expected_comments']:.1f}",
-                    str(c["failed"]),
+                    c["llm"], c["mode"], _refs(c["refs"]), c["video"], c["queries"],
+                    str(c["n_queries"]), str(c["n_cells"]), f"{c['mean_log2_comments']:.3f}",
+                    _ci(c["ci95"]), f"{c['mean_expected_comments']:.1f}", str(c["failed"]),
                 ]
                 for c in summary["cells"]
             ],
+            None,
         )
-    )
+    )  # fmt: skip
+    attr = _attrition_of(summary)
+    mc = summary.get("multiple_comparisons") or {}
     out.append(
         (
-            "PE - basic, paired by query, LLM, video and seed (Wilcoxon signed-rank, two-sided)",
-            [
-                "llm",
-                "refs",
-                "video",
-                "queries",
-                "pairs",
-                "mean gain (log2)",
-                "95 % CI",
-                "PE win rate",
-                "Wilcoxon p",
-            ],
+            "PE - basic, paired by query (each arm averaged over its seeds within a query; "
+            "Wilcoxon signed-rank, two-sided; p adjusted over the family with "
+            f"{mc.get('method', 'Holm')})",
+            ["llm", "refs", "video", "queries", "pairs (queries)", "mean gain (log2)",
+             "95 % CI", "PE win rate", "Wilcoxon p", "p adjusted", "PE valid", "basic valid",
+             "worst case: failures = arm's worst score"],
             [
                 [
-                    c["llm"],
-                    _refs(c["refs"]),
-                    c["video"],
-                    c["queries"],
-                    str(c["pairs"]),
-                    f"{c['mean_gain_log2']:+.3f}",
+                    c["llm"], _refs(c["refs"]), c["video"], c["queries"], str(c["pairs"]),
+                    "n/a" if c["mean_gain_log2"] is None else f"{c['mean_gain_log2']:+.3f}",
                     _ci(c["ci95"]),
-                    f"{c['pe_win_rate']:.1%}",
-                    _p(c["wilcoxon_p"]),
+                    "n/a" if c["win_rate"] is None else f"{c['win_rate']:.1%}",
+                    _p(c["wilcoxon_p"]), _p(c.get("p_adjusted")),
+                    _valid(attr.get((c["llm"], c["arm"], c["video"]))),
+                    _valid(attr.get((c["llm"], c.get("control", "basic"), c["video"]))),
+                    _gain(c["worst_case"]) + f" (p {_p(c['worst_case']['wilcoxon_p'])})",
                 ]
                 for c in summary["pe_vs_basic"]
             ],
+            f"{mc.get('tests', 0)} tests in the family ({mc.get('family', '')}). The valid "
+            "columns are cells valid / attempted; the worst-case column counts every failed "
+            "cell as its arm's lowest score.",
         )
-    )
-    for by, label in (("llm", "LLM"), ("video", "video generator"), ("arm", "mode (and refs)")):
-        wins = summary["head_to_head"].get(by, {})
-        values = list(next(iter(wins.values()), {}))  # in study_stats' order
-        out.append(
-            (
-                f"Head to head: which {label} produced each query's highest-scored result "
-                "(wins; ties shared)",
-                ["queries", *values],
-                [[kind, *(_wins(t.get(v, 0)) for v in values)] for kind, t in wins.items()],
-            )
-        )
+    )  # fmt: skip
     out.append(
         (
-            "Per query category (the category PE matched; paired PE - basic)",
-            ["category", "llm", "refs", "pairs", "mean basic", "mean PE", "gain", "Wilcoxon p"],
+            "Attrition per arm: cells attempted, valid, invalid by reason",
+            ["llm", "arm", "video", "attempted", "valid", "invalid", "invalid by reason",
+             "not scored", "unfinished", "replies re-asked, by reason"],
             [
                 [
-                    c["category"],
-                    c["llm"],
-                    _refs(c["refs"]),
-                    str(c["pairs"]),
-                    f"{c['mean_basic']:.3f}",
-                    f"{c['mean_pe']:.3f}",
-                    f"{c['mean_gain_log2']:+.3f}",
-                    _p(c["wilcoxon_p"]),
+                    a["llm"], a["arm"], a["video"], str(a["attempted"]), str(a["valid"]),
+                    str(a["invalid"]), _reasons(a["invalid_by_reason"]), str(a["not_scored"]),
+                    str(a["unfinished"]), _reasons(a["rejected_replies_by_reason"]),
+                ]
+                for a in summary.get("attrition", [])
+            ],
+            None,
+        )
+    )  # fmt: skip
+    for by, label in (("llm", "LLM"), ("video", "video generator"), ("arm", "mode (and refs)")):
+        wins = summary["head_to_head"].get(by, {})
+        title = (
+            f"Head to head: which {label} produced each query's highest-scored result "
+            "(seeds averaged within a query; one win per query, ties shared)"
+        )
+        if wins.get("measurable") is False:
+            out.append((title, [], [], wins["reason"]))
+            continue
+        values = list(next(iter(wins.values()), {}))  # in the statistics' order
+        body = [[kind, *(_wins(t.get(v, 0)) for v in values)] for kind, t in wins.items()]
+        out.append((title, ["queries", *values], body, None))
+    out.append(
+        (
+            "Per query category (exploratory: many small tests; the category PE matched; "
+            "paired PE - basic by query; p adjusted with Holm within this family only)",
+            ["category", "llm", "refs", "video", "pairs", "mean basic", "mean PE", "gain",
+             "Wilcoxon p", "p adjusted"],
+            [
+                [
+                    c["category"], c["llm"], _refs(c["refs"]), c["video"], str(c["pairs"]),
+                    f"{c['mean_basic']:.3f}", f"{c['mean_pe']:.3f}",
+                    f"{c['mean_gain_log2']:+.3f}", _p(c["wilcoxon_p"]), _p(c.get("p_adjusted")),
                 ]
                 for c in summary["per_category"]
             ],
+            None,
         )
-    )
+    )  # fmt: skip
     return out
 
 
@@ -258,10 +278,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary.get("note"):
         lines.append(summary["note"])
     lines += ["", *judge_lines(summary)]
-    for title, header, body in tables(summary):
-        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |"]
-        lines.append("|" + "---|" * len(header))
-        lines += ["| " + " | ".join(r) + " |" for r in body]
+    for title, header, body, note in tables(summary):
+        lines += ["", f"## {title}", ""]
+        if header:
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(r) + " |" for r in body]
+        if note:
+            lines += ["", note] if header else [note]
     return "\n".join(lines) + "\n"
 
 
@@ -294,10 +317,14 @@ def summary_html(summary: dict[str, Any], charts: dict[str, bytes]) -> str:
         parts.append(
             f"<figure><img src='{uri}' alt='{e(name)}'><figcaption>{e(name)}</figcaption></figure>"
         )
-    for title, header, body in tables(summary):
-        head = "".join(f"<th>{e(h)}</th>" for h in header)
-        rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body)
-        parts.append(f"<h2>{e(title)}</h2><table><tr>{head}</tr>{rows}</table>")
+    for title, header, body, note in tables(summary):
+        parts.append(f"<h2>{e(title)}</h2>")
+        if header:
+            head = "".join(f"<th>{e(h)}</th>" for h in header)
+            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body)
+            parts.append(f"<table><tr>{head}</tr>{rows}</table>")
+        if note:
+            parts.append(f"<p>{e(note)}</p>")
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -318,7 +345,7 @@ def make_plots(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str,
     charts = {}
     for title, draw in (
         ("Mean predicted log2 comments per LLM x mode, with bootstrap 95 % CI", _means_chart),
-        ("Paired per query: basic -> PE (predicted log2 comments)", _slope_chart),
+        ("Paired per query: basic -> PE (each query's mean over seeds)", _slope_chart),
         ("Score distributions against the human baseline", _distribution_chart),
     ):
         fig = draw(plt, rows, summary)
@@ -377,36 +404,27 @@ def _means_chart(plt, rows, summary):
 def _slope_chart(plt, rows, summary):
     from llmpopcorn.study.stats import pairs
 
-    found = pairs(rows)
+    found = pairs(rows)  # one pair per query: each arm's mean over its seeds
     if not found:
         return None
     panels = sorted(
-        {(p["pe"]["llm"], p["pe"].get("refs"), p["pe"]["video"]) for p in found},
-        key=lambda a: (a[0], a[1] or 0, a[2]),
+        {(p["llm"], p["refs"], p["video"]) for p in found}, key=lambda a: (a[0], a[1] or 0, a[2])
     )[:6]
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3 * len(panels) + 1, 3.5), sharey=True, squeeze=False
     )
     for ax, panel in zip(axes[0], panels, strict=False):
-        chosen = [
-            p for p in found if (p["pe"]["llm"], p["pe"].get("refs"), p["pe"]["video"]) == panel
-        ]
+        chosen = [p for p in found if (p["llm"], p["refs"], p["video"]) == panel]
         for p in chosen:
             gain = p["gain"]
             color = "C2" if gain > 0 else "C3" if gain < 0 else "0.6"
-            ax.plot(
-                [0, 1],
-                [p["basic"]["log2_comments"], p["pe"]["log2_comments"]],
-                color=color,
-                alpha=0.35,
-                lw=0.8,
-            )
-        basic_mean = sum(p["basic"]["log2_comments"] for p in chosen) / len(chosen)
-        pe_mean = sum(p["pe"]["log2_comments"] for p in chosen) / len(chosen)
+            ax.plot([0, 1], [p["basic"], p["pe"]], color=color, alpha=0.35, lw=0.8)
+        basic_mean = sum(p["basic"] for p in chosen) / len(chosen)
+        pe_mean = sum(p["pe"] for p in chosen) / len(chosen)
         ax.plot([0, 1], [basic_mean, pe_mean], color="k", lw=2.5, label="mean")
         ax.set_xticks([0, 1], ["basic", f"pe@{panel[1]}"])
         ax.set_title(f"{panel[0]} / {panel[2]}", fontsize=9)
-    axes[0][0].set_ylabel("predicted log2 comments")
+    axes[0][0].set_ylabel("predicted log2 comments (query mean over seeds)")
     axes[0][0].legend(fontsize=7)
     return fig
 

@@ -26,14 +26,9 @@ from llmpopcorn.cli import main
 from llmpopcorn.core.errors import InputError, LLMError
 from llmpopcorn.core.settings import Settings
 from llmpopcorn.pipeline.core import Pipeline
-from llmpopcorn.runs.batch import (
-    RateLimiter,
-    batch_rows,
-    diversify,
-    read_queries,
-    run_batch,
-    similar_title,
-)
+from llmpopcorn.pipeline.variants import diversify, similar_title
+from llmpopcorn.runs.batch import batch_rows, read_queries, run_batch
+from llmpopcorn.runs.limits import RateLimiter
 from llmpopcorn.runs.store import Store
 
 PHRASES = (
@@ -431,7 +426,7 @@ def test_a_bad_query_file_says_which_line(tmp_path):
 
 def test_errors_are_classified_pause_setup_or_item():
     from llmpopcorn.core.errors import ConfigError
-    from llmpopcorn.runs.batch import BudgetError, classify
+    from llmpopcorn.runs.driver import BudgetError, classify
 
     balance = LLMError("the server at https://api.deepseek.com answered HTTP 402: Insufficient")
     assert classify(balance) == "pause"  # DeepSeek's empty balance

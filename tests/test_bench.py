@@ -241,7 +241,7 @@ def test_disk_full_during_a_cell_leaves_a_consistent_store(data_dir, tmp_path, m
     """Reproduction 3 of issue 9: a full disk while a run is saved used to leave the
     cell 'running' forever. Now the cell is 'failed' with the cause, the study stops with
     a clear error, and a rerun finishes it."""
-    import llmpopcorn.pipeline.report as pipeline_module  # where a cell's report is saved
+    import llmpopcorn.pipeline.core as pipeline_module  # where a cell's report is saved
 
     real = pipeline_module.save_report
 

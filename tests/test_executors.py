@@ -109,7 +109,7 @@ class DiesOnceWorker:
     actor and retries the task."""
 
     def __init__(self, marker: str, **kwargs):
-        from llmpopcorn.runs.batch import ItemWorker
+        from llmpopcorn.runs.worker import ItemWorker
 
         self.marker = Path(marker)
         self.inner = ItemWorker(**kwargs)

@@ -149,7 +149,7 @@ DEEPSEEK_BALANCE = {"error": {"message": "Insufficient Balance", "type": "unknow
 def test_a_used_up_quota_fails_at_once_and_a_batch_recognises_it(status, body):
     import pickle
 
-    from llmpopcorn.runs.batch import is_quota_error
+    from llmpopcorn.runs.driver import is_quota_error
 
     with FakeOpenAIServer() as srv:
         srv.queue(status, body)
@@ -176,7 +176,7 @@ def test_an_ordinary_rate_limit_is_still_retried():
         with pytest.raises(LLMError, match="rate limited") as info:
             llm.complete(request())
         assert len(srv.chat_requests) == 2
-    from llmpopcorn.runs.batch import is_quota_error
+    from llmpopcorn.runs.driver import is_quota_error
 
     assert not is_quota_error(info.value)
 

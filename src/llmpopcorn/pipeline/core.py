@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,9 +35,9 @@ from llmpopcorn.core.types import (
     Variant,
     utcnow,
 )
-from llmpopcorn.pipeline.ideate import SamplingParams, ideate
+from llmpopcorn.pipeline.ideate import IdeationResult, SamplingParams, ideate
 from llmpopcorn.pipeline.report import save_record, save_report
-from llmpopcorn.pipeline.variants import diversify, variant_check
+from llmpopcorn.pipeline.variants import diversify, similar_title, variant_check
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Pipeline:
         judge's (its retrieval memory) when a predictor is loaded, so that basic and PE
         runs of a query, the score and the report share one category; None otherwise
         (PE then ranks with its corpus index)."""
-        rank = getattr(self.scorer, "rank_categories", None) if self._scorer_ok else None
+        rank = getattr(self.scorer, "rank_categories", None) if self.judge_ready else None
         return (rank(query) or None) if rank is not None else None
 
     def _build_prompt(self, query: str, ranking: list | None) -> Prompt:
@@ -214,146 +215,132 @@ class Pipeline:
             max_attempts=s.max_attempts,
         )
 
-    # -- running -------------------------------------------------------------------
+    # -- the stages ------------------------------------------------------------------
+    #
+    # make(), batch items and study cells (llmpopcorn.runs.worker), web jobs and MCP
+    # tools (through make) all run a query through these public stages:
+    #   new_record -> prepare -> plan + apply_prompt -> ideate -> render -> score -> finish
+
+    #: whether the judge loaded (set by :meth:`prepare`); False: the run goes unscored
+    judge_ready = False
+
+    def new_record(
+        self, query: str, *, seed: int | None = None, run_dir: str | Path = ""
+    ) -> RunRecord:
+        """A fresh record for ``query`` (cleaned), with the settings minus secrets."""
+        settings = self.settings
+        return RunRecord(
+            run_id=new_run_id(),
+            query=clean_query(query),
+            mode=settings.mode,
+            seed=settings.seed if seed is None else seed,
+            package_version=__version__,
+            run_dir=str(run_dir),
+            settings=settings.public(),
+        )
+
+    def prepare(self, record: RunRecord) -> None:
+        """Create the renderers (when rendering) and load the judge before the LLM is
+        called: bad options, missing weights, too little memory or a broken model fail
+        here. A missing extra for the predictor is noted on ``record`` and the run goes
+        on unscored (:attr:`judge_ready` says which)."""
+        if self.settings.render:
+            self._backend("image")
+            self._backend("video")
+        self.judge_ready = False
+        if not self.settings.score and self._scorer is None:
+            return
+        try:
+            self.judge_ready = self.scorer is not None
+        except MissingExtraError as exc:
+            record.notes.append(f"Not scored: {exc.message}; {exc.hint}.")
 
     def prompt(self, query: str) -> Prompt:
         """The exact messages that would be sent for ``query`` (no LLM call), with the
         same category choice as :meth:`make`."""
         query = clean_query(query)
-        if self.settings.mode == "pe" and not self._scorer_ok and self.settings.score:
+        if self.settings.mode == "pe" and not self.judge_ready and self.settings.score:
             try:
-                self._scorer_ok = self.scorer is not None
+                self.judge_ready = self.scorer is not None
             except PopcornError as exc:  # no judge: PE ranks categories with its own index
                 log.warning("categories from PE's corpus index (the judge is unavailable: %s)", exc)
-                self._scorer_ok = False
+                self.judge_ready = False
         return self._build_prompt(query, self.category_ranking(query))
 
-    def make(
+    def ask_variant(
+        self, prompt: Prompt, *, number: int, count: int, seed: int, avoid: Sequence[str] = ()
+    ) -> Asked:
+        """Ask the LLM for variant ``number`` of ``count`` (its own angle when ``count``
+        > 1), re-asked when it copies a PE reference or nearly repeats one of ``avoid``
+        (the titles earlier variants got). Raises :class:`InvalidReplyError` when no
+        valid idea came within ``max_attempts``. The one place variants are asked."""
+        make_guard = getattr(self.prompt_builder, "copy_guard", None)
+        guard = make_guard(prompt) if make_guard else None
+        asked = diversify(prompt, number, count)
+        result = ideate(self.llm, asked, self.sampling(seed), check=variant_check(guard, avoid))
+        return Asked(result, guard, seed, similar_title(result.idea.title, avoid))
+
+    def ideate(
         self,
-        query: str,
+        record: RunRecord,
+        prompt: Prompt,
         *,
-        out_dir: str | Path | None = None,
-        on_stage: Callable[[str], None] | None = None,
-        seed: int | None = None,
-    ) -> RunRecord:
-        """Run every stage for one query and return the saved record.
+        variant: int | None = None,
+        variants: int = 1,
+        avoid: Sequence[str] = (),
+    ) -> Asked:
+        """Ask the LLM for the run's idea and keep it on ``record``.
 
-        ``seed`` overrides the settings' seed for this run (LLM sampling and rendering).
-        """
-        query = clean_query(query)
-        settings = self.settings
-        seed = settings.seed if seed is None else seed
-        run_id = new_run_id()
-        run_dir = make_run_dir(Path(out_dir or settings.out_dir), query, run_id)
-        record = RunRecord(
-            run_id=run_id,
-            query=query,
-            mode=settings.mode,
-            seed=seed,
-            package_version=__version__,
-            run_dir=str(run_dir),
-            settings=settings.public(),
-        )
-        save_record(record, run_dir)
-
-        @contextmanager
-        def stage(name: str) -> Iterator[None]:
-            if on_stage:
-                on_stage(name)
-            started = time.perf_counter()
-            try:
-                yield
-            finally:
-                record.timings[name] = round(time.perf_counter() - started, 4)
-
-        try:
-            if settings.render:
-                # create the renderers first: bad options, missing weights or too little
-                # memory fail here, before the LLM is called
-                self._backend("image")
-                self._backend("video")
-            self._check_scorer(record)  # a broken model fails now, not after rendering
-            with stage("prompt"):
-                prompt, category = self.plan(query)
-                self.apply_prompt(record, prompt)
-            record.category = category
-            with stage("ideate"):
-                self._ideate(record, prompt, seed)
-            if settings.render:
-                self._render(record, run_dir, stage)
-            with stage("score"):
-                self._score(record, run_dir)
-            record.status = "ok"
-        except BaseException as exc:
-            # Ctrl-C: "interrupted"; SIGTERM/SIGHUP (signals.Interrupted): "interrupted by ..."
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            record.status = "interrupted" if interrupted else "failed"
-            record.error = (str(exc) or "interrupted") if interrupted else str(exc)
-            if isinstance(exc, InvalidReplyError):
-                record.attempts = list(exc.attempts)
-            raise
-        finally:
-            record.finished = utcnow()
-            # the report first: a record says "ok" only when its report was written too
-            report_error: OSError | None = None
-            try:
-                save_report(record, run_dir)
-            except OSError as exc:  # disk full, permissions: say so in the record
-                report_error = exc
-                record.notes.append(f"report.html could not be written: {exc}")
-                if record.status == "ok":
-                    record.status = "failed"
-                    record.error = f"could not write report.html: {exc}"
-            save_record(record, run_dir)
-            if report_error is not None and (record.error or "").startswith(
-                "could not write report"
-            ):
-                raise report_error
-        return record
-
-    def _ideate(self, record: RunRecord, prompt: Prompt, seed: int) -> None:
-        """Ask for ``settings.variants`` ideas (seeds seed, seed+1, ...); keep the one the
-        predictor ranks highest (with one variant, no ranking is needed)."""
+        By default ``settings.variants`` ideas (seeds seed, seed+1, ...), the one the
+        predictor ranks highest kept (with one variant no ranking is needed). With
+        ``variant``: only that variant of ``variants`` (a batch item, whose record's seed
+        is already the variant's), avoiding the titles in ``avoid``."""
         llm = self.llm
         record.backends["llm"] = llm.describe()
         if not llm.is_llm:
             record.notes.append(NO_LLM_NOTE)
+        if variant is not None:
+            asked = self.ask_variant(
+                prompt, number=variant, count=variants, seed=record.seed, avoid=avoid
+            )
+            self._keep(record, asked, asked.result.attempts)
+            return asked
         count = self.settings.variants
         if count > 1 and self.scorer is None:
             raise ConfigError(
                 "ranking variants needs the popularity predictor",
                 "drop --variants, or enable scoring (no --no-score, POPCORN_SCORE unset)",
             )
-        make_guard = getattr(self.prompt_builder, "copy_guard", None)
-        candidates, variants, attempts = [], [], []
+        candidates: list[tuple[Score | None, Asked]] = []
+        ranked: list[Variant] = []
+        attempts: list = []
         titles: list[str] = []  # earlier variants' titles: a near repeat is re-asked
-        for number, variant_seed in enumerate(range(seed, seed + count)):
-            guard = make_guard(prompt) if make_guard else None
-            asked, check = prompt, guard
-            if count > 1:  # each variant takes its own angle (see llmpopcorn.pipeline.variants)
-                asked = diversify(prompt, number, count)
-                check = variant_check(guard, list(titles))
+        for number in range(count):
+            seed = record.seed + number
             try:
-                result = ideate(llm, asked, self.sampling(variant_seed), check=check)
+                asked = self.ask_variant(
+                    prompt, number=number, count=count, seed=seed, avoid=titles
+                )
             except InvalidReplyError as exc:
                 if count == 1:
                     raise
                 attempts += exc.attempts
-                variants.append(Variant(seed=variant_seed, error=str(exc)))
+                ranked.append(Variant(seed=seed, error=str(exc)))
                 continue
-            attempts += result.attempts
-            titles.append(result.idea.title)
+            idea = asked.result.idea
+            attempts += asked.result.attempts
+            titles.append(idea.title)
             score = (
-                self.scorer.score(result.idea, query=record.query, category=_name(record))
+                self.scorer.score(idea, query=record.query, category=_name(record))
                 if count > 1
                 else None
             )
-            candidates.append((score, variant_seed, result, guard))
+            candidates.append((score, asked))
             if score is not None:
-                variants.append(
+                ranked.append(
                     Variant(
-                        seed=variant_seed,
-                        idea=result.idea,
+                        seed=seed,
+                        idea=idea,
                         log2_comments=score.log2_comments,
                         expected_comments=score.expected_comments,
                     )
@@ -364,24 +351,42 @@ class Pipeline:
                 "try another model or raise --max-attempts; the raw replies are in the run record",
                 attempts=attempts,
             )
-        if count > 1:
-            candidates.sort(key=lambda c: -c[0].log2_comments)  # stable: ties keep seed order
-            variants.sort(key=lambda v: -v.log2_comments if v.log2_comments is not None else 1e9)
-            record.variants = variants
-        _, chosen_seed, result, guard = candidates[0]
+        if count == 1:
+            asked = candidates[0][1]
+            self._keep(record, asked, asked.result.attempts)
+            return asked
+        candidates.sort(key=lambda c: -c[0].log2_comments)  # stable: ties keep seed order
+        ranked.sort(key=lambda v: -v.log2_comments if v.log2_comments is not None else 1e9)
+        record.variants = ranked
+        best = candidates[0][1]
+        self._keep(record, best, attempts)
+        record.notes.append(
+            f"Best of {count} variants by predicted popularity (variant seed {best.seed})."
+        )
+        return best
+
+    @staticmethod
+    def _keep(record: RunRecord, asked: Asked, attempts: list) -> None:
+        result = asked.result
         record.idea = result.idea
         record.messages = result.messages
-        record.attempts = attempts if count > 1 else result.attempts
-        if count > 1:
+        record.attempts = list(attempts)
+        if asked.guard:
+            record.copy_check = asked.guard.report(result.idea)
+        if asked.twin:
             record.notes.append(
-                f"Best of {count} variants by predicted popularity (variant seed {chosen_seed})."
+                f'This title is still close to another variant\'s ("{asked.twin}") after '
+                f"{len(result.attempts)} attempt(s)."
             )
-        if guard:
-            record.copy_check = guard.report(result.idea)
 
-    def _render(self, record: RunRecord, run_dir: Path, stage) -> None:
+    def render(self, record: RunRecord, run_dir: Path, stage: StageTimer | None = None) -> None:
+        """Render the cover and the clip of ``record.idea`` into ``run_dir`` (each file
+        is added to the record, and the record saved, as soon as it is written)."""
         idea = record.idea
-        assert idea is not None
+        if idea is None:
+            raise ConfigError("nothing to render: the run has no idea yet", "ideate first")
+        stage = stage or timed_stage(record)
+        run_dir = Path(run_dir)
         with stage("cover"):
             image = self.image
             record.backends["image"] = image.describe()
@@ -413,20 +418,10 @@ class Pipeline:
             }
             _keep_artifact(record, run_dir, "clip", path, "video/mp4", video.name, meta)
 
-    _scorer_ok = False
-
-    def _check_scorer(self, record: RunRecord) -> None:
-        """Load the predictor before the expensive stages: a missing extra is noted (the
-        run goes on unscored), a broken model fails the run here."""
-        self._scorer_ok = False
-        if not self.settings.score and self._scorer is None:
-            return
-        try:
-            self._scorer_ok = self.scorer is not None
-        except MissingExtraError as exc:
-            record.notes.append(f"Not scored: {exc.message}; {exc.hint}.")
-
-    def _score(self, record: RunRecord, run_dir: Path) -> None:
+    def score(self, record: RunRecord, run_dir: Path) -> None:
+        """The judge's score of ``record.idea`` (and the clip's visual statistics when
+        there is a clip), with how independent the judge is of PE's references."""
+        run_dir = Path(run_dir)
         clip = record.artifact("clip")
         if clip is not None and self.settings.score:
             from llmpopcorn.predict.visual import clip_stats
@@ -435,7 +430,7 @@ class Pipeline:
                 record.visual_stats = clip_stats(run_dir / clip.path)
             except PopcornError as exc:
                 record.notes.append(f"No visual statistics: {exc}")
-        if not self._scorer_ok:
+        if not self.judge_ready:
             if self.settings.score and not any(n.startswith("Not scored") for n in record.notes):
                 record.notes.append("Not scored: no popularity predictor is available.")
             return
@@ -459,6 +454,111 @@ class Pipeline:
                     "training memory, so the score is not independent of them (the study "
                     "uses --pe-pool reference --predictor judge: zero overlap)."
                 )
+
+    @staticmethod
+    def finish(record: RunRecord, run_dir: Path) -> None:
+        """Save ``report.html`` and then ``record.json`` into ``run_dir``: a record says
+        ``ok`` only when its report was written too (a report that cannot be written
+        fails an ``ok`` run, is noted, and its OSError is raised after the record is
+        saved)."""
+        run_dir = Path(run_dir)
+        if record.finished is None:
+            record.finished = utcnow()
+        report_error: OSError | None = None
+        try:
+            save_report(record, run_dir)
+        except OSError as exc:  # disk full, permissions: say so in the record
+            report_error = exc
+            record.notes.append(f"report.html could not be written: {exc}")
+            if record.status == "ok":
+                record.status = "failed"
+                record.error = f"could not write report.html: {exc}"
+        save_record(record, run_dir)
+        if report_error is not None and (record.error or "").startswith("could not write report"):
+            raise report_error
+
+    # -- one query, every stage ---------------------------------------------------
+
+    def make(
+        self,
+        query: str,
+        *,
+        out_dir: str | Path | None = None,
+        on_stage: Callable[[str], None] | None = None,
+        seed: int | None = None,
+    ) -> RunRecord:
+        """Run every stage for one query and return the saved record.
+
+        ``seed`` overrides the settings' seed for this run (LLM sampling and rendering).
+        """
+        record = self.new_record(query, seed=seed)
+        run_dir = make_run_dir(Path(out_dir or self.settings.out_dir), record.query, record.run_id)
+        record.run_dir = str(run_dir)
+        save_record(record, run_dir)
+        stage = timed_stage(record, on_stage)
+        try:
+            self.prepare(record)  # before the LLM: renderers and judge fail here
+            with stage("prompt"):
+                prompt, category = self.plan(record.query)
+                self.apply_prompt(record, prompt)
+            record.category = category
+            with stage("ideate"):
+                self.ideate(record, prompt)
+            if self.settings.render:
+                self.render(record, run_dir, stage)
+            with stage("score"):
+                self.score(record, run_dir)
+            record.status = "ok"
+        except BaseException as exc:
+            mark_failed(record, exc)
+            raise
+        finally:
+            record.finished = utcnow()
+            self.finish(record, run_dir)
+        return record
+
+
+@dataclass
+class Asked:
+    """One variant's answer: the ideation result, PE's copy guard for it (None in basic
+    mode), its seed, and the earlier variant's title it still nearly repeats (if any)."""
+
+    result: IdeationResult
+    guard: Any
+    seed: int
+    twin: str | None = None
+
+
+#: ``stage(name)``: a context manager timing one stage into ``record.timings[name]``
+StageTimer = Callable[[str], AbstractContextManager[None]]
+
+
+def timed_stage(record: RunRecord, on_stage: Callable[[str], None] | None = None) -> StageTimer:
+    """A :data:`StageTimer` for ``record`` that first tells ``on_stage`` (progress)."""
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        if on_stage:
+            on_stage(name)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            record.timings[name] = round(time.perf_counter() - started, 4)
+
+    return stage
+
+
+def mark_failed(record: RunRecord, exc: BaseException) -> None:
+    """The record of a run stopped by ``exc``: Ctrl-C or a signal (``signals.Interrupted``
+    is a KeyboardInterrupt) is ``interrupted``, anything else ``failed``; the attempts of
+    an LLM that never answered validly are kept."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    record.status = "interrupted" if interrupted else "failed"
+    record.error = (str(exc) or "interrupted") if interrupted else (str(exc) or type(exc).__name__)
+    attempts = getattr(exc, "attempts", None)
+    if attempts:
+        record.attempts = list(attempts)
 
 
 def _name(record: RunRecord) -> str:

@@ -1,7 +1,8 @@
 """Variants that differ: N ideas for one query, each told to take its own angle, and a
 title that nearly repeats another variant's re-asked.
 
-Used by ``popcorn make --variants N`` (:meth:`Pipeline._ideate`) and by batches.
+Used by ``popcorn make --variants N`` and by batch items, both through
+:meth:`llmpopcorn.pipeline.core.Pipeline.ask_variant`.
 """
 
 from __future__ import annotations

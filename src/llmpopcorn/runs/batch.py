@@ -42,38 +42,29 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmpopcorn import __version__
 from llmpopcorn.core.errors import ConfigError, InputError
-from llmpopcorn.core.paths import clean_query, new_run_id, slugify
+from llmpopcorn.core.paths import clean_query, slugify
 from llmpopcorn.core.settings import Settings
-from llmpopcorn.pipeline.variants import ANGLES, diversify, similar_title, variant_check  # noqa: F401
 from llmpopcorn.runs.driver import (
-    BudgetError,
     Progress,
-    QuotaError,
     Unit,
     Work,
-    classify,
     cleanup_staging,
     drive,
-    is_disk_full,
-    is_quota_error,
     make_runner,
     slots_for,
 )
 from llmpopcorn.runs.executors import Executor, LocalExecutor, WorkerSpec
 from llmpopcorn.runs.identity import NOT_RESULT, identity_of, item_settings, result_settings
 from llmpopcorn.runs.store import DEFAULT_LEASE_S, Store, digest
+from llmpopcorn.runs.worker import ItemWorker
 
 log = logging.getLogger(__name__)
 
@@ -110,320 +101,6 @@ def read_queries(path: str | Path) -> list[str]:
             "split the file into several batches",
         )
     return queries
-
-
-# -- limits --------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """At most ``per_minute`` acquisitions a minute, evenly spaced (thread-safe)."""
-
-    def __init__(self, per_minute: float):
-        self.interval = 60.0 / per_minute
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.interval
-        wait = start - now
-        if wait > 0:
-            time.sleep(wait)
-        return wait
-
-    def hold(self) -> None:
-        """No slot earlier than one interval from now (a call just ended: it reached the
-        server at some point before, so the next one is at least an interval later)."""
-        with self._lock:
-            self._next = max(self._next, time.monotonic() + self.interval)
-
-
-class LimitedLLM:
-    """An LLM behind a rate limit and a call cap; everything else is the wrapped LLM's."""
-
-    def __init__(self, llm, limiter: RateLimiter | None = None, max_calls: int | None = None):
-        self._llm = llm
-        self._limiter = limiter
-        self._max_calls = max_calls
-        self.calls = 0
-        self._lock = threading.Lock()
-        self._first = threading.Lock()
-        self._first_done = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._llm, name)
-
-    def complete(self, request):
-        with self._lock:
-            if self._max_calls is not None and self.calls >= self._max_calls:
-                raise BudgetError(
-                    f"this batch reached its cap of {self._max_calls} LLM requests",
-                    "raise max_batch_llm_calls (POPCORN_MAX_BATCH_LLM_CALLS) and resume",
-                )
-            self.calls += 1
-        if self._limiter is None:
-            return self._llm.complete(request)
-        if not self._first_done:
-            # the first call goes alone: an HTTP client's one-time start-up would hold
-            # the first calls and release them together, past the limit
-            with self._first:
-                if not self._first_done:
-                    self._limiter.acquire()
-                    try:
-                        return self._llm.complete(request)
-                    finally:
-                        self._limiter.hold()
-                        self._first_done = True
-        self._limiter.acquire()
-        return self._llm.complete(request)
-
-    def describe(self):
-        return self._llm.describe()
-
-
-# -- the worker ----------------------------------------------------------------------
-
-
-@contextmanager
-def _timed(record, name: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        record.timings[name] = round(time.perf_counter() - started, 4)
-
-
-class ItemWorker:
-    """Runs the stages of items; holds one pipeline, so models load once per worker.
-
-    ``settings``: :meth:`Settings.public` data (no secrets); ``api_key`` travels apart
-    and is never written. ``share``: this worker's part of the batch's LLM limits
-    (several Ray workers split them). ``pipeline``: an already-built pipeline (local
-    executor; tests inject fakes). ``scorer``: a predictor already loaded by another
-    worker of this process, with ``locks`` (prompt lock, predictor lock) shared with it.
-    ``summarize(record, pipeline)``: what a finished item adds to its state
-    (``state["summary"]``), computed where the pipeline is (the study's cell result)."""
-
-    def __init__(
-        self,
-        settings: dict[str, Any],
-        api_key: str | None = None,
-        share: float = 1.0,
-        pipeline=None,
-        *,
-        scorer=None,
-        locks: tuple[threading.Lock, threading.Lock] | None = None,
-        summarize: Callable[[Any, Any], dict[str, Any]] | None = None,
-    ):
-        self.settings = Settings(**settings, llm_api_key=api_key)
-        self.share = share
-        self._pipeline = pipeline
-        self._scorer = scorer
-        self._lock, self._score_lock = locks or (threading.Lock(), threading.Lock())
-        self.summarize = summarize
-        self._prompts: dict[str, Any] = {}
-        self._notes: list[str] = []
-        self._warm = False
-
-    @property
-    def pipeline(self):
-        if self._pipeline is None:
-            from llmpopcorn.core.registry import registry
-            from llmpopcorn.pipeline.core import Pipeline
-
-            s = self.settings
-            llm = registry.create("llm", s.llm, s)
-            if s.llm_rpm or s.max_batch_llm_calls:
-                limiter = RateLimiter(s.llm_rpm * self.share) if s.llm_rpm else None
-                cap = s.max_batch_llm_calls
-                cap = None if cap is None else max(1, int(cap * self.share))
-                llm = LimitedLLM(llm, limiter, cap)
-            self._pipeline = Pipeline(s, llm=llm, scorer=self._scorer)
-        return self._pipeline
-
-    def warm(self) -> None:
-        """Create every component now (a missing key or a broken model fails here)."""
-        from llmpopcorn.core.types import RunRecord
-
-        with self._lock:
-            if self._warm:
-                return
-            p = self.pipeline
-            llm = p.llm
-            inner = getattr(llm, "_llm", llm)
-            if isinstance(getattr(type(inner), "client", None), property):
-                client = inner.client  # one HTTP client, before K threads race for it
-                # the openai client's one-time platform probe (~0.3 s) would hold the
-                # first requests and release them in a burst, past the rate limit
-                headers = getattr(client, "platform_headers", None)
-                if callable(headers):
-                    headers()
-                getattr(getattr(client, "chat", None), "completions", None)  # lazy import
-            p.prompt_builder  # noqa: B018
-            if p.settings.render:
-                p.image  # noqa: B018
-                p.video  # noqa: B018
-            probe = RunRecord(
-                run_id="warm", query="warm", mode=p.settings.mode, seed=0,
-                package_version=__version__, run_dir="",
-            )  # fmt: skip
-            p._check_scorer(probe)  # loads the predictor once; notes if it cannot
-            self._notes = list(probe.notes)
-            self._warm = True
-
-    def _prompt(self, query: str):
-        """The query's prompt and category (as in `popcorn make`: the judge's category
-        resolver, then PE), built once per query, one at a time."""
-        with self._lock:
-            planned = self._prompts.get(query)
-            if planned is None:
-                planned = self.pipeline.plan(query, judge_lock=self._score_lock)
-                self._prompts[query] = planned
-                if len(self._prompts) > 256:
-                    self._prompts.pop(next(iter(self._prompts)))
-            return planned
-
-    def _fail(self, state: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-        from llmpopcorn.pipeline.report import save_record, save_report
-
-        kind = classify(exc)
-        record = state["record"]
-        record.status = "failed"
-        record.error = str(exc) or type(exc).__name__
-        if is_disk_full(exc):
-            record.error = f"disk full: {exc}"
-        if kind == "pause" and is_quota_error(exc) and not isinstance(exc, QuotaError):
-            detail = getattr(exc, "message", None) or record.error
-            record.error = f"the LLM provider says the API key's quota is used up ({detail})"
-        if hasattr(exc, "attempts") and exc.attempts:
-            record.attempts = list(exc.attempts)
-        state.update(error=record.error, error_kind=kind)
-        staging = Path(state["staging"])
-        if kind == "pause":  # redone later: leave nothing behind
-            shutil.rmtree(staging, ignore_errors=True)
-            return state
-        if not isinstance(exc, Exception):  # a KeyboardInterrupt in a worker: re-raise
-            raise exc
-        try:
-            from llmpopcorn.core.types import utcnow
-
-            record.finished = utcnow()
-            record.run_dir = state["final"]
-            save_record(record, staging)
-            save_report(record, staging)
-            _move(staging, Path(state["final"]))
-            state["run_dir"] = state["final"]
-        except OSError as err:
-            log.warning("could not keep the folder of failed item %s: %s", state["key"], err)
-        return state
-
-    def ideate(self, task: dict[str, Any]) -> dict[str, Any]:
-        from llmpopcorn.core.types import RunRecord
-        from llmpopcorn.pipeline.core import NO_LLM_NOTE
-        from llmpopcorn.pipeline.ideate import ideate as ask
-
-        self.warm()
-        p = self.pipeline
-        staging = Path(task["staging"])
-        shutil.rmtree(staging, ignore_errors=True)  # a killed attempt's leftovers
-        staging.mkdir(parents=True)
-        record = RunRecord(
-            run_id=new_run_id(),
-            query=task["query"],
-            mode=p.settings.mode,
-            seed=task["seed"],
-            package_version=__version__,
-            run_dir=str(staging),
-            settings=p.settings.public(),
-        )
-        record.notes += self._notes
-        state = {**task, "record": record, "error": None, "error_kind": None}
-        try:
-            with _timed(record, "prompt"):
-                prompt, category = self._prompt(task["query"])
-                p.apply_prompt(record, prompt)
-            record.category = category
-            with _timed(record, "ideate"):
-                llm = p.llm
-                record.backends["llm"] = llm.describe()
-                if not llm.is_llm:
-                    record.notes.append(NO_LLM_NOTE)
-                make_guard = getattr(p.prompt_builder, "copy_guard", None)
-                guard = make_guard(prompt) if make_guard else None
-                avoid = list(task.get("avoid") or [])
-                check = variant_check(guard, avoid)
-                asked = diversify(prompt, task["variant"], task["variants"])
-                result = ask(llm, asked, p.sampling(task["seed"]), check=check)
-                record.idea = result.idea
-                record.messages = result.messages
-                record.attempts = result.attempts
-                if guard:
-                    record.copy_check = guard.report(result.idea)
-                twin = similar_title(result.idea.title, avoid)
-                if twin:
-                    record.notes.append(
-                        f'This title is still close to another variant\'s ("{twin}") after '
-                        f"{len(result.attempts)} attempt(s)."
-                    )
-                state["twin"] = twin
-        except BaseException as exc:  # noqa: BLE001 - recorded, classified, handed back
-            return self._fail(state, exc)
-        return state
-
-    def ideate_score(self, task: dict[str, Any]) -> dict[str, Any]:
-        """Both stages in one call (no rendering): saves two thread hand-offs an item;
-        scoring still runs one at a time under the predictor's lock."""
-        state = self.ideate(task)
-        return state if state["error"] is not None else self.score(state)
-
-    def render(self, state: dict[str, Any]) -> dict[str, Any]:
-        self.warm()
-        record = state["record"]
-        staging = Path(state["staging"])
-
-        @contextmanager
-        def stage(name: str) -> Iterator[None]:
-            with _timed(record, name):
-                yield
-
-        try:
-            self.pipeline._render(record, staging, stage)
-        except BaseException as exc:  # noqa: BLE001
-            return self._fail(state, exc)
-        return state
-
-    def score(self, state: dict[str, Any]) -> dict[str, Any]:
-        from llmpopcorn.core.types import utcnow
-        from llmpopcorn.pipeline.report import save_record, save_report
-
-        self.warm()
-        record = state["record"]
-        staging = Path(state["staging"])
-        try:
-            with self._score_lock, _timed(record, "score"):
-                self.pipeline._score(record, staging)
-            record.status = "ok"
-            record.finished = utcnow()
-            record.run_dir = state["final"]
-            save_record(record, staging)
-            save_report(record, staging)
-            _move(staging, Path(state["final"]))
-        except BaseException as exc:  # noqa: BLE001
-            return self._fail(state, exc)
-        state["run_dir"] = state["final"]
-        if self.summarize is not None:
-            state["summary"] = self.summarize(record, self.pipeline)
-        return state
-
-
-def _move(staging: Path, final: Path) -> None:
-    """Put a complete folder in place; a leftover of an unfinished claim is replaced."""
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(final)
 
 
 # -- identity ------------------------------------------------------------------------

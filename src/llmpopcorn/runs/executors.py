@@ -2,7 +2,7 @@
 
 A batch item goes through three **stages**: ``ideate`` (waits on the LLM: I/O),
 ``render`` (CPU/GPU work) and ``score`` (the predictor, loaded once). A stage is a
-method of a **worker** object (:class:`llmpopcorn.runs.batch.ItemWorker`) that takes a
+method of a **worker** object (:class:`llmpopcorn.runs.worker.ItemWorker`) that takes a
 picklable dict and returns one; the worker holds the models, so they load once per
 worker. The driver (:func:`llmpopcorn.runs.batch.run_batch`) submits stages, waits for
 results and alone writes the run store: executors never touch it.

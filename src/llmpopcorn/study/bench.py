@@ -31,7 +31,7 @@ from llmpopcorn.core.errors import ConfigError, DataError, PopcornError
 from llmpopcorn.core.paths import slugify
 from llmpopcorn.core.registry import registry
 from llmpopcorn.core.settings import Settings
-from llmpopcorn.pipeline.core import Pipeline, judge_memory
+from llmpopcorn.pipeline.core import Pipeline
 from llmpopcorn.runs.driver import Unit, Work
 from llmpopcorn.runs.executors import Executor
 from llmpopcorn.runs.identity import (
@@ -40,6 +40,7 @@ from llmpopcorn.runs.identity import (
     predictor_identity,
 )
 from llmpopcorn.runs.store import DEFAULT_LEASE_S, Store, digest
+from llmpopcorn.study.cells import cell_result, failed_result
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def arm_id(arm: Arm) -> str:
 
 
 class StudyWorker:
-    """The study's worker: one :class:`llmpopcorn.runs.batch.ItemWorker` per arm (its LLM,
+    """The study's worker: one :class:`llmpopcorn.runs.worker.ItemWorker` per arm (its LLM,
     mode, refs and renderers), all sharing one predictor and its lock. The driver runs
     the arms one after another, so when an arm's first cell arrives the previous arm's
     models (a local LLM, the renderers) are released; the predictor is kept.
@@ -195,7 +196,7 @@ class StudyWorker:
         self._guard = threading.Lock()
 
     def _worker(self, arm: str):
-        from llmpopcorn.runs.batch import ItemWorker
+        from llmpopcorn.runs.worker import ItemWorker
 
         with self._guard:
             worker = self._workers.get(arm)
@@ -211,7 +212,7 @@ class StudyWorker:
                     summarize=cell_result,
                 )
                 worker.warm()
-                if self._scorer is None and worker.pipeline._scorer_ok:
+                if self._scorer is None and worker.pipeline.judge_ready:
                     self._scorer = worker.pipeline.scorer
                 self._workers[arm] = worker
             return worker
@@ -244,7 +245,8 @@ class StudyWork(Work):
         self.run = run
 
     def result(self, unit: Unit, state: dict[str, Any]) -> dict[str, Any] | None:
-        return state.get("summary")
+        # a failed cell keeps who was asked and why it failed (the attrition tables)
+        return state.get("summary") or failed_result(state["record"], state.get("error"))
 
     def ended(self, unit: Unit, state: dict[str, Any], ok: bool) -> None:
         self.run.computed += 1
@@ -416,58 +418,6 @@ def run_study(
     return run
 
 
-def judge_memory_ids(pipeline: Pipeline) -> set[str] | None:
-    """The video ids in the judging predictor's retrieval memory (``None`` if unknown)."""
-    try:
-        scorer = pipeline.scorer
-    except PopcornError:
-        return None
-    return judge_memory(scorer)
-
-
-def cell_result(record, pipeline: Pipeline) -> dict[str, Any]:
-    """What the summary needs from a finished run."""
-    score = record.score
-    llm = record.backends.get("llm")
-    category = None
-    if record.enhancement and record.enhancement.get("categories"):
-        category = record.enhancement["categories"][0].get("name")
-    elif isinstance(getattr(record, "category", None), dict):
-        category = record.category.get("name")
-    elif score is not None:
-        category = score.category
-    ref_ids = [r.video_id for r in record.references]
-    # the pipeline's own independence check when it has one, else the judge's memory,
-    # else the partition the judge was trained on
-    independence = (score.extra or {}).get("independence") if score else None
-    memory = judge_memory_ids(pipeline) if ref_ids and not independence else None
-    if independence:
-        overlap, method = int(independence["references_in_judge_memory"]), "judge memory"
-    elif memory is not None:
-        overlap, method = sum(v in memory for v in ref_ids), "judge memory"
-    elif ref_ids:
-        from llmpopcorn.corpus.partition import in_part
-
-        overlap, method = int(in_part(ref_ids, "judge").sum()), "partition (judge part)"
-    else:
-        overlap, method = 0, None
-    return {
-        "title": record.idea.title if record.idea else None,
-        "log2_comments": score.log2_comments if score else None,
-        "expected_comments": score.expected_comments if score else None,
-        "interval": list(score.interval) if score and score.interval else None,
-        "predictor": score.predictor if score else None,
-        "category": category,
-        "is_llm": llm.is_llm if llm else None,
-        "ideator": llm.name if llm else None,
-        "ideator_model": llm.model if llm else None,
-        "refs_shown": len(ref_ids),
-        "refs_in_judge_memory": overlap,
-        "overlap_method": method,
-        "pe_pool": (record.settings or {}).get("pe_pool") if record.mode == "pe" else None,
-    }
-
-
 CSV_COLUMNS = (
     "query_id",
     "query_kind",
@@ -488,7 +438,10 @@ CSV_COLUMNS = (
     "category",
     "refs_shown",
     "refs_in_judge_memory",
+    "refs_title_in_judge_data",
     "pe_pool",
+    "attempts",
+    "failure",
     "error",
     "seconds",
     "run_dir",

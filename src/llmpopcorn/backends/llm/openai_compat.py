@@ -249,7 +249,7 @@ class OpenAICompatLLM(LLM):
                 "top up the account or use another key (POPCORN_LLM_API_KEY), then "
                 "`popcorn batch --resume ID` finishes a paused batch",
             )
-            # what llmpopcorn.runs.batch.is_quota_error looks for; attributes, unlike
+            # what llmpopcorn.runs.driver.is_quota_error looks for; attributes, unlike
             # __cause__, survive pickling (a Ray worker hands its error back pickled)
             error.code, error.status_code = "insufficient_quota", exc.status_code
             return error

@@ -5,8 +5,14 @@ its protocol and its model table:
 
 - the API key comes from the provider's usual variable or a ``POPCORN_*`` one, is
   sent in a header and nowhere else: never in options, records, logs or errors;
-- HTTP with timeouts, and bounded retries on 429/5xx, timeouts and dropped
-  connections, honouring ``Retry-After`` (capped at ``max_retry_wait`` seconds);
+- HTTP through one :class:`llmpopcorn.backends.outbound.OutboundPolicy` per backend: the
+  key only on the configured origin (a ``status_url``, a file link or a redirect elsewhere
+  is fetched without it), public addresses only (unless the configured base URL is local),
+  a byte cap per answer (``max_download_mb``) and a total deadline per call on the wall
+  clock (``request_timeout``; downloads ``download_timeout``; every call of a job also
+  within the job's ``timeout``);
+- bounded retries on 429/5xx, timeouts and dropped connections, honouring
+  ``Retry-After`` (capped at ``max_retry_wait`` seconds);
 - error classes that say what happened: a rejected key or an empty balance
   (:class:`HostedAuthError`, naming the setting), a content-policy refusal
   (:class:`ContentRefusedError`, kept in the run record), a job that took too long;
@@ -53,6 +59,12 @@ from llmpopcorn.backends.hosted.files import (
     open_image,
     png_data_uri,
     to_cover,
+)
+from llmpopcorn.backends.outbound import (
+    OutboundPolicy,
+    OutboundTimeout,
+    OutboundTooLarge,
+    mebibytes,
 )
 from llmpopcorn.core.errors import ConfigError, MissingExtraError
 
@@ -110,7 +122,15 @@ class HostedOptions(BaseModel):
     model: str | None = Field(None, description="the provider's model / endpoint id")
     base_url: str | None = Field(None, description="the provider's API URL (e.g. a proxy)")
     timeout: float = Field(600.0, gt=0, le=7200, description="seconds for the whole job")
-    request_timeout: float = Field(60.0, gt=0, le=600, description="seconds for one HTTP call")
+    request_timeout: float = Field(
+        60.0, gt=0, le=600, description="seconds for one HTTP call, its whole answer included"
+    )
+    download_timeout: float = Field(
+        300.0, gt=0, le=3600, description="seconds for one file download (within timeout)"
+    )
+    max_download_mb: float = Field(
+        200.0, gt=0, le=4096, description="largest answer or file accepted (MiB)"
+    )
     poll_interval: float = Field(1.0, gt=0, le=60, description="first wait between polls")
     max_retries: int = Field(3, ge=0, le=10, description="retries on 429/5xx/timeouts")
     max_retry_wait: float = Field(60.0, ge=0, le=600, description="longest wait for one retry")
@@ -184,7 +204,9 @@ class HostedBackend:
         max_cost: float | None = None,
         max_batch_cost: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         transport: Any = None,
+        resolver: Any = None,
     ):
         self.opts = opts
         self._api_key = api_key
@@ -195,8 +217,11 @@ class HostedBackend:
         self.max_cost = max_cost
         self.max_batch_cost = max_batch_cost
         self._sleep = sleep  # tests pass a recorder: no real waiting
+        self._clock = clock
         self._transport = transport
-        self._http: httpx.Client | None = None
+        self._resolver = resolver
+        self._outbound: OutboundPolicy | None = None
+        self._job_end: float | None = None  # the current job's deadline on _clock
         self.last: dict[str, Any] = {}  # the last call: request id, model, seconds, cost
         self.spent_usd = 0.0  # estimated, summed over this backend's calls
         self.calls = 0
@@ -309,40 +334,65 @@ class HostedBackend:
     def auth_headers(self) -> dict[str, str]:  # pragma: no cover - providers override
         return {}
 
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            import httpx
+    def api_base(self) -> str:  # pragma: no cover - providers override
+        """The configured base URL: the only origin that ever gets the key."""
+        raise NotImplementedError
 
-            timeout = httpx.Timeout(self.opts.request_timeout, connect=min(10.0, self.opts.timeout))
-            self._http = httpx.Client(
-                timeout=timeout, transport=self._transport, follow_redirects=True
+    @property
+    def outbound(self) -> OutboundPolicy:
+        if self._outbound is None:
+            extra = {"resolver": self._resolver} if self._resolver is not None else {}
+            self._outbound = OutboundPolicy(
+                self.api_base(),
+                headers=self.auth_headers(),
+                secrets=(self._api_key,) if self._api_key else (),
+                who=self.provider,
+                max_bytes=mebibytes(self.opts.max_download_mb) or 0,
+                request_timeout=self.opts.request_timeout,
+                clock=self._clock,
+                transport=self._transport,
+                **extra,
             )
-        return self._http
+        return self._outbound
+
+    def begin_job(self) -> None:
+        """Start the clock of one job: every call of it ends within ``timeout``."""
+        self._job_end = self._clock() + self.opts.timeout
+
+    def _deadline(self, download: bool) -> float:
+        own = self.opts.download_timeout if download else self.opts.request_timeout
+        deadline = self._clock() + own
+        return deadline if self._job_end is None else min(deadline, self._job_end)
 
     def send(
         self, method: str, url: str, *, json: Any = None, auth: bool = True, download: bool = False
     ) -> httpx.Response:
         """One HTTP call with bounded retries on 429/5xx, timeouts, dropped connections and
         (``download``) bodies shorter than their Content-Length; other errors are
-        classified (key, credit, refusal, ...)."""
+        classified (key, credit, refusal, ...). The key goes only to the configured origin
+        (:mod:`llmpopcorn.backends.outbound`); every attempt has a total deadline."""
         import httpx
 
-        headers = self.auth_headers() if auth else {}
         retries = self.opts.max_retries
         for attempt in range(retries + 1):
             last = attempt == retries
+            deadline = self._deadline(download)
+            if deadline <= self._clock():
+                raise self._timed_out(method, url, download)
             try:
-                response = self.http.request(method, url, json=json, headers=headers)
-                if download:
+                response = self.outbound.request(
+                    method,
+                    url,
+                    json=json,
+                    auth=auth,
+                    deadline=deadline,
+                    headers={"Accept-Encoding": "identity"} if download else None,
+                )
+                if download and response.status_code < 400:
                     _check_length(response)
-            except httpx.TimeoutException as exc:
-                if last:
-                    raise HostedTimeoutError(
-                        f"{self.provider} did not answer within {self.opts.request_timeout:g} s "
-                        f"({method} {_short(url)}) after {retries} retries",
-                        f"raise --{self.kind}-opt request_timeout=SECONDS or retry later",
-                    ) from None
+            except (httpx.TimeoutException, OutboundTimeout) as exc:
+                if last or self._job_over():
+                    raise self._timed_out(method, url, download, retries) from None
                 self._wait(attempt, None, type(exc).__name__)
                 continue
             except (_Truncated, httpx.RemoteProtocolError, httpx.ReadError) as exc:
@@ -375,9 +425,31 @@ class HostedBackend:
             raise self.classify(response.status_code, body, url)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _job_over(self) -> bool:
+        return self._job_end is not None and self._clock() >= self._job_end
+
+    def _timed_out(
+        self, method: str, url: str, download: bool, retries: int | None = None
+    ) -> HostedTimeoutError:
+        if self._job_over():
+            return HostedTimeoutError(
+                f"the {self.provider} job did not finish within {self.opts.timeout:g} s "
+                f"({method} {_short(url)})",
+                f"raise --{self.kind}-opt timeout=SECONDS or retry later",
+            )
+        limit = self.opts.download_timeout if download else self.opts.request_timeout
+        option = "download_timeout" if download else "request_timeout"
+        tries = f" after {retries} retries" if retries else ""
+        return HostedTimeoutError(
+            f"{self.provider} did not answer within {limit:g} s ({method} {_short(url)}){tries}",
+            f"raise --{self.kind}-opt {option}=SECONDS or retry later",
+        )
+
     def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
         backoff = min(self.opts.max_retry_wait, 0.5 * 2**attempt)
         wait = backoff if retry_after is None else min(self.opts.max_retry_wait, retry_after)
+        if self._job_end is not None:  # never sleep past the job's end
+            wait = max(0.0, min(wait, self._job_end - self._clock()))
         log.info("%s: %s, retrying in %.2f s", self.name, why, wait)
         self._sleep(wait)
 
@@ -416,6 +488,13 @@ class HostedBackend:
         """The file at ``url`` (http(s) or a ``data:`` URI); a truncated body is retried,
         then reported as such."""
         if url.startswith("data:"):
+            limit = mebibytes(self.opts.max_download_mb) or 0
+            if len(url) * 3 // 4 > limit:
+                raise OutboundTooLarge(
+                    f"the {self.provider} answer holds a data URI over "
+                    f"{self.opts.max_download_mb:g} MiB",
+                    f"raise --{self.kind}-opt max_download_mb if that is expected",
+                )
             return decode_data_uri(url)
         return self.send("GET", url, auth=auth, download=True).content
 

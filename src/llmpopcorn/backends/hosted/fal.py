@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -105,16 +103,15 @@ class FalBackend(HostedBackend):
     key_envs = ("POPCORN_FAL_KEY", "FAL_KEY")
     default_model: ClassVar[str]
 
-    def __init__(self, opts: HostedOptions, *, clock: Callable[[], float] = time.monotonic, **kw):
-        super().__init__(opts, **kw)
-        self._clock = clock
-
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self._api_key}"} if self._api_key else {}
 
     @property
     def queue_url(self) -> str:
         return (self.opts.base_url or FAL_QUEUE_URL).rstrip("/")
+
+    def api_base(self) -> str:
+        return self.queue_url
 
     def model_id(self) -> str:
         return self.opts.model or self.default_model
@@ -130,7 +127,10 @@ class FalBackend(HostedBackend):
     # -- the protocol ------------------------------------------------------------
 
     def run(self, model: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any], float]:
-        """Submit ``payload`` to ``model``, wait for it, return (request id, result, s)."""
+        """Submit ``payload`` to ``model``, wait for it, return (request id, result, s).
+        The ``status_url`` / ``response_url`` fal names are used as given, but only its
+        configured origin ever gets the key (:mod:`llmpopcorn.backends.outbound`)."""
+        self.begin_job()
         started = self._clock()
         self.last = {"provider": self.provider, "model": model}
         submitted = self._json(self.send("POST", f"{self.queue_url}/{model}", json=payload))
@@ -175,7 +175,7 @@ class FalBackend(HostedBackend):
         """Best effort: a job that timed out here should not keep running there."""
         url = submitted.get("cancel_url") or f"{base}/cancel"
         try:
-            self.http.request("PUT", url, headers=self.auth_headers())
+            self.outbound.request("PUT", url, deadline=self.outbound.deadline_in(10.0))
         except Exception as exc:  # noqa: BLE001 - cancelling is a courtesy
             log.info("fal: cancel failed: %s", type(exc).__name__)
 

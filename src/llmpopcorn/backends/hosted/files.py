@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from llmpopcorn.backends.hosted.errors import HostedError
+from llmpopcorn.backends.outbound import OutboundTooLarge
+
+#: the largest video frame decoded (4096x4096: above any clip a provider makes for 9:16)
+MAX_FRAME_PIXELS = 4096 * 4096
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -30,14 +34,11 @@ def png_data_uri(image: Image.Image) -> str:
 
 
 def open_image(data: bytes, what: str) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
+    """An RGB picture; a decompression bomb or a picture over the pixel cap is "the
+    provider's image is too large" (:func:`llmpopcorn.backends.outbound.open_image`)."""
+    from llmpopcorn.backends.outbound import open_image as bounded_open
 
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise HostedError(f"{what} is not a readable image: {exc}") from None
-    return image.convert("RGB")
+    return bounded_open(data, what)
 
 
 def to_cover(picture: Image.Image) -> Image.Image:
@@ -58,6 +59,13 @@ def decode_mp4(data: bytes, *, seconds: float, what: str) -> tuple[list[np.ndarr
             if not container.streams.video:
                 raise HostedError(f"{what} has no video stream")
             stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > MAX_FRAME_PIXELS:
+                raise OutboundTooLarge(
+                    f"the provider's video is too large: {what} is {width}x{height} "
+                    f"(at most {MAX_FRAME_PIXELS:,} pixels a frame are decoded)",
+                    "ask the provider for a lower resolution (resolution option) and retry",
+                )
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 24.0
             want = max(1, round(fps * seconds))

@@ -31,6 +31,7 @@ from llmpopcorn.backends.hosted.base import (
     retry_after_seconds,
     to_cover,
 )
+from llmpopcorn.backends.outbound import OutboundError
 from llmpopcorn.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,12 @@ class OpenAIImage(HostedBackend, ImageBackend):
     def base_url(self) -> str:
         return (self.opts.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
 
+    def api_base(self) -> str:
+        return self.base_url
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
     def options(self) -> dict[str, Any]:
         data = super().options()
         data.update(size=self.size, quality=self.quality, base_url=self.base_url)
@@ -155,6 +162,9 @@ class OpenAIImage(HostedBackend, ImageBackend):
                 api_key=self._api_key or "missing",
                 timeout=self.opts.request_timeout,
                 max_retries=0,  # retried here, so that a spent quota is not retried
+                # every request and redirect hop under the outbound policy: the key only
+                # to base_url, a byte cap and a total deadline per call
+                http_client=self.outbound.sdk_client(),
             )
         return self._client
 
@@ -175,7 +185,9 @@ class OpenAIImage(HostedBackend, ImageBackend):
                         "raise --image-opt request_timeout=SECONDS or retry later",
                     ) from None
                 self._wait(attempt, None, "timeout")
-            except openai.APIConnectionError:
+            except openai.APIConnectionError as exc:
+                if isinstance(exc.__cause__, OutboundError):
+                    raise exc.__cause__ from None  # refused or cut off by the policy
                 if last:
                     raise HostedError(
                         f"cannot reach {url}", "check the network or --image-opt base_url"
@@ -215,6 +227,7 @@ class OpenAIImage(HostedBackend, ImageBackend):
         if model.startswith("dall-e"):
             kwargs["response_format"] = "b64_json"
         self.last = {"provider": self.provider, "model": model}
+        self.begin_job()
         response = self._call(kwargs)
         data = list(getattr(response, "data", None) or [])
         if not data:

@@ -20,7 +20,7 @@ from llmpopcorn.cli.options import (
     execution_options,
     settings_from,
 )
-from llmpopcorn.core.errors import ConfigError, DataError
+from llmpopcorn.core.errors import ConfigError, DataError, PopcornError
 from llmpopcorn.core.settings import Settings, _from_config, _from_env
 from llmpopcorn.study.bench import (
     QUERY_KINDS,
@@ -74,8 +74,13 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
 
             try:
                 resolve_model_dir(value)
-            except DataError:
-                continue  # not shipped yet: keep the default predictor (the summary says so)
+            except DataError as exc:  # never fall back silently to a judge that saw PE's pool
+                raise ConfigError(
+                    f"the study's independent judge '{value}' cannot be found ({exc.message})",
+                    "reinstall the package (it ships models/judge), train it with `popcorn "
+                    "predictor train --data DIR --out DIR --part judge` and pass --predictor "
+                    "DIR, or choose a judge explicitly with --predictor NAME",
+                ) from None
         applied[name] = value
     return settings_from(params, **explicit, **applied), applied
 
@@ -181,7 +186,7 @@ def bench_command(
     means with bootstrap 95 % intervals, PE - basic paired by query with a Wilcoxon test,
     per category, head-to-head wins, a human baseline and charts.
     """
-    from llmpopcorn.study.report import summary_markdown, write_reports
+    from llmpopcorn.study.report import all_failed, summary_markdown, write_reports
 
     started = time.perf_counter()
     params["predictor"] = predictor
@@ -230,10 +235,20 @@ def bench_command(
         "cells_busy_elsewhere": run.busy,
         "executor": {**run.executor, "concurrency": concurrency},
         "study_defaults_applied": applied,
+        # the base settings' llm is not what the cells asked (--llm names the arms' LLMs)
         "settings": {
             k: v
             for k, v in settings.public().items()
             if k not in ("data_dir", "out_dir", "cache_dir")
+        }
+        | {"llm": plan.llms[0] if len(plan.llms) == 1 else list(plan.llms)},
+        "plan": {
+            "llms": plan.llms,
+            "modes": plan.modes,
+            "refs": plan.refs or [settings.n_refs],
+            "videos": plan.videos if settings.render else [],
+            "seeds": plan.seeds,
+            "queries": len(queries),
         },
     }
     if run.busy:
@@ -247,6 +262,14 @@ def bench_command(
     else:
         click.echo(summary_markdown(summary))
         click.echo(f"Study directory: {out} (summary.html has the charts)", err=True)
+    failed = all_failed(summary)
+    if failed:
+        raise PopcornError(
+            f"the study has no results: {failed}",
+            f"see the attrition table in {Path(out) / 'summary.md'} and each cell's error in "
+            "results.csv; check the LLM server, model and --max-tokens, then rerun the same "
+            "command (failed cells are retried)",
+        )
 
 
 def _baseline(queries, settings: Settings, k: int):

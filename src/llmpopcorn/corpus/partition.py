@@ -95,3 +95,14 @@ def corpus_share(part: str) -> float:
         "reward": judge * REWARD_SHARE,
         "evaluation": judge * (1 - REWARD_SHARE),
     }[check_part(part)]
+
+
+def part_titles(frame: Any, part: str = "all") -> set[str]:
+    """The distinct normalised titles (:func:`~llmpopcorn.core.copycheck.normalise_title`)
+    of the corpus rows in ``part``: what an independence check by content compares with
+    (the corpus is split by id, so one title posted as two videos can sit in two parts)."""
+    from llmpopcorn.core.copycheck import normalise_title
+
+    ids = frame["video_id"].astype(str)
+    chosen = frame["title_en"][in_part(ids, part)]
+    return {t for t in map(normalise_title, chosen) if t}

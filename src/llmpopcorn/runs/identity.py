@@ -37,19 +37,10 @@ NOT_RESULT = frozenset(
     }
 )
 #: settings read only in PE mode (dropped from a basic cell's identity, so basic cells
-#: are shared by every point of a --refs sweep)
-PE_ONLY = frozenset(
-    {
-        "embedder",
-        "embedder_model",
-        "num_tags",
-        "ratio",
-        "n_refs",
-        "category_match",
-        "min_category_size",
-        "pe_pool",
-    }
-)
+#: are shared by every point of a --refs sweep). Not the category resolver's method and
+#: minimum size: a basic run's category, which the judge scores with, comes from them
+#: too (tests/test_study_identity.py checks both directions)
+PE_ONLY = frozenset({"embedder", "embedder_model", "num_tags", "ratio", "n_refs", "pe_pool"})
 #: settings read only when rendering
 RENDER_ONLY = frozenset(
     {"image", "video", "image_options", "video_options", "video_from_cover", "device"}

@@ -12,6 +12,7 @@ import html
 import io
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,36 @@ from llmpopcorn.study.stats import arm_name, summarise
 log = logging.getLogger(__name__)
 
 
+def _named(ideators: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{i['name']} ({i['model'] or 'default model'})" for i in ideators)
+
+
+def all_failed(summary: dict[str, Any]) -> str | None:
+    """When no cell finished: how many failed, which LLM and model were asked, why."""
+    if not summary["total"] or summary["ok"]:
+        return None
+    reasons: Counter = Counter()
+    for a in summary.get("attrition", []):
+        reasons.update(a["invalid_by_reason"])
+    why = ", ".join(f"{k} {v}" for k, v in reasons.most_common()) or "unknown"
+    asked = _named(summary.get("ideators", [])) or "unknown"
+    return f"all {summary['total']} cells failed (asked: {asked}; reasons: {why})"
+
+
 def no_llm_banner(summary: dict[str, Any]) -> str | None:
+    """The banner of every output: no cell finished (naming the LLM and model asked),
+    or some finished cells used no LLM."""
+    ideators = summary.get("ideators", [])
+    failed = all_failed(summary)
+    if failed:
+        return (
+            f"NO CELL FINISHED: {failed}. There are no results to read; see the attrition "
+            "table and each cell's error in results.csv."
+        )
     n = summary.get("no_llm_cells") or 0
     if not n:
         return None
-    names = ", ".join(
-        f"{i['name']} ({i['model']})" for i in summary.get("ideators", []) if i["is_llm"] is False
-    )
+    names = _named([i for i in ideators if i["is_llm"] is False])
     return (
         f"NO LLM WAS USED in {n} of {summary['ok']} finished cells: their ideas come from "
         f"{names or 'a stand-in'}, a deterministic template composer, not a language model. "
@@ -38,17 +62,21 @@ def no_llm_banner(summary: dict[str, Any]) -> str | None:
 
 
 def judge_section(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which judge scored the cells, and how many PE references it had in its memory."""
+    """Which judge scored the cells, and how many PE references it already knew: by id
+    (its memory) and by normalised title (its training part)."""
     pe = [r for r in rows if r["status"] == "ok" and r["mode"] == "pe"]
     shown = sum(int(r.get("refs_shown") or 0) for r in pe)
     overlap = sum(int(r.get("refs_in_judge_memory") or 0) for r in pe)
+    titled = [r for r in pe if r.get("refs_title_in_judge_data") is not None]
+    by_title = sum(int(r["refs_title_in_judge_data"]) for r in titled) if titled else None
     methods = sorted({r["overlap_method"] for r in pe if r.get("overlap_method")})
     return {
         "predictors": sorted({str(r["predictor"]) for r in rows if r.get("predictor")}),
         "pe_pools": sorted({str(r["pe_pool"]) for r in pe if r.get("pe_pool")}),
         "references_shown": shown,
         "references_in_judge_memory": overlap,
-        "zero_overlap": bool(pe) and overlap == 0,
+        "references_title_in_judge_data": by_title,
+        "zero_overlap": bool(pe) and overlap == 0 and not by_title,
         "overlap_method": methods,
     }
 
@@ -234,21 +262,33 @@ def tables(summary: dict[str, Any]) -> list[Table]:
 def judge_lines(summary: dict[str, Any]) -> list[str]:
     j = summary["judge"]
     lines = [f"Judge (predictor): {', '.join(j['predictors']) or 'none (not scored)'}."]
+    reads = summary.get("judge_reads")
+    if reads:
+        lines.append(
+            f"The judge reads {' and '.join(reads['inputs'])}"
+            + ("" if reads["pixels"] else " (no pixels: the cover and clip cannot move a score)")
+            + "."
+        )
     if j["references_shown"]:
-        how = ", ".join(j["overlap_method"])
+        how = "; ".join(j["overlap_method"])
+        pool = ", ".join(j["pe_pools"]) or "all"
+        titles = j.get("references_title_in_judge_data")
+        by_title = "not checked" if titles is None else f"{titles} of {j['references_shown']}"
+        counts = (
+            f"by video id {j['references_in_judge_memory']} of {j['references_shown']} "
+            f"references shown to the ideator are in the judge's memory; by normalised title "
+            f"{by_title} equal a title the judge was trained on (checked by {how}; PE pool: "
+            f"{pool})"
+        )
         if j["zero_overlap"]:
-            lines.append(
-                f"Zero overlap: none of the {j['references_shown']} references shown to the "
-                f"ideator is in the judge's memory (checked by {how}; PE pool: "
-                f"{', '.join(j['pe_pools']) or 'all'})."
-            )
+            lines.append(f"Zero overlap: {counts}.")
         else:
             lines.append(
-                f"Overlap: {j['references_in_judge_memory']} of the {j['references_shown']} "
-                f"references shown to the ideator are in the judge's memory (checked by {how}; "
-                f"PE pool: {', '.join(j['pe_pools']) or 'all'}): PE may be rewarded for copying "
-                "what the judge remembers. Use an independent judge (--predictor judge with "
-                "--pe-pool reference)."
+                f"Overlap: {counts}: PE may be rewarded for copying what the judge knows. "
+                "Use an independent judge (--predictor judge with --pe-pool reference)."
+                if j["references_in_judge_memory"]
+                else f"Overlap by content only: {counts}. The ids are disjoint; these "
+                "references repeat a title the judge learned from."
             )
     b = summary.get("human_baseline")
     if b:

@@ -153,7 +153,8 @@ def test_migrates_a_version_1_store_and_refuses_a_newer_one(tmp_path):
         )
         conn.execute("PRAGMA user_version=1")
     with Store(old) as s:
-        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.feedback() == []  # migration 3 added the feedback table
         assert s.legacy_count() == 1 and s.items() == []
     newer = tmp_path / "newer.sqlite"
     with sqlite3.connect(newer) as conn:

@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "mcp",
     "batch",
     "runs",
+    "feedback",
 )
 
 MAX_MESSAGE_CHARS = 1000  # an exception may carry a whole input in its message

@@ -87,6 +87,12 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
         if s.interval:
             line += f", {s.interval_level or 0:.0%} interval {2 ** s.interval[0]:.0f}-{2 ** s.interval[1]:.0f}"
         click.echo(line)
+        calibrated = s.extra.get("calibrated")
+        if calibrated:
+            click.echo(
+                f"Calibrated:    {calibrated['expected_comments']:.0f} comments for your audience "
+                f"(log2 {calibrated['log2_comments']:.2f}; from {calibrated['posts']} of your posts)"
+            )
         judge = f"{s.predictor}, read: {', '.join([*(s.extra.get('inputs') or {}).get('fields', {}), 'category'])}"
         click.echo(f"Category:      {s.category} (judge {judge})")
     if record.variants:

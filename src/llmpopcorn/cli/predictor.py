@@ -163,3 +163,80 @@ def eval_(model_dir: str | None, data: str, include_seen: bool, as_json: bool) -
 
         click.echo(f"\nAll models on the held-out test split of its training data ({saved}):")
         click.echo(metrics_table(json.loads(saved.read_text()), "test"))
+
+
+@predictor.command()
+@predictor_model_option
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding your runs and store.sqlite [default ./popcorn-runs, env POPCORN_OUT].",
+)
+@click.option(
+    "--prior-posts",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="How many posts' worth of trust in the uncalibrated judge [default 5].",
+)
+@click.option("--dry-run", is_flag=True, help="Show the fit and the table; save nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+def calibrate(model_dir, out, prior_posts, dry_run, as_json) -> None:
+    """Fit the judge to your own posts (recorded with `popcorn feedback`).
+
+    A linear correction of the judge's log2 prediction, shrunk toward no correction
+    while there are few posts (a ridge fit toward the identity; --prior-posts sets how
+    many posts the prior counts as). Prints how far predictions were off before and
+    after, each post predicted by a fit without it (leave-one-out). Saved as
+    calibration.json beside store.sqlite: make, batch, the report and the studio then
+    show the calibrated score, with the number of posts behind it, beside the judge's.
+    """
+    from llmpopcorn.core.errors import DataError
+    from llmpopcorn.predict.base import read_config
+    from llmpopcorn.predict.scorer import resolve_model_dir
+    from llmpopcorn.runs.feedback import calibrate as fit_calibration
+    from llmpopcorn.runs.store import Store
+
+    settings = settings_from({"predictor": model_dir})
+    folder = Path(out) if out else settings.out_dir
+    path = resolve_model_dir(settings.predictor)
+    config = read_config(path)
+    name = f"{config.get('model')}@{path.name}"
+    halfwidth = (config.get("conformal") or {}).get("halfwidth")
+    store_path = folder / "store.sqlite"
+    if not store_path.exists():
+        raise DataError(
+            f"no run store at {store_path}",
+            "record outcomes first with `popcorn feedback RUN_ID --comments N`, or pass --out",
+        )
+    with Store(store_path) as store:
+        cal, rows = fit_calibration(
+            store, folder, name, halfwidth=halfwidth, prior_posts=prior_posts, save=not dry_run
+        )
+    if as_json:
+        click.echo(json.dumps(cal.model_dump(mode="json"), sort_keys=True))
+        return
+    loo = cal.leave_one_out or {}
+    click.echo(
+        f"{name}: {cal.posts} post(s); calibrated = p + {cal.offset:+.3f} + "
+        f"({cal.slope:.3f} - 1) x (p - {cal.center:.2f})  [{cal.method}, prior {cal.prior_posts:g} posts]"
+    )
+    click.echo("\nHow far predictions were off (log2 comments; each post left out of its own fit):")
+    click.echo("| | MAE | RMSE | bias (pred - real) | within the 80% interval |")
+    click.echo("|---|---|---|---|---|")
+    for label, key in (("judge", "before"), ("calibrated (leave-one-out)", "after")):
+        m = loo.get(key) or {}
+        cover = "n/a" if m.get("coverage") is None else f"{m['coverage']:.0%}"
+        click.echo(f"| {label} | {m['mae']:.3f} | {m['rmse']:.3f} | {m['bias']:+.3f} | {cover} |")
+    click.echo("\n| run | title | real | judge | calibrated (left out) |")
+    click.echo("|---|---|---|---|---|")
+    for r in loo.get("rows", []):
+        click.echo(
+            f"| {r['run_id']} | {(r['title'] or '')[:40]} | {r['comments']} | "
+            f"{2 ** r['predicted']:.0f} | {2 ** r['calibrated']:.0f} |"
+        )
+    if dry_run:
+        click.echo("\n(dry run: nothing saved)")
+    else:
+        click.echo(f"\nsaved to {folder / 'calibration.json'} ({len(rows)} posts)")

@@ -151,6 +151,7 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
             f"{interval}. {pct} <br><small>predictor: {e(s.predictor)}{judged}{e(overlap)}"
             "</small></p>"
         )
+        parts.append(_calibrated_html(s.extra.get("calibrated")))
         if s.neighbours:
             parts.append(_reference_table("Similar videos that drove the score", s.neighbours))
     if record.references:
@@ -204,6 +205,26 @@ def _enhancement_html(record: RunRecord) -> str:
             f"re-asked {check.get('reasked', 0)} time(s)."
         )
     return "".join(f"<p>{line}</p>" for line in lines)
+
+
+def _calibrated_html(calibrated: dict | None) -> str:
+    """The creator's calibrated score (``popcorn predictor calibrate``), when there is one."""
+    if not calibrated:
+        return ""
+    e = _escape
+    low_high = calibrated.get("interval")
+    interval = (
+        f", {2 ** low_high[0]:.0f}–{2 ** low_high[1]:.0f} with the judge's interval width"
+        if low_high
+        else ""
+    )
+    return (
+        f"<p>Calibrated to your posts: <b>{calibrated['expected_comments']:.0f}</b> comments "
+        f"(log2 = {calibrated['log2_comments']:.2f}{interval}) <small>from "
+        f"{calibrated['posts']} of your posts with recorded outcomes "
+        f"({e(str(calibrated.get('method', '')))}, fitted {e(str(calibrated.get('fitted', '')))})"
+        "</small></p>"
+    )
 
 
 def _reference_table(heading: str, refs) -> str:

@@ -106,7 +106,11 @@ class PopularityScorer:
         *,
         category_match: str = "centroid",
         min_category_size: int = 50,
+        calibration_dir: str | Path | None = None,
     ):
+        """``calibration_dir``: the creator's output folder; when it holds a calibration
+        of this model (``popcorn predictor calibrate``), every score also carries the
+        calibrated value (``extra["calibrated"]``) beside the judge's own."""
         self.model_dir = Path(model_dir)
         self.config = read_config(self.model_dir)
         check_embedder_available(self.config.get("params", {}).get("embedder"))
@@ -123,6 +127,23 @@ class PopularityScorer:
         self._titles: dict[str, str] | None = None
         self._resolver: Any = None
         self._memory_cache: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None
+        self.calibration_dir = calibration_dir
+        self._calibration: tuple[float | None, Any] = (None, None)
+
+    def calibration(self) -> Any:
+        """The creator's calibration of this model (None without one), re-read when its
+        file changes, so a running studio picks up a new fit."""
+        if self.calibration_dir is None:
+            return None
+        from llmpopcorn.predict.calibration import calibration_path, load_calibration
+
+        try:
+            stamp = calibration_path(self.calibration_dir).stat().st_mtime_ns
+        except OSError:
+            return None
+        if self._calibration[0] != stamp:
+            self._calibration = (stamp, load_calibration(self.calibration_dir, self.name))
+        return self._calibration[1]
 
     # -- what the judge is ------------------------------------------------------------
 
@@ -276,6 +297,7 @@ class PopularityScorer:
         labels, member_cats = self._memory_labels_and_categories() if explained else (None, None)
         seconds = (time.perf_counter() - started) / max(len(table), 1)
         titles = self._corpus_titles() if explained else {}
+        calibration = self.calibration()
         scores = []
         for row, value in enumerate(pred):
             value = float(value)
@@ -311,6 +333,8 @@ class PopularityScorer:
             interval = None
             if self.halfwidth is not None:
                 interval = (round(value - self.halfwidth, 4), round(value + self.halfwidth, 4))
+            if calibration is not None:
+                extra["calibrated"] = calibration.describe_score(value, interval)
             scores.append(
                 Score(
                     predictor=self.name,
@@ -489,4 +513,5 @@ def load_scorer(settings: Any = None) -> PopularityScorer:
         data_dir=data_dir,
         category_match=getattr(settings, "category_match", "centroid"),
         min_category_size=getattr(settings, "min_category_size", 50),
+        calibration_dir=getattr(settings, "out_dir", None),
     )

@@ -135,7 +135,35 @@ def _m002_items(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE cells")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_cells, _m002_items]
+def _m003_feedback(conn: sqlite3.Connection) -> None:
+    """What posted videos really got (``popcorn feedback``), one row per run, with the
+    judge's prediction copied from the run's record so a calibration needs no folder."""
+    conn.execute(
+        "CREATE TABLE feedback ("
+        " run_id TEXT PRIMARY KEY,"
+        " comments INTEGER NOT NULL CHECK (comments >= 0),"
+        " likes INTEGER CHECK (likes >= 0),"
+        " views INTEGER CHECK (views >= 0),"
+        " posted TEXT,"
+        " predictor TEXT,"
+        " predicted_log2 REAL,"
+        " interval_low REAL,"
+        " interval_high REAL,"
+        " category TEXT,"
+        " title TEXT,"
+        " query TEXT,"
+        " run_dir TEXT,"
+        " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),"
+        " updated TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')))"
+    )
+    conn.execute("CREATE INDEX feedback_predictor ON feedback (predictor)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_cells,
+    _m002_items,
+    _m003_feedback,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -487,6 +515,37 @@ class Store:
             sql += " WHERE kind=?"
             params = (kind,)
         return {r["grp"]: r["n"] for r in self._conn.execute(sql + " GROUP BY grp", params)}
+
+    # -- feedback (popcorn feedback) ---------------------------------------------------
+
+    FEEDBACK_FIELDS = (
+        "run_id", "comments", "likes", "views", "posted", "predictor", "predicted_log2",
+        "interval_low", "interval_high", "category", "title", "query", "run_dir",
+    )  # fmt: skip
+
+    def put_feedback(self, row: dict[str, Any]) -> bool:
+        """Record (or update: a later count replaces an earlier one) a run's outcome;
+        True when the run had no feedback before."""
+        values = [row.get(f) for f in self.FEEDBACK_FIELDS]
+        columns = ", ".join(self.FEEDBACK_FIELDS)
+        updates = ", ".join(f"{f}=excluded.{f}" for f in self.FEEDBACK_FIELDS[1:])
+        with self._tx("save feedback") as conn:
+            known = conn.execute(
+                "SELECT 1 FROM feedback WHERE run_id=?", (row["run_id"],)
+            ).fetchone()
+            conn.execute(
+                f"INSERT INTO feedback ({columns}) VALUES ({', '.join('?' * len(values))})"
+                f" ON CONFLICT (run_id) DO UPDATE SET {updates}, updated={_NOW_ISO}",
+                values,
+            )
+        return known is None
+
+    def feedback(self, predictor: str | None = None) -> list[dict[str, Any]]:
+        """Recorded outcomes, oldest first (of one predictor's runs when named)."""
+        sql, params = "SELECT * FROM feedback", ()
+        if predictor is not None:
+            sql, params = sql + " WHERE predictor=?", (predictor,)
+        return [dict(r) for r in self._conn.execute(sql + " ORDER BY created, rowid", params)]
 
     def legacy_count(self) -> int:
         """Cells from a version-1 store (no settings identity; never reused)."""

@@ -64,6 +64,7 @@ def summary(run_dir: Path | None) -> dict[str, Any]:
             "expected_comments": record.score.expected_comments,
             "percentile": record.score.percentile,
             "interval": record.score.interval,
+            "calibrated": record.score.extra.get("calibrated"),
         }
     return out
 

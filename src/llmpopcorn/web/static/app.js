@@ -214,6 +214,9 @@ function scoreText(score) {
     text += `, ${level}interval ${fmt(2 ** score.interval[0])}–${fmt(2 ** score.interval[1])}`;
   }
   if (score.percentile !== null && score.percentile !== undefined) text += `, percentile ${Math.round(score.percentile)}`;
+  // the creator's calibration (popcorn predictor calibrate): shown beside, never instead
+  const cal = score.extra && score.extra.calibrated;
+  if (cal) text += `. Calibrated to your posts: ${fmt(cal.expected_comments)} comments (from ${cal.posts} posts)`;
   return text;
 }
 

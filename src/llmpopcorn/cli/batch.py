@@ -153,6 +153,7 @@ def batch_command(
     """
     from llmpopcorn.core.errors import ConfigError, PopcornError
     from llmpopcorn.runs.batch import batch_rows, check_batch_id, read_queries, run_batch
+    from llmpopcorn.runs.honesty import NO_LLM_MARK, ideators, no_llm_banner
     from llmpopcorn.runs.store import Store
 
     if bool(queries_file) == bool(resume):
@@ -206,6 +207,8 @@ def batch_command(
     with Store(run.store_path) as store:
         rows = batch_rows(store, run.batch_id)
     p = run.progress
+    found = ideators(rows)  # results of the offline stand-in are labelled as the study's
+    banner = no_llm_banner(found["no_llm_cells"], found["finished"], found["ideators"], "items")
     if as_json:
         click.echo(
             json.dumps(
@@ -220,6 +223,9 @@ def batch_command(
                     "seconds": round(run.seconds, 3),
                     "executor": run.executor,
                     "pause_reason": run.pause_reason,
+                    "banner": banner,
+                    "no_llm_items": found["no_llm_cells"],
+                    "ideators": found["ideators"],
                 },
                 indent=2,
             )
@@ -229,13 +235,16 @@ def batch_command(
             if row["status"] == "ok":
                 score = "" if row["score"] is None else f"{2 ** row['score']:8.1f} comments"
                 rank = f"#{row['rank']}" if row["rank"] else "  "
-                click.echo(f"{rank:>3} {score:>17}  {row['title']}  [{row['query'][:40]}]")
+                mark = f"  {NO_LLM_MARK}" if row["is_llm"] is False else ""
+                click.echo(f"{rank:>3} {score:>17}  {row['title']}  [{row['query'][:40]}]{mark}")
             else:
                 click.echo(f"  - {row['status']:>17}  {row['query'][:40]}: {row['error'] or ''}")
         click.echo(
             f"{p.done} done, {p.failed} failed of {p.total} in {run.seconds:.1f} s; "
             f"export: popcorn runs export {run.batch_id} --out {run.runs_dir} --csv"
         )
+        if banner:
+            click.echo(banner)
     if run.busy:
         click.echo(
             f"note: {run.busy} item(s) are being run by another live process on this store; "

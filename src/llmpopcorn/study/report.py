@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from llmpopcorn.core.paths import write_csv
+from llmpopcorn.runs.honesty import named
+from llmpopcorn.runs.honesty import no_llm_banner as no_llm
 from llmpopcorn.study.bench import CSV_COLUMNS
 from llmpopcorn.study.stats import arm_name, summarise
 
 log = logging.getLogger(__name__)
-
-
-def _named(ideators: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{i['name']} ({i['model'] or 'default model'})" for i in ideators)
 
 
 def all_failed(summary: dict[str, Any]) -> str | None:
@@ -35,7 +33,7 @@ def all_failed(summary: dict[str, Any]) -> str | None:
     for a in summary.get("attrition", []):
         reasons.update(a["invalid_by_reason"])
     why = ", ".join(f"{k} {v}" for k, v in reasons.most_common()) or "unknown"
-    asked = _named(summary.get("ideators", [])) or "unknown"
+    asked = named(summary.get("ideators", [])) or "unknown"
     return f"all {summary['total']} cells failed (asked: {asked}; reasons: {why})"
 
 
@@ -49,16 +47,7 @@ def no_llm_banner(summary: dict[str, Any]) -> str | None:
             f"NO CELL FINISHED: {failed}. There are no results to read; see the attrition "
             "table and each cell's error in results.csv."
         )
-    n = summary.get("no_llm_cells") or 0
-    if not n:
-        return None
-    names = _named([i for i in ideators if i["is_llm"] is False])
-    return (
-        f"NO LLM WAS USED in {n} of {summary['ok']} finished cells: their ideas come from "
-        f"{names or 'a stand-in'}, a deterministic template composer, not a language model. "
-        "Differences between modes measure that stand-in, not an LLM. Run the study with "
-        "--llm deepseek / openai / ollama / vllm / llamacpp / transformers for LLM results."
-    )
+    return no_llm(summary.get("no_llm_cells") or 0, summary["ok"], ideators, "cells")
 
 
 def judge_section(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -480,19 +480,10 @@ def head_to_heads(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def honesty(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Which ideators made the cells (failed ones included: a study whose every cell
     failed still names its LLM), and how many finished cells used no LLM."""
-    ideators = sorted(
-        {
-            (str(r.get("ideator") or r["llm"]), str(r.get("ideator_model") or ""), r.get("is_llm"))
-            for r in rows
-            if r["status"] in ("ok", "failed")
-        },
-        key=str,
-    )
-    no_llm = sum(1 for r in rows if r["status"] == "ok" and r.get("is_llm") is False)
-    return {
-        "no_llm_cells": no_llm,
-        "ideators": [{"name": n, "model": m, "is_llm": i} for n, m, i in ideators],
-    }
+    from llmpopcorn.runs.honesty import ideators
+
+    found = ideators(rows)
+    return {"no_llm_cells": found["no_llm_cells"], "ideators": found["ideators"]}
 
 
 def summarise(rows: list[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:

@@ -153,17 +153,11 @@ def memory_overlap(
     if data_dir is None:
         out["titles_note"] = "not checked: no corpus (--data) to read titles from"
         return out
-    from llmpopcorn.core.copycheck import normalise_title
+    from llmpopcorn.corpus.partition import part_titles
     from llmpopcorn.corpus.table import load_corpus
 
     frame = load_corpus(data_dir).frame
-    ids = frame["video_id"].astype(str)
-
-    def titles(part: str) -> set[str]:
-        chosen = frame["title_en"][in_part(ids, part)]
-        return {t for t in map(normalise_title, chosen) if t}
-
-    r, e, ref = titles(parts[0]), titles(parts[1]), titles("reference")
+    r, e, ref = (part_titles(frame, part) for part in (*parts, "reference"))
     out["titles"] = {
         "reward_and_evaluation": len(r & e),
         "reward_and_references": len(r & ref),

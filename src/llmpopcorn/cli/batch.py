@@ -15,16 +15,14 @@ import click
 
 from llmpopcorn.cli import main
 from llmpopcorn.cli.options import (
-    _COMMON,
-    _LLM,
-    _PE,
-    _RENDER,
-    _apply,
     execution_options,
+    options_for,
+    setting_option,
     settings_from,
 )
 
-_shared = _apply([_COMMON, _LLM, _PE, [o for o in _RENDER if o[0] != "--out"]])
+# --out: the batch's own (the folder holding store.sqlite)
+_shared = options_for("common", "llm", "pe", "render", exclude=("out_dir",))
 
 
 def format_progress(p, width: int = 24) -> str:
@@ -75,19 +73,9 @@ class ProgressBar:
 @main.command("batch")
 @click.argument("queries_file", required=False, type=click.Path(dir_okay=False))
 @execution_options
-@click.option(
-    "--variants",
-    type=int,
-    default=None,
-    help="Ideas per query (seeds seed..seed+N-1, each told to take its own angle; "
-    "near-duplicate titles are re-asked) [default 1].",
-)
-@click.option(
-    "--render/--no-render",
-    default=None,
-    help="Render covers and clips, or only ideate and score [default: on].",
-)
-@click.option("--no-score", is_flag=True, help="Skip the popularity prediction.")
+@setting_option("variants")
+@setting_option("render")
+@setting_option("score")
 @click.option(
     "--out",
     "out",
@@ -106,28 +94,9 @@ class ProgressBar:
 @click.option(
     "--keep-failed", is_flag=True, help="On resume, do not retry items that failed before."
 )
-@click.option(
-    "--llm-rpm",
-    "llm_rpm",
-    type=float,
-    default=None,
-    help="Most LLM requests per minute [env POPCORN_LLM_RPM].",
-)
-@click.option(
-    "--max-llm-calls",
-    "max_batch_llm_calls",
-    type=int,
-    default=None,
-    help="Most LLM requests this batch may make; then it pauses [env POPCORN_MAX_BATCH_LLM_CALLS].",
-)
-@click.option(
-    "--max-batch-cost",
-    "max_batch_cost",
-    type=float,
-    default=None,
-    metavar="USD",
-    help="Most the batch may spend on hosted generators (estimated) [env POPCORN_MAX_BATCH_COST].",
-)
+@setting_option("llm_rpm")
+@setting_option("max_batch_llm_calls")
+@setting_option("max_batch_cost")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @_shared
 def batch_command(
@@ -136,7 +105,7 @@ def batch_command(
     concurrency,
     render_slots,
     render,
-    no_score,
+    score,
     out,
     resume,
     keep_failed,
@@ -167,7 +136,7 @@ def batch_command(
     settings = settings_from(
         params,
         render=render,
-        score=False if no_score else None,
+        score=score,
         out_dir=out,
     )
     bar = ProgressBar()

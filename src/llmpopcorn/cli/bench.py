@@ -12,12 +12,10 @@ from tqdm import tqdm
 
 from llmpopcorn.cli import main
 from llmpopcorn.cli.options import (
-    _COMMON,
-    _LLM,
-    _PE,
-    _RENDER,
-    _apply,
+    choices,
     execution_options,
+    options_for,
+    setting_option,
     settings_from,
 )
 from llmpopcorn.core.errors import ConfigError, DataError, PopcornError
@@ -31,13 +29,13 @@ from llmpopcorn.study.bench import (
     study_rows,
 )
 
-_shared = _apply(
-    [
-        [o for o in _COMMON if o[0] != "--seed"],
-        [o for o in _LLM if o[0] != "--llm"],
-        [o for o in _PE if o[0] not in ("--mode", "--refs")],
-        [o for o in _RENDER if o[0] not in ("--video", "--out")],
-    ]
+# the study's axes (--llm, --mode, --refs, --video, --seeds) and --out are its own options
+_shared = options_for(
+    "common",
+    "llm",
+    "pe",
+    "render",
+    exclude=("seed", "llm", "mode", "n_refs", "video", "out_dir"),
 )
 
 
@@ -96,7 +94,7 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
     "--mode",
     "modes",
     multiple=True,
-    type=click.Choice(["basic", "pe"]),
+    type=click.Choice(choices("mode")),
     help="Mode(s) [default: basic and pe].",
 )
 @click.option(
@@ -136,11 +134,7 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
     show_default=True,
     help="Study directory (store.sqlite, runs/, summary.*); rerunning resumes it.",
 )
-@click.option(
-    "--render/--no-render",
-    default=None,
-    help="Render covers and clips, or only ideate and score [default: on, env POPCORN_RENDER].",
-)
+@setting_option("render")
 @click.option(
     "--baseline-k",
     type=int,

@@ -7,18 +7,10 @@ import json
 import click
 
 from llmpopcorn.cli import main
-from llmpopcorn.cli.options import settings_from
+from llmpopcorn.cli.options import options_for, setting_option, settings_from
 
-_DATA = click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Data directory holding microlens/videos.csv [env POPCORN_DATA].",
-)
-_CONFIG = click.option(
-    "--config", "_config", type=click.Path(dir_okay=False), default=None, help="TOML config file."
-)
+_DATA = setting_option("data_dir")
+_CONFIG = options_for()  # --config alone
 
 
 @main.group("corpus")
@@ -63,18 +55,10 @@ def info_command(as_json: bool, **params) -> None:
 @corpus_group.command("index")
 @_DATA
 @_CONFIG
-@click.option(
-    "--embedder", "embedder", default=None, help="Embedder: minilm (default), minilm-l12, tfidf."
-)
-@click.option("--embedder-model", "embedder_model", default=None, help="Embedding model folder.")
-@click.option(
-    "--cache-dir",
-    "cache_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Embedding cache.",
-)
-@click.option("--device", "device", default=None, help="Device for the embedder: auto, cpu, cuda.")
+@setting_option("embedder")
+@setting_option("embedder_model")
+@setting_option("cache_dir")
+@setting_option("device")
 def index_command(**params) -> None:
     """Embed the corpus once into the cache (later PE runs load it in a second).
 

@@ -11,6 +11,7 @@ from llmpopcorn.cli.options import (
     package_options,
     pe_options,
     render_options,
+    setting_option,
     settings_from,
 )
 
@@ -22,20 +23,15 @@ from llmpopcorn.cli.options import (
 @render_options
 @package_options
 @common_options
-@click.option(
-    "--variants",
-    type=int,
-    default=None,
-    help="Generate N ideas (seeds seed..seed+N-1), rank them by predicted popularity and render the best [default 1].",
-)
-@click.option("--no-score", is_flag=True, help="Skip the popularity prediction.")
+@setting_option("variants")
+@setting_option("score")
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
     help="Print the run record as JSON (and nothing else) on stdout.",
 )
-def make(query: str, variants: int | None, no_score: bool, as_json: bool, **params) -> None:
+def make(query: str, variants: int | None, score: bool | None, as_json: bool, **params) -> None:
     """Generate a micro-video for QUERY: title, cover, 3-second clip, score, report.
 
     Runs offline on the CPU by default (offline composer + draft renderers). The
@@ -46,7 +42,7 @@ def make(query: str, variants: int | None, no_score: bool, as_json: bool, **para
     )
     from llmpopcorn.pipeline.report import record_json
 
-    settings = settings_from(params, score=False if no_score else None, variants=variants)
+    settings = settings_from(params, score=score, variants=variants)
     signer = None
     if settings.package:  # a bad certificate fails here, before anything is generated
         from llmpopcorn.pipeline.package import signer_from_settings

@@ -1,160 +1,38 @@
-"""Shared click options that map one-to-one onto :class:`~llmpopcorn.core.settings.Settings`."""
+"""Click options generated from :class:`~llmpopcorn.core.settings.Settings`.
+
+Every option that sets a setting is built from the field's declaration (its help, flag,
+group, default, the choices of a ``Literal``, the registry names it lists and its
+environment variable), so ``--help``, the defaults and the choices cannot drift from the
+settings. Commands take whole groups (``llm_options``, ``pe_options``, ...) or single
+fields (:func:`setting_option`).
+"""
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import click
 
-from llmpopcorn.core.settings import Settings
+from llmpopcorn.core.settings import ENV_ALIASES, ENV_PREFIX, Settings
 
-# (flag, settings field, click kwargs)
-_COMMON: list[tuple[str, str, dict[str, Any]]] = [
-    (
-        "--config",
-        "_config",
-        {
-            "type": click.Path(dir_okay=False),
-            "help": "TOML config file (else $POPCORN_CONFIG, else ~/.config/llmpopcorn/config.toml).",
-        },
-    ),
-    (
-        "--data",
-        "data_dir",
-        {
-            "type": click.Path(file_okay=False),
-            "help": "Data directory holding microlens/videos.csv [env POPCORN_DATA].",
-        },
-    ),
-    (
-        "--seed",
-        "seed",
-        {"type": int, "help": "Random seed for the LLM and renderers [default 42]."},
-    ),
-]
-_LLM: list[tuple[str, str, dict[str, Any]]] = [
-    (
-        "--llm",
-        "llm",
-        {
-            "help": "LLM backend: offline (default), deepseek, openai, ollama, vllm, llamacpp, transformers [env POPCORN_LLM]."
-        },
-    ),
-    (
-        "--llm-model",
-        "llm_model",
-        {"help": "Model name or local path for the LLM backend [env POPCORN_LLM_MODEL]."},
-    ),
-    (
-        "--llm-base-url",
-        "llm_base_url",
-        {
-            "help": "Base URL of an OpenAI-compatible server [env POPCORN_LLM_BASE_URL]. The key comes from POPCORN_LLM_API_KEY or the provider's variable."
-        },
-    ),
-    (
-        "--temperature",
-        "temperature",
-        {"type": float, "help": "Sampling temperature [default 0.7, as in the paper]."},
-    ),
-    ("--top-p", "top_p", {"type": float, "help": "Nucleus sampling top_p [default 0.9]."}),
-    ("--max-tokens", "max_tokens", {"type": int, "help": "Most tokens in a reply [default 1024]."}),
-    (
-        "--max-attempts",
-        "max_attempts",
-        {"type": int, "help": "Ideation attempts before giving up on invalid replies [default 3]."},
-    ),
-    (
-        "--llm-timeout",
-        "llm_timeout",
-        {"type": float, "help": "Seconds to wait for one LLM request [default 120]."},
-    ),
-    (
-        "--llm-max-retries",
-        "llm_max_retries",
-        {"type": int, "help": "Retries on 429/5xx/timeouts, with backoff [default 3]."},
-    ),
-    (
-        "--llm-deadline",
-        "llm_deadline",
-        {
-            "type": float,
-            "help": "Most seconds one LLM call may take, retries included [default 120].",
-        },
-    ),
-]
-_PE: list[tuple[str, str, dict[str, Any]]] = [
-    (
-        "--mode",
-        "mode",
-        {
-            "type": click.Choice(["basic", "pe"]),
-            "help": "basic: direct prompt; pe: prompt enhancement with MicroLens references [default basic].",
-        },
-    ),
-    (
-        "--refs",
-        "n_refs",
-        {"type": int, "help": "PE: number of reference videos shown to the LLM [default 50]."},
-    ),
-    (
-        "--tags",
-        "num_tags",
-        {"type": int, "help": "PE: number of categories to draw references from [default 1]."},
-    ),
-    (
-        "--ratio",
-        "ratio",
-        {"type": float, "help": "PE: share of unpopular references [default 0.1]."},
-    ),
-    (
-        "--category-match",
-        "category_match",
-        {
-            "type": click.Choice(["centroid", "name"]),
-            "help": "How a query finds its category: centroid (content, default) or name (the paper's match on category names) [env POPCORN_CATEGORY_MATCH].",
-        },
-    ),
-    (
-        "--min-category-size",
-        "min_category_size",
-        {
-            "type": int,
-            "help": "Categories with fewer videos are never chosen for a query [default 50; 1 for the paper's matcher].",
-        },
-    ),
-    (
-        "--pe-pool",
-        "pe_pool",
-        {
-            "type": click.Choice(["all", "reference"]),
-            "help": "PE: draw references from all videos (default) or only the reference part, which the judge never trained on [env POPCORN_PE_POOL].",
-        },
-    ),
-    (
-        "--embedder",
-        "embedder",
-        {
-            "help": "PE: text embedder for retrieval: minilm (default), minilm-l12, tfidf [env POPCORN_EMBEDDER]."
-        },
-    ),
-    (
-        "--embedder-model",
-        "embedder_model",
-        {
-            "help": "PE: embedding model folder (or a name already in the Hugging Face cache) [env POPCORN_EMBEDDER_MODEL]."
-        },
-    ),
-    (
-        "--cache-dir",
-        "cache_dir",
-        {
-            "type": click.Path(file_okay=False),
-            "help": "PE: cache for corpus embeddings [default ~/.cache/llmpopcorn, env POPCORN_CACHE_DIR].",
-        },
-    ),
-]
+_ENV_OF = {field: env for env, field in ENV_ALIASES.items()}
+
+
+def _cli(name: str) -> dict[str, Any]:
+    extra = Settings.model_fields[name].json_schema_extra
+    return dict(extra.get("cli", {})) if isinstance(extra, dict) else {}
+
+
+def _base_type(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
 
 
 def _none_if_empty(_ctx: click.Context, _param: click.Parameter, value: tuple) -> list | None:
@@ -162,116 +40,98 @@ def _none_if_empty(_ctx: click.Context, _param: click.Parameter, value: tuple) -
     return list(value) or None
 
 
-_RENDER: list[tuple[str, str, dict[str, Any]]] = [
-    (
-        "--image",
-        "image",
-        {
-            "help": "Cover backend: draft (CPU default), a diffusers model (sd15, sdxl, flux) or hosted (openai-image, fal-flux, fal-sd; needs a key) [env POPCORN_IMAGE]."
-        },
-    ),
-    (
-        "--video",
-        "video",
-        {
-            "help": "Clip backend: draft (CPU default), a diffusers model (ltx, wan, hunyuan, ...) or hosted (fal-ltx, fal-wan, fal-hunyuan, fal-kling; needs FAL_KEY) [env POPCORN_VIDEO]."
-        },
-    ),
-    (
-        "--device",
-        "device",
-        {"help": "Device for model backends: auto, cpu, cuda, cuda:N [default auto]."},
-    ),
-    (
-        "--image-opt",
-        "image_options",
-        {
-            "multiple": True,
-            "callback": _none_if_empty,
-            "metavar": "KEY=VALUE",
-            "help": "Option of the image backend, repeatable: model, steps, guidance, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_IMAGE_OPTIONS].",
-        },
-    ),
-    (
-        "--video-opt",
-        "video_options",
-        {
-            "multiple": True,
-            "callback": _none_if_empty,
-            "metavar": "KEY=VALUE",
-            "help": "Option of the video backend, repeatable: model, steps, frames, fps, width, height, dtype, offload, vae_tiling, quantization... [env POPCORN_VIDEO_OPTIONS].",
-        },
-    ),
-    (
-        "--video-from-cover",
-        "video_from_cover",
-        {
-            "is_flag": True,
-            "help": "Animate the rendered cover (image-to-video: ltx, cogvideox, wan, and the hosted fal-* video backends).",
-        },
-    ),
-    (
-        "--max-cost",
-        "max_cost",
-        {
-            "type": float,
-            "metavar": "USD",
-            "help": "Most a run may spend on hosted generators (estimated from published prices); refused before any call [env POPCORN_MAX_COST].",
-        },
-    ),
-    (
-        "--out",
-        "out_dir",
-        {
-            "type": click.Path(file_okay=False),
-            "help": "Directory for run folders [default ./popcorn-runs, env POPCORN_OUT].",
-        },
-    ),
-]
+def _shown_default(name: str) -> str | None:
+    info = Settings.model_fields[name]
+    cli = _cli(name)
+    if "default_text" in cli:
+        return cli["default_text"]
+    if info.default_factory is not None or info.default is None:
+        return None
+    if isinstance(info.default, bool):
+        return "on" if info.default else "off"
+    return str(info.default)
 
 
-def _apply(groups: list[list[tuple[str, str, dict[str, Any]]]]) -> Callable:
+def field_help(name: str) -> str:
+    """The help of the setting ``name``'s flag: its description, the registry names it
+    lists, its default and its environment variable."""
+    info = Settings.model_fields[name]
+    cli = _cli(name)
+    text = (info.description or "").rstrip()
+    if cli.get("names"):
+        from llmpopcorn.core.registry import registry
+
+        listed = ", ".join(registry.listed_names(cli["names"]))
+        text += f" One of: {listed} (see `popcorn backends`)."
+    notes = []
+    default = _shown_default(name)
+    if default is not None:
+        notes.append(f"default {default}")
+    notes.append(f"env {_ENV_OF.get(name, ENV_PREFIX + name.upper())}")
+    return f"{text} [{', '.join(notes)}]"
+
+
+def setting_option(name: str, flag: str | None = None) -> Callable:
+    """The click option of the setting ``name`` (its declared flag unless ``flag``)."""
+    info = Settings.model_fields[name]
+    cli = _cli(name)
+    flag = flag or cli.get("flag") or "--" + name.replace("_", "-")
+    kind = _base_type(info.annotation)
+    kwargs: dict[str, Any] = {"default": None, "help": field_help(name)}
+    if cli.get("metavar"):
+        kwargs["metavar"] = cli["metavar"]
+    if typing.get_origin(kind) is Literal:
+        kwargs["type"] = click.Choice([str(a) for a in typing.get_args(kind)])
+    elif kind is bool:
+        if "/" not in flag:
+            kwargs["is_flag"] = True
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    elif kind is Path:
+        path = cli.get("path")
+        kwargs["type"] = click.Path(file_okay=path != "dir", dir_okay=path != "file")
+    elif typing.get_origin(kind) is dict or kind is dict:
+        kwargs.update(multiple=True, callback=_none_if_empty)
+    return click.option(flag, name, **kwargs)
+
+
+def choices(name: str) -> list[str]:
+    """The values a ``Literal`` setting allows (for options that take several)."""
+    return [str(a) for a in typing.get_args(_base_type(Settings.model_fields[name].annotation))]
+
+
+def group_fields(group: str) -> list[str]:
+    """The settings of a flag group, in declaration order."""
+    return [name for name in Settings.model_fields if _cli(name).get("group") == group]
+
+
+def options_for(*groups: str, exclude: tuple[str, ...] = ()) -> Callable:
+    """A decorator adding the options of every setting in ``groups`` (but ``exclude``,
+    setting names); the group ``common`` brings ``--config`` too."""
+
     def deco(func: Callable) -> Callable:
-        for group in reversed(groups):
-            for flag, field, kwargs in reversed(group):
-                func = click.option(flag, field, default=None, **kwargs)(func)
-        return func
+        names = [n for g in groups for n in group_fields(g) if n not in exclude]
+        for name in reversed(names):
+            func = setting_option(name)(func)
+        return _config_option(func) if "common" in groups else func
 
     return deco
 
 
-_PACKAGE: list[tuple[str, str, dict[str, Any]]] = [
-    (
-        "--package",
-        "package",
-        {
-            "is_flag": True,
-            "help": "Also write package.zip (clip, cover, metadata.json with caption, hashtags and the AI-generated disclosure, embedded in the files) [env POPCORN_PACKAGE].",
-        },
-    ),
-    (
-        "--c2pa-cert",
-        "c2pa_cert",
-        {
-            "type": click.Path(dir_okay=False),
-            "help": "PEM certificate chain that signs the package's C2PA manifests [env POPCORN_C2PA_CERT].",
-        },
-    ),
-    (
-        "--c2pa-key",
-        "c2pa_key",
-        {
-            "type": click.Path(dir_okay=False),
-            "help": "PEM private key of that certificate [env POPCORN_C2PA_KEY].",
-        },
-    ),
-]
+_config_option = click.option(
+    "--config",
+    "_config",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="TOML config file (else $POPCORN_CONFIG, else ~/.config/llmpopcorn/config.toml).",
+)
 
-common_options = _apply([_COMMON])
-package_options = _apply([_PACKAGE])
-llm_options = _apply([_LLM])
-pe_options = _apply([_PE])
-render_options = _apply([_RENDER])
+
+common_options = options_for("common")
+package_options = options_for("package")
+llm_options = options_for("llm")
+pe_options = options_for("pe")
+render_options = options_for("render")
 
 
 def settings_from(params: dict[str, Any], **explicit: Any) -> Settings:

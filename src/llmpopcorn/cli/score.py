@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from llmpopcorn.cli import main
-from llmpopcorn.cli.options import predictor_model_option, settings_from
+from llmpopcorn.cli.options import predictor_model_option, setting_option, settings_from
 
 
 @main.command()
@@ -17,13 +17,7 @@ from llmpopcorn.cli.options import predictor_model_option, settings_from
     "--category", default="", help="MicroLens category; default: inferred from the nearest videos."
 )
 @predictor_model_option
-@click.option(
-    "--data",
-    "data_dir",
-    default=None,
-    type=click.Path(),
-    help="Data directory, to show neighbour titles [env POPCORN_DATA].",
-)
+@setting_option("data_dir")  # to show the neighbours' titles
 @click.option("--json", "as_json", is_flag=True, help="Print the score as JSON.")
 def score(
     title: str,

@@ -63,6 +63,10 @@ BUILTINS: dict[str, dict[str, str]] = {
 }
 
 
+#: backends that exist for the tests (a scripted LLM): registered, never offered to users
+TEST_ONLY = frozenset({("llm", "fake")})
+
+
 class Registry:
     def __init__(self, builtins: dict[str, dict[str, str]] | None = None):
         self._specs: dict[str, dict[str, str | type]] = {
@@ -90,6 +94,11 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         self._load_plugins()
         return sorted(self._specs.get(kind, {}))
+
+    def listed_names(self, kind: str) -> list[str]:
+        """The names a user may choose (help texts, `popcorn backends`, the studio's
+        lists): every name but the test-only ones (:data:`TEST_ONLY`)."""
+        return [n for n in self.names(kind) if (kind, n) not in TEST_ONLY]
 
     def get(self, kind: str, name: str) -> type:
         """The backend class for ``(kind, name)``; unknown names list the known ones."""

@@ -29,74 +29,244 @@ DEFAULT_CONFIG = Path("~/.config/llmpopcorn/config.toml")
 SECRET_FIELDS = ("llm_api_key",)
 
 
+def setting(
+    default: Any = None,
+    help: str = "",  # noqa: A002 - the word click uses
+    *,
+    flag: str | None = None,
+    group: str | None = None,
+    metavar: str | None = None,
+    names: str | None = None,
+    default_text: str | None = None,
+    path: Literal["file", "dir"] | None = None,
+    default_factory: Any = None,
+    **constraints: Any,
+) -> Any:
+    """A settings field that declares, once, everything its command-line flag needs: the
+    help text, the flag and the group of commands that take it (``cli/options.py``
+    builds the click options from these, with the default, the choices of a ``Literal``
+    and the environment variable added to the help). ``names``: a registry kind whose
+    names the help lists (``llm``, ``image``, ...); ``default_text``: how to show a
+    default that is computed elsewhere."""
+    cli = {"flag": flag, "group": group, "metavar": metavar, "names": names}
+    cli |= {"default_text": default_text, "path": path}
+    extra = {"cli": {k: v for k, v in cli.items() if v is not None}}
+    if default_factory is not None:
+        return Field(
+            default_factory=default_factory,
+            description=help,
+            json_schema_extra=extra,
+            **constraints,
+        )
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
 class Settings(BaseModel):
-    """All knobs of a run. Field docs double as ``--help`` text where a flag exists."""
+    """All knobs of a run. Each field's help is its flag's ``--help`` text."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # where things are
-    data_dir: Path | None = Field(None, description="data directory (holds microlens/videos.csv)")
-    out_dir: Path = Field(Path("popcorn-runs"), description="where run directories are created")
-    cache_dir: Path | None = Field(
-        None, description="cache for embeddings (default: ~/.cache/llmpopcorn)"
+    data_dir: Path | None = setting(
+        None,
+        "Data directory holding microlens/videos.csv (or that CSV itself).",
+        flag="--data",
+        group="common",
+    )
+    out_dir: Path = setting(
+        Path("popcorn-runs"),
+        "Directory for run folders.",
+        flag="--out",
+        group="render",
+        path="dir",
+        default_text="./popcorn-runs",
     )
 
     # run
-    mode: Literal["basic", "pe"] = "basic"
-    seed: int = 42
+    mode: Literal["basic", "pe"] = setting(
+        "basic",
+        "basic: direct prompt; pe: prompt enhancement with MicroLens references.",
+        flag="--mode",
+        group="pe",
+    )
+    seed: int = setting(42, "Random seed for the LLM and renderers.", flag="--seed", group="common")
 
     # LLM
-    llm: str = Field("offline", description="LLM backend name (see `popcorn backends`)")
-    llm_model: str | None = None
-    llm_base_url: str | None = None
-    llm_api_key: SecretStr | None = None
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
-    max_tokens: int = Field(1024, ge=16)
-    max_attempts: int = Field(3, ge=1, le=10, description="ideation attempts before giving up")
-    variants: int = Field(
-        1, ge=1, le=50, description="ideas to generate and rank by predicted popularity"
+    llm: str = setting("offline", "LLM backend.", flag="--llm", group="llm", names="llm")
+    llm_model: str | None = setting(
+        None,
+        "Model name or local path for the LLM backend.",
+        flag="--llm-model",
+        group="llm",
+        default_text="the backend's own",
     )
-    llm_timeout: float = Field(120.0, gt=0, description="seconds one LLM request may take")
-    llm_max_retries: int = Field(3, ge=0, le=10, description="retries on 429/5xx/timeouts")
-    llm_deadline: float = Field(
-        120.0, gt=0, description="seconds one LLM call may take, retries and backoff included"
+    llm_base_url: str | None = setting(
+        None,
+        "Base URL of an OpenAI-compatible server. The key comes from POPCORN_LLM_API_KEY or "
+        "the provider's variable.",
+        flag="--llm-base-url",
+        group="llm",
+    )
+    llm_api_key: SecretStr | None = None
+    temperature: float = setting(
+        0.7,
+        "Sampling temperature (0.7 as in the paper).",
+        flag="--temperature",
+        group="llm",
+        ge=0.0,
+        le=2.0,
+    )
+    top_p: float = setting(
+        0.9, "Nucleus sampling top_p.", flag="--top-p", group="llm", gt=0.0, le=1.0
+    )
+    max_tokens: int = setting(
+        1024, "Most tokens in a reply.", flag="--max-tokens", group="llm", ge=16
+    )
+    max_attempts: int = setting(
+        3,
+        "Ideation attempts before giving up on invalid replies.",
+        flag="--max-attempts",
+        group="llm",
+        ge=1,
+        le=10,
+    )
+    variants: int = setting(
+        1,
+        "Ideas per query (seeds seed..seed+N-1, each told to take its own angle; "
+        "near-duplicate titles are re-asked), ranked by predicted popularity.",
+        flag="--variants",
+        group="variants",
+        ge=1,
+        le=50,
+    )
+    llm_timeout: float = setting(
+        120.0, "Seconds to wait for one LLM request.", flag="--llm-timeout", group="llm", gt=0
+    )
+    llm_max_retries: int = setting(
+        3,
+        "Retries on 429/5xx/timeouts, with backoff.",
+        flag="--llm-max-retries",
+        group="llm",
+        ge=0,
+        le=10,
+    )
+    llm_deadline: float = setting(
+        120.0,
+        "Most seconds one LLM call may take, retries included.",
+        flag="--llm-deadline",
+        group="llm",
+        gt=0,
     )
     llm_load_in_4bit: bool = False
-    llm_rpm: float | None = Field(
-        None, gt=0, description="most LLM requests per minute (batches; none: no limit)"
+    llm_rpm: float | None = setting(
+        None,
+        "Most LLM requests per minute.",
+        flag="--llm-rpm",
+        group="batch",
+        gt=0,
+        default_text="no limit",
     )
-    max_batch_llm_calls: int | None = Field(
-        None, ge=1, description="most LLM requests one batch may make (money-costing API calls)"
+    max_batch_llm_calls: int | None = setting(
+        None,
+        "Most LLM requests a batch may make; then it pauses.",
+        flag="--max-llm-calls",
+        group="batch",
+        ge=1,
+        default_text="no cap",
     )
 
     # renderers
-    render: bool = Field(True, description="render the cover and clip (off: ideas and scores only)")
-    image: str = Field("draft", description="cover image backend")
-    video: str = Field("draft", description="video clip backend")
-    device: str = Field(
-        "auto", description="torch device for model backends: auto, cpu, cuda, cuda:N"
+    render: bool = setting(
+        True,
+        "Render covers and clips, or only ideate and score.",
+        flag="--render/--no-render",
+        group="stages",
     )
-    image_options: dict[str, Any] = Field(
-        default_factory=dict, description="options of the image backend (KEY=VALUE; see its docs)"
+    image: str = setting(
+        "draft",
+        "Cover backend: draft (CPU), a diffusers model or a hosted generator (needs a key).",
+        flag="--image",
+        group="render",
+        names="image",
     )
-    video_options: dict[str, Any] = Field(
-        default_factory=dict, description="options of the video backend (KEY=VALUE; see its docs)"
+    video: str = setting(
+        "draft",
+        "Clip backend: draft (CPU), a diffusers model or a hosted generator (needs a key).",
+        flag="--video",
+        group="render",
+        names="video",
     )
-    video_from_cover: bool = Field(False, description="animate the rendered cover (image-to-video)")
-    max_cost: float | None = Field(
-        None, ge=0, description="most USD one run may spend on hosted generators (estimated)"
+    device: str = setting(
+        "auto",
+        "Device for model backends: auto, cpu, cuda, cuda:N.",
+        flag="--device",
+        group="render",
     )
-    max_batch_cost: float | None = Field(
-        None, ge=0, description="most USD a batch may spend on hosted generators (estimated)"
+    image_options: dict[str, Any] = setting(
+        help="Option of the image backend, repeatable: model, steps, guidance, width, height, "
+        "dtype, offload, vae_tiling, quantization...",
+        flag="--image-opt",
+        group="render",
+        metavar="KEY=VALUE",
+        default_factory=dict,
+    )
+    video_options: dict[str, Any] = setting(
+        help="Option of the video backend, repeatable: model, steps, frames, fps, width, "
+        "height, dtype, offload, vae_tiling, quantization...",
+        flag="--video-opt",
+        group="render",
+        metavar="KEY=VALUE",
+        default_factory=dict,
+    )
+    video_from_cover: bool = setting(
+        False,
+        "Animate the rendered cover (image-to-video: ltx, cogvideox, wan, and the hosted fal-* "
+        "video backends).",
+        flag="--video-from-cover",
+        group="render",
+    )
+    max_cost: float | None = setting(
+        None,
+        "Most a run may spend on hosted generators (estimated from published prices); "
+        "refused before any call.",
+        flag="--max-cost",
+        group="render",
+        metavar="USD",
+        ge=0,
+        default_text="no cap",
+    )
+    max_batch_cost: float | None = setting(
+        None,
+        "Most a batch may spend on hosted generators (estimated).",
+        flag="--max-batch-cost",
+        group="batch",
+        metavar="USD",
+        ge=0,
+        default_text="no cap",
     )
 
     # ready-to-post package
-    package: bool = Field(False, description="write a ready-to-post zip beside the run")
-    c2pa_cert: Path | None = Field(
-        None, description="PEM certificate chain that signs the C2PA manifests of packages"
+    package: bool = setting(
+        False,
+        "Also write package.zip (clip, cover, metadata.json with caption, hashtags and the "
+        "AI-generated disclosure, embedded in the files).",
+        flag="--package",
+        group="package",
     )
-    c2pa_key: Path | None = Field(None, description="PEM private key for that certificate")
+    c2pa_cert: Path | None = setting(
+        None,
+        "PEM certificate chain that signs the package's C2PA manifests.",
+        flag="--c2pa-cert",
+        group="package",
+        path="file",
+    )
+    c2pa_key: Path | None = setting(
+        None,
+        "PEM private key of that certificate.",
+        flag="--c2pa-key",
+        group="package",
+        path="file",
+    )
 
     @field_validator("image_options", "video_options", mode="before")
     @classmethod
@@ -104,32 +274,71 @@ class Settings(BaseModel):
         return parse_options(value)
 
     # prompt enhancement (PE)
-    embedder: str = Field(
-        "minilm", description="text embedder for PE retrieval (see `popcorn backends`)"
+    embedder: str = setting(
+        "minilm",
+        "PE: text embedder for retrieval.",
+        flag="--embedder",
+        group="pe",
+        names="embedder",
     )
-    embedder_model: str | None = Field(
-        None, description="embedding model folder or cached hub name (default: the embedder's own)"
+    embedder_model: str | None = setting(
+        None,
+        "PE: embedding model folder (or a name already in the Hugging Face cache).",
+        flag="--embedder-model",
+        group="pe",
+        default_text="the embedder's own",
     )
-    num_tags: int = Field(1, ge=1)
-    ratio: float = Field(0.1, ge=0.0, le=1.0)
-    n_refs: int = Field(50, ge=1)
-    category_match: Literal["centroid", "name"] = Field(
+    num_tags: int = setting(
+        1, "PE: number of categories to draw references from.", flag="--tags", group="pe", ge=1
+    )
+    ratio: float = setting(
+        0.1, "PE: share of unpopular references.", flag="--ratio", group="pe", ge=0.0, le=1.0
+    )
+    n_refs: int = setting(
+        50, "PE: number of reference videos shown to the LLM.", flag="--refs", group="pe", ge=1
+    )
+    category_match: Literal["centroid", "name"] = setting(
         "centroid",
-        description="how a query finds its category: centroid (content: similarity to each "
-        "category's videos) or name (the paper's match against category names)",
+        "How a query finds its category: centroid (content: similarity to each category's "
+        "videos) or name (the paper's match against category names).",
+        flag="--category-match",
+        group="pe",
     )
-    min_category_size: int = Field(
-        50, ge=1, description="categories with fewer videos are never chosen for a query"
+    min_category_size: int = setting(
+        50,
+        "Categories with fewer videos are never chosen for a query (1 for the paper's matcher).",
+        flag="--min-category-size",
+        group="pe",
+        ge=1,
     )
-    pe_pool: Literal["all", "reference"] = Field(
+    pe_pool: Literal["all", "reference"] = setting(
         "all",
-        description="PE draws references from all videos, or only from the reference part "
-        "(disjoint from the judge's training videos; the study's default)",
+        "PE: draw references from all videos, or only from the reference part (disjoint from "
+        "the judge's training videos; the study's default).",
+        flag="--pe-pool",
+        group="pe",
+    )
+
+    cache_dir: Path | None = setting(
+        None,
+        "PE: cache for corpus embeddings.",
+        flag="--cache-dir",
+        group="pe",
+        path="dir",
+        default_text="~/.cache/llmpopcorn",
     )
 
     # scoring
-    predictor: str | None = Field(None, description="predictor directory (default: shipped model)")
-    score: bool = True
+    predictor: str | None = setting(
+        None,
+        "Predictor: a model shipped under predict/models (default, judge) or a folder.",
+        flag="--predictor",
+        group="score",
+        default_text="the shipped model",
+    )
+    score: bool = setting(
+        True, "Predict the popularity of the idea.", flag="--score/--no-score", group="stages"
+    )
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-safe data with every secret removed."""

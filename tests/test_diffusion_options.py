@@ -315,8 +315,10 @@ def test_importing_and_listing_diffusion_backends_loads_no_torch():
 def test_a_missing_gpu_extra_names_the_extra(monkeypatch):
     import importlib.util
 
-    from llmpopcorn.backends.diffusion.models import LTXVideo
     from llmpopcorn.core.errors import MissingExtraError
+    from llmpopcorn.core.registry import registry
+
+    LTXVideo = registry.get("video", "ltx")
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

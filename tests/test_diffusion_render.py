@@ -282,9 +282,10 @@ def test_make_fails_before_loading_without_memory(tmp_path, tiny_models, monkeyp
 
 
 def test_animatediff_base_model_plus_separate_motion_adapter(tmp_path):
-    from llmpopcorn.backends.diffusion.models import AnimateDiff
     from llmpopcorn.backends.diffusion.options import resolve_options
+    from llmpopcorn.core.registry import registry
 
+    AnimateDiff = registry.get("video", "animatediff")
     base, adapter = fx.save_animatediff_base_and_adapter(tmp_path)
     raw = tiny_options("animatediff", base, adapter=str(adapter), width=16, height=32)
     backend = AnimateDiff.prepare(resolve_options(AnimateDiff.spec, raw, device="cpu"))

@@ -18,6 +18,10 @@ from llmpopcorn.core.errors import ConfigError, UnknownBackendError
 KINDS = ("llm", "image", "video", "embedder", "predictor")
 ENTRY_POINT_GROUP = "llmpopcorn.backends"
 
+#: tables of further built-ins, read on first use: "module:function" returning
+#: kind -> name -> "module:attr" (the diffusers models come from their specs)
+SOURCES = (".diffusion.specs:registry_entries",)
+
 # kind -> name -> "module:attr" (relative modules are under llmpopcorn.backends)
 BUILTINS: dict[str, dict[str, str]] = {
     "llm": {
@@ -32,20 +36,12 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "image": {
         "draft": ".image.draft:DraftCover",
-        "sd15": ".diffusion.models:SD15",
-        "sdxl": ".diffusion.models:SDXL",
-        "flux": ".diffusion.models:FluxSchnell",
         "openai-image": ".hosted.openai_image:OpenAIImage",
         "fal-flux": ".hosted.fal:FalFlux",
         "fal-sd": ".hosted.fal:FalSD",
     },
     "video": {
         "draft": ".video.draft:DraftClip",
-        "ltx": ".diffusion.models:LTXVideo",
-        "hunyuan": ".diffusion.models:HunyuanVideo",
-        "cogvideox": ".diffusion.models:CogVideoX",
-        "animatediff": ".diffusion.models:AnimateDiff",
-        "wan": ".diffusion.models:Wan",
         "fal-ltx": ".hosted.fal:FalLTX",
         "fal-wan": ".hosted.fal:FalWan",
         "fal-hunyuan": ".hosted.fal:FalHunyuan",
@@ -72,6 +68,7 @@ class Registry:
         self._specs: dict[str, dict[str, str | type]] = {
             kind: dict(names) for kind, names in (builtins or BUILTINS).items()
         }
+        self._sources = builtins is None  # a registry built from a given table: only it
         self._plugins_loaded = False
 
     def register(self, kind: str, name: str) -> Callable[[type], type]:
@@ -128,6 +125,11 @@ class Registry:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        if self._sources:
+            for source in SOURCES:
+                for kind, names in _import(source)().items():
+                    for name, target in names.items():
+                        self._specs.setdefault(kind, {}).setdefault(name, target)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             kind, _, name = ep.name.partition(".")
             if kind in KINDS and name:

@@ -1,9 +1,15 @@
-"""The registered diffusers backends: one thin class per model spec, no per-model code."""
+"""The registered diffusers backends: one class per model spec, made from the spec.
+
+There is no per-model code and no per-model table here: every :data:`SPECS` entry
+becomes a backend class (named by :func:`backend_class_name`) and a registry entry
+(:func:`llmpopcorn.backends.diffusion.specs.registry_entries`), so adding a model is
+adding its :class:`~llmpopcorn.backends.diffusion.specs.ModelSpec`.
+"""
 
 from __future__ import annotations
 
 from llmpopcorn.backends.diffusion.base import DiffusionImage, DiffusionVideo
-from llmpopcorn.backends.diffusion.specs import SPECS
+from llmpopcorn.backends.diffusion.specs import SPECS, backend_class_name
 
 
 def _describe(name: str) -> str:
@@ -17,33 +23,18 @@ def _describe(name: str) -> str:
     )
 
 
-class SD15(DiffusionImage):
-    name, spec, description = "sd15", SPECS["sd15"], _describe("sd15")
+def _backend_class(name: str) -> type:
+    spec = SPECS[name]
+    base = DiffusionImage if spec.kind == "image" else DiffusionVideo
+    attrs = {
+        "name": name,
+        "spec": spec,
+        "description": _describe(name),
+        "__module__": __name__,
+        "__doc__": f"{spec.title} ({spec.model_id}) through diffusers.",
+    }
+    return type(backend_class_name(name), (base,), attrs)
 
 
-class SDXL(DiffusionImage):
-    name, spec, description = "sdxl", SPECS["sdxl"], _describe("sdxl")
-
-
-class FluxSchnell(DiffusionImage):
-    name, spec, description = "flux", SPECS["flux"], _describe("flux")
-
-
-class LTXVideo(DiffusionVideo):
-    name, spec, description = "ltx", SPECS["ltx"], _describe("ltx")
-
-
-class HunyuanVideo(DiffusionVideo):
-    name, spec, description = "hunyuan", SPECS["hunyuan"], _describe("hunyuan")
-
-
-class CogVideoX(DiffusionVideo):
-    name, spec, description = "cogvideox", SPECS["cogvideox"], _describe("cogvideox")
-
-
-class AnimateDiff(DiffusionVideo):
-    name, spec, description = "animatediff", SPECS["animatediff"], _describe("animatediff")
-
-
-class Wan(DiffusionVideo):
-    name, spec, description = "wan", SPECS["wan"], _describe("wan")
+for _name in SPECS:
+    globals()[backend_class_name(_name)] = _backend_class(_name)

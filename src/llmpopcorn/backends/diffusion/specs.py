@@ -358,3 +358,17 @@ SPECS: dict[str, ModelSpec] = {
 
 def spec(name: str) -> ModelSpec:
     return SPECS[name]
+
+
+def backend_class_name(name: str) -> str:
+    """The name of model ``name``'s backend class in :mod:`.models` (made from its spec)."""
+    return "Diffusers_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def registry_entries() -> dict[str, dict[str, str]]:
+    """kind -> model name -> registry target, for every spec: what the registry lists
+    (read lazily by :mod:`llmpopcorn.core.registry`; this module is plain data)."""
+    entries: dict[str, dict[str, str]] = {"image": {}, "video": {}}
+    for name, model in SPECS.items():
+        entries[model.kind][name] = f".diffusion.models:{backend_class_name(name)}"
+    return entries

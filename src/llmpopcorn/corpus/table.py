@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 CORPUS_FILE = Path("microlens") / "videos.csv"
 REQUIRED_COLUMNS = ("video_id", "title_en", "partition", "comment_count")
 OPTIONAL_TEXT = ("cover_desc", "caption_en")
+#: a video's text fields as models name them -> the corpus column holding each (the one
+#: table of these names: the predictor's inputs, the scorer and the human baseline read it)
+TEXT_FIELDS = {"title": "title_en", "cover_desc": "cover_desc", "caption": "caption_en"}
 OPTIONAL_COUNTS = ("likes", "views")
 #: the largest count accepted (counts are stored as int64; 10**12 is exact in float64)
 MAX_COUNT = 10**12

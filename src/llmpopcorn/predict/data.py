@@ -18,6 +18,7 @@ import numpy as np
 
 from llmpopcorn.core.errors import DataError
 from llmpopcorn.corpus.table import (
+    TEXT_FIELDS,
     Corpus,
     item_text,
     read_table,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 #: the model's name for a text input -> the corpus column it is read from
-TEXT_FIELDS = {"title": "title_en", "cover_desc": "cover_desc", "caption": "caption_en"}
 #: a text column carries information when at least this share of rows has a value of
 #: its own (a cover_desc that only copies the title does not count)
 MIN_FIELD_SHARE = 0.01

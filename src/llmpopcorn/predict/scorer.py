@@ -66,7 +66,7 @@ LEGACY_INPUTS = {"text_fields": ["title"], "category": True}
 #: corpus text field -> the idea field that *is* that field. An idea's cover prompt is
 #: an instruction to an image model, not a description of a cover, and its video prompt
 #: is not a caption: neither stands in for a field the model learned from.
-IDEA_FIELD_FOR = {"title": "title", "cover_desc": None, "caption_en": None}
+IDEA_FIELD_FOR = {"title": "title", "cover_desc": None, "caption": None}
 IDEA_FIELDS = ("title", "cover_prompt", "video_prompt")
 
 
@@ -260,7 +260,7 @@ class PopularityScorer:
             else:
                 missing.append(name)
         text = item_text(
-            used.get("title", ""), used.get("cover_desc", ""), used.get("caption_en", "")
+            used.get("title", ""), used.get("cover_desc", ""), used.get("caption", "")
         )
         return text, used, missing
 

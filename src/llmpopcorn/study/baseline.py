@@ -32,7 +32,7 @@ def human_baseline(
     :class:`~llmpopcorn.predict.PopularityScorer` (``None``: no predictions)."""
     from llmpopcorn.corpus.index import CorpusIndex, get_embedder
     from llmpopcorn.corpus.partition import in_part
-    from llmpopcorn.corpus.table import item_text, load_corpus
+    from llmpopcorn.corpus.table import TEXT_FIELDS, item_text, load_corpus
 
     corpus = load_corpus(settings.data_dir)
     frame = corpus.frame
@@ -63,13 +63,10 @@ def human_baseline(
         sub = frame.iloc[every]
         # the text fields the judge learned from (title only for the shipped models), as
         # it reads them for an idea
-        fields = (getattr(scorer, "inputs", None) or {}).get(
-            "text_fields", ["title", "cover_desc", "caption_en"]
-        )
-        columns = {"title": "title_en", "cover_desc": "cover_desc", "caption_en": "caption_en"}
+        fields = (getattr(scorer, "inputs", None) or {}).get("text_fields", list(TEXT_FIELDS))
         parts = [
-            sub[columns[name]].tolist() if name in fields else [""] * len(sub)
-            for name in ("title", "cover_desc", "caption_en")
+            sub[column].tolist() if name in fields else [""] * len(sub)
+            for name, column in TEXT_FIELDS.items()
         ]
         table = Table(
             ids=sub["video_id"].astype(str).tolist(),

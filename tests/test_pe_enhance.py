@@ -16,7 +16,7 @@ from llmpopcorn.corpus.table import load_corpus
 from llmpopcorn.enhance.pe import (
     PEParams,
     PEPromptBuilder,
-    choose_categories,
+    category_resolver,
     format_reference,
     share,
     split_pools,
@@ -70,9 +70,10 @@ def test_category_choice_follows_the_category_name(index, query, category):
 
 def test_num_tags_takes_the_most_similar_categories(index):
     q = index.embed_query("game and sports and animal")
-    chosen = [c["name"] for c in choose_categories(index, q, 3)]
+    paper = category_resolver(index, method="name", min_size=1)  # the paper's matcher
+    chosen = [c.name for c in paper.resolve(q, 3)]
     assert set(chosen) == {"Game", "Sports", "Animal"}
-    assert len(choose_categories(index, q, 99)) == len(index.category_names)
+    assert len(paper.resolve(q, 99)) == len(index.category_names)
 
 
 @pytest.mark.parametrize(

@@ -141,21 +141,6 @@ class Selection:
         }
 
 
-def choose_categories(
-    index: CorpusIndex,
-    query_vec: np.ndarray,
-    num_tags: int,
-    *,
-    method: str = "name",
-    min_size: int = 1,
-) -> list[dict[str, Any]]:
-    """The ``num_tags`` categories that best fit the query (see
-    :class:`~llmpopcorn.corpus.categories.CategoryResolver`); ``method="name"`` with
-    ``min_size=1`` is the paper's matcher."""
-    resolver = category_resolver(index, method=method, min_size=min_size)
-    return [c.as_dict() for c in resolver.resolve(query_vec, num_tags)]
-
-
 def category_resolver(index: CorpusIndex, *, method: str, min_size: int) -> CategoryResolver:
     """A resolver over the index's categories (the centroids are computed once per index)."""
     from llmpopcorn.corpus.categories import CategoryResolver, profile_from_index
@@ -358,6 +343,11 @@ class PEPromptBuilder:
 
     #: the pipeline may hand over the run's category ranking (one resolver per run)
     accepts_categories = True
+
+    @property
+    def corpus(self):
+        """The corpus the references come from (the stand-in's hashtags come from it too)."""
+        return self.index.corpus
 
     def select(self, query: str, categories: list[CategoryChoice] | None = None) -> Selection:
         return select_references(

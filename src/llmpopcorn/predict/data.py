@@ -29,7 +29,6 @@ from llmpopcorn.corpus.table import (
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from llmpopcorn.core.types import Idea
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -136,18 +135,6 @@ class Table:
         corpus = validate_frame(frame, require_label=require_label)
         _check_rejected(corpus, "the table")
         return cls.from_corpus(corpus, require_label=require_label)
-
-    @classmethod
-    def from_ideas(cls, ideas: Sequence[Idea], category: str = "") -> Table:
-        """Generated ideas as unlabelled rows: the cover prompt stands where the corpus
-        has the cover description and the video prompt where it has the caption."""
-        texts = [item_text(i.title, i.cover_prompt, i.video_prompt) for i in ideas]
-        return cls(
-            ids=[f"idea-{n}" for n in range(len(ideas))],
-            texts=texts,
-            categories=[category] * len(ideas),
-            titles=[i.title for i in ideas],
-        )
 
 
 def informative_fields(corpus: Corpus, min_share: float = MIN_FIELD_SHARE) -> list[str]:

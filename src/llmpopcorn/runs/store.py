@@ -49,7 +49,6 @@ from llmpopcorn.core.errors import PopcornError
 log = logging.getLogger(__name__)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-STATUSES = ("pending", "running", "ok", "failed")
 #: seconds a claim stays valid without a renewal
 DEFAULT_LEASE_S = 600.0
 

@@ -68,10 +68,6 @@ class ModelSpec:
     i2v_download_gb: float | None = None
     adapter_gb: float = 0.9
 
-    @property
-    def total_b(self) -> float:
-        return self.denoiser_b + self.text_encoders_b + self.vae_b
-
     def default_frames(self, fps: float) -> int:
         """The trained frame count when the model has one, else enough for 3.0 s."""
         return self.native_frames or self.frames_for(3.0, fps)

@@ -287,7 +287,7 @@ def test_cli_env_render_false_is_honoured_and_outputs_say_no_llm(data_dir, tmp_p
     with open(out / "results.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert {(r["is_llm"], r["ideator"], r["ideator_model"]) for r in rows} == {
-        ("False", "offline", "offline-composer-v3")
+        ("False", "offline", "offline-composer-v4")
     }
     bad = invoke([*args, "--seeds", "a,b"])
     assert bad.exit_code == 2 and "--seeds must be integers" in bad.stderr

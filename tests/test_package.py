@@ -132,8 +132,14 @@ def test_package_carries_the_disclosure_in_every_file(run, tmp_path):
     # the draft renderers are algorithms, not generative models: "synthetic", said honestly
     assert meta["ai_generated"] is False and meta["synthetic"] is True
     assert meta["disclosure"].startswith("Synthetic content") and "not filmed" in meta["disclosure"]
-    assert meta["caption"].startswith(run.idea.title)
-    assert meta["hashtags"][-1] == "#AIGenerated" and "#Corgi" in meta["hashtags"]
+    # the idea's own caption for viewers, never the generation prompt; its hashtags are the
+    # query's topics (the stand-in), not the title's pattern words
+    assert meta["caption"] == run.idea.caption and run.idea.caption
+    assert run.idea.video_prompt not in meta["post_text"]
+    assert meta["hashtags"][-1] == "#AIGenerated" and "#corgi" in meta["hashtags"]
+    title_words = {w.lower() for w in run.idea.title.split()} - {"a", "corgi", "learns", "surf"}
+    assert not {t[1:].lower() for t in meta["hashtags"]} & title_words, meta["hashtags"]
+    assert "stand-in" in meta["hashtags_from"]
     stages = {m["stage"]: m for m in meta["models"]}
     assert stages["cover"]["backend"] == "draft" and stages["clip"]["model"] == "draft-clip-v1"
     assert stages["idea"]["note"].startswith("no language model")
@@ -229,20 +235,41 @@ def test_signer_settings_need_both_files(tmp_path):
     assert signer_from_settings(Settings(c2pa_cert=cert, c2pa_key=key)) is not None
 
 
-def test_hashtags_start_with_pe_category():
-    record = RunRecord(
+def _record(idea: Idea, category: str = "Delicacy") -> RunRecord:
+    return RunRecord(
         run_id="r",
         query="a street food vendor flips a giant omelette",
         mode="pe",
         seed=1,
         package_version="0",
         run_dir="/tmp/x",
-        enhancement={"categories": [{"name": "Food & Drink", "similarity": 0.4}]},
-        idea=Idea(title="Omelette Flip Master", cover_prompt="c", video_prompt="v"),
+        enhancement={"categories": [{"name": category, "similarity": 0.4}]},
+        idea=idea,
     )
-    tags = hashtags_for(record)
-    assert tags[0] == "#FoodDrink"
-    assert "#Omelette" in tags and "#AIGenerated" in tags and len(tags) <= 6
+
+
+def test_hashtags_are_the_ideas_own_then_the_disclosure():
+    idea = Idea(
+        title="Omelette Flip Master",
+        cover_prompt="c",
+        video_prompt="v",
+        hashtags=["#StreetFood", "omelette", "#Bangkok", "#Foodie", "#Chef", "#Wok"],
+    )
+    tags = hashtags_for(_record(idea))
+    assert tags == ["#StreetFood", "#omelette", "#Bangkok", "#Foodie", "#Chef", "#AIGenerated"]
+
+
+def test_an_idea_without_hashtags_gets_its_categorys_corpus_hashtags_not_its_title():
+    """An older record or an LLM that gave none: topped up to three from the hashtags popular
+    videos of the category use (the shipped MicroLens table) and the category's name."""
+    from llmpopcorn.corpus.hashtags import shipped_table
+
+    idea = Idea(title="Omelette Flip Master", cover_prompt="c", video_prompt="v")
+    tags = hashtags_for(_record(idea))
+    assert tags[:-1] == shipped_table()["Delicacy"][:3] and tags[-1] == "#AIGenerated"
+    assert not {"#Omelette", "#Flip", "#Master"} & set(tags)
+    # a category the table has no hashtags for: its name
+    assert hashtags_for(_record(idea, "Fiction"))[:-1] == ["#Fiction"]
 
 
 def test_a_run_without_a_clip_cannot_be_packaged(tmp_path):

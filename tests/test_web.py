@@ -567,10 +567,15 @@ def test_the_data_folder_can_be_set_from_the_page_and_is_never_shown(client, tmp
 
 def test_each_variant_is_reported_as_it_is_asked_for(out_dir):
     from fakes import TitleLengthScorer
+    from llmpopcorn.backends.llm.fake import FakeLLM
     from llmpopcorn.web.jobs import ProgressLLM
 
+    titles = ["Corgi surfs", "Otter dives", "Corgi surfs!", "A cat naps"]
+    replies = [json.dumps({**IDEA, "title": t}) for t in titles]
+
     def factory(s):
-        pipeline = draft_pipeline(s, llm=ProgressLLM(OfflineComposer()), scorer=TitleLengthScorer())
+        llm = ProgressLLM(FakeLLM(replies))
+        pipeline = draft_pipeline(s, llm=llm, scorer=TitleLengthScorer())
         pipeline.progress = pipeline.llm
         return pipeline
 
@@ -585,7 +590,7 @@ def test_each_variant_is_reported_as_it_is_asked_for(out_dir):
             for line in client.get(f"/api/runs/{job_id}/events").text.splitlines()
             if line.startswith("data: ") and '"variant"' in line
         ]
-        # variant 3's first title nearly repeats an earlier variant's: it is re-asked, and
+        # variant 3's first title repeats an earlier variant's: it is re-asked, and
         # the re-ask is reported as its attempt 2
         assert [(e["variant"], e["of"], e["attempt"]) for e in events] == [
             (1, 3, 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
@@ -78,8 +79,28 @@ def find_copy(
     return best
 
 
+def similar_title(
+    title: str, others: Sequence[str], threshold: float = COPY_THRESHOLD
+) -> str | None:
+    """The first of ``others`` that ``title`` nearly repeats (equal after normalising, or a
+    difflib ratio of at least ``threshold``): how variants of one query are kept apart."""
+    new = normalise_title(title)
+    if not new:
+        return None
+    for other in others:
+        old = normalise_title(other)
+        if not old:
+            continue
+        if new == old:
+            return other
+        matcher = SequenceMatcher(None, new, old, autojunk=False)
+        if matcher.real_quick_ratio() >= threshold and matcher.ratio() >= threshold:
+            return other
+    return None
+
+
 def _contains(new: str, old: str) -> bool:
     return len(old) >= COPY_CONTAINS_MIN_CHARS and f" {old} " in f" {new} "
 
 
-__all__ = ["COPY_THRESHOLD", "CopyMatch", "find_copy", "normalise_title"]
+__all__ = ["COPY_THRESHOLD", "CopyMatch", "find_copy", "normalise_title", "similar_title"]

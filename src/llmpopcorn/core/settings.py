@@ -139,6 +139,18 @@ class Settings(BaseModel):
         ge=1,
         le=50,
     )
+    refine: int = setting(
+        0,
+        "Rounds of judge-guided refinement: the LLM sees its idea's predicted score, interval "
+        "and the reward judge's explanation (the videos that drove it, popular and unpopular "
+        "ones of the category) and writes an improved idea; the best by the reward judge is "
+        "kept, and every round is also scored by the evaluation judge, which never chooses.",
+        flag="--refine",
+        group="refine",
+        metavar="K",
+        ge=0,
+        le=10,
+    )
     llm_timeout: float = setting(
         120.0, "Seconds to wait for one LLM request.", flag="--llm-timeout", group="llm", gt=0
     )

@@ -136,6 +136,36 @@ class Variant(BaseModel):
     error: str | None = None
 
 
+class RefineRound(BaseModel):
+    """One round of judge-guided refinement (round 0: the run's first idea), with both
+    loop judges' scores (``predictor``, ``log2_comments``, ``interval``, ``category``;
+    the reward judge's also its ``neighbours`` and ``percentile``, what the LLM saw)."""
+
+    round: int
+    idea: Idea | None = None
+    reward: dict[str, Any] | None = None
+    #: the evaluation judge's score: never shown to the LLM, never used to choose
+    evaluation: dict[str, Any] | None = None
+    seeds: list[int] = Field(default_factory=list)
+    #: answers compared by the reward judge in this round (the stand-in composes several)
+    candidates: int = 1
+    attempts: list[Attempt] = Field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Refinement(BaseModel):
+    """Every round of a run's refinement (``pipeline.refine``) and which was kept."""
+
+    rounds_asked: int
+    rounds: list[RefineRound]
+    kept: int  # the round whose idea the run kept: the best by the reward judge
+    method: str
+    #: which judge rewarded and which evaluated, and their overlap with PE's references
+    judges: dict[str, Any] = Field(default_factory=dict)
+    shown: dict[str, Any] = Field(default_factory=dict)
+
+
 class RunRecord(BaseModel):
     """Everything about one run; saved as ``record.json`` in the run directory."""
 
@@ -161,6 +191,7 @@ class RunRecord(BaseModel):
     category: dict[str, Any] | None = None
     idea: Idea | None = None
     variants: list[Variant] = Field(default_factory=list)  # ranked best first
+    refinement: Refinement | None = None  # judge-guided rounds (--refine K)
     copy_check: dict[str, Any] | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     score: Score | None = None

@@ -36,7 +36,14 @@ _KEY_ALIASES = {
     "video_clip_prompt": "video_prompt",
     "video": "video_prompt",
     "clip_prompt": "video_prompt",
+    # optional, beyond the paper's three fields (see Idea)
+    "caption": "caption",
+    "post_caption": "caption",
+    "hashtags": "hashtags",
+    "hash_tags": "hashtags",
+    "tags": "hashtags",
 }
+OPTIONAL_FIELDS = ("caption", "hashtags")
 
 
 class ReplyParseError(ValueError):
@@ -161,10 +168,17 @@ def parse_idea(reply: str) -> Idea:
         raise ReplyParseError(
             f"the title has {len(title)} characters; it must have at most {TITLE_MAX_CHARS}"
         )
+    extra = {k: fields[k] for k in OPTIONAL_FIELDS if fields.get(k) is not None}
     try:
         return Idea(
-            title=title, cover_prompt=fields["cover_prompt"], video_prompt=fields["video_prompt"]
+            title=title,
+            cover_prompt=fields["cover_prompt"],
+            video_prompt=fields["video_prompt"],
+            **extra,
         )
     except ValidationError as exc:
-        reasons = "; ".join(f'"{e["loc"][0]}": {e["msg"]}' for e in exc.errors())
+        reasons = "; ".join(
+            f'"{e["loc"][0]}": {e["msg"]}' if e["loc"] else e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         raise ReplyParseError(reasons) from None

@@ -365,6 +365,16 @@ class Pipeline:
         )
         return best
 
+    def refine(self, record: RunRecord, prompt: Prompt, rounds: int | None = None) -> None:
+        """Judge-guided refinement of ``record.idea``: ``rounds`` (default
+        ``settings.refine``; 0: nothing) rounds in which the LLM sees the reward judge's
+        score and explanation and writes an improved idea (:mod:`llmpopcorn.pipeline.refine`)."""
+        rounds = self.settings.refine if rounds is None else rounds
+        if rounds:
+            from llmpopcorn.pipeline.refine import refine
+
+            refine(self, record, prompt, rounds)
+
     @staticmethod
     def _keep(record: RunRecord, asked: Asked, attempts: list) -> None:
         result = asked.result
@@ -504,6 +514,9 @@ class Pipeline:
             record.category = category
             with stage("ideate"):
                 self.ideate(record, prompt)
+            if self.settings.refine:
+                with stage("refine"):
+                    self.refine(record, prompt)
             if self.settings.render:
                 self.render(record, run_dir, stage)
             with stage("score"):

@@ -50,6 +50,7 @@ def ideate(
     messages = list(prompt.messages)
     attempts: list[Attempt] = []
     context = {
+        **prompt.context,
         "query": prompt.query,
         "mode": prompt.mode,
         "references": [r.model_dump() for r in prompt.references],

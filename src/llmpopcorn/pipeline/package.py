@@ -24,7 +24,6 @@ The web studio can call :func:`make_package` the same way the CLI does.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpopcorn import __version__
 from llmpopcorn.core.errors import ConfigError, DataError, MissingExtraError
-from llmpopcorn.core.types import Artifact, RunRecord
+from llmpopcorn.core.types import MAX_HASHTAGS, Artifact, RunRecord, as_hashtag
 from llmpopcorn.pipeline.report import load_record, save_record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,11 +52,7 @@ SYNTHETIC_DISCLOSURE = (
 )
 #: renderers that are algorithms, not generative models
 NON_GENERATIVE = frozenset({"draft"})
-MAX_HASHTAGS = 6
-_STOP = frozenset(
-    "a an and are as at be by for from has have how in into is it its of on or that the "
-    "their this to was when where which while who why will with you your our we my".split()
-)
+DISCLOSURE_TAG = "#AIGenerated"
 
 
 # -- signing ----------------------------------------------------------------------------
@@ -186,41 +181,44 @@ def category_of(record: RunRecord) -> str | None:
 
 
 def hashtags_for(record: RunRecord) -> list[str]:
-    """Up to six hashtags: the category first, then the idea's and the query's key words."""
-    tags: list[str] = []
-    category = category_of(record)
-    if category:
-        tags.append(_tag(category))
-    text = " ".join(filter(None, [record.idea.title if record.idea else "", record.query]))
-    for word in re.findall(r"[A-Za-z][A-Za-z0-9']+", text):
-        word = word.lower().strip("'")
-        if len(word) < 3 or word in _STOP:
-            continue
-        tags.append(_tag(word))
-    tags.append("#AIGenerated")
-    seen, unique = set(), []
-    for tag in tags:
-        if tag and tag.lower() not in seen:
-            seen.add(tag.lower())
-            unique.append(tag)
-    # keep the disclosure tag even when the list is cut
-    head = [t for t in unique if t != "#AIGenerated"][: MAX_HASHTAGS - 1]
-    return head + ["#AIGenerated"]
+    """The idea's hashtags (from the LLM, or from the stand-in: the query's topics and the
+    hashtags popular videos of the category use), topped up to three from the category's
+    corpus hashtags and its name when there are fewer; then ``#AIGenerated``. Never the
+    title's words."""
+    return _hashtags(record)[0]
 
 
-def _tag(text: str) -> str:
-    words = re.findall(r"[A-Za-z0-9]+", text)
-    return "#" + "".join(w[:1].upper() + w[1:] for w in words) if words else ""
+def _hashtags(record: RunRecord) -> tuple[list[str], str]:
+    idea = record.idea
+    tags = list(idea.hashtags) if idea is not None else []
+    source = _hashtag_source(record) if tags else ""
+    if len(tags) < 3:
+        from llmpopcorn.corpus.hashtags import hashtags_for as category_tags
+
+        category = category_of(record)
+        extra = [*category_tags(category)["hashtags"], as_hashtag(category or "")]
+        tags += [t for t in extra if t and t.lower() not in {x.lower() for x in tags}][
+            : 3 - len(tags)
+        ]
+        added = f"the hashtags popular {category} videos use (MicroLens)" if category else ""
+        source = " + ".join(filter(None, [source, added])) or "none"
+    head = [t for t in tags if t.lower() != DISCLOSURE_TAG.lower()][: MAX_HASHTAGS - 1]
+    return [*head, DISCLOSURE_TAG], source
+
+
+def _hashtag_source(record: RunRecord) -> str:
+    llm = record.backends.get("llm")
+    if llm is not None and llm.is_llm is False:
+        return f"{llm.name} stand-in (the query's topics and its category's corpus hashtags)"
+    return f"the LLM ({llm.model or llm.name})" if llm is not None else "the idea"
 
 
 def caption_for(record: RunRecord) -> str:
-    """A short caption from the idea (its title and the first sentence of the clip)."""
+    """The idea's caption for viewers (the LLM's or the stand-in's); an idea without one
+    (an older record) gets its title. Never a generation prompt."""
     idea = record.idea
     assert idea is not None
-    first = re.split(r"(?<=[.!?])\s", idea.video_prompt.strip(), maxsplit=1)[0]
-    if len(first) > 180:
-        first = first[:177].rsplit(" ", 1)[0] + "..."
-    return f"{idea.title}: {first}" if first else idea.title
+    return idea.caption or idea.title
 
 
 def is_generative(record: RunRecord, stage: str) -> bool:
@@ -245,11 +243,12 @@ def build_metadata(record: RunRecord) -> dict[str, Any]:
     if record.idea is None:
         raise DataError("the run has no idea to package", "package a finished run")
     caption = caption_for(record)
-    tags = hashtags_for(record)
+    tags, source = _hashtags(record)
     return {
         "title": record.idea.title,
         "caption": caption,
         "hashtags": tags,
+        "hashtags_from": source,
         "post_text": f"{caption}\n\n{' '.join(tags)}\n\n{disclosure_for(record)}",
         "ai_generated": is_generative(record, "image") or is_generative(record, "video"),
         "synthetic": True,

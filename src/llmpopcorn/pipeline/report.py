@@ -108,12 +108,17 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
         parts.append("<h2>Idea</h2><table>")
         for key in ("title", "cover_prompt", "video_prompt"):
             parts.append(f"<tr><th>{key}</th><td>{e(getattr(record.idea, key))}</td></tr>")
+        if record.idea.caption:  # the post's own text (never a generation prompt)
+            parts.append(f"<tr><th>caption</th><td>{e(record.idea.caption)}</td></tr>")
+        if record.idea.hashtags:
+            parts.append(f"<tr><th>hashtags</th><td>{e(' '.join(record.idea.hashtags))}</td></tr>")
         parts.append("</table>")
     if record.variants:
         rows = "".join(
             f"<tr><td>{rank}</td><td>{v.seed}</td><td>{e(v.idea.title) if v.idea else ''}</td>"
             f"<td>{'' if v.expected_comments is None else f'{v.expected_comments:.1f}'}</td>"
-            f"<td>{e(v.error or '')}</td></tr>"
+            f"<td>{e(v.error or '')}"
+            f"{e(f' (repeats: {v.duplicate_of})') if v.duplicate_of else ''}</td></tr>"
             for rank, v in enumerate(record.variants, start=1)
         )
         parts.append(

@@ -8,9 +8,10 @@ Used by ``popcorn make --variants N`` and by batch items, both through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from difflib import SequenceMatcher
 
-from llmpopcorn.core.copycheck import COPY_THRESHOLD, normalise_title
+from llmpopcorn.core.copycheck import similar_title
+
+__all__ = ["ANGLES", "diversify", "duplicates_note", "similar_title", "variant_check"]
 
 #: one instruction per variant (cycled), so N variants of a query take N angles
 ANGLES = (
@@ -25,36 +26,24 @@ ANGLES = (
 )
 
 
-def diversify(prompt, variant: int, variants: int):
-    """The prompt with an instruction to take variant ``variant``'s own angle (N > 1)."""
+def diversify(prompt, variant: int, variants: int, avoid: Sequence[str] = ()):
+    """The prompt with an instruction to take variant ``variant``'s own angle (N > 1) and
+    the titles earlier variants took (``avoid``): in the message for an LLM, in
+    ``prompt.context["avoid_titles"]`` for the offline stand-in."""
     if variants <= 1:
         return prompt
     angle = ANGLES[variant % len(ANGLES)]
+    taken = "; ".join(f'"{t}"' for t in avoid)
     note = (
         f"\n\nThis is variant {variant + 1} of {variants} for this query. {angle} "
-        "Give it its own title: not a rewording of the obvious one."
+        "Give it its own title: not a rewording of the obvious one"
+        + (f", and not close to the titles already taken: {taken}." if avoid else ".")
     )
     messages = list(prompt.messages)
     last = messages[-1]
     messages[-1] = last.model_copy(update={"content": last.content + note})
-    return prompt.model_copy(update={"messages": messages})
-
-
-def similar_title(title: str, others: Sequence[str], threshold: float = COPY_THRESHOLD):
-    """The first of ``others`` that ``title`` nearly equals (the copy check's measure)."""
-    new = normalise_title(title)
-    if not new:
-        return None
-    for other in others:
-        old = normalise_title(other)
-        if not old:
-            continue
-        if new == old:
-            return other
-        matcher = SequenceMatcher(None, new, old, autojunk=False)
-        if matcher.real_quick_ratio() >= threshold and matcher.ratio() >= threshold:
-            return other
-    return None
+    context = {**prompt.context, "variant": variant, "avoid_titles": list(avoid)}
+    return prompt.model_copy(update={"messages": messages, "context": context})
 
 
 def variant_check(guard, avoid: Sequence[str]):
@@ -74,3 +63,16 @@ def variant_check(guard, avoid: Sequence[str]):
         return None
 
     return check
+
+
+def duplicates_note(variants: Sequence) -> str | None:
+    """What the record says when some variants could not be made distinct (each
+    :class:`~llmpopcorn.core.types.Variant` also carries its ``duplicate_of``)."""
+    twins = [v for v in variants if v.duplicate_of]
+    if not twins:
+        return None
+    pairs = "; ".join(f'seed {v.seed} repeats "{v.duplicate_of}"' for v in twins)
+    return (
+        f"{len(twins)} of {len(variants)} variants could not be made distinct after their "
+        f"re-asks ({pairs})."
+    )

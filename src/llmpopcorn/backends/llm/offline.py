@@ -9,7 +9,6 @@ language model: runs record ``is_llm: false`` and the CLI says how to plug in on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -17,29 +16,24 @@ from collections import Counter
 from dataclasses import dataclass
 
 from llmpopcorn.backends.base import LLM
-from llmpopcorn.core.types import TITLE_MAX_CHARS, ChatRequest
-
-# Leading instructions that say what to do rather than what the video is about.
-_LEAD = re.compile(
-    r"^(please\s+)?(create|make|generate|produce|design|film|shoot|animate|summari[sz]e|show|"
-    r"write|build|compose|craft|edit|record|present|explain|explore|analy[sz]e|showcase|"
-    r"compile|highlight|capture|depict|illustrate|tell|imagine|visuali[sz]e|give)\b"
-    r"(\s+(me|us))?(\s+(a|an|the|some))?"
-    r"(\s+(short|quick|fun|funny|3-second|viral|cinematic|dramatic|emotional))*"
-    r"(\s+(video|clip|montage|compilation|short|reel|animation|story|skit|vlog|tutorial))?"
-    r"(\s+(about|of|on|showing|showcasing|exploring|analy[sz]ing|featuring|where|that|in which|"
-    r"highlighting|depicting|comparing|explaining|summari[sz]ing|reviewing|ranking))?\s*",
-    re.IGNORECASE,
+from llmpopcorn.backends.llm.compose import (
+    STOPWORDS,
+    TITLE_PATTERNS,
+    capitalise,
+    choose_title,
+    compose_caption,
+    compose_hashtags,
+    fit_title,
+    pick,
+    rotate,
+    stable_int,
+    subject_of,
+    title_options,
 )
+from llmpopcorn.core.types import ChatRequest
 
-_TITLE_PATTERNS = (
-    "{subject}",
-    "Wait for it: {subject}",
-    "POV: {subject}",
-    "{subject} in 3 seconds",
-    "Nobody expected this: {subject}",
-    "{subject}, but make it epic",
-)
+__all__ = ["OfflineComposer", "borrow", "fit_title", "hook_of", "subject_of"]
+
 _STYLES = (
     "bold saturated colours, dramatic rim lighting, shallow depth of field",
     "warm golden-hour light, soft film grain, cosy atmosphere",
@@ -55,49 +49,12 @@ _MOTIONS = (
 )
 
 
-def subject_of(query: str) -> str:
-    """The topic of a query with instructions like "Create a video about" removed."""
-    text = " ".join(query.split()).strip(" .!?")
-    stripped = _LEAD.sub("", text, count=1).strip(" .!?:,")
-    return stripped or text
-
-
-def _pick(options: tuple[str, ...], key: str, salt: str) -> str:
-    digest = hashlib.sha256(f"{salt}|{key}".encode()).digest()
-    return options[int.from_bytes(digest[:4], "big") % len(options)]
-
-
-def fit_title(text: str, limit: int = TITLE_MAX_CHARS) -> str:
-    """Shorten at a word boundary to at most ``limit`` characters."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,:;-")
-    return (cut or text[: limit - 1]) + "…"
-
-
-def _capitalise(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def fill_title(pattern: str, subject: str, tag: str, limit: int = TITLE_MAX_CHARS) -> str:
-    """``pattern`` with the subject shortened to fit, so a long query keeps the pattern's
-    own words ("... in 3 seconds") and different patterns stay different titles."""
-    text = _capitalise(pattern.format(subject=subject, tag=tag))
-    if len(text) <= limit:
-        return text
-    room = limit - len(pattern.format(subject="", tag=tag))
-    if room < 12:  # too little room for a readable subject: cut the whole title
-        return fit_title(text, limit)
-    return fit_title(_capitalise(pattern.format(subject=fit_title(subject, room), tag=tag)), limit)
-
-
 _HOOKS: dict[str, tuple[str, ...]] = {
     "question": ("Can you believe {subject}?", "Who else needs {subject}?"),
-    "exclaim": ("{subject}!", "This is {subject}!"),
+    "exclaim": ("This is {subject}!", "Not me losing it over {subject}!"),
     "number": ("3 seconds of {subject}", "Top 3 moments: {subject}"),
-    "hashtag": ("{subject} #{tag}", "#{tag} {subject}"),
-    "pov": ("POV: {subject}", "When {subject} hits different"),
+    "hashtag": ("{subject} #{tag}", "#{tag} moment: {subject}"),
+    "pov": ("POV: you discover {subject}", "When {subject} hits different"),
     "statement": ("{subject}", "Nobody expected this: {subject}"),
 }
 _HOOK_WORDS = {
@@ -108,16 +65,10 @@ _HOOK_WORDS = {
     "pov": "a first-person point of view",
     "statement": "a plain, direct statement",
 }
-_STOPWORDS = frozenset(
-    """the and for with this that you your are was were have has had not but all can will
-    just what when who how why its his her they them their our out get got one too very from
-    into onto over about after before more most some such than then there these those also here
-    where which while would could should been being did does doing don let video videos really
-    like make made new day time people see look want know good come go back still only even
-    much many way well""".split()
-)
 _WORD = re.compile(r"[a-z][a-z']{2,}")
-_POPULAR_SHOWN = 15  # the nearest popular references the composer studies
+_POPULAR_SHOWN = 15
+#: the title similarity below which the composer's variants count as clearly apart
+CLEARLY_APART = 0.7  # the nearest popular references the composer studies
 
 
 def hook_of(title: str) -> str:
@@ -166,7 +117,7 @@ def borrow(references: list[dict], query: str) -> Borrowed | None:
             share = sign * _weight(ref) / total
             hooks[hook_of(ref.get("title", ""))] += share
             for word in set(_WORD.findall(ref.get("title", "").lower())):
-                if word not in _STOPWORDS:
+                if word not in STOPWORDS:
                     words[word] += share
     query_words = set(_WORD.findall(query.lower()))
     ranked_hooks = sorted(hooks.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -183,18 +134,28 @@ def borrow(references: list[dict], query: str) -> Borrowed | None:
     )
 
 
-def _title_candidates(subject: str, key: str, borrowed: Borrowed | None) -> list[str]:
-    """Titles in order of preference: the borrowed hook's patterns first."""
-    first = _pick(_TITLE_PATTERNS, key, "title")
-    patterns = [first, *(p for p in _TITLE_PATTERNS if p != first)]
-    if borrowed is not None:
-        hook_patterns = list(_HOOKS[borrowed.hook])
-        if _pick(("a", "b"), key, "hook") == "b":
-            hook_patterns.reverse()
-        patterns = hook_patterns + patterns
+def ordered_titles(subject: str, query: str, seed: int, borrowed: Borrowed | None) -> list[str]:
+    """Every title the composer could give, in order of preference: the borrowed hook's
+    patterns first (PE), whole-subject titles before shortened ones, each group starting at
+    the seed's place, so seeds s and s + 1 lead with different patterns."""
     # the category as the community hashtag (#animal, #anime), as MicroLens titles do
     tag = re.sub(r"\W+", "", borrowed.category.lower()) if borrowed else ""
-    return [fill_title(p, subject, tag or "fyp") for p in patterns]
+    hook = list(_HOOKS[borrowed.hook]) if borrowed is not None else []
+    rest = [p for p in TITLE_PATTERNS if p not in hook]
+    hook_whole, hook_short = title_options(subject, hook, tag or "fyp")
+    whole, short = title_options(subject, rest, tag or "fyp")
+    start = stable_int(query, "title") + seed
+    # whole-subject titles first when there are a few to vary over; else every option takes
+    # its turn, so that a new seed still brings new words
+    groups = [(hook_whole, hook_short), (whole, short)]
+    ordered = [
+        title
+        for full, cut in groups
+        for group in ((full, cut) if len(full) >= 3 else (full + cut,))
+        for title in rotate(group, start)
+    ]
+    # no pattern has room for a whole phrase of the subject (one overlong word): cut it
+    return ordered or [fit_title(capitalise(subject))]
 
 
 class OfflineComposer(LLM):
@@ -203,26 +164,40 @@ class OfflineComposer(LLM):
     is_llm = False
 
     def complete(self, request: ChatRequest) -> str:
-        from llmpopcorn.core.copycheck import find_copy
+        from llmpopcorn.core.copycheck import COPY_THRESHOLD, find_copy, similar_title
         from llmpopcorn.core.types import Reference
 
-        query = str(request.context.get("query", "")).strip()
+        context = request.context
+        query = str(context.get("query", "")).strip()
         if not query:
             # used outside the pipeline: the last user message is the best we have
             users = [m.content for m in request.messages if m.role == "user"]
             query = users[-1] if users else "a surprising moment"
-        attempt = int(request.context.get("attempt") or 1)
-        # a re-ask (after a copy check) must not give the same answer again
-        key = f"{query}|{request.seed}" + (f"|{attempt}" if attempt > 1 else "")
+        attempt = int(context.get("attempt") or 1)
+        seed = int(request.seed or 0)
+        # a re-ask (after a copy or duplicate check) must not give the same answer again
+        key = f"{query}|{seed}" + (f"|{attempt}" if attempt > 1 else "")
         subject = subject_of(query)
-        references = request.context.get("references") or []
+        references = context.get("references") or []
         borrowed = borrow(references, query) if references else None
         refs = [Reference(**r) for r in references]
-        candidates = _title_candidates(subject, key, borrowed)
-        # never copy a reference's title: take the first candidate that is original
-        title = next((t for t in candidates if find_copy(t, refs) is None), candidates[0])
-        style = _pick(_STYLES, key, "style")
-        motion = _pick(_MOTIONS, key, "motion")
+        avoid = [str(t) for t in context.get("avoid_titles") or []]
+
+        def original(threshold: float):  # copies no reference, repeats no other variant
+            return lambda title: (
+                find_copy(title, refs) is None and similar_title(title, avoid, threshold) is None
+            )
+
+        ordered = ordered_titles(subject, query, seed, borrowed)
+        # clearly apart from the other variants' titles where possible, else just not a
+        # near-duplicate by the pipeline's own measure
+        title = (
+            choose_title(ordered, original(CLEARLY_APART), skip=attempt - 1)
+            or choose_title(ordered, original(COPY_THRESHOLD), skip=attempt - 1)
+            or ordered[0]
+        )
+        style = pick(_STYLES, key, "style")
+        motion = pick(_MOTIONS, key, "motion")
         cover = (
             f"Vertical 9:16 cover image about {subject}: a single clear focal subject filling "
             f"the frame, expressive and eye-catching, {style}, clear space for the title "
@@ -243,10 +218,23 @@ class OfflineComposer(LLM):
                 f" Pace it like the most-commented similar {where}: "
                 f"the hook ({hook}) lands in the first second."
             )
-        idea = {"title": title, "cover_prompt": cover, "video_prompt": video}
+        category = context.get("category") or (borrowed.category if borrowed else None)
+        idea = {
+            "title": title,
+            "cover_prompt": cover,
+            "video_prompt": video,
+            "caption": compose_caption(
+                subject, key, question=borrowed is not None and borrowed.hook == "question"
+            ),
+            # the subject's words and what popular videos of the category use (never the
+            # title's own pattern words)
+            "hashtags": compose_hashtags(subject, category, context.get("category_hashtags") or []),
+        }
         if references:
             idea["_references_seen"] = len(references)
         return json.dumps(idea, ensure_ascii=False)
 
     def model_id(self) -> str:
-        return "offline-composer-v3"  # v3: long subjects shortened inside the title pattern
+        # v4: titles never cut mid-phrase, consecutive seeds lead with different patterns,
+        # a post caption and hashtags
+        return "offline-composer-v4"

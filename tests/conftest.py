@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-_PROVIDER_KEYS = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "VLLM_API_KEY")
+_PROVIDER_KEYS = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "VLLM_API_KEY", "FAL_KEY")
 
 
 @pytest.fixture(autouse=True)

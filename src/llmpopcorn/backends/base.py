@@ -39,6 +39,9 @@ class Backend(ABC):  # noqa: B024 - subclasses add the abstract method
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: renderers: the pydantic model of their ``--image-opt`` / ``--video-opt`` options
+    #: (:mod:`llmpopcorn.backends.options`); None: the backend takes none
+    options_model: ClassVar[type | None] = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Backend:
@@ -65,6 +68,9 @@ class LLM(Backend):
     kind = "llm"
     #: False for stand-ins that are not language models (the offline composer)
     is_llm: ClassVar[bool] = True
+    #: whether a run request (studio, MCP) may name the model: only where the model is a
+    #: name at a remote API, never where it is a path on the server
+    request_model: ClassVar[bool] = False
 
     @abstractmethod
     def complete(self, request: ChatRequest) -> str:

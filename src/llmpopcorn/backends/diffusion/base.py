@@ -33,7 +33,12 @@ from llmpopcorn.backends.base import (
 from llmpopcorn.backends.diffusion import memory as mem
 from llmpopcorn.backends.diffusion import policy
 from llmpopcorn.backends.diffusion.cancel import current_stop_check
-from llmpopcorn.backends.diffusion.options import Resolved, resolve_options
+from llmpopcorn.backends.diffusion.options import (
+    ImageOptions,
+    Resolved,
+    VideoOptions,
+    resolve_options,
+)
 from llmpopcorn.backends.diffusion.specs import ModelSpec
 from llmpopcorn.backends.diffusion.weights import (
     fetch_command,
@@ -42,6 +47,7 @@ from llmpopcorn.backends.diffusion.weights import (
     measured_sizes,
     model_index,
 )
+from llmpopcorn.backends.options import selected_options
 from llmpopcorn.core.errors import MissingExtraError, PopcornError, RenderError, require
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,13 +139,6 @@ def placement_problem(pipe: Any, device: str, torch: Any) -> str | None:
     return "; ".join(wrong) or None
 
 
-def _settings_options(settings: Settings | None, kind: str, name: str) -> dict[str, Any]:
-    """This backend's user options: only when it is the selected backend of its kind."""
-    if settings is None or getattr(settings, kind, None) != name:
-        return {}
-    return dict(getattr(settings, f"{kind}_options", None) or {})
-
-
 class DiffusionBackend:
     """Mixin with the shared behaviour; subclasses set ``spec`` (and a registry name)."""
 
@@ -168,7 +167,7 @@ class DiffusionBackend:
         for module in GPU_MODULES:  # present, not imported: loading imports them
             if not _installed(module):
                 raise MissingExtraError(module, "gpu", f"the '{cls.name}' {cls.kind} backend")
-        raw = _settings_options(settings, cls.kind, cls.name)
+        raw = selected_options(settings, cls.kind, cls.name)
         from_cover = bool(getattr(settings, "video_from_cover", False)) and cls.kind == "video"
         opts = resolve_options(cls.spec, raw, device=settings.device, from_cover=from_cover)
         return cls.prepare(opts)
@@ -204,7 +203,7 @@ class DiffusionBackend:
         deps = Availability.needs_modules("gpu", *GPU_MODULES)
         if not deps.ok:
             return deps
-        raw = _settings_options(settings, cls.kind, cls.name)
+        raw = selected_options(settings, cls.kind, cls.name)
         ref = raw.get("model") or cls.spec.model_id
         found = find(str(ref))
         if found is None:
@@ -518,6 +517,8 @@ def to_uint8(array: Any) -> np.ndarray:
 class DiffusionImage(DiffusionBackend, ImageBackend):
     """A diffusers text-to-image backend; the cover reaches 9:16 by the ``fit`` policy."""
 
+    options_model = ImageOptions
+
     def request_kwargs(self, request: ImageRequest) -> dict[str, Any]:
         """The exact pipeline arguments for ``request`` (less the generator)."""
         kwargs = self.call_kwargs(request.prompt, request.negative_prompt)
@@ -550,6 +551,8 @@ class DiffusionVideo(DiffusionBackend, VideoBackend):
     reaches 9:16 and exactly 3.0 s by the ``fit`` and ``duration`` policies
     (:mod:`.policy`), recorded in the clip's metadata.
     """
+
+    options_model = VideoOptions
 
     def request_kwargs(self, request: VideoRequest) -> dict[str, Any]:
         """The exact pipeline arguments for ``request`` (less the generator)."""

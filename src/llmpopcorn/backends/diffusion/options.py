@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from llmpopcorn.backends.diffusion import policy
 from llmpopcorn.backends.diffusion.specs import ModelSpec
+from llmpopcorn.backends.options import RendererOptions, validate_options
 from llmpopcorn.core.errors import ConfigError
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
@@ -28,10 +29,12 @@ Quantization = Literal["auto", "none", "bnb-4bit", "bnb-8bit", "torchao-int8"]
 QUANT_PACKAGES = {"bnb-4bit": "bitsandbytes", "bnb-8bit": "bitsandbytes", "torchao-int8": "torchao"}
 
 
-class ImageOptions(BaseModel):
+class ImageOptions(RendererOptions):
     """Options of an image backend (``--image-opt KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    request_safe: ClassVar[frozenset[str]] = frozenset(
+        {"steps", "guidance", "width", "height", "preset", "negative_prompt", "fit"}
+    )
 
     model: str | None = Field(None, description="Hugging Face repo id or local folder")
     dtype: Dtype = Field(
@@ -65,6 +68,12 @@ class ImageOptions(BaseModel):
 
 class VideoOptions(ImageOptions):
     """Options of a video backend (``--video-opt KEY=VALUE``)."""
+
+    request_safe: ClassVar[frozenset[str]] = ImageOptions.request_safe | {
+        "frames",
+        "fps",
+        "duration",
+    }
 
     frames: int | None = Field(
         None, ge=1, le=1024, description="generated frames (must follow the model's rule)"
@@ -154,10 +163,7 @@ def resolve_options(
     """Validate user options for ``spec`` and fill in the model's defaults."""
     model_cls = VideoOptions if spec.kind == "video" else ImageOptions
     flag = f"--{spec.kind}-opt"
-    try:
-        opts = model_cls(**dict(raw or {}))
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, spec, flag), _known(model_cls, flag)) from None
+    opts = validate_options(model_cls, raw, kind=spec.kind, name=spec.name)
     dev = resolve_device(opts.device or device, cuda_available)
     on_cuda = dev.startswith("cuda")
 
@@ -310,18 +316,3 @@ def _combination_hint(flag: str, quant: str) -> str:
         f"use {flag} quantization={quant} {flag} offload=model (whole components move), "
         f"or {flag} quantization=none {flag} offload=sequential"
     )
-
-
-def _describe(exc: ValidationError, spec: ModelSpec, flag: str) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown option '{key}'")
-        else:
-            parts.append(f"option '{key}': {err['msg']} (got {err.get('input')!r})")
-    return f"{spec.kind} backend '{spec.name}': " + "; ".join(parts)
-
-
-def _known(model_cls: type[BaseModel], flag: str) -> str:
-    return f"known options ({flag} KEY=VALUE): " + ", ".join(model_cls.model_fields)

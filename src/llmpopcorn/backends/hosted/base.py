@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, field_validator
 
 from llmpopcorn.backends.base import Availability
 from llmpopcorn.backends.hosted.costs import (
@@ -60,13 +61,14 @@ from llmpopcorn.backends.hosted.files import (
     png_data_uri,
     to_cover,
 )
+from llmpopcorn.backends.options import RendererOptions, selected_options, validate_options
 from llmpopcorn.backends.outbound import (
     OutboundPolicy,
     OutboundTimeout,
     OutboundTooLarge,
     mebibytes,
 )
-from llmpopcorn.core.errors import ConfigError, MissingExtraError
+from llmpopcorn.core.errors import MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -96,6 +98,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: a model / endpoint id: slash-separated segments, none of them "." or ".."
+ENDPOINT_ID = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}){0,5}"
+)
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: words in an error body that mean "the account has no money left", whatever the status
 QUOTA_WORDS = (
@@ -114,10 +120,12 @@ QUOTA_WORDS = (
 # -- options ----------------------------------------------------------------------------
 
 
-class HostedOptions(BaseModel):
-    """Options every hosted backend takes (``--image-opt`` / ``--video-opt KEY=VALUE``)."""
+class HostedOptions(RendererOptions):
+    """Options every hosted backend takes (``--image-opt`` / ``--video-opt KEY=VALUE``).
+    A request may choose the model (an endpoint id, checked below); URLs, timeouts, caps
+    and prices are server configuration."""
 
-    model_config = ConfigDict(extra="forbid")
+    request_safe: ClassVar[frozenset[str]] = frozenset({"model"})
 
     model: str | None = Field(None, description="the provider's model / endpoint id")
     base_url: str | None = Field(None, description="the provider's API URL (e.g. a proxy)")
@@ -138,25 +146,13 @@ class HostedOptions(BaseModel):
         None, ge=0, description="override the price per the model's unit (USD), for estimates"
     )
 
-
-def parse_options(model_cls: type[BaseModel], raw: Mapping[str, Any] | None, flag: str) -> Any:
-    """Validate ``raw`` options; a bad one names itself and lists the known ones."""
-    try:
-        return model_cls(**dict(raw or {}))
-    except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"])
-            parts.append(f"{flag} {loc}: {err['msg']} (got {err.get('input')!r})")
-        known = ", ".join(sorted(model_cls.model_fields))
-        raise ConfigError("; ".join(parts), f"known options: {known}") from None
-
-
-def selected_options(settings: Settings | None, kind: str, name: str) -> dict[str, Any]:
-    """The user's options for this backend: only when it is the selected one of its kind."""
-    if settings is None or getattr(settings, kind, None) != name:
-        return {}
-    return dict(getattr(settings, f"{kind}_options", None) or {})
+    @field_validator("model", "i2v_model", check_fields=False)
+    @classmethod
+    def _endpoint_id(cls, value: str | None) -> str | None:
+        """An endpoint id is a path on the configured origin: plain segments only."""
+        if value is not None and not ENDPOINT_ID.fullmatch(value):
+            raise ValueError("an endpoint id is NAME or OWNER/NAME/... (letters, digits, ._:-)")
+        return value
 
 
 # -- HTTP -------------------------------------------------------------------------------
@@ -244,7 +240,7 @@ class HostedBackend:
     @classmethod
     def resolve(cls, settings: Settings | None) -> HostedOptions:
         raw = selected_options(settings, cls.kind, cls.name)
-        return parse_options(cls.options_model, raw, f"--{cls.kind}-opt")
+        return validate_options(cls.options_model, raw, kind=cls.kind, name=cls.name)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HostedBackend:

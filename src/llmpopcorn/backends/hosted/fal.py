@@ -76,6 +76,13 @@ WAN_RESOLUTION_PRICE = {"480p": 0.04, "580p": 0.06, "720p": 0.08}
 
 
 class FalImageOptions(HostedOptions):
+    request_safe: ClassVar[frozenset[str]] = HostedOptions.request_safe | {
+        "width",
+        "height",
+        "steps",
+        "guidance",
+        "negative_prompt",
+    }
     width: int = Field(720, ge=64, le=2048, description="generated width (9:16 by default)")
     height: int = Field(1280, ge=64, le=2048)
     steps: int | None = Field(None, ge=1, le=100)
@@ -85,6 +92,16 @@ class FalImageOptions(HostedOptions):
 
 
 class FalVideoOptions(HostedOptions):
+    request_safe: ClassVar[frozenset[str]] = HostedOptions.request_safe | {
+        "i2v_model",
+        "resolution",
+        "aspect_ratio",
+        "frames",
+        "fps",
+        "duration",
+        "steps",
+        "negative_prompt",
+    }
     i2v_model: str | None = Field(None, description="endpoint used with --video-from-cover")
     resolution: Literal["480p", "580p", "720p"] | None = None
     aspect_ratio: Literal["9:16", "16:9", "1:1"] = "9:16"

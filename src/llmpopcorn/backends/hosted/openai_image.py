@@ -79,6 +79,7 @@ REFUSAL_CODES = ("moderation_blocked", "content_policy_violation")
 
 
 class OpenAIImageOptions(HostedOptions):
+    request_safe: ClassVar[frozenset[str]] = HostedOptions.request_safe | {"size", "quality"}
     model: str | None = Field("gpt-image-1", description="image model")
     size: str | None = Field(None, description="WIDTHxHEIGHT (default: the model's portrait)")
     quality: str | None = Field(None, description="gpt-image: low/medium/high; dall-e-3: hd")

@@ -6,19 +6,39 @@ seed; the title is typeset large, wrapped and never cut off. Same inputs, same b
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from pydantic import Field
 
 from llmpopcorn.backends.base import ImageBackend, ImageRequest
 from llmpopcorn.backends.draw import draw_text_block, gradient, palette, seed_from
+from llmpopcorn.backends.options import RendererOptions, selected_options, validate_options
+
+
+class DraftCoverOptions(RendererOptions):
+    """``--image-opt`` of the draft cover."""
+
+    request_safe: ClassVar[frozenset[str]] = frozenset({"width", "height"})
+
+    width: int = Field(1080, ge=64, le=4096, description="cover width in pixels")
+    height: int = Field(1920, ge=64, le=4096, description="cover height in pixels")
 
 
 class DraftCover(ImageBackend):
     name = "draft"
     description = "fast CPU title card (1080x1920) derived from the prompt and seed; no model"
+    options_model = DraftCoverOptions
 
     def __init__(self, width: int = 1080, height: int = 1920):
         self.width, self.height = width, height
+
+    @classmethod
+    def from_settings(cls, settings) -> DraftCover:
+        raw = selected_options(settings, cls.kind, cls.name)
+        opts = validate_options(DraftCoverOptions, raw, kind=cls.kind, name=cls.name)
+        return cls(opts.width, opts.height)
 
     def options(self) -> dict:
         return {"width": self.width, "height": self.height}

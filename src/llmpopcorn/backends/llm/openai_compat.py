@@ -128,6 +128,7 @@ class OpenAICompatLLM(LLM):
     default_model: ClassVar[str | None] = "gpt-4o-mini"
     key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     needs_key: ClassVar[bool] = True
+    request_model: ClassVar[bool] = True  # a model name at the remote API, never a path
 
     def __init__(
         self,

@@ -7,19 +7,33 @@ in, derived from the video prompt and the seed. Same inputs, same frames.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
+from pydantic import Field
 
 from llmpopcorn.backends.base import Clip, VideoBackend, VideoRequest
 from llmpopcorn.backends.draw import draw_text_block, gradient, palette, seed_from
 from llmpopcorn.backends.media import YUVFrame, rgb_to_ycbcr
+from llmpopcorn.backends.options import RendererOptions, selected_options, validate_options
 from llmpopcorn.core.errors import RenderError
+
+
+class DraftClipOptions(RendererOptions):
+    """``--video-opt`` of the draft clip (yuv420p: even sizes)."""
+
+    request_safe: ClassVar[frozenset[str]] = frozenset({"width", "height", "fps"})
+
+    width: int = Field(540, ge=64, le=2160, multiple_of=2, description="clip width (even)")
+    height: int = Field(960, ge=64, le=3840, multiple_of=2, description="clip height (even)")
+    fps: int = Field(24, ge=1, le=60, description="frames per second")
 
 
 class DraftClip(VideoBackend):
     name = "draft"
     description = "fast CPU 3 s motion card (540x960, 24 fps, H.264); no model"
+    options_model = DraftClipOptions
 
     def __init__(
         self, width: int = 540, height: int = 960, fps: int = 24, from_cover: bool = False
@@ -29,7 +43,9 @@ class DraftClip(VideoBackend):
 
     @classmethod
     def from_settings(cls, settings) -> DraftClip:
-        return cls(from_cover=settings.video_from_cover)
+        raw = selected_options(settings, cls.kind, cls.name)
+        opts = validate_options(DraftClipOptions, raw, kind=cls.kind, name=cls.name)
+        return cls(opts.width, opts.height, opts.fps, from_cover=settings.video_from_cover)
 
     def options(self) -> dict:
         return {

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from llmpopcorn.core.paths import strip_unsafe
 
 TITLE_MAX_CHARS = 50
+CAPTION_MAX_CHARS = 300
+MAX_HASHTAGS = 6
+HASHTAG_MAX_CHARS = 40
 
 Mode = Literal["basic", "pe"]
 
@@ -29,15 +40,71 @@ class Idea(BaseModel):
     title: str = Field(min_length=1, max_length=TITLE_MAX_CHARS)
     cover_prompt: str = Field(min_length=1)
     video_prompt: str = Field(min_length=1)
+    #: beyond the paper's three fields: the post's text for viewers (one or two sentences,
+    #: never the video prompt) and its hashtags; optional, so old records and replies
+    #: without them stay valid (the package then composes them, see pipeline.package)
+    caption: str | None = Field(None, min_length=1, max_length=CAPTION_MAX_CHARS)
+    hashtags: list[Annotated[str, Field(max_length=HASHTAG_MAX_CHARS + 1)]] = Field(
+        default_factory=list, max_length=MAX_HASHTAGS
+    )
 
-    @field_validator("title", "cover_prompt", "video_prompt", mode="before")
+    @field_validator("title", "cover_prompt", "video_prompt", "caption", mode="before")
     @classmethod
-    def _strip(cls, value: Any) -> Any:
+    def _strip(cls, value: Any, info: ValidationInfo) -> Any:
         # every idea (an LLM reply, an MCP or web caller, an old record.json) loses its
         # bidi overrides and invisible controls here, so no output can carry them
         if isinstance(value, str):
-            return " ".join(strip_unsafe(value).split())
+            value = " ".join(strip_unsafe(value).split())
+            return value or None if info.field_name == "caption" else value
         return value
+
+    @field_validator("hashtags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        """Normalised tags: ``"#corgi #surf"`` or ``["corgi", "Surf Life"]`` become
+        ``["#corgi", "#surf"]`` / ``["#corgi", "#SurfLife"]``; unusable entries are dropped,
+        repeats removed, at most :data:`MAX_HASHTAGS` kept."""
+        if value is None:
+            return []
+        if isinstance(value, str):  # "#a #b c", "a, b c" or "a b"
+            value = re.split(r"[#,]", value) if re.search(r"[#,]", value) else value.split()
+        if not isinstance(value, list):
+            return value  # pydantic says what is wrong
+        tags, seen = [], set()
+        for item in value:
+            tag = as_hashtag(item) if isinstance(item, str) else None
+            if tag and tag.lower() not in seen:
+                seen.add(tag.lower())
+                tags.append(tag)
+        return tags[:MAX_HASHTAGS]
+
+    @model_validator(mode="after")
+    def _caption_is_for_viewers(self) -> Idea:
+        caption = _squash(self.caption or "")
+        for prompt in (_squash(self.video_prompt), _squash(self.cover_prompt)):
+            # equal, or one holds the other (30 characters or more: a long shared stretch)
+            shorter, longer = sorted((caption, prompt), key=len)
+            if caption and (caption == prompt or (len(shorter) >= 30 and shorter in longer)):
+                raise ValueError(
+                    "the caption repeats a generation prompt: "
+                    "write one or two sentences for viewers"
+                )
+        return self
+
+
+def as_hashtag(text: str) -> str | None:
+    """One hashtag: a single word as written (``"corgi"`` -> ``"#corgi"``), several in
+    CamelCase (``"surf life"`` -> ``"#SurfLife"``); letters of any script, digits and ``_``
+    only; None when nothing usable is left or it is too long."""
+    words = re.findall(r"\w+", strip_unsafe(text).replace("#", " "))
+    tag = words[0] if len(words) == 1 else "".join(w[:1].upper() + w[1:] for w in words)
+    if not tag or len(tag) > HASHTAG_MAX_CHARS or not any(c.isalpha() for c in tag):
+        return None
+    return "#" + tag
+
+
+def _squash(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 class Reference(BaseModel):
@@ -85,6 +152,10 @@ class Prompt(BaseModel):
     messages: list[Message]
     references: list[Reference] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
+    #: facts for backends that are not language models (the run's category and the
+    #: hashtags its popular videos use, titles other variants took), merged into
+    #: ``ChatRequest.context``; never part of the messages
+    context: dict[str, Any] = Field(default_factory=dict)
 
 
 class Artifact(BaseModel):
@@ -134,6 +205,9 @@ class Variant(BaseModel):
     log2_comments: float | None = None
     expected_comments: float | None = None
     error: str | None = None
+    #: the earlier variant's title this one still nearly repeats after its re-asks (None:
+    #: distinct by the copy check's measure, core.copycheck.similar_title)
+    duplicate_of: str | None = None
 
 
 class RefineRound(BaseModel):

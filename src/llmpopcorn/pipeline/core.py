@@ -35,9 +35,15 @@ from llmpopcorn.core.types import (
     Variant,
     utcnow,
 )
+from llmpopcorn.corpus.hashtags import hashtags_for
 from llmpopcorn.pipeline.ideate import IdeationResult, SamplingParams, ideate
 from llmpopcorn.pipeline.report import save_record, save_report
-from llmpopcorn.pipeline.variants import diversify, similar_title, variant_check
+from llmpopcorn.pipeline.variants import (
+    diversify,
+    duplicates_note,
+    similar_title,
+    variant_check,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +199,13 @@ class Pipeline:
         with judge_lock or nullcontext():
             ranking = self.category_ranking(query)
         prompt = self._build_prompt(query, ranking)
-        return prompt, self.run_category(query, prompt, ranking)
+        category = self.run_category(query, prompt, ranking)
+        # for the offline stand-in's hashtags: what popular videos of the category use
+        tags = hashtags_for(
+            category and category["name"], getattr(self.prompt_builder, "corpus", None)
+        )
+        prompt.context.update(category=tags["category"], category_hashtags=tags["hashtags"])
+        return prompt, category
 
     @staticmethod
     def apply_prompt(record: RunRecord, prompt: Prompt) -> None:
@@ -276,7 +288,7 @@ class Pipeline:
         valid idea came within ``max_attempts``. The one place variants are asked."""
         make_guard = getattr(self.prompt_builder, "copy_guard", None)
         guard = make_guard(prompt) if make_guard else None
-        asked = diversify(prompt, number, count)
+        asked = diversify(prompt, number, count, avoid)
         result = ideate(self.llm, asked, self.sampling(seed), check=variant_check(guard, avoid))
         return Asked(result, guard, seed, similar_title(result.idea.title, avoid))
 
@@ -343,6 +355,7 @@ class Pipeline:
                         idea=idea,
                         log2_comments=score.log2_comments,
                         expected_comments=score.expected_comments,
+                        duplicate_of=asked.twin,
                     )
                 )
         if not candidates:
@@ -360,6 +373,9 @@ class Pipeline:
         record.variants = ranked
         best = candidates[0][1]
         self._keep(record, best, attempts)
+        note = duplicates_note(ranked)
+        if note:
+            record.notes.append(note)
         record.notes.append(
             f"Best of {count} variants by predicted popularity (variant seed {best.seed})."
         )

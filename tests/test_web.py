@@ -258,18 +258,24 @@ def test_a_the_server_key_goes_only_to_its_backend_and_url(out_dir, monkeypatch)
     base = settings(out_dir, llm="deepseek", llm_api_key=SERVER_KEY)
     same = settings_for(base, RunRequest(query="q"))
     assert same.api_key() == SERVER_KEY
-    for other in (
-        RunRequest(query="q", llm="llamacpp"),
-        RunRequest(query="q", llm="openai"),
-        RunRequest(query="q", llm_base_url="http://127.0.0.1:9/v1"),
-        RunRequest(query="q", llm="deepseek", llm_base_url="https://evil.example/v1"),
-    ):
+    for other in (RunRequest(query="q", llm="llamacpp"), RunRequest(query="q", llm="openai")):
         assert settings_for(base, other).api_key() is None, other
     mine = RunRequest(query="q", llm="llamacpp", llm_api_key=TYPED_KEY)
     assert settings_for(base, mine).api_key() == TYPED_KEY
-    # a key from the server's environment is not sent to a URL the request names either
+    # while the server holds a key, a request cannot choose where the LLM is reached
+    # (issue 22): only the server's URL or the backend's own default
+    for moved in (
+        RunRequest(query="q", llm_base_url="http://127.0.0.1:9/v1"),
+        RunRequest(query="q", llm="deepseek", llm_base_url="https://evil.example/v1"),
+        RunRequest(query="q", llm="llamacpp", llm_base_url="http://127.0.0.1:9/v1"),
+    ):
+        with pytest.raises(ConfigError, match="holds API keys"):
+            settings_for(base, moved)
+    default = RunRequest(query="q", llm="deepseek", llm_base_url="https://api.deepseek.com")
+    assert settings_for(base, default).api_key() == SERVER_KEY
+    # a key in the server's environment counts as holding one
     monkeypatch.setenv("DEEPSEEK_API_KEY", SERVER_KEY)
-    with pytest.raises(ConfigError, match="DEEPSEEK_API_KEY"):
+    with pytest.raises(ConfigError, match="holds API keys"):
         settings_for(
             settings(out_dir),
             RunRequest(query="q", llm="deepseek", llm_base_url="http://127.0.0.1:9/v1"),
@@ -278,17 +284,13 @@ def test_a_the_server_key_goes_only_to_its_backend_and_url(out_dir, monkeypatch)
     # end to end: the key never reaches a server the request points at
     app = create_app(base, pipeline_factory=draft_pipeline)
     with FakeOpenAIServer() as fake, TestClient(app, base_url="http://127.0.0.1") as client:
-        fake.queue(200, completion(json.dumps(IDEA)))
-        other = {"query": "a corgi", "llm": "llamacpp", "llm_base_url": fake.url}
-        job_id = client.post("/api/runs", json=other).json()["id"]
-        assert wait_for(client, job_id)["state"] == "done"
-        # deepseek at another URL: no key goes with it, so the run stops before any call
-        moved = client.post("/api/runs", json={"query": "a corgi", "llm_base_url": fake.url})
-        view = wait_for(client, moved.json()["id"])
-        assert view["state"] == "failed" and "API key" in view["error"]
-        assert len(fake.chat_requests) == 1
-        for request in fake.requests:
-            assert SERVER_KEY not in json.dumps(request["headers"])
+        for body in (
+            {"query": "a corgi", "llm": "llamacpp", "llm_base_url": fake.url},
+            {"query": "a corgi", "llm_base_url": fake.url},
+        ):
+            refused = client.post("/api/runs", json=body)
+            assert refused.status_code == 400 and "holds API keys" in refused.json()["error"]
+        assert fake.requests == []
 
 
 def test_b_other_binds_need_a_token_on_every_api_call(out_dir):

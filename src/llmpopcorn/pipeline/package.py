@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from llmpopcorn import __version__
 from llmpopcorn.core.errors import ConfigError, DataError, MissingExtraError
 from llmpopcorn.core.types import MAX_HASHTAGS, Artifact, RunRecord, as_hashtag
-from llmpopcorn.pipeline.report import load_record, save_record
+from llmpopcorn.pipeline.package_files import checked_media, read_record
+from llmpopcorn.pipeline.report import save_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmpopcorn.core.settings import Settings
@@ -390,13 +391,15 @@ def make_package(
     """Write ``package.zip`` into ``run_dir`` (see the module docstring); return its path.
     The record lists it as an artifact."""
     run_dir = Path(run_dir)
-    record = record or load_record(run_dir)
+    record = record or read_record(run_dir)
     cover, clip = record.artifact("cover"), record.artifact("clip")
     if record.status != "ok" or cover is None or clip is None or record.idea is None:
         raise DataError(
             f"run {record.run_id} has no finished cover and clip to package",
             "package a run that rendered both (not --no-render, not failed)",
         )
+    # only regular files inside the run folder, each opened for what it claims to be
+    cover_file, clip_file = checked_media(run_dir, cover), checked_media(run_dir, clip)
     meta = build_metadata(record)
     if signer is None:
         meta["c2pa"] = {
@@ -414,8 +417,8 @@ def make_package(
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".package-") as tmp:
         tmp_dir = Path(tmp)
         png, mp4 = tmp_dir / "cover.png", tmp_dir / "clip.mp4"
-        write_png_with_disclosure(run_dir / cover.path, png, meta)
-        write_mp4_with_disclosure(run_dir / clip.path, mp4, meta)
+        write_png_with_disclosure(cover_file, png, meta)
+        write_mp4_with_disclosure(clip_file, mp4, meta)
         if signer is not None:
             sign_c2pa(png, "image/png", c2pa_manifest(meta, "cover.png", "cover"), signer)
             sign_c2pa(mp4, "video/mp4", c2pa_manifest(meta, "clip.mp4", "clip"), signer)

@@ -302,7 +302,16 @@ def create_app(
         if path is None:
             return not_found("file")
         if name == "record.json":
-            return answer(_record(jobs, job_id))
+            record = _record(jobs, job_id)
+            if record is None:  # the file is there (checked above) but not a run record
+                return answer(
+                    {
+                        "error": "this run's record.json is damaged (not a valid run record)",
+                        "hint": "the run folder was changed or cut short; run it again (retry)",
+                    },
+                    409,
+                )
+            return answer(record)
         if name == "report.html":
             return Response(scrubber.text(path.read_text("utf-8")), media_type=_FILES[name])
         return Response(path.read_bytes(), media_type=_FILES[name])

@@ -1,6 +1,15 @@
 """A run request (the body of ``POST /api/runs``) and the settings it resolves to.
 
-The one rule that matters here: **a key goes only where it was configured to go.** The
+**A request chooses backends and creative knobs; the rest is server configuration.** A
+request may set only the renderer options its backend declares ``request_safe``
+(:mod:`llmpopcorn.backends.options`: sizes, steps, an endpoint id, never a URL, a model
+path, a device or a price), merged over the server's own options for that backend; it
+may name the LLM's model only for backends whose model is a name at a remote API
+(``request_model``), never a path on the server; and while the server holds any API key
+(its ``llm_api_key``, or a provider key in its environment) the LLM URL may only be one
+the server is configured for (its ``llm_base_url``) or the backend's own default.
+
+The other rule: **a key goes only where it was configured to go.** The
 server's ``llm_api_key`` was configured for one backend at one URL; a request that picks
 another backend or another URL gets no key from the server (and a request that would make a
 backend fall back to a key from the server's environment for a URL other than that
@@ -12,12 +21,14 @@ through :mod:`llmpopcorn.core.redact`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from llmpopcorn.backends.options import validate_options
 from llmpopcorn.core.errors import ConfigError
 from llmpopcorn.core.registry import registry
 from llmpopcorn.core.settings import Settings
@@ -25,13 +36,10 @@ from llmpopcorn.core.settings import Settings
 #: request fields copied onto the settings as they are (when given)
 _PLAIN = (
     "mode",
-    "llm_model",
     "temperature",
     "variants",
     "image",
     "video",
-    "image_options",
-    "video_options",
     "render",
     "num_tags",
     "ratio",
@@ -102,14 +110,30 @@ def settings_for(base: Settings, request: RunRequest) -> Settings:
         name: getattr(request, name) for name in _PLAIN if getattr(request, name) is not None
     }
     for kind in ("image", "video"):
-        if kind in update:
-            registry.get(kind, update[kind])  # an unknown name: a clear 400 now
+        update.update(_renderer_options(base, request, kind))
     llm_name = request.llm or base.llm
     cls = registry.get("llm", llm_name)
+    if request.llm_model is not None:
+        if not getattr(cls, "request_model", False):
+            raise ConfigError(
+                f"the model of the '{llm_name}' LLM backend is a path or name on this server: "
+                "a request cannot choose it",
+                "leave the model empty (the server's --llm-model is used), or choose an API "
+                "backend (openai, deepseek, ollama, vllm, llamacpp)",
+            )
+        update["llm_model"] = request.llm_model
     same_backend = llm_name == base.llm
     server_url = _url(base.llm_base_url) or _default_url(cls)
     if request.llm_base_url:
         target_url = _url(request.llm_base_url)
+        allowed = {_url(base.llm_base_url), _default_url(cls)} - {""}
+        if server_keys(base) and target_url not in allowed:
+            raise ConfigError(
+                "this server holds API keys, so a request cannot choose where the LLM is "
+                "reached",
+                "leave the LLM URL empty; the URL is server configuration "
+                "(popcorn serve --llm-base-url URL)",
+            )
     elif same_backend:
         target_url = server_url
     else:
@@ -137,6 +161,62 @@ def settings_for(base: Settings, request: RunRequest) -> Settings:
         return Settings(**{**base.model_dump(), **update})
     except ValueError as exc:
         raise ConfigError(f"invalid run settings: {exc}", "fix the field named above") from None
+
+
+def _renderer_options(base: Settings, request: RunRequest, kind: str) -> dict[str, Any]:
+    """The ``{kind}`` and ``{kind}_options`` settings a request leads to: only options the
+    backend declares request-safe, over the server's own options for that backend (a
+    backend other than the server's gets none of the server's)."""
+    name = getattr(request, kind) or getattr(base, kind)
+    cls = registry.get(kind, name)  # an unknown name: a clear 400 now
+    asked = dict(getattr(request, f"{kind}_options") or {})
+    if getattr(request, kind) is None and not asked:
+        return {}
+    model = getattr(cls, "options_model", None)
+    safe = set(getattr(model, "request_safe", ())) if model is not None else set()
+    refused = sorted(set(asked) - safe)
+    if refused:
+        known = set(model.model_fields) if model is not None else set()
+        named = [key for key in refused if key in known]
+        what = f"option(s) {', '.join(named)}" if named else "unknown option(s)"
+        raise ConfigError(
+            f"a request cannot set {what} of the '{name}' {kind} backend: URLs, model paths, "
+            "devices, prices and limits are server configuration",
+            f"options a request may set for '{name}': {', '.join(sorted(safe)) or 'none'}",
+        )
+    own = dict(getattr(base, f"{kind}_options") or {}) if name == getattr(base, kind) else {}
+    merged = {**own, **asked}
+    if model is not None:
+        validate_options(model, merged, kind=kind, name=name)  # a bad value: 400 now
+    return {kind: name, f"{kind}_options": merged}
+
+
+@functools.cache
+def _key_variables() -> tuple[str, ...]:
+    """Every environment variable a registered backend reads a key from."""
+    names: set[str] = set()
+    for kind in ("llm", "image", "video"):
+        for name in registry.names(kind):
+            try:
+                cls = registry.get(kind, name)
+            except Exception:  # noqa: BLE001 - a broken plugin holds no key
+                continue
+            names.update(getattr(cls, "key_envs", ()) or ())
+            if getattr(cls, "key_env", None):
+                names.add(cls.key_env)
+    return tuple(sorted(names))
+
+
+def server_keys(base: Settings) -> list[str]:
+    """Names of the API keys this server holds (its setting, its environment)."""
+    from llmpopcorn.core.redact import SECRET_ENV_SUFFIX, SECRET_ENV_VARS
+
+    held = ["llm_api_key"] if base.llm_api_key is not None else []
+    for name, value in sorted(os.environ.items()):
+        named = name in SECRET_ENV_VARS or name.endswith(SECRET_ENV_SUFFIX)
+        if value.strip() and (named or name in _key_variables()):
+            held.append(name)
+    return held
 
 
 def settings_key(settings: Settings) -> str:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmpopcorn.core.errors import DataError, PopcornError
 from llmpopcorn.core.settings import Settings
 from llmpopcorn.core.types import utcnow
+
+log = logging.getLogger(__name__)
 
 
 def only_run_dir(job_dir: Path) -> Path | None:
@@ -71,13 +75,29 @@ def summary(run_dir: Path | None) -> dict[str, Any]:
 
 def package_bytes(run_dir: Path, settings: Settings, scrubber: Callable[[Any], Any]) -> bytes:
     """make_package's zip (clip.mp4, cover.png, metadata.json) plus the run's record.json
-    with server paths taken out by ``scrubber``."""
+    with server paths taken out by ``scrubber``. Any failure is a :class:`PopcornError`
+    with a hint (a damaged record or file, a link out of the folder), never a crash."""
+    from llmpopcorn.pipeline.package_files import read_record
+
+    record = read_record(run_dir)  # damaged: a DataError (the studio answers it as JSON)
+    try:
+        return _package(run_dir, record, settings, scrubber)
+    except PopcornError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unforeseen file problem: an error, not a 500
+        log.warning("package of %s failed: %s", run_dir.name, type(exc).__name__)
+        raise DataError(
+            f"the package could not be built ({type(exc).__name__})",
+            "the run's files may be damaged; make the run again (Retry)",
+        ) from None
+
+
+def _package(run_dir: Path, record: Any, settings: Settings, scrubber: Callable) -> bytes:
     from llmpopcorn.core.paths import escape_unsafe_json
     from llmpopcorn.pipeline.package import make_package, signer_from_settings
-    from llmpopcorn.pipeline.report import load_record
 
-    zipped = make_package(run_dir, signer=signer_from_settings(settings))
-    record = load_record(run_dir).model_dump(mode="json")
+    zipped = make_package(run_dir, signer=signer_from_settings(settings), record=record)
+    record = record.model_dump(mode="json")  # with the package listed (make_package saved it)
     buffer = io.BytesIO()
     with zipfile.ZipFile(zipped) as source, zipfile.ZipFile(buffer, "w") as target:
         for info in source.infolist():

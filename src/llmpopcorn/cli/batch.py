@@ -74,6 +74,7 @@ class ProgressBar:
 @click.argument("queries_file", required=False, type=click.Path(dir_okay=False))
 @execution_options
 @setting_option("variants")
+@setting_option("refine")
 @setting_option("render")
 @setting_option("score")
 @click.option(

@@ -24,6 +24,7 @@ from llmpopcorn.cli.options import (
 @package_options
 @common_options
 @setting_option("variants")
+@setting_option("refine")
 @setting_option("score")
 @click.option(
     "--json",

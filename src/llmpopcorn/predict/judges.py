@@ -58,6 +58,7 @@ class LoopJudges:
     def __init__(self, reward: Any, evaluation: Any):
         self.reward = reward
         self.evaluation = evaluation
+        self._overlap: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def load(
@@ -108,13 +109,16 @@ class LoopJudges:
         """Overlap between what the reward judge learned from, what the evaluation judge
         learned from and PE's reference part: by video id (their retrieval memories) and,
         with the corpus, by normalised title over the whole corpus part each was trained
-        on (validation and test rows included)."""
-        return memory_overlap(
-            _memory(self.reward),
-            _memory(self.evaluation),
-            parts=(_part(self.reward), _part(self.evaluation)),
-            data_dir=data_dir,
-        )
+        on (validation and test rows included). Computed once per corpus."""
+        key = str(data_dir or "")
+        if key not in self._overlap:
+            self._overlap[key] = memory_overlap(
+                _memory(self.reward),
+                _memory(self.evaluation),
+                parts=(_part(self.reward), _part(self.evaluation)),
+                data_dir=data_dir,
+            )
+        return self._overlap[key]
 
 
 def _memory(scorer: Any) -> list[str]:

@@ -61,9 +61,14 @@ def predictor_identity(settings: Settings) -> dict[str, Any] | None:
     """The predictor's id and version: its folder name and a hash of its files."""
     if not settings.score:
         return None
+    return model_identity(settings.predictor)
+
+
+def model_identity(model: str | Path | None) -> dict[str, Any]:
+    """A saved model's folder name and a hash of its files."""
     from llmpopcorn.predict.scorer import resolve_model_dir  # light: no torch
 
-    path = resolve_model_dir(settings.predictor)
+    path = resolve_model_dir(model)
     files = [
         p
         for p in path.iterdir()
@@ -100,6 +105,10 @@ def cell_identity(
     if not settings.render:
         data = {k: v for k, v in data.items() if k not in RENDER_ONLY}
     data["predictor"] = predictor
+    if settings.refine:  # the refinement's reward judge chooses the idea
+        from llmpopcorn.predict.judges import EVALUATION_MODEL, REWARD_MODEL
+
+        data["loop_judges"] = [model_identity(m) for m in (REWARD_MODEL, EVALUATION_MODEL)]
     data["llm_model_id"] = llm_model
     data["corpus_sha256"] = corpus_sha256
     return data

@@ -158,6 +158,9 @@ class ItemWorker:
                     avoid=list(task.get("avoid") or []),
                 )
             state["twin"] = asked.twin
+            if p.settings.refine:
+                with stage("refine"):
+                    p.refine(record, prompt)
         except BaseException as exc:  # noqa: BLE001 - recorded, classified, handed back
             return self._fail(state, exc)
         return state

@@ -29,7 +29,8 @@ def test_a_build_reports_its_progress_to_the_listener(tmp_path):
 
 def test_web_jobs_turn_progress_into_index_events_and_cancel_the_build():
     pytest.importorskip("fastapi")
-    from llmpopcorn.web.jobs import JobStopped, _index_listener
+    from llmpopcorn.web.job import JobStopped
+    from llmpopcorn.web.progress import index_listener as _index_listener
 
     class FakeJob:
         stop = None

@@ -570,7 +570,7 @@ def test_the_data_folder_can_be_set_from_the_page_and_is_never_shown(client, tmp
 def test_each_variant_is_reported_as_it_is_asked_for(out_dir):
     from fakes import TitleLengthScorer
     from llmpopcorn.backends.llm.fake import FakeLLM
-    from llmpopcorn.web.jobs import ProgressLLM
+    from llmpopcorn.web.progress import ProgressLLM
 
     titles = ["Corgi surfs", "Otter dives", "Corgi surfs!", "A cat naps"]
     replies = [json.dumps({**IDEA, "title": t}) for t in titles]

@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import queue
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,91 +48,35 @@ from llmpopcorn.core.settings import Settings
 from llmpopcorn.core.types import utcnow
 from llmpopcorn.pipeline.core import Pipeline
 from llmpopcorn.runs.store import Store, new_owner
+from llmpopcorn.web.history import JobViews, request_from_labels
+from llmpopcorn.web.job import (
+    DEFAULT_LEASE_S,
+    GROUP,
+    INTERRUPTED,
+    KEY_LOST,
+    KEY_LOST_HINT,
+    KIND,
+    LIVE,
+    MAX_ERROR_CHARS,
+    RECENT_JOBS,
+    STORE_NAME,
+    TERMINAL,
+    WEB_FOLDER,
+    Job,
+    JobBusy,
+    JobStopped,
+)
+from llmpopcorn.web.progress import (
+    ProgressLLM,
+    index_listener,
+    lower_priority,
+    progress_pipeline,
+    variant_listener,
+)
 from llmpopcorn.web.requests import RunRequest, settings_for, settings_key
-from llmpopcorn.web.runfiles import mark_record, only_run_dir, package_bytes, summary
+from llmpopcorn.web.runfiles import mark_record, only_run_dir, summary
 
 log = logging.getLogger(__name__)
-
-KIND = "web"
-GROUP = "studio"
-STORE_NAME = "store.sqlite"
-WEB_FOLDER = "web"
-TERMINAL = frozenset({"done", "failed", "cancelled", "interrupted"})
-LIVE = frozenset({"queued", "running"})
-DEFAULT_LEASE_S = 600.0
-MAX_ERROR_CHARS = 1_000
-#: finished jobs kept in memory for late event-stream readers (the store keeps them all)
-RECENT_JOBS = 256
-INTERRUPTED = "interrupted: the server stopped before this run finished"
-KEY_LOST = (
-    "interrupted: this queued run needed the API key typed into the page, which is not "
-    "kept across a server restart"
-)
-KEY_LOST_HINT = "run it again (retry) and type the key again"
-
-
-class JobBusy(PopcornError):
-    """The job is still queued or running (it cannot be run again yet)."""
-
-
-class JobStopped(Exception):
-    """Raised inside a running job at a stage boundary (cancel, or server shutdown)."""
-
-    def __init__(self, state: str, message: str):
-        super().__init__(message)
-        self.state = state
-
-
-@dataclass
-class Job:
-    id: str
-    request: RunRequest  # may hold a typed key: memory of this process only
-    settings: Settings
-    lane: str
-    state: str = "queued"
-    submitted: float = field(default_factory=time.time)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    stop: tuple[str, str] | None = None  # (state, message) once asked to stop
-    seq: int = 0  # queue order (submission, or the store's order for re-queued jobs)
-    finishing: bool = False  # its end is being written (the state changes after the store)
-    cond: threading.Condition = field(default_factory=threading.Condition)
-
-    @property
-    def key(self) -> str:
-        return f"{KIND}:{self.id}"
-
-    def emit(self, kind: str, **data: Any) -> None:
-        with self.cond:
-            self.events.append({"seq": len(self.events), "type": kind, "t": time.time(), **data})
-            self.cond.notify_all()
-
-
-class ProgressLLM:
-    """A pipeline's LLM, wrapped so the job running reports each call: which variant
-    (by its seed) and which attempt. Everything else is the wrapped backend's own."""
-
-    def __init__(self, inner: Any):
-        self._inner = inner
-        self.listener: Callable[[Any], None] | None = None
-
-    def complete(self, request: Any) -> str:
-        if self.listener is not None:
-            self.listener(request)
-        return self._inner.complete(request)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def progress_pipeline(settings: Settings, **given: Any) -> Pipeline:
-    """The default pipeline factory: a Pipeline whose LLM reports each call (variants)."""
-    from llmpopcorn.core.registry import registry
-
-    llm = given.pop("llm", None) or registry.create("llm", settings.llm, settings)
-    proxy = ProgressLLM(llm)
-    pipeline = Pipeline(settings, llm=proxy, **given)
-    pipeline.progress = proxy
-    return pipeline
 
 
 def lane_for(settings: Settings) -> str:
@@ -144,7 +86,7 @@ def lane_for(settings: Settings) -> str:
     return "draft" if draft_render and not local_llm else "device"
 
 
-class JobManager:
+class JobManager(JobViews):
     """Queues, workers and the store for web runs (see the module docstring)."""
 
     def __init__(
@@ -404,7 +346,7 @@ class JobManager:
     # -- the workers ---------------------------------------------------------------------
 
     def _work(self, lane: str, name: str) -> None:
-        _lower_priority()  # the event loop (page, API, history) stays responsive under jobs
+        lower_priority()  # the event loop (page, API, history) stays responsive under jobs
         pipelines: OrderedDict[str, Pipeline] = OrderedDict()
         while True:
             job = self.queues[lane].get()
@@ -466,13 +408,13 @@ class JobManager:
             pipeline = self._pipeline(job, pipelines)
             progress = getattr(pipeline, "progress", None)
             if isinstance(progress, ProgressLLM):
-                progress.listener = _variant_listener(job, pipeline.settings)
+                progress.listener = variant_listener(job, pipeline.settings)
             from llmpopcorn.backends.diffusion.cancel import stop_check
             from llmpopcorn.core.progress import progress_listener  # numpy: only once a job runs
 
             # a diffusers render checks the stop after each denoising step, not only
             # between stages
-            with progress_listener(_index_listener(job)), stop_check(check_stop):
+            with progress_listener(index_listener(job)), stop_check(check_stop):
                 pipeline.make(
                     job.request.query,
                     out_dir=self._job_dir(job.id),
@@ -539,152 +481,3 @@ class JobManager:
 
     def _job_dir(self, job_id: str) -> Path:
         return self.out_root / WEB_FOLDER / job_id
-
-    # -- reading -------------------------------------------------------------------------
-
-    def row(self, job_id: str) -> dict[str, Any] | None:
-        return self.store().get(f"{KIND}:{job_id}")
-
-    def view(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A job as the API shows it (no paths, no key)."""
-        job_id = row["key"].split(":", 1)[1]
-        result = row["result"] or {}
-        with self._lock:
-            job = self.jobs.get(job_id)
-        if row["status"] == "running":
-            state = job.state if job is not None else "running"
-        elif row["status"] == "pending":
-            state = "queued"  # given back by a stopped server: the next start runs it
-        else:
-            state = result.get("state") or ("done" if row["status"] == "ok" else "failed")
-        labels = row["labels"]
-        out = {
-            "id": job_id,
-            "state": state,
-            "query": labels.get("query"),
-            "mode": labels.get("mode"),
-            "request": labels.get("request", {}),
-            "submitted": row["created"],
-            "finished": row["finished"],
-            "seconds": row["seconds"],
-            "error": row["error"],
-            "hint": result.get("hint"),
-            "title": result.get("title"),
-            "score": result.get("score"),
-            "category": result.get("category"),
-            "stages": result.get("timings") or {},
-            "run_id": result.get("run_id"),
-            "has_clip": bool(result.get("has_clip")),
-            "retry_of": labels.get("retry_of"),
-        }
-        out["retryable"] = state in TERMINAL
-        if row["status"] == "pending":
-            out["error"] = None
-        if job is not None:
-            out["position"] = self.queue_position(job)
-            out["stage"] = next(
-                (e["stage"] for e in reversed(job.events) if e["type"] == "stage"), None
-            )
-        return out
-
-    def history(
-        self, *, search: str = "", state: str = "", limit: int = 20, offset: int = 0
-    ) -> dict[str, Any]:
-        rows = self.store().items(kind=KIND)
-        rows.reverse()  # newest first
-        views = [self.view(row) for row in rows]
-        if search:
-            needle = search.casefold()
-            views = [
-                v
-                for v in views
-                if needle in (v["query"] or "").casefold()
-                or needle in (v["title"] or "").casefold()
-            ]
-        if state:
-            views = [v for v in views if v["state"] == state]
-        return {
-            "total": len(views),
-            "offset": offset,
-            "limit": limit,
-            "runs": views[offset : offset + limit],
-        }
-
-    def run_dir(self, job_id: str) -> Path | None:
-        row = self.row(job_id)
-        if row is None:
-            return None
-        if row["run_dir"]:
-            return Path(row["run_dir"])
-        return only_run_dir(self._job_dir(job_id))
-
-    def package(self, job_id: str, scrubber: Callable[[Any], Any]) -> bytes:
-        """The ready-to-post zip of a finished run, plus its record.json (no server paths)."""
-        run_dir = self.run_dir(job_id)
-        if run_dir is None:
-            raise FileNotFoundError(job_id)
-        with self._package_lock:
-            return package_bytes(run_dir, self.base, scrubber)
-
-
-def request_from_labels(labels: dict[str, Any], *, keep_typed: bool = False) -> RunRequest | None:
-    """The request a job was submitted with, from its stored labels (never a key: a key
-    typed into the page is not stored). None when it is missing, or when it had a typed
-    key and ``keep_typed`` is false (running it without that key would use another)."""
-    data = dict(labels.get("request") or {})
-    if not data:
-        return None
-    typed = data.pop("llm_api_key", None) is not None
-    if typed and not keep_typed:
-        return None
-    return RunRequest(**data)
-
-
-def _variant_listener(job: Job, settings: Settings) -> Callable[[Any], None]:
-    """Emit ``progress`` events for LLM calls: variant k of n (by seed) and the attempt."""
-    first = settings.seed if job.request.seed is None else job.request.seed
-    attempts: dict[int, int] = {}
-
-    def listen(request: Any) -> None:
-        if job.stop is not None:
-            raise JobStopped(*job.stop)  # cancelling between variants, not only stages
-        seed = getattr(request, "seed", None)
-        seed = first if seed is None else seed
-        attempts[seed] = attempts.get(seed, 0) + 1
-        job.emit(
-            "progress",
-            stage="ideate",
-            variant=seed - first + 1,
-            of=settings.variants,
-            attempt=attempts[seed],
-        )
-
-    return listen
-
-
-#: niceness added to worker threads (Linux schedules threads separately)
-WORKER_NICENESS = 10
-
-
-def _lower_priority() -> None:
-    """Run this worker thread at a lower CPU priority than the server's event loop."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-    except (AttributeError, OSError):  # not Linux, or not allowed: keep the default
-        pass
-
-
-def _index_listener(job: Job) -> Callable[[str, int, int], None]:
-    """Index-build progress of a first PE run as ``index`` events (at most one per
-    whole percent), stopping the build when the job is cancelled."""
-    last = [-1]
-
-    def listen(what: str, done: int, total: int) -> None:
-        if job.stop is not None:
-            raise JobStopped(*job.stop)
-        percent = int(100 * done / total) if total else 100
-        if percent != last[0]:
-            last[0] = percent
-            job.emit("index", what=what, done=done, total=total, percent=percent)
-
-    return listen

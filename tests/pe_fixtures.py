@@ -100,3 +100,12 @@ def write_corpus(
         for row in rows if rows is not None else corpus_rows():
             writer.writerow(row)
     return Path(root)
+
+
+def write_study_data(root: Path, abstract: list[str], concrete: list[str]) -> Path:
+    """A data directory for the study: the tiny corpus plus ``prompts/*_prompts.txt``."""
+    write_corpus(root)
+    (root / "prompts").mkdir(parents=True, exist_ok=True)
+    (root / "prompts" / "abstract_prompts.txt").write_text("\n".join(abstract) + "\n")
+    (root / "prompts" / "concrete_prompts.txt").write_text("\n".join(concrete) + "\n")
+    return root

@@ -13,16 +13,12 @@ from fake_openai_server import FakeOpenAIServer, completion
 from llmpopcorn.core.settings import Settings
 from llmpopcorn.core.types import Attempt, BackendUse, Idea, Reference, RunRecord
 from llmpopcorn.study.cells import classify_error, failed_result, failure_of, independence
-from pe_fixtures import write_corpus
+from pe_fixtures import write_study_data
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    root = write_corpus(tmp_path / "data")
-    (root / "prompts").mkdir(parents=True)
-    (root / "prompts" / "abstract_prompts.txt").write_text("Something nostalgic\n")
-    (root / "prompts" / "concrete_prompts.txt").write_text("A corgi learns to surf\n")
-    return root
+    return write_study_data(tmp_path / "data", ["Something nostalgic"], ["A corgi learns to surf"])
 
 
 def record(**kw) -> RunRecord:
@@ -40,6 +36,14 @@ def record(**kw) -> RunRecord:
         ("no answer from http://127.0.0.1/v1 within 5 s a request", "timeout"),
         ("the provider refused: content_filter", "refused"),
         ("cannot connect to http://127.0.0.1:9/v1", "error"),
+        (
+            "rate limited by http://x/v1 (HTTP 429) (hint: raise --llm-timeout / --llm-deadline)",
+            "error",
+        ),
+        (
+            "1 validation error for ChatRequest\nmax_tokens\n  Input should be a valid integer",
+            "error",
+        ),
     ],
 )
 def test_error_texts_are_classified(text, reason):

@@ -12,7 +12,7 @@ from llmpopcorn.core.settings import Settings
 from llmpopcorn.pipeline.core import Pipeline
 from llmpopcorn.runs.identity import NOT_RESULT, PE_ONLY, RENDER_ONLY
 from llmpopcorn.study.bench import StudyPlan, load_queries, run_study
-from pe_fixtures import write_corpus
+from pe_fixtures import write_study_data
 
 #: a different valid value for every setting
 CHANGES = {
@@ -62,11 +62,7 @@ NOT_CELL_SETTINGS = {"mode", "llm", "variants"}
 
 @pytest.fixture
 def data_dir(tmp_path):
-    root = write_corpus(tmp_path / "data")
-    (root / "prompts").mkdir(parents=True)
-    (root / "prompts" / "abstract_prompts.txt").write_text("Something nostalgic\n")
-    (root / "prompts" / "concrete_prompts.txt").write_text("A corgi learns to surf\n")
-    return root
+    return write_study_data(tmp_path / "data", ["Something nostalgic"], ["A corgi learns to surf"])
 
 
 def expected(name: str, settings: Settings) -> set[str]:

@@ -30,15 +30,17 @@ log = logging.getLogger(__name__)
 _PATTERNS = (
     ("copy", re.compile(r"copies the title of reference", re.I)),
     ("duplicate", re.compile(r"almost the same as another variant", re.I)),
-    ("truncated", re.compile(r"truncat|finish_reason\W*length|max_tokens|cut off", re.I)),
-    ("timeout", re.compile(r"timed? ?out|no answer from .* within|deadline", re.I)),
+    ("truncated", re.compile(r"truncat|finish_reason\W*length|cut off", re.I)),
+    ("timeout", re.compile(r"timed? ?out|no answer from .* within", re.I)),
     ("refused", re.compile(r"refus|content[ _]filter|content policy|safety system", re.I)),
 )
 _NO_VALID_IDEA = re.compile(r"gave no valid idea.*?last problem:\s*(.*)", re.I | re.S)
 
 
 def classify_error(text: str | None, default: str = "error") -> str:
-    """A reason from an error message (see the module docstring)."""
+    """A reason from an error message (see the module docstring); its hint, which names
+    options such as --llm-timeout whatever the error, is not read."""
+    text = (text or "").split(" (hint: ", 1)[0]
     for reason, pattern in _PATTERNS:
         if text and pattern.search(text):
             return reason

@@ -192,3 +192,50 @@ def test_batch_items_are_refined_and_refinement_is_part_of_their_identity(tmp_pa
         ref = record["refinement"]
         assert len(ref["rounds"]) == 3 and ref["rounds"][0]["seeds"] == [record["seed"]]
         assert record["idea"]["title"] == ref["rounds"][ref["kept"]]["idea"]["title"]
+
+
+def test_the_studio_and_the_mcp_server_take_refine(tmp_path):
+    """`refine` in a studio request (POST /api/runs) and in the MCP make_run tool."""
+    import time
+
+    import anyio
+    from fastapi.testclient import TestClient
+    from mcp.client import Client
+
+    from llmpopcorn.mcp.server import build_server
+    from llmpopcorn.web.app import create_app
+
+    out = tmp_path / "studio"
+    base = Settings.resolve(env={}, out_dir=out, render=False)
+    app = create_app(base)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        job = client.post("/api/runs", json={"query": "a corgi learns to surf", "refine": 2})
+        assert job.status_code == 202, job.text
+        deadline = time.monotonic() + 300  # a bound, not a speed claim
+        while (view := client.get(f"/api/runs/{job.json()['id']}").json())["state"] not in (
+            "done",
+            "failed",
+        ) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert view["state"] == "done", view
+        ref = view["record"]["refinement"]
+        assert len(ref["rounds"]) == 3 and ref["rounds"][0]["evaluation"]["predictor"]
+        too_many = client.post("/api/runs", json={"query": "q", "refine": 9})
+        assert too_many.status_code in (400, 422)
+    server = build_server(Settings.resolve(env={}, out_dir=tmp_path / "mcp", render=False))
+
+    async def session():
+        async with Client(server) as client:
+            made = await client.call_tool(
+                "make_run", {"query": "a cat sees snow", "refine": 2, "render": False}
+            )
+            assert not made.is_error, made.content
+            data = made.structured_content or json.loads(made.content[0].text)
+            data = data.get("result", data)
+            assert data["state"] == "done", data
+            rounds = data["refinement"]["rounds"]
+            assert len(rounds) == 3 and all(r["evaluation_log2"] is not None for r in rounds)
+            assert data["idea"]["title"] == rounds[data["refinement"]["kept"]]["title"]
+
+    anyio.run(session)
+    server.jobs.stop()

@@ -290,3 +290,23 @@ def refine_note(refinement: Refinement) -> str:
         f"({refinement.judges['evaluation']['predictor']}, never used to choose) says "
         f"{checked:+.2f}."
     )
+
+
+def refinement_view(refinement: Refinement) -> dict[str, Any]:
+    """A compact view for agents and pages: each round's title and both judges' values."""
+    return {
+        "kept": refinement.kept,
+        "method": refinement.method,
+        "reward_judge": refinement.judges.get("reward", {}).get("predictor"),
+        "evaluation_judge": refinement.judges.get("evaluation", {}).get("predictor"),
+        "rounds": [
+            {
+                "round": r.round,
+                "title": r.idea.title if r.idea else None,
+                "reward_log2": (r.reward or {}).get("log2_comments"),
+                "evaluation_log2": (r.evaluation or {}).get("log2_comments"),
+                "error": r.error,
+            }
+            for r in refinement.rounds
+        ],
+    }

@@ -126,6 +126,7 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
             "<th>seed</th><th>title</th><th>expected comments</th><th>error</th></tr>"
             f"{rows}</table>"
         )
+    parts.append(_refinement_html(record))
     if record.score:
         s = record.score
         interval = (
@@ -210,6 +211,35 @@ def _enhancement_html(record: RunRecord) -> str:
             f"re-asked {check.get('reasked', 0)} time(s)."
         )
     return "".join(f"<p>{line}</p>" for line in lines)
+
+
+def _refinement_html(record: RunRecord) -> str:
+    """Every refinement round with both loop judges' predictions (``--refine K``)."""
+    ref = record.refinement
+    if ref is None:
+        return ""
+    e = _escape
+
+    def value(score: dict | None) -> str:
+        return (
+            "" if not score else f"{2 ** score['log2_comments']:.0f} ({score['log2_comments']:.2f})"
+        )
+
+    rows = "".join(
+        f"<tr><td>{r.round}{' (kept)' if r.round == ref.kept else ''}</td>"
+        f"<td>{e(r.idea.title) if r.idea else e(r.error or '')}</td>"
+        f"<td>{value(r.reward)}</td><td>{value(r.evaluation)}</td></tr>"
+        for r in ref.rounds
+    )
+    judges = ref.judges
+    return (
+        "<h2>Refinement by a popularity judge</h2>"
+        f"<p><small>{e(ref.method)}. Reward judge (chooses): "
+        f"{e(str(judges.get('reward', {}).get('predictor')))}; evaluation judge (never shown, "
+        f"never chooses): {e(str(judges.get('evaluation', {}).get('predictor')))}.</small></p>"
+        "<table><tr><th>round</th><th>title</th><th>reward judge: comments (log2)</th>"
+        f"<th>evaluation judge: comments (log2)</th></tr>{rows}</table>"
+    )
 
 
 def _calibrated_html(calibrated: dict | None) -> str:

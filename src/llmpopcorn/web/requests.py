@@ -38,6 +38,7 @@ _PLAIN = (
     "mode",
     "temperature",
     "variants",
+    "refine",
     "image",
     "video",
     "render",
@@ -61,6 +62,8 @@ class RunRequest(BaseModel):
     mode: Literal["basic", "pe"] = "basic"
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     variants: int = Field(1, ge=1, le=10)
+    #: judge-guided refinement rounds (settings.refine), fewer than a CLI run may ask
+    refine: int | None = Field(None, ge=0, le=5)
     llm: str | None = Field(None, max_length=64, pattern=_NAME)
     llm_model: str | None = Field(None, max_length=200)
     llm_base_url: str | None = Field(None, max_length=500, pattern=r"^https?://")

@@ -85,7 +85,7 @@ function requestFromForm() {
   };
   put("seed", Number);
   for (const id of ["llm", "llm_model", "llm_base_url", "llm_api_key", "image", "video", "category_match", "pe_pool"]) put(id);
-  for (const id of ["temperature", "n_refs", "ratio", "num_tags"]) put(id, Number);
+  for (const id of ["temperature", "n_refs", "ratio", "num_tags", "refine"]) put(id, Number);
   if (!$("render").checked) body.render = false;
   return body;
 }

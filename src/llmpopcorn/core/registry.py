@@ -33,6 +33,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "vllm": ".llm.openai_compat:VLLMLLM",
         "llamacpp": ".llm.openai_compat:LlamaCppLLM",
         "transformers": ".llm.transformers_local:TransformersLLM",
+        "local": ".llm.local:LocalLLM",
     },
     "image": {
         "draft": ".image.draft:DraftCover",
@@ -53,6 +54,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "minilm-l12": ".embed.sentence:MiniLML12Embedder",
         "tfidf": ".embed.tfidf:TfidfEmbedder",
     },
+    # scorer implementations; "default" reads a trained model folder (--predictor NAME or
+    # DIR picks the folder; a plugin registered here under another name replaces the scorer)
     "predictor": {
         "default": "llmpopcorn.predict.scorer:PopularityScorer",
     },

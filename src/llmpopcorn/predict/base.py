@@ -23,15 +23,17 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.npz"
 FORMAT_VERSION = 1
 
-#: model name -> "module:class" under llmpopcorn.predict (imported on use)
+#: the model families: name -> "module:class" under llmpopcorn.predict (imported on use),
+#: simplest first; `popcorn predictor train` fits them all (a trained model is a folder,
+#: e.g. predict/models/default, that --predictor selects)
 MODELS: dict[str, str] = {
     "global-mean": ".baselines:GlobalMean",
     "category-mean": ".baselines:CategoryMean",
     "tfidf-ridge": ".baselines:TfidfRidge",
+    "lex-ridge": ".stack:LexicalRidge",
     "knn": ".baselines:KnnLabels",
     "embed-ridge": ".baselines:EmbeddingRidge",
     "mmra": ".mmra:RetrievalAttention",
-    "lex-ridge": ".stack:LexicalRidge",
     "mmra-stack": ".stack:StackedRetrieval",
 }
 

@@ -31,16 +31,8 @@ from llmpopcorn.predict.metrics import regression_report
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = (
-    "global-mean",
-    "category-mean",
-    "tfidf-ridge",
-    "lex-ridge",
-    "knn",
-    "embed-ridge",
-    "mmra",
-    "mmra-stack",
-)
+#: every model family, in the order of the metrics table (simplest first)
+DEFAULT_MODELS = tuple(MODELS)
 INTERVAL_LEVEL = 0.8
 MAX_MODEL_BYTES = 25 * 1024 * 1024
 

@@ -10,11 +10,10 @@ from llmpopcorn.cli.options import choices, field_help, group_fields
 from llmpopcorn.core.settings import Settings
 
 #: options whose destination is a setting's name but which mean something else there: the
-#: study's judge ('judge' by default, not the shipped default model); a predictor's training
-#: data (a folder or a CSV) and the seed of its split
+#: study's judge ('judge' by default, not the shipped default model); the seed of a
+#: predictor's training split
 OWN_OPTIONS = {
     ("bench", "predictor"),
-    ("predictor train", "data_dir"),
     ("predictor train", "seed"),
 }
 
@@ -59,3 +58,16 @@ def test_every_flagged_setting_belongs_to_a_group_that_a_command_takes():
     ]
     assert flagged and set(flagged) <= taken, sorted(set(flagged) - taken)
     assert group_fields("pe")[0] == "mode"
+
+
+def test_the_studio_s_request_fields_carry_the_settings_help():
+    import pytest
+
+    pytest.importorskip("fastapi")
+    from llmpopcorn.web.requests import RunRequest
+
+    schema = RunRequest.model_json_schema()["properties"]
+    shared = [n for n in RunRequest.model_fields if n in Settings.model_fields]
+    assert len(shared) > 10
+    for name in shared:
+        assert schema[name].get("description") == Settings.model_fields[name].description, name

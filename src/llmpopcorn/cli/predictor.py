@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from llmpopcorn.cli import main
-from llmpopcorn.cli.options import predictor_model_option, settings_from
+from llmpopcorn.cli.options import predictor_model_option, setting_option, settings_from
 
 
 @main.group()
@@ -24,9 +24,7 @@ def predictor() -> None:
 
 
 @predictor.command()
-@click.option(
-    "--data", "data_dir", type=click.Path(), help="Data directory or corpus CSV [env POPCORN_DATA]."
-)
+@setting_option("data_dir")
 @click.option(
     "--out",
     "out",
@@ -244,9 +242,7 @@ def calibrate(model_dir, out, prior_posts, dry_run, as_json) -> None:
 
 @predictor.command()
 @predictor_model_option
-@click.option(
-    "--data", "data_dir", type=click.Path(), help="Data directory or corpus CSV [env POPCORN_DATA]."
-)
+@setting_option("data_dir")
 @click.option("--write", is_flag=True, help="Save the recalibrated interval into the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def intervals(model_dir: str | None, data_dir: str | None, write: bool, as_json: bool) -> None:

@@ -98,6 +98,18 @@ class RunRequest(BaseModel):
         return data
 
 
+def _describe_from_settings(model: type[BaseModel]) -> None:
+    """Give every request field that is a setting the setting's own help (the OpenAPI page
+    and the studio's form read it), so the two cannot drift apart."""
+    for name, info in model.model_fields.items():
+        if name in Settings.model_fields and not info.description:
+            info.description = Settings.model_fields[name].description
+    model.model_rebuild(force=True)
+
+
+_describe_from_settings(RunRequest)
+
+
 def _url(value: str | None) -> str:
     return (value or "").rstrip("/")
 

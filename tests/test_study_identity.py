@@ -54,10 +54,9 @@ CHANGES = {
     "pe_pool": "reference",
     "predictor": "judge",
     "score": False,
-    "refine": 1,
 }
 #: the grid's axes and settings the study refuses to vary: not settings of a cell
-NOT_CELL_SETTINGS = {"mode", "llm", "variants"}
+NOT_CELL_SETTINGS = {"mode", "llm", "variants", "refine"}  # refine: the refine arm's rounds
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ from llmpopcorn.cli.options import (
 from llmpopcorn.core.errors import ConfigError, DataError, PopcornError
 from llmpopcorn.core.settings import Settings, _from_config, _from_env
 from llmpopcorn.study.bench import (
+    DEFAULT_ROUNDS,
     QUERY_KINDS,
+    REFINE_ARM,
     STUDY_DEFAULTS,
     StudyPlan,
     load_queries,
@@ -98,6 +100,15 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
     help="Mode(s) [default: basic and pe].",
 )
 @click.option(
+    "--arms",
+    "arms",
+    help="Arms, comma-separated: basic, pe and refine (basic mode plus --refine K rounds of "
+    "judge-guided refinement, default 2); with refine the summary adds every arm's gain over "
+    "basic under the reward judge and under the independent evaluation judge [default: the "
+    "--mode values].",
+)
+@setting_option("refine")
+@click.option(
     "--refs",
     "refs",
     help="PE: reference counts to compare, comma-separated, e.g. 10,50,100 as in the paper "
@@ -151,6 +162,7 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
 def bench_command(
     llms,
     modes,
+    arms,
     refs,
     videos,
     seeds,
@@ -186,10 +198,12 @@ def bench_command(
     params["predictor"] = predictor
     settings, applied = study_settings(params, render=render)
     queries = load_queries(settings.data_dir, kinds or QUERY_KINDS, limit)
+    arm_modes = _arms(arms, modes)
     plan = StudyPlan(
         queries=queries,
         llms=list(llms) or [settings.llm],
-        modes=list(modes) or ["basic", "pe"],
+        modes=arm_modes,
+        refine_rounds=settings.refine or DEFAULT_ROUNDS,
         videos=list(videos) or [settings.video],
         seeds=_int_list("--seeds", seeds) or [settings.seed],
         refs=_int_list("--refs", refs) or [],
@@ -222,6 +236,12 @@ def bench_command(
         )
     rows = study_rows(run.store_path, run.keys)
     baseline = _baseline(queries, settings, baseline_k)
+    loop = None
+    if REFINE_ARM in plan.modes:  # both loop judges on every cell, every arm vs basic
+        from llmpopcorn.study.loop import add_loop_scores, loop_summary
+
+        info = add_loop_scores(rows, settings)
+        loop = loop_summary(rows, info, rounds=plan.refine_rounds)
     extra = {
         "runtime_seconds": round(time.perf_counter() - started, 1),
         "cells_computed": run.computed,
@@ -245,6 +265,8 @@ def bench_command(
             "queries": len(queries),
         },
     }
+    if loop is not None:
+        extra["loop"] = loop
     if run.busy:
         extra["note"] = (
             f"{run.busy} cell(s) were held by another process and are missing from this summary; "
@@ -264,6 +286,25 @@ def bench_command(
             "results.csv; check the LLM server, model and --max-tokens, then rerun the same "
             "command (failed cells are retried)",
         )
+
+
+def _arms(arms: str | None, modes: tuple[str, ...]) -> list[str]:
+    """The study's arms from --arms (else --mode; default basic and pe)."""
+    if not arms:
+        return list(modes) or ["basic", "pe"]
+    if modes:
+        raise ConfigError("pass either --arms or --mode, not both", "e.g. --arms basic,pe,refine")
+    chosen = [a.strip() for a in arms.split(",") if a.strip()]
+    known = ("basic", "pe", REFINE_ARM)
+    unknown = [a for a in chosen if a not in known]
+    if unknown or not chosen:
+        raise ConfigError(
+            f"unknown arm(s) in --arms: {', '.join(unknown) or repr(arms)}",
+            f"choose from {', '.join(known)}, e.g. --arms basic,pe,refine",
+        )
+    if REFINE_ARM in chosen and "basic" not in chosen:
+        raise ConfigError("the refine arm is compared with basic", "add basic: --arms basic,refine")
+    return list(dict.fromkeys(chosen))
 
 
 def _baseline(queries, settings: Settings, k: int):

@@ -51,6 +51,10 @@ CELL = "study-cell"
 #: reference part, so no reference sits in the judge's memory
 STUDY_DEFAULTS = {"predictor": "judge", "pe_pool": "reference"}
 NOT_RENDERED = "none"
+#: the loop arm: basic mode plus judge-guided refinement (:mod:`llmpopcorn.study.loop`)
+REFINE_ARM = "refine"
+#: its rounds when ``--refine`` is not given
+DEFAULT_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Arm:
     mode: str
     refs: int | None
     video: str
+    #: the ``refine`` arm's rounds (basic mode + judge-guided refinement; 0 elsewhere)
+    rounds: int = 0
 
 
 @dataclass
@@ -79,11 +85,16 @@ class StudyPlan:
     seeds: list[int] = field(default_factory=lambda: [42])
     #: PE's number of references: one arm per value (empty: the configured n_refs)
     refs: list[int] = field(default_factory=list)
+    #: rounds of the ``refine`` mode's arm (:mod:`llmpopcorn.study.loop`)
+    refine_rounds: int = DEFAULT_ROUNDS
 
     def arms(self, settings: Settings) -> list[Arm]:
         videos = self.videos if settings.render else [NOT_RENDERED]
         out = []
         for llm, mode, video in itertools.product(self.llms, self.modes, videos):
+            if mode == REFINE_ARM:
+                out.append(Arm(llm, mode, None, video, rounds=self.refine_rounds))
+                continue
             for refs in (self.refs or [settings.n_refs]) if mode == "pe" else [None]:
                 out.append(Arm(llm, mode, refs, video))
         return out
@@ -125,7 +136,7 @@ def load_queries(
 
 
 #: the grid's axes: cells that differ only in these belong to one study
-AXES = ("llm", "llm_model", "llm_model_id", "mode", "n_refs", "video")
+AXES = ("llm", "llm_model", "llm_model_id", "mode", "n_refs", "video", "refine", "loop_judges")
 
 
 def group_of(settings: Settings, predictor: dict | None, corpus_sha256: str | None) -> str:
@@ -157,7 +168,14 @@ class StudyRun:
 
 
 def arm_settings(settings: Settings, arm: Arm, out_dir: Path) -> Settings:
-    update: dict[str, Any] = {"llm": arm.llm, "mode": arm.mode, "out_dir": out_dir / "runs"}
+    # the refine arm is basic mode plus judge-guided rounds; every other arm refines nothing
+    mode = "basic" if arm.mode == REFINE_ARM else arm.mode
+    update: dict[str, Any] = {
+        "llm": arm.llm,
+        "mode": mode,
+        "refine": arm.rounds,
+        "out_dir": out_dir / "runs",
+    }
     if arm.refs is not None:
         update["n_refs"] = arm.refs
     if arm.video != NOT_RENDERED:
@@ -167,7 +185,8 @@ def arm_settings(settings: Settings, arm: Arm, out_dir: Path) -> Settings:
 
 def arm_id(arm: Arm) -> str:
     refs = f"-r{arm.refs}" if arm.refs is not None else ""
-    return slugify(f"{arm.llm}-{arm.mode}{refs}-{arm.video}", max_len=60, default="arm")
+    rounds = f"-k{arm.rounds}" if arm.rounds else ""
+    return slugify(f"{arm.llm}-{arm.mode}{refs}{rounds}-{arm.video}", max_len=60, default="arm")
 
 
 class StudyWorker:
@@ -341,6 +360,7 @@ def run_study(
                     "refs": arm.refs,
                     "video": arm.video,
                     "seed": seed,
+                    "refine": arm.rounds,
                 }
                 name = f"{query.query_id}-{ident}-s{seed}-{key[5:13]}"
                 task = {
@@ -447,6 +467,10 @@ CSV_COLUMNS = (
     "run_dir",
     "settings_hash",
     "key",
+    # the loop arm (--arms ...,refine): its rounds and both loop judges' scores
+    "refine",
+    "reward_log2",
+    "evaluation_log2",
 )
 
 

@@ -20,6 +20,7 @@ from llmpopcorn.core.paths import write_csv
 from llmpopcorn.runs.honesty import named
 from llmpopcorn.runs.honesty import no_llm_banner as no_llm
 from llmpopcorn.study.bench import CSV_COLUMNS
+from llmpopcorn.study.loop import loop_tables
 from llmpopcorn.study.stats import arm_name, summarise
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ def tables(summary: dict[str, Any]) -> list[Table]:
             None,
         )
     )  # fmt: skip
+    out += loop_tables(summary)  # --arms ...,refine: both loop judges side by side
     for by, label in (("llm", "LLM"), ("video", "video generator"), ("arm", "mode (and refs)")):
         wins = summary["head_to_head"].get(by, {})
         title = (

@@ -74,7 +74,7 @@ def test_pe_variants_differ_and_use_the_categorys_corpus_hashtags(out_dir, tmp_p
     assert "#SpeedRun" in record.idea.hashtags, record.idea.hashtags
     # another take (the next seeds) brings new words, not only new colours
     again = pipeline.make("a ranked game comeback in the arena", seed=record.seed + 3)
-    assert not {v.idea.title for v in again.variants} & set(titles)
+    assert len({v.idea.title for v in again.variants} - set(titles)) >= 2
 
 
 class _RepeatingLLM(FakeLLM):

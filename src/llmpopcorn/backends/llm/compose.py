@@ -23,7 +23,7 @@ _LEAD = re.compile(
     r"compile|highlight|capture|depict|illustrate|tell|imagine|visuali[sz]e|give|discuss|"
     r"compare|rank|review|list|share|document|demonstrate|teach|reveal|recreate|"
     r"break\s+down)\b"
-    r"(\s+(me|us))?(\s+(a|an|the|some))?"
+    r"(\s+(me|us)\b)?(\s+(a|an|the|some)\b)?"
     r"(\s+(short|quick|fun|funny|3-second|viral|cinematic|dramatic|emotional|dynamic|"
     r"creative|brief|vibrant|relaxing|satisfying|step-by-step|detailed|visual|humorous|"
     r"nostalgic|stunning|beautiful|playful|heartwarming|behind-the-scenes|time-lapse)\b)*"
@@ -70,7 +70,7 @@ _AUXILIARIES = frozenset(
 _PHRASE_STARTS = frozenset(
     """in on at with while when where who that which for from during after before as and but
     or like by through throughout using across over under via without within into versus vs
-    including such""".split()
+    including such featuring showing starring""".split()
 )
 #: ... and, when nothing longer fits, before these (a shorter, still whole, phrase)
 _WEAK_STARTS = frozenset("of to about between among".split())
@@ -83,6 +83,31 @@ _NO_END = (
     )
     | _AUXILIARIES
 )
+#: modifiers a subject can lose and still say what it is about
+_MODIFIERS = frozenset(
+    """traditional different vibrant major creative simple greatest best most iconic famous
+    popular classic modern unique various beautiful amazing epic funny funniest cute quick easy
+    healthy delicious perfect ultimate essential key important top biggest small big huge tiny
+    little new old ancient favourite favorite stunning colorful colourful elaborate detailed
+    professional authentic local global daily everyday common hidden secret surprising
+    unexpected dramatic emotional memorable legendary powerful effective innovative cozy fresh
+    giant full entire whole real true specific complex rare weird strange crazy wild luxurious
+    fancy dynamic intense pivotal recent seasonal cultural historical visual minimalist busy
+    several many some all""".split()
+)
+#: a subject's tail after these is a phrase of its own ("making ...", "the Roman Empire")
+_TAIL_AFTER = frozenset("of for about on in with from into behind".split())
+#: common verbs (base forms); their finite forms end a topic (see is_verb)
+_VERBS = frozenset(
+    """meet learn record create explore show transform teach tackle foster approach inspire
+    change use shape turn reveal discover find build cook play fight win lose break become
+    react respond perform dance sing fail try cry laugh jump fly swim run walk ride climb
+    chase catch eat drink open close wake sleep travel visit explain compare influence
+    redefine define adapt portray capture depict evolve grow improve reach save help hit
+    celebrate surprise convey impact affect feature combine blend mix prepare transport
+    rescue deliver flip escape survive defeat destroy attack protect""".split()
+)
+_DEMONYM_ENDINGS = ("ese", "an", "ish", "ian", "ch", "Thai", "Greek", "Swiss")
 #: vague heads whose meaning is in the clause after them: "something that makes people
 #: feel nostalgic" can also be said "what makes people feel nostalgic"
 _VAGUE_HEADS = frozenset(
@@ -176,34 +201,68 @@ def _boundary(words: list[str], i: int, starts: frozenset[str]) -> bool:
     return word in starts or before.endswith((",", ";", ":"))
 
 
-def subject_forms(subject: str) -> list[str]:
-    """Ways to say the whole subject: itself and, for "something that ..." (a vague head
-    and a clause), "what ..."."""
+def subject_forms(subject: str) -> list[tuple[str, str]]:
+    """Ways to say the subject, each a whole phrase, with their kind: ``"whole"`` (the
+    subject itself and, for "something that ..." (a vague head and a clause), "what ...");
+    ``"reduced"`` (without its common modifiers: "assembling a vibrant charcuterie board" ->
+    "assembling a charcuterie board"; or what follows a preposition: "process of making
+    Mexican tamales" -> "making Mexican tamales"); ``"topic"`` (its topics of two words or
+    more: "Dragon Ball", "flavor profiles"; the last resort)."""
     subject = " ".join(subject.split())
     words = subject.split()
-    forms = [subject]
+    whole = [subject]
     if len(words) > 2 and words[1].lower() in ("that", "which", "who"):
         if words[0].lower() in _VAGUE_HEADS:
-            forms.append(" ".join(["what", *words[2:]]))
+            whole.append(" ".join(["what", *words[2:]]))
+    reduced = []
+    plain = _articles([w for w in words if w.lower() not in _MODIFIERS])
+    if len(plain) >= 2 and plain != words:
+        reduced.append(" ".join(plain))
+    for form in whole + reduced:
+        parts = form.split()
+        for i, word in enumerate(parts[:-2]):
+            tail = parts[i + 1 :]
+            if word.lower() in _TAIL_AFTER and tail[0].lower() not in STOPWORDS | _NO_END:
+                reduced.append(" ".join(tail))
+    topics = [t for t in topical_phrases(subject) if " " in t]
+    forms: list[tuple[str, str]] = []
+    for kind, group in (("whole", whole), ("reduced", reduced), ("topic", topics)):
+        for form in group:
+            if form not in [f for f, _ in forms]:
+                forms.append((form, kind))
     return forms
+
+
+def _articles(words: list[str]) -> list[str]:
+    """ "a" / "an" agreeing with the next word again after a modifier was dropped."""
+    fixed = list(words)
+    for i, word in enumerate(fixed[:-1]):
+        if word.lower() in ("a", "an"):
+            vowel = fixed[i + 1][:1].lower() in "aeiou"
+            fixed[i] = ("an" if vowel else "a") if word.islower() else ("An" if vowel else "A")
+    return fixed
 
 
 def title_options(
     subject: str, patterns: Sequence[str], tag: str = "fyp", limit: int = TITLE_MAX_CHARS
-) -> tuple[list[str], list[str]]:
-    """(titles saying the whole subject, titles holding a shortened whole phrase), in the
-    order of ``patterns``; a pattern with no room for a whole phrase gives neither."""
-    whole, shortened = [], []
-    for form in subject_forms(subject):
+) -> dict[str, list[str]]:
+    """Titles by how much of the subject they say: ``"whole"`` (all of it), ``"short"``
+    (a shortened or reduced whole phrase), ``"topic"`` (one of its topics), each in the
+    order of ``patterns``; a pattern with no room for a whole phrase gives none."""
+    options: dict[str, list[str]] = {"whole": [], "short": [], "topic": []}
+    seen: set[str] = set()
+    for form, kind in subject_forms(subject):
         for pattern in patterns:
             room = limit - len(pattern.format(subject="", tag=tag))
             phrase = whole_phrase(form, room) if room >= 12 else None
             if phrase is None:
                 continue
             title = capitalise(pattern.format(subject=phrase, tag=tag))
-            if title not in whole and title not in shortened:
-                (whole if phrase == form else shortened).append(title)
-    return whole, shortened
+            if title not in seen:
+                seen.add(title)
+                group = "whole" if kind == "whole" and phrase == form else kind
+                options["short" if group == "reduced" else group].append(title)
+    return options
 
 
 def choose_title(
@@ -225,6 +284,18 @@ def compose_caption(subject: str, key: str, *, question: bool = False) -> str:
     return template.format(subject=phrase, Subject=capitalise(phrase))
 
 
+def is_verb(word: str) -> bool:
+    """Whether ``word`` is a common verb in a finite or past form ("meets", "records",
+    "inspired"): a topic ends before it ("puppy meets" is not a topic)."""
+    word = word.lower()
+    return any(
+        word == base + ending
+        for ending in ("s", "es", "d", "ed")
+        for base in (word[: -len(ending)],)
+        if word.endswith(ending) and base in _VERBS
+    ) or (word.endswith("ies") and word[:-3] + "y" in _VERBS)
+
+
 def topical_phrases(subject: str) -> list[str]:
     """The subject's topics, as hashtag material: names first ("Dragon Ball", "League of
     Legends", "Forza Horizon 5"), then runs of content words (the last two words of a
@@ -238,10 +309,21 @@ def topical_phrases(subject: str) -> list[str]:
             (runs if len(run) > 1 else singles).append(" ".join(run[-2:]))
             run.clear()
 
+    def content(word: str) -> bool:
+        return len(word) >= 3 and word.lower() not in STOPWORDS | _NO_END and not is_verb(word)
+
     i = 0
     while i < len(words):
         word = words[i].removesuffix("'s")
-        if word[:1].isupper() and i > 0 or (i == 0 and word[:1].isupper() and len(words) > 1):
+        # a nationality before a content word describes it ("Japanese cheesecake")
+        describes = (
+            word.endswith(_DEMONYM_ENDINGS)
+            and i + 1 < len(words)
+            and content(words[i + 1])
+            and not words[i + 1][:1].isupper()
+        )
+        proper = word[:1].isupper() and word.lower() not in STOPWORDS | _NO_END
+        if proper and (i > 0 or len(words) > 1) and not describes:
             name = [word]
             while i + 1 < len(words):
                 nxt = words[i + 1].removesuffix("'s")
@@ -256,13 +338,13 @@ def topical_phrases(subject: str) -> list[str]:
                     break
             close()
             names.append(" ".join(name))
-        elif word.lower() in STOPWORDS or word.lower() in _NO_END or len(word) < 3:
+        elif not content(word):
             close()
         else:
-            run.append(word.lower())
+            run.append(word)
         i += 1
     close()
-    return names + runs + singles
+    return list(dict.fromkeys(names + runs + singles))
 
 
 def compose_hashtags(subject: str, category: str | None, category_tags: Sequence[str]) -> list[str]:

@@ -135,25 +135,22 @@ def borrow(references: list[dict], query: str) -> Borrowed | None:
 
 
 def ordered_titles(subject: str, query: str, seed: int, borrowed: Borrowed | None) -> list[str]:
-    """Every title the composer could give, in order of preference: the borrowed hook's
-    patterns first (PE), whole-subject titles before shortened ones, each group starting at
-    the seed's place, so seeds s and s + 1 lead with different patterns."""
+    """Every title the composer could give, in order of preference, starting at the seed's
+    place (seeds s and s + 1 lead with different titles): in PE one title in the borrowed
+    hook's pattern first; then whole-subject titles before shortened ones when there are a
+    few to vary over (else both take turns); titles on one topic of the subject last."""
     # the category as the community hashtag (#animal, #anime), as MicroLens titles do
     tag = re.sub(r"\W+", "", borrowed.category.lower()) if borrowed else ""
     hook = list(_HOOKS[borrowed.hook]) if borrowed is not None else []
-    rest = [p for p in TITLE_PATTERNS if p not in hook]
-    hook_whole, hook_short = title_options(subject, hook, tag or "fyp")
-    whole, short = title_options(subject, rest, tag or "fyp")
+    hooked = title_options(subject, hook, tag or "fyp")
+    rest = title_options(subject, [p for p in TITLE_PATTERNS if p not in hook], tag or "fyp")
     start = stable_int(query, "title") + seed
-    # whole-subject titles first when there are a few to vary over; else every option takes
-    # its turn, so that a new seed still brings new words
-    groups = [(hook_whole, hook_short), (whole, short)]
-    ordered = [
-        title
-        for full, cut in groups
-        for group in ((full, cut) if len(full) >= 3 else (full + cut,))
-        for title in rotate(group, start)
-    ]
+    first = rotate(hooked["whole"] + hooked["short"], start)[:1]
+    whole = [t for t in hooked["whole"] + rest["whole"] if t not in first]
+    short = [t for t in hooked["short"] + rest["short"] if t not in first]
+    groups = (whole, short) if len(whole) >= 3 else (whole + short,)
+    ordered = first + [t for group in groups for t in rotate(group, start)]
+    ordered += rotate(hooked["topic"] + rest["topic"], start)
     # no pattern has room for a whole phrase of the subject (one overlong word): cut it
     return ordered or [fit_title(capitalise(subject))]
 

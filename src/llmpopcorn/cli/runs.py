@@ -61,7 +61,8 @@ def list_command(out, as_json) -> None:
             + (
                 f"; this store holds {cells} study cell(s) in {len(studies)} group(s) of "
                 "settings: their summary is in summary.md / summary.html beside it "
-                "(rerun the popcorn bench command to refresh it)"
+                "(rerun the popcorn bench command to refresh it); preference pairs: "
+                + ", ".join(f"popcorn runs export {g} --pairs" for g in sorted(studies))
                 if cells
                 else ""
             ),
@@ -100,13 +101,36 @@ def show_command(batch_id, out) -> None:
 @_out
 @click.option("--csv", "fmt", flag_value="csv", default=True, help="CSV (default).")
 @click.option("--json", "fmt", flag_value="json", help="JSON list of rows.")
+@click.option(
+    "--pairs",
+    "fmt",
+    flag_value="pairs",
+    help="Preference pairs as JSONL for TRL's DPO trainer (prompt, chosen, rejected, both "
+    "loop judges' scores, margin) from a batch or a study (study-... id, see `runs list`).",
+)
+@click.option(
+    "--min-margin",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="--pairs: least reward-judge difference (log2 comments) for a pair [default 0.2].",
+)
+@click.option(
+    "--drop-disagreeing",
+    is_flag=True,
+    help="--pairs: leave out pairs the evaluation judge orders the other way (by default they "
+    "are kept and marked: dropping them lets the evaluation judge pick the training data).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File [default stdout].")
-def export_command(batch_id, out, fmt, output) -> None:
+def export_command(batch_id, out, fmt, min_margin, drop_disagreeing, output) -> None:
     """One row per item of BATCH_ID: query, mode, variant, seed, status, rank, title,
-    score (predicted log2 comments), expected_comments, run_dir, error..."""
+    score (predicted log2 comments), expected_comments, run_dir, error...; with --pairs,
+    preference pairs from a batch or a study."""
     from llmpopcorn.core.paths import write_csv
     from llmpopcorn.runs.batch import COLUMNS, batch_rows, check_batch_id, open_batch
 
+    if fmt == "pairs":
+        _export_pairs(batch_id, out, output, min_margin, drop_disagreeing)
+        return
     check_batch_id(batch_id)
     with _store(out) as store:
         open_batch(store, batch_id)
@@ -120,3 +144,50 @@ def export_command(batch_id, out, fmt, output) -> None:
     finally:
         if output:
             fh.close()
+
+
+def _export_pairs(group: str, out, output, min_margin, drop_disagreeing) -> None:
+    from llmpopcorn.core.errors import ConfigError, DataError
+    from llmpopcorn.core.settings import Settings
+    from llmpopcorn.pipeline.refine import loop_judges
+    from llmpopcorn.runs.batch import KIND, check_batch_id
+    from llmpopcorn.study.bench import CELL
+    from llmpopcorn.study.pairs import MIN_MARGIN, pairs_summary, preference_pairs
+
+    kind = CELL if group.startswith("study-") else KIND
+    if kind == KIND:
+        check_batch_id(group)
+    with _store(out) as store:
+        items = store.items(kind=kind, group=group)
+    if not items:
+        raise ConfigError(
+            f"no batch or study {group} in this store",
+            "see `popcorn runs list --out DIR` for the ids (batch-... or study-...)",
+        )
+    lines = list(
+        preference_pairs(
+            items,
+            loop_judges(Settings.resolve()),
+            min_margin=MIN_MARGIN if min_margin is None else min_margin,
+            drop_disagreeing=drop_disagreeing,
+        )
+    )
+    if not lines:
+        raise DataError(
+            f"{group} gives no preference pair",
+            "pairs need two or more distinct ideas of a query whose reward-judge scores differ "
+            "by --min-margin: use --variants N, several arms or seeds, or --refine K",
+        )
+    text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    counts = pairs_summary(lines)
+    click.echo(
+        f"{counts['pairs']} pairs from {counts['queries']} queries; the evaluation judge "
+        f"agrees on {counts['judges_agree']} and disagrees on {counts['judges_disagree']}"
+        + (" (dropped)" if drop_disagreeing else " (kept, marked judges_agree: false)"),
+        err=True,
+    )

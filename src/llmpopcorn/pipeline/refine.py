@@ -34,8 +34,10 @@ from llmpopcorn.core.errors import InvalidReplyError
 from llmpopcorn.core.types import Idea, Message, Prompt, Reference, Refinement, RefineRound
 
 if TYPE_CHECKING:  # pragma: no cover
-    from llmpopcorn.pipeline.core import Pipeline
     from llmpopcorn.predict.judges import JudgedIdea, LoopJudges
+
+#: a :class:`llmpopcorn.pipeline.core.Pipeline` (core imports this module, never the reverse)
+Pipeline = Any
 
 #: round k's seed is the run's seed + k * this (a stand-in's candidates add 0, 1, 2...)
 ROUND_SEED_STRIDE = 1000

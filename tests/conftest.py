@@ -18,6 +18,8 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the scripted test backends (FakeLLM) may be chosen by name in tests only
+    monkeypatch.setenv("POPCORN_TEST_BACKENDS", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     yield
 

@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 class Availability:
     ok: bool
     reason: str = ""
+    #: the server the backend needs running (a URL), when it needs one: configured is not
+    #: reachable (`popcorn backends --check` probes it)
+    server: str = ""
 
     @classmethod
     def needs_modules(cls, extra: str, *modules: str) -> Availability:
@@ -50,6 +53,12 @@ class Backend(ABC):  # noqa: B024 - subclasses add the abstract method
     @classmethod
     def availability(cls, settings: Settings | None = None) -> Availability:
         return Availability(True)
+
+    @classmethod
+    def probe(cls, settings: Settings | None, timeout: float) -> Availability | None:
+        """Whether the server :meth:`availability` names answers, within ``timeout``
+        seconds (None: nothing to probe). Only asked for by `popcorn backends --check`."""
+        return None
 
     def options(self) -> dict[str, Any]:
         """Options worth recording (never secrets)."""

@@ -9,6 +9,7 @@ backends imports only light modules and never torch. Plugins register through th
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -63,7 +64,15 @@ BUILTINS: dict[str, dict[str, str]] = {
 
 
 #: backends that exist for the tests (a scripted LLM): registered, never offered to users
+#: and refused by name unless the tests enable them (:data:`TEST_BACKENDS_ENV`)
 TEST_ONLY = frozenset({("llm", "fake")})
+TEST_BACKENDS_ENV = "POPCORN_TEST_BACKENDS"
+
+
+def test_backends_enabled() -> bool:
+    """Whether the test-only backends may be chosen by name (the test suite sets
+    ``POPCORN_TEST_BACKENDS=1``; code can always construct them directly)."""
+    return os.environ.get(TEST_BACKENDS_ENV) == "1"
 
 
 class Registry:
@@ -106,8 +115,8 @@ class Registry:
         specs = self._specs.get(kind)
         if specs is None:
             raise ConfigError(f"unknown backend kind '{kind}'", f"use one of: {', '.join(KINDS)}")
-        if name not in specs:
-            known = ", ".join(sorted(specs)) or "(none)"
+        if name not in specs or ((kind, name) in TEST_ONLY and not test_backends_enabled()):
+            known = ", ".join(self.listed_names(kind)) or "(none)"
             raise UnknownBackendError(
                 f"unknown {kind} backend '{name}'",
                 f"available {kind} backends: {known} (run `popcorn backends`)",
@@ -151,33 +160,61 @@ def _import(spec: str) -> Any:
 registry = Registry()
 
 
-def backend_table(settings: Any = None) -> dict[str, list[dict]]:
-    """Every registered backend by kind: name, description, whether it can run here
-    with ``settings`` and, if not, why (what `popcorn backends` and the web app show)."""
+def backend_table(
+    settings: Any = None, *, check: bool = False, timeout: float = 2.0
+) -> dict[str, list[dict]]:
+    """Every backend a user may choose, by kind: name, description, whether it can run here
+    with ``settings`` (``usable``) and, if not, why; ``status`` says how far that was
+    checked: ``ready`` (nothing more to check), ``configured`` (a server is set but was
+    not contacted), ``unavailable``; with ``check``, a backend that has a server to reach
+    is probed (:meth:`~llmpopcorn.backends.base.Backend.probe`, at most ``timeout`` seconds,
+    all probes at once) and is ``reachable`` or ``unreachable`` (then not usable). Test-only
+    backends are not listed. What `popcorn backends` and the studio show."""
+    from concurrent.futures import ThreadPoolExecutor
+
     table: dict[str, list[dict]] = {}
+    probes = []
     for kind in KINDS:
         rows = []
-        for name in registry.names(kind):
+        for name in registry.listed_names(kind):
+            row = {"name": name, "description": "", "usable": False, "reason": ""}
             try:
                 cls = registry.get(kind, name)
                 avail = cls.availability(settings)
-                rows.append(
-                    {
-                        "name": name,
-                        "description": getattr(cls, "description", ""),
-                        "usable": avail.ok,
-                        "reason": avail.reason,
-                    }
+                row.update(
+                    description=getattr(cls, "description", ""),
+                    usable=avail.ok,
+                    reason=avail.reason,
+                    status=("configured" if avail.server else "ready")
+                    if avail.ok
+                    else "unavailable",
                 )
+                if check and avail.ok and avail.server:
+                    probes.append((row, cls))
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the rest
-                rows.append(
-                    {
-                        "name": name,
-                        "description": "",
-                        "usable": False,
-                        "reason": f"failed to load: {exc}",
-                    }
-                )
+                row.update(reason=f"failed to load: {exc}", status="unavailable")
+            rows.append(row)
         if rows:
             table[kind] = rows
+    if probes:
+        with ThreadPoolExecutor(max_workers=min(8, len(probes))) as pool:
+            answers = list(pool.map(lambda p: _probe(p[1], settings, timeout), probes))
+        for (row, _cls), answer in zip(probes, answers, strict=True):
+            if answer is None:  # nothing that can be probed quickly (a remote API)
+                row["reason"] = "; ".join(filter(None, [row["reason"], "not probed (remote)"]))
+                continue
+            reachable, reason = answer
+            row.update(
+                status="reachable" if reachable else "unreachable",
+                usable=reachable,
+                reason=reason,
+            )
     return table
+
+
+def _probe(cls: Any, settings: Any, timeout: float) -> tuple[bool, str] | None:
+    try:
+        result = cls.probe(settings, timeout)
+    except Exception as exc:  # noqa: BLE001 - a failed probe is an answer, not a crash
+        return False, f"probe failed: {exc}"
+    return None if result is None else (result.ok, result.reason)

@@ -162,15 +162,50 @@ class OpenAICompatLLM(LLM):
         )
 
     @classmethod
+    def server_url(cls, settings=None) -> str:
+        """The URL this backend would call: the configured one when it is the chosen LLM."""
+        if settings is not None and settings.llm == cls.name and settings.llm_base_url:
+            return str(settings.llm_base_url).rstrip("/")
+        return cls.default_base_url
+
+    @classmethod
     def availability(cls, settings=None) -> Availability:
+        url = cls.server_url(settings)
         if settings is not None and settings.api_key():
-            return Availability(True)
+            return Availability(True, server=url)
         if cls.needs_key and not (cls.key_env and os.environ.get(cls.key_env)):
             where = (
                 f"POPCORN_LLM_API_KEY or {cls.key_env}" if cls.key_env else "POPCORN_LLM_API_KEY"
             )
             return Availability(False, f"no API key: set {where}")
-        return Availability(True, f"needs a server at {cls.default_base_url} (or --llm-base-url)")
+        return Availability(True, f"needs a server at {url} (or --llm-base-url)", server=url)
+
+    @classmethod
+    def probe(cls, settings, timeout: float) -> Availability | None:
+        """Ask a local server (loopback or private address, or ``localhost``) for its
+        models, without a key, within ``timeout`` seconds; a remote API is not probed
+        (None): its key is checked on first use. Any HTTP answer counts as reachable."""
+        import httpx
+
+        from llmpopcorn.backends.outbound import OutboundError, OutboundPolicy, address_kind
+
+        url = cls.server_url(settings)
+        host = (httpx.URL(url).host or "").strip("[]")
+        try:
+            local = host == "localhost" or address_kind(host) in ("loopback", "private")
+        except ValueError:  # a host name: not resolved here (a probe never waits on DNS)
+            local = False
+        if not local:
+            return None
+        policy = OutboundPolicy(url, who=f"the {cls.name} server", request_timeout=timeout)
+        try:
+            answer = policy.request("GET", f"{url}/models", auth=False, max_bytes=1 << 20)
+        except (OutboundError, httpx.HTTPError) as exc:
+            reason = f"no answer from {url} within {timeout:g} s ({type(exc).__name__})"
+            return Availability(False, f"{reason}: start the server or set --llm-base-url")
+        finally:
+            policy.close()
+        return Availability(True, f"{url} answered (HTTP {answer.status_code})", server=url)
 
     # -- helpers --------------------------------------------------------------------
 

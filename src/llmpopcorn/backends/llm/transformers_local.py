@@ -62,9 +62,12 @@ class TransformersLLM(LLM):
     @classmethod
     def availability(cls, settings=None) -> Availability:
         avail = Availability.needs_modules("local", "torch", "transformers")
-        if avail.ok:
-            return Availability(True, "needs --llm-model PATH (local weights)")
-        return avail
+        if not avail.ok:
+            return avail
+        if settings is not None and settings.llm == cls.name and settings.llm_model:
+            return Availability(True)
+        # no model configured: choosing it could only fail
+        return Availability(False, "no model configured: --llm-model PATH (local weights)")
 
     def model_id(self) -> str:
         return self.model_name

@@ -43,5 +43,8 @@ def test_baseline_takes_the_nearest_reference_part_videos_with_truth_and_judge(t
         assert entry["predicted_log2"] == [len(t.split()) for t in titles]  # title only
     assert b["true_mean_log2"] == np.mean([v for e in b["per_query"] for v in e["true_log2"]])
     assert b["predictor"] == "words" and b["mae_log2"] >= 0 and b["judge_fields"] == ["title"]
+    # the fake judge says nothing of its part: it counts as trained on every video, so each
+    # baseline video's own title is one it learned from
+    assert b["videos_title_in_predictor_data"] == b["videos"]
     none = human_baseline(queries, settings, scorer=None, k=2)
     assert none["predictor"] is None and "mae_log2" not in none

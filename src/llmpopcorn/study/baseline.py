@@ -30,8 +30,9 @@ def human_baseline(
 ) -> dict[str, Any]:
     """``queries`` are :class:`~llmpopcorn.study.bench.BenchQuery`; ``scorer`` a loaded
     :class:`~llmpopcorn.predict.PopularityScorer` (``None``: no predictions)."""
+    from llmpopcorn.core.copycheck import normalise_title
     from llmpopcorn.corpus.index import CorpusIndex, get_embedder
-    from llmpopcorn.corpus.partition import in_part
+    from llmpopcorn.corpus.partition import in_part, part_titles
     from llmpopcorn.corpus.table import TEXT_FIELDS, item_text, load_corpus
 
     corpus = load_corpus(settings.data_dir)
@@ -55,7 +56,7 @@ def human_baseline(
                 ],
             }
         )
-    predictor, in_memory, fields = None, None, None
+    predictor, in_memory, by_title, fields = None, None, None, None
     if scorer is not None and chosen:
         from llmpopcorn.predict.data import Table
 
@@ -85,6 +86,10 @@ def human_baseline(
         if memory is not None:
             known = {str(v) for v in memory}
             in_memory = int(sum(v in known for v in table.ids))
+        # by content too: a real video whose title the judge learned from (the same title
+        # posted again in the judge's part) is not an unseen video for it
+        titles = part_titles(frame, str(getattr(scorer, "part", "all")))
+        by_title = int(sum(normalise_title(str(t)) in titles for t in table.titles))
     true = np.array([v for e in per_query for v in e["true_log2"]], dtype=float)
     out: dict[str, Any] = {
         "part": part,
@@ -96,6 +101,7 @@ def human_baseline(
         "true_mean_log2": float(true.mean()) if true.size else None,
         "predictor": predictor,
         "videos_in_predictor_memory": in_memory,
+        "videos_title_in_predictor_data": by_title,
         "per_query": per_query,
     }
     if predictor is not None and true.size:

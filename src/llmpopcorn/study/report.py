@@ -290,7 +290,13 @@ def judge_lines(summary: dict[str, Any]) -> list[str]:
             + (
                 f"; the judge predicts {b['predicted_mean_log2']:.3f} for them (MAE "
                 f"{b['mae_log2']:.3f}, Spearman {_num(b['spearman'])}; "
-                f"{b['videos_in_predictor_memory']} of them in its memory)."
+                f"{b['videos_in_predictor_memory']} of them in its memory"
+                + (
+                    f", {b['videos_title_in_predictor_data']} share a title with its training part"
+                    if b.get("videos_title_in_predictor_data") is not None
+                    else ""
+                )
+                + ")."
                 if b.get("predictor")
                 else "."
             )

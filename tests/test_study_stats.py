@@ -240,7 +240,7 @@ def test_the_video_table_is_not_printed_when_the_judge_reads_no_pixels():
     tables = head_to_heads(rows)
     assert tables["video"] == {
         "measurable": False,
-        "reason": "not measurable with this judge (it reads category and title)",
+        "reason": "not measurable with this judge (it reads title and category)",
     }
     assert tables["llm"]["all"] == {"a": 1}
     # a judge that reads the clip can compare generators
@@ -315,7 +315,7 @@ def test_summary_files_carry_tables_charts_and_the_banner(tmp_path):
     assert "NO LLM WAS USED in 60 of 60" in page and summary["banner"]
     assert "Wilcoxon" in page and "Head to head" in page and "Human baseline" in page
     assert "Holm" in page and "Attrition" in page and "exploratory" in page
-    assert "not measurable with this judge (it reads category and title)" in page
+    assert "not measurable with this judge (it reads title and category)" in page
     md = (tmp_path / "summary.md").read_text()
     assert "NO LLM WAS USED" in md and "true mean log2 comments 3.000" in md
     stored = json.loads((tmp_path / "summary.json").read_text())

@@ -59,6 +59,8 @@ REASONS = (
     "setup",
     "interrupted",
 )
+#: how a judge's inputs are listed ("it reads title and category")
+INPUT_ORDER = ("title", "cover_prompt", "video_prompt", "category", "cover", "clip")
 #: what each axis of the grid changes in a cell's output: a comparison along an axis
 #: measures something only if the judge reads one of these
 AXIS_CHANGES = {
@@ -418,8 +420,10 @@ def judge_reads(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     seen = [r.get("judge_reads") for r in _scored(rows) if r.get("judge_reads") is not None]
     if not seen:
         return None
-    inputs = sorted({str(x) for reads in seen for x in reads})
-    return {"inputs": inputs, "pixels": bool({"cover", "clip"} & set(inputs))}
+    found = {str(x) for reads in seen for x in reads}
+    order = {name: i for i, name in enumerate(INPUT_ORDER)}
+    inputs = sorted(found, key=lambda x: (order.get(x, len(order)), x))
+    return {"inputs": inputs, "pixels": bool({"cover", "clip"} & found)}
 
 
 def measurable(axis: str, reads: dict[str, Any] | None) -> tuple[bool, str | None]:

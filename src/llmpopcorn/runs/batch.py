@@ -63,6 +63,7 @@ from llmpopcorn.runs.driver import (
 )
 from llmpopcorn.runs.executors import Executor, LocalExecutor, WorkerSpec
 from llmpopcorn.runs.identity import NOT_RESULT, identity_of, item_settings, result_settings
+from llmpopcorn.runs.inputs import MAX_QUERIES, check_limits, read_queries  # noqa: F401
 from llmpopcorn.runs.store import DEFAULT_LEASE_S, Store, digest
 from llmpopcorn.runs.worker import ItemWorker
 
@@ -70,37 +71,6 @@ log = logging.getLogger(__name__)
 
 KIND = "batch"
 PREFIX = "batch-"
-MAX_QUERIES = 10_000
-# -- inputs --------------------------------------------------------------------------
-
-
-def read_queries(path: str | Path) -> list[str]:
-    """One query a line; blank lines and lines starting with ``#`` are skipped."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            f"query file not found: {path}", "pass a text file with one query a line"
-        ) from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text", "save the query file as UTF-8") from None
-    queries = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            queries.append(clean_query(line))
-        except InputError as exc:
-            raise InputError(f"{path}, line {number}: {exc.message}", exc.hint) from None
-    if not queries:
-        raise InputError(f"{path} holds no query", "write one query a line")
-    if len(queries) > MAX_QUERIES:
-        raise InputError(
-            f"{path} holds {len(queries)} queries; at most {MAX_QUERIES} a batch",
-            "split the file into several batches",
-        )
-    return queries
 
 
 # -- identity ------------------------------------------------------------------------
@@ -187,6 +157,7 @@ def run_batch(
     pipeline for the local executor (tests); its settings must be ``settings``."""
     from llmpopcorn.backends.hosted.costs import batch_budget, check_batch_cost
 
+    check_limits(concurrency=concurrency, variants=variants, render_slots=render_slots)
     out = Path(out_dir or settings.out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -207,7 +178,7 @@ def run_batch(
             if not queries:
                 raise InputError("no queries given", "pass a file with one query a line")
             queries = [clean_query(q) for q in queries]
-            variants = variants or settings.variants
+            variants = settings.variants if variants is None else variants
         settings = item_settings(settings).model_copy(update={"out_dir": out})
         # from the batch's own settings (a resumed batch's stored ones, not the command's)
         slots = slots_for(settings, concurrency, render_slots)

@@ -30,6 +30,7 @@ from typing import Any
 from llmpopcorn.core.errors import ConfigError, DataError, MissingExtraError, PopcornError
 from llmpopcorn.core.settings import Settings
 from llmpopcorn.runs.executors import Executor, Slots, WorkerLost, make_executor
+from llmpopcorn.runs.inputs import check_limits
 from llmpopcorn.runs.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,7 @@ def make_runner(
 def slots_for(settings: Settings, concurrency: int, render_slots: int | None = None) -> Slots:
     """K ideation calls at once; renders at once: ``render_slots``, else one per GPU on
     CUDA, else one (the CPU is shared with ideation)."""
-    if concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}", "e.g. -k 8")
+    check_limits(concurrency=concurrency, render_slots=render_slots)
     if render_slots is None:
         render_slots = 1
         if on_gpu(settings):

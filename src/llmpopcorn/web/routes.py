@@ -24,7 +24,12 @@ _FILES = {
     "record.json": "application/json",
     "report.html": "text/html; charset=utf-8",
 }
-_STATIC = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+_STATIC = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
 #: seconds between checks of a job's events in a stream
 EVENT_POLL_S = 0.2
 
@@ -101,6 +106,10 @@ def page_routes(studio: Studio) -> Any:
             return not_found("file")
         return Response(item.read_bytes(), media_type=_STATIC[suffix])
 
+    @router.get("/favicon.ico", include_in_schema=False)
+    def favicon():  # browsers ask for it whatever the page says
+        return static("favicon.svg")
+
     @router.post("/api/session", include_in_schema=False)
     def session():
         response = JSONResponse({"ok": True})
@@ -117,10 +126,12 @@ def setup_routes(studio: Studio) -> Any:
     jobs, scrubber = studio.jobs, studio.scrubber
 
     @router.get("/api/backends", summary="What can run here, and why not")
-    def backends():
+    def backends(check: bool = False):
+        """``check``: also contact the local servers the backends need (at most 2 s, all at
+        once; no key sent): they are then ``reachable`` or ``unreachable``."""
         from llmpopcorn.core.registry import backend_table
 
-        table = backend_table(jobs.base)
+        table = backend_table(jobs.base, check=check)
         defaults = {
             k: getattr(jobs.base, k)
             for k in ("llm", "llm_model", "image", "video", "mode", "seed", "variants")

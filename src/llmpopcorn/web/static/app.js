@@ -1,6 +1,8 @@
 // The studio page: plain ES module, no build step. Everything goes through the REST API.
 const $ = (id) => document.getElementById(id);
-const STAGES = ["queued", "start", "prompt", "ideate", "cover", "clip", "score", "done"];
+const STAGES = ["queued", "start", "prompt", "ideate", "refine", "cover", "clip", "score", "done"];
+// stages a run only has when asked for; their chips appear once they run
+const OPTIONAL = new Set(["refine"]);
 const TERMINAL = new Set(["done", "failed", "cancelled", "interrupted"]);
 const PAGE = 10;
 let current = null; // the run shown
@@ -37,28 +39,40 @@ const fmt = (n) => (n === null || n === undefined ? "–" : Math.round(n).toLoca
 // -- settings panel ----------------------------------------------------------------------
 
 function fillSelect(select, rows, chosen) {
+  const keep = select.value || chosen;
   select.replaceChildren(
     ...rows.map((row) => {
-      const label = row.usable ? row.name : `${row.name} (unavailable)`;
+      // "configured": a server is set but not contacted yet; the check below says more
+      const label = row.status === "unreachable" ? `${row.name} (unreachable)`
+        : row.usable ? row.name : `${row.name} (unavailable)`;
       const option = el("option", { value: row.name, textContent: label, title: row.reason || row.description });
       option.disabled = !row.usable && row.name !== chosen;
       option.dataset.why = row.reason || row.description || "";
+      option.dataset.status = row.status || "";
+      if (row.status === "unreachable") option.className = "unreachable";
       return option;
     }),
   );
-  select.value = chosen;
+  select.value = keep;
 }
 
-async function loadBackends() {
-  const data = await api("/api/backends");
+function fillBackends(data) {
   const d = data.defaults;
   fillSelect($("llm"), data.backends.llm || [], d.llm);
   fillSelect($("image"), data.backends.image || [], d.image);
   fillSelect($("video"), data.backends.video || [], d.video);
-  $("mode").value = d.mode;
-  const why = () => ($("llm-why").textContent = $("llm").selectedOptions[0]?.dataset.why || "");
-  $("llm").addEventListener("change", why);
-  why();
+  $("llm-why").textContent = $("llm").selectedOptions[0]?.dataset.why || "";
+}
+
+async function loadBackends() {
+  const data = await api("/api/backends");
+  fillBackends(data);
+  $("mode").value = data.defaults.mode;
+  $("llm").addEventListener("change", () => {
+    $("llm-why").textContent = $("llm").selectedOptions[0]?.dataset.why || "";
+  });
+  // then contact the local servers (bounded on the server): unreachable ones are marked
+  api("/api/backends?check=1").then(fillBackends).catch(() => {});
 }
 
 async function loadData() {
@@ -116,7 +130,11 @@ $("make").addEventListener("submit", (event) => {
 
 $("another").addEventListener("click", () => {
   const base = lastRequest || (current && current.request) || { query: current.query };
-  submit({ ...base, seed: Math.floor(Math.random() * 2 ** 31) });
+  // the seeds after this run's variants: new ideas, not a repeat of one already shown
+  const record = (current && current.record) || {};
+  const used = Math.max(1, (record.variants || []).length, Number(base.variants || 1));
+  const seed = (record.seed ?? base.seed ?? 42) + used;
+  submit({ ...base, seed: seed % 2 ** 31 });
 });
 
 $("cancel").addEventListener("click", async () => {
@@ -139,37 +157,52 @@ $("retry").addEventListener("click", async () => {
   }
 });
 
-function drawStages(view, seen, active) {
+function drawStages(view, seen, active, failed = null, ran = null) {
+  // ran: for a finished run, the stages it went through (its timings); the others were
+  // skipped (rendering off) or never reached (after a failure)
   $("cancel").hidden = TERMINAL.has(view.state);
   $("retry").hidden = !TERMINAL.has(view.state) || view.state === "done";
+  const shown = STAGES.filter((s) => !OPTIONAL.has(s) || seen.has(s) || s === active || (ran && ran.has(s)));
   $("stages").replaceChildren(
-    ...STAGES.map((stage) => {
+    ...shown.map((stage) => {
       let cls = "";
       if (seen.has(stage)) cls = "done";
+      if (ran && !["queued", "start", "done"].includes(stage)) cls = ran.has(stage) ? "done" : "skipped";
       if (stage === active) cls = "active";
+      if (stage === failed) cls = "failed";
       if (stage === "done" && TERMINAL.has(view.state)) cls = view.state === "done" ? "done" : "failed";
-      return el("li", { className: cls, textContent: stage === "done" && TERMINAL.has(view.state) ? view.state : stage });
+      const li = el("li", { className: cls, textContent: stage === "done" && TERMINAL.has(view.state) ? view.state : stage });
+      if (cls === "skipped") li.title = failed ? "not reached" : "not run";
+      return li;
     }),
   );
+}
+
+// which stage a finished run failed at: the last stage it started (its timings are kept
+// in order), else the set-up before the first stage
+function failedStage(view) {
+  const ran = Object.keys((view.record && view.record.timings) || view.stages || {});
+  return ran.length ? ran[ran.length - 1] : "start";
 }
 
 function watch(id) {
   if (stream) stream.close();
   $("progress").hidden = false;
   $("result").hidden = true;
+  $("failure").hidden = true;
   current = { id, state: "queued" };
   const seen = new Set();
   drawStages(current, seen, "queued");
   $("stages").dataset.log = "";
   $("state").textContent = "Queued…";
   stream = new EventSource(`/api/runs/${id}/events`);
+  let active = null;
   stream.addEventListener("stage", (event) => {
     const data = JSON.parse(event.data);
+    // only what ran turns green: a stage is done when the next one starts
     seen.add("queued");
-    for (const stage of STAGES) {
-      if (stage === data.stage) break;
-      seen.add(stage);
-    }
+    if (active) seen.add(active);
+    active = data.stage;
     drawStages(current, seen, data.stage);
     $("stages").dataset.log = `${$("stages").dataset.log || ""} ${data.stage}`.trim();
     $("state").textContent = `Running: ${data.stage}`;
@@ -194,8 +227,6 @@ function watch(id) {
     }
     if (!TERMINAL.has(data.state)) return;
     stream.close();
-    STAGES.slice(0, -1).forEach((s) => seen.add(s));
-    drawStages(current, seen, null);
     $("state").textContent = data.state === "done" ? "Done." : `${data.state}: ${data.error || ""}`;
     await show(id);
     loadHistory();
@@ -241,12 +272,37 @@ async function show(id, watchIfLive = true) {
   }
   const record = view.record || {};
   $("progress").hidden = false;
-  drawStages(view, new Set(STAGES), null);
-  $("state").textContent = view.state === "done" ? "Done." : `${view.state}: ${view.error || ""}`;
+  const ran = new Set(Object.keys(record.timings || view.stages || {}));
+  const failed = view.state === "done" ? null : failedStage(view);
+  if (failed) ran.delete(failed);
+  drawStages(view, new Set(["queued", "start"]), null, failed, ran);
+  $("state").textContent = view.state === "done" ? "Done." : `Run ${view.state}.`;
+  // a run that did not finish shows where it stopped, why, and what to do: no result card
+  $("failure").hidden = view.state === "done";
+  if (view.state !== "done") {
+    $("failed-stage").textContent = failed;
+    $("failure-error").textContent = view.error || `the run was ${view.state}`;
+    $("failure-hint").textContent = view.hint ? `Hint: ${view.hint}` : "";
+    $("result").hidden = true;
+    $("another").hidden = true;
+    return;
+  }
   $("result").hidden = false;
-  $("title").textContent = record.idea ? record.idea.title : `(${view.state}) ${view.query}`;
+  $("title").textContent = record.idea ? record.idea.title : view.query;
   const category = record.category ? `category ${record.category.name}` : "no category";
-  $("meta").textContent = `“${view.query}” · ${view.mode} · seed ${record.seed ?? "?"} · ${category}`;
+  // the seed of the idea shown: the chosen variant's (ranked first), not the run's first
+  const variantsRan = (record.variants || []).filter((v) => v.idea);
+  const seed = variantsRan.length ? variantsRan[0].seed : record.seed;
+  const which = variantsRan.length > 1 ? ` (best of ${variantsRan.length} variants)` : "";
+  $("meta").textContent = `“${view.query}” · ${view.mode} · seed ${seed ?? "?"}${which} · ${category}`;
+  $("caption").textContent = (record.idea && record.idea.caption) || "";
+  $("hashtags").textContent = ((record.idea && record.idea.hashtags) || []).join(" ");
+  const credits = (record.artifacts || [])
+    .map((a) => a.meta && a.meta.credit)
+    .filter(Boolean)
+    .map((c) => `${c.what}: ${c.author ? `by ${c.author} ` : ""}on ${c.source} (${c.licence_url || c.url || ""})`);
+  $("credits").hidden = !credits.length;
+  $("credits").textContent = credits.length ? `Stock media: ${[...new Set(credits)].join("; ")}` : "";
   $("score").textContent = scoreText(record.score);
   const hasMedia = view.state === "done" && (record.artifacts || []).some((a) => a.kind === "clip");
   $("cover").hidden = $("clip").hidden = !hasMedia;
@@ -300,6 +356,8 @@ async function loadHistory() {
         updateCompare();
       });
       const open = el("a", { href: `#run=${run.id}`, textContent: run.query });
+      // the run opens where its progress and result are shown (the same run: scroll there)
+      open.addEventListener("click", () => { if (current && current.id === run.id) reveal(); });
       return el("tr", {},
         el("td", {}, box), el("td", {}, open), el("td", { textContent: run.title || "" }),
         el("td", { className: `state-${run.state}`, textContent: run.state }),
@@ -338,6 +396,9 @@ $("compare").addEventListener("click", async () => {
         el("h3", { textContent: idea.title || view.query }),
         el("p", { textContent: `“${view.query}” · ${view.mode} · seed ${record.seed ?? "?"}` }),
         view.state === "done" ? el("img", { src: `/api/runs/${view.id}/files/cover.png`, alt: `cover of ${idea.title || view.query}` }) : null,
+        view.state === "done" && view.has_clip
+          ? el("video", { src: `/api/runs/${view.id}/files/clip.mp4`, controls: true, loop: true, muted: true, autoplay: true, playsInline: true, ariaLabel: `clip of ${idea.title || view.query}` })
+          : null,
         el("p", { textContent: scoreText(record.score) }),
         el("p", { textContent: `Cover: ${idea.cover_prompt || ""}` }),
         el("p", { textContent: `Video: ${idea.video_prompt || ""}` }));
@@ -360,9 +421,15 @@ $("auth-form").addEventListener("submit", async (event) => {
   }
 });
 
-function fromHash() {
+function reveal() {
+  $("progress").scrollIntoView({ block: "start" });
+}
+
+function fromHash(event) {
   const match = location.hash.match(/run=([0-9a-f]+)/);
-  if (match && (!current || current.id !== match[1])) show(match[1]);
+  if (match && (!current || current.id !== match[1])) {
+    show(match[1]).then(() => { if (event) reveal(); });
+  }
 }
 window.addEventListener("hashchange", fromHash);
 
@@ -374,6 +441,6 @@ async function init() {
     $("error").textContent = `Error: ${err.message}`;
   }
   await loadHistory();
-  fromHash();
+  fromHash(null);
 }
 init();

@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "batch",
     "runs",
     "feedback",
+    "tune",
 )
 
 MAX_MESSAGE_CHARS = 1000  # an exception may carry a whole input in its message

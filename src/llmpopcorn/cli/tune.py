@@ -97,7 +97,7 @@ def tune_command(
 
     def progress(done: int, total: int) -> None:
         if not bar:
-            bar.append(Progress(total, "tuning", show=True, noun="steps"))
+            bar.append(Progress(total, "tuning (steps)", show=True))
             bar[0].done = done - 1  # a resumed run starts at its checkpoint
         bar[0].advance(done - bar[0].done)
 

@@ -256,6 +256,16 @@ def _wrong_shape(path: Path) -> None:
     np.savez(path, **arrays)
 
 
+def _poison(path: Path, value: float) -> None:
+    """One value of every floating-point array becomes ``value`` (NaN or infinity)."""
+    with np.load(path) as npz:
+        arrays = {k: npz[k].copy() for k in npz.files}
+    for array in arrays.values():
+        if array.dtype.kind == "f" and array.size:
+            array.flat[0] = value
+    np.savez(path, **arrays)
+
+
 def _pickled(path: Path) -> None:
     np.savez(path, means_=np.array([{"a": 1}], dtype=object))
 
@@ -276,12 +286,32 @@ CORRUPTIONS = {
     "params of the wrong type": (
         "config.json",
         lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "params": [1]})),
-        "'params' is a list",
+        "'params' should be a JSON object",
     ),
     "params the model does not take": (
         "config.json",
         lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "params": {"zz": 1}})),
         "do not fit category-mean",
+    ),
+    # issue 22, reproduction 11: these ended in ValueErrors under the generic hint
+    "NaN weights": ("weights.npz", lambda p: _poison(p, np.nan), "NaN or infinite values"),
+    "infinite weights": ("weights.npz", lambda p: _poison(p, np.inf), "NaN or infinite values"),
+    "inputs is a list": (
+        "config.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "inputs": ["title"]})),
+        "key 'inputs' should be a JSON object",
+    ),
+    "a NaN interval": (
+        "config.json",
+        lambda p: p.write_text(
+            json.dumps({**json.loads(p.read_text()), "conformal": {"halfwidth": float("nan")}})
+        ),
+        "key 'conformal.halfwidth'",
+    ),
+    "train rows as text": (
+        "config.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "train": {"rows": "9"}})),
+        "key 'train.rows'",
     ),
     "unknown model": (
         "config.json",
@@ -311,6 +341,13 @@ def test_truncated_weights_of_the_shipped_model_are_a_clear_error(tmp_path):
     assert not zipfile.is_zipfile(model / "weights.npz")
     result = popcorn("score", "--title", "a cat", "--model", model)
     assert_clean_failure(result, says=[str(model), "retrain"])
+
+
+def test_make_with_nan_weights_fails_cleanly_naming_the_folder(tmp_path, tiny_model, out_dir):
+    model = _copy_model(tiny_model, tmp_path / "model")
+    _poison(model / "weights.npz", np.nan)
+    result = popcorn("make", "a corgi", "--out", out_dir, env={"POPCORN_PREDICTOR": str(model)})
+    assert_clean_failure(result, says=[f"the predictor model in {model} is unusable", "NaN"])
 
 
 def test_make_with_a_corrupt_predictor_fails_cleanly_and_keeps_the_record(

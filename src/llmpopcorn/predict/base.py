@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmpopcorn.core.errors import DataError, UnknownBackendError
 from llmpopcorn.predict.data import Table
@@ -120,13 +122,40 @@ FIX_HINT = (
     "retrain it with `popcorn predictor train --data DIR --out MODEL_DIR`, or unset "
     "POPCORN_PREDICTOR (drop --model) to use the shipped model"
 )
-#: the type each top-level config key must have when present
-_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
-    "format": int,
-    "model": str,
-    "params": dict,
-    "state": dict,
-}
+
+
+class _Inputs(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    text_fields: list[str] | None = None
+    category: bool | None = None
+
+
+class _Conformal(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    halfwidth: float | None = Field(None, ge=0)
+    level: float | None = Field(None, gt=0, lt=1)
+
+
+class _Train(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    rows: int | None = Field(None, ge=0)
+    partition: dict[str, Any] | None = None
+
+
+class _ConfigShape(BaseModel):
+    """The types of the ``config.json`` keys this package reads (others pass): strict, so
+    a list where a mapping belongs, a string for a number or a NaN half-width is caught
+    when the folder is loaded, not as a stray error while scoring."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    format: int | None = None
+    model: str | None = None
+    params: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
+    shapes: dict[str, list[int]] | None = None
+    inputs: _Inputs | None = None
+    conformal: _Conformal | None = None
+    train: _Train | None = None
 
 
 def _bad_model(directory: str | Path, problem: str) -> DataError:
@@ -154,15 +183,48 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise _bad_model(
             directory, f"{CONFIG_FILE} holds a {type(config).__name__}, not a JSON object"
         )
-    for key, kind in _CONFIG_TYPES.items():
-        value = config.get(key)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise _bad_model(
-                directory,
-                f"{CONFIG_FILE} key '{key}' is a {type(value).__name__}, "
-                f"expected {getattr(kind, '__name__', kind)}",
-            )
+    try:
+        _ConfigShape.model_validate(config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        got = type(err.get("input")).__name__
+        wanted = {"model_type": "should be a JSON object", "dict_type": "should be a JSON object"}
+        problem = wanted.get(err["type"], err["msg"].lower())
+        problem = f"{CONFIG_FILE} key '{where}' {problem} (got a {got})"
+        raise _bad_model(directory, problem) from None
+    bad = _non_finite(config.get("state"))
+    if bad:
+        raise _bad_model(directory, f"{CONFIG_FILE} state '{bad}' is not a finite number")
     return config
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The first key path under ``value`` holding NaN or an infinity, else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where or "."
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+def _check_finite(directory: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Every floating-point weight is finite: a NaN weight turns every score into NaN
+    (it ended as 'cannot convert float NaN to integer' deep in scoring)."""
+    for key, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            count = int(array.size - np.isfinite(array).sum())
+            raise _bad_model(
+                directory, f"{WEIGHTS_FILE} array '{key}' holds {count} NaN or infinite values"
+            )
 
 
 def _read_weights(directory: str | Path) -> dict[str, np.ndarray]:
@@ -218,6 +280,7 @@ def load_model(directory: str | Path) -> Predictor:
     except (TypeError, ValueError) as exc:
         raise _bad_model(directory, f"{CONFIG_FILE} 'params' do not fit {name}: {exc}") from None
     arrays = _read_weights(directory)
+    _check_finite(directory, arrays)
     shapes = config.get("shapes")
     if isinstance(shapes, dict):
         for key, shape in shapes.items():

@@ -11,20 +11,36 @@ Tools:
 - ``list_runs`` / ``get_run``: history (search, paging) and one run's record.
 
 Agents run on the user's machine, so answers name the run folder and its files (the web
-API does not). Errors come back as tool errors with the message and its hint.
+API does not). Errors come back as tool errors with the message and its hint, never a
+traceback. Arguments have the studio API's caps (:mod:`.validate`: query length, at most
+200 references, run ids checked against their format and never echoed), and every string
+of an answer carries invisible and bidi characters as visible ``\\uXXXX`` escapes.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from llmpopcorn.core.errors import PopcornError, require
 from llmpopcorn.core.settings import Settings
+from llmpopcorn.mcp.validate import (
+    MAX_SEARCH,
+    ArgumentError,
+    check_page,
+    check_run_id,
+    check_text,
+    check_wait,
+    escaped,
+    run_request,
+)
 from llmpopcorn.pipeline.core import Pipeline
-from llmpopcorn.pipeline.refine import refinement_view
+
+log = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "LLMPopcorn turns a short query into a micro-video idea (title, cover prompt, video "
@@ -37,7 +53,8 @@ INSTRUCTIONS = (
 def build_server(
     settings: Settings, *, pipeline_factory: Callable[[Settings], Pipeline] | None = None
 ) -> Any:
-    """The MCP server over ``settings`` (its tools share one job queue)."""
+    """The MCP server over ``settings`` (its tools share one job queue). Arguments are
+    checked like the studio's (:mod:`.validate`); answers escape invisible characters."""
     require("mcp", "mcp", "the MCP server")
     from llmpopcorn.web.jobs import progress_pipeline
 
@@ -47,36 +64,52 @@ def build_server(
     from mcp.server.mcpserver.exceptions import ToolError
 
     from llmpopcorn.web.jobs import TERMINAL, JobManager
-    from llmpopcorn.web.requests import RunRequest
 
     jobs = JobManager(settings, pipeline_factory=pipeline_factory, draft_workers=1, origin="mcp")
     server = MCPServer("llmpopcorn", instructions=INSTRUCTIONS)
     scorers: dict[str, Any] = {}
 
-    def fail(exc: PopcornError) -> ToolError:
-        return ToolError(f"{exc.message} (hint: {exc.hint})")
+    @contextmanager
+    def tool_errors(tool: str) -> Iterator[None]:
+        """Every failure as a tool error with its hint: never a traceback."""
+        try:
+            yield
+        except ToolError:
+            raise
+        except ArgumentError as exc:
+            raise ToolError(str(exc)) from None
+        except PopcornError as exc:
+            raise ToolError(f"{exc.message} (hint: {exc.hint})") from None
+        except ValueError as exc:
+            raise ToolError(f"invalid arguments: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - reported as such, logged without a trace
+            log.warning("mcp %s failed: %s", tool, type(exc).__name__)
+            log.debug("mcp %s failed", tool, exc_info=True)
+            raise ToolError(
+                f"{tool} failed unexpectedly ({type(exc).__name__}) (hint: see the server "
+                "log; report it if it looks like a bug)"
+            ) from None
 
     def run_view(job_id: str) -> dict[str, Any]:
+        check_run_id(job_id)
         row = jobs.row(job_id)
         if row is None:
-            raise ToolError(f"no run with id {job_id!r} (hint: list_runs shows the ids)")
+            raise ToolError("no run with that id (hint: list_runs shows the ids)")
         view = jobs.view(row)
         run_dir = jobs.run_dir(job_id)
         if run_dir is not None and (run_dir / "record.json").is_file():
-            from llmpopcorn.pipeline.report import load_record
+            from llmpopcorn.pipeline.package_files import read_record
 
-            record = load_record(run_dir)
+            record = read_record(run_dir)  # a damaged record: a DataError with a hint
             view["run_dir"] = str(run_dir)
             view["idea"] = record.idea.model_dump() if record.idea else None
             view["score"] = (
                 record.score.model_dump(exclude={"neighbours"}) if record.score else None
             )
             view["variants"] = [v.model_dump() for v in record.variants]
-            if record.refinement is not None:
-                view["refinement"] = refinement_view(record.refinement)
             view["notes"] = record.notes
             view["files"] = {a.kind: str(run_dir / a.path) for a in record.artifacts}
-        return view
+        return escaped(view)
 
     @server.tool()
     async def make_run(
@@ -85,29 +118,23 @@ def build_server(
         seed: int | None = None,
         variants: int = 1,
         render: bool = True,
-        refine: int = 0,
         wait_seconds: float = 600.0,
     ) -> dict[str, Any]:
         """Make a micro-video for `query`: idea, cover, 3-second clip and predicted
         popularity. mode is 'basic' or 'pe' (retrieval-augmented, needs the data folder).
-        refine: rounds in which the LLM sees the reward judge's score and explanation and
-        writes an improved idea (the best by the reward judge is kept; every round is also
-        scored by an independent evaluation judge). Waits up to wait_seconds; a run still
-        going is returned with its state."""
-        try:
-            request = RunRequest(
-                query=query, mode=mode, seed=seed, variants=variants, render=render, refine=refine
+        Waits up to wait_seconds; a run still going is returned with its state."""
+        with tool_errors("make_run"):
+            wait = check_wait(wait_seconds)
+            request = run_request(
+                query=query, mode=mode, seed=seed, variants=variants, render=render
             )
             jobs.start()
             job = jobs.submit(request)
-        except PopcornError as exc:
-            raise fail(exc) from None
-        except ValueError as exc:
-            raise ToolError(f"invalid arguments: {exc}") from None
-        deadline = time.monotonic() + max(0.0, wait_seconds)
+        deadline = time.monotonic() + wait
         while job.state not in TERMINAL and time.monotonic() < deadline:
             await anyio.sleep(0.1)
-        return run_view(job.id)
+        with tool_errors("make_run"):
+            return run_view(job.id)
 
     @server.tool()
     async def score_idea(
@@ -116,6 +143,15 @@ def build_server(
         """Predicted popularity of an idea (log2 comments, expected comments, interval,
         percentile) and the similar videos that explain it."""
         from llmpopcorn.core.types import Idea
+
+        with tool_errors("score_idea"):
+            for name, value in (
+                ("title", title),
+                ("query", query),
+                ("cover_prompt", cover_prompt),
+                ("video_prompt", video_prompt),
+            ):
+                check_text(name, value)
 
         def score() -> dict[str, Any]:
             scorer = scorers.get("default")
@@ -129,14 +165,10 @@ def build_server(
                 cover_prompt=cover_prompt or title,
                 video_prompt=video_prompt or title,
             )
-            return scorer.score(idea, query=query or title).model_dump()
+            return escaped(scorer.score(idea, query=query or title).model_dump())
 
-        try:
+        with tool_errors("score_idea"):
             return await anyio.to_thread.run_sync(score)
-        except PopcornError as exc:
-            raise fail(exc) from None
-        except ValueError as exc:
-            raise ToolError(f"invalid idea: {exc}") from None
 
     @server.tool()
     async def build_pe_prompt(
@@ -144,6 +176,8 @@ def build_server(
     ) -> dict[str, Any]:
         """The prompt-enhancement (PE) messages for `query`, with the MicroLens reference
         videos chosen for it (popular and unpopular). No LLM is called."""
+        with tool_errors("build_pe_prompt"):  # the studio's caps: at most 200 references
+            run_request(query=query, mode="pe", n_refs=n_refs, ratio=ratio, num_tags=num_tags)
 
         def build() -> dict[str, Any]:
             chosen = settings.model_copy(
@@ -151,29 +185,31 @@ def build_server(
             )
             Settings.model_validate(chosen.model_dump())  # range checks
             prompt = Pipeline(chosen).prompt(query)
-            return {
-                "messages": [m.model_dump() for m in prompt.messages],
-                "references": [r.model_dump() for r in prompt.references],
-                "enhancement": prompt.settings,
-            }
+            return escaped(
+                {
+                    "messages": [m.model_dump() for m in prompt.messages],
+                    "references": [r.model_dump() for r in prompt.references],
+                    "enhancement": prompt.settings,
+                }
+            )
 
-        try:
+        with tool_errors("build_pe_prompt"):
             return await anyio.to_thread.run_sync(build)
-        except PopcornError as exc:
-            raise fail(exc) from None
-        except ValueError as exc:
-            raise ToolError(f"invalid arguments: {exc}") from None
 
     @server.tool()
     def list_runs(search: str = "", limit: int = 20, offset: int = 0) -> dict[str, Any]:
         """Runs newest first (the studio's history), filtered by `search` in the query or
         title."""
-        return jobs.history(search=search, limit=max(1, min(limit, 200)), offset=max(0, offset))
+        with tool_errors("list_runs"):
+            check_text("search", search, MAX_SEARCH)
+            limit, offset = check_page(limit, offset)
+            return escaped(jobs.history(search=search, limit=limit, offset=offset))
 
     @server.tool()
     def get_run(run_id: str) -> dict[str, Any]:
         """One run: state, idea, score, variants, notes and the paths of its files."""
-        return run_view(run_id)
+        with tool_errors("get_run"):
+            return run_view(run_id)
 
     server.jobs = jobs  # for callers that stop it
     return server

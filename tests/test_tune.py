@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 
 from click.testing import CliRunner  # noqa: E402
 
-from llmpopcorn.backends.llm.adapter import apply_adapter, check_adapter  # noqa: E402
+from llmpopcorn.backends.llm.adapter import apply_adapter, check_adapter, save_merged  # noqa: E402
 from llmpopcorn.backends.llm.tune import TuneOptions, load_base, tune  # noqa: E402
 from llmpopcorn.cli import main  # noqa: E402
 from llmpopcorn.core.errors import ConfigError, InputError  # noqa: E402
@@ -94,7 +94,7 @@ def test_tune_trains_an_adapter_that_loads_and_changes_the_model(tiny, tmp_path)
     seen: list[tuple[int, int]] = []
     result = tune(pairs, base, tmp_path / "run", OPTIONS, progress=lambda d, t: seen.append((d, t)))
     assert result.steps == 3 and result.stopped == "max_steps"
-    assert seen == [(1, 3), (2, 3), (3, 3)] and len(result.losses) == 3
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)] and len(result.losses) == 3
     adapter = result.adapter_dir
     assert (adapter / "adapter_config.json").is_file()
     record = check_adapter(adapter, base)
@@ -112,6 +112,12 @@ def test_tune_trains_an_adapter_that_loads_and_changes_the_model(tiny, tmp_path)
     )["input_ids"]
     out = tuned.generate(ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 5
+    # the merged folder (for runtimes that cannot apply an adapter) holds the same weights
+    from transformers import AutoModelForCausalLM
+
+    folder = save_merged(base, adapter, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).state_dict()
+    assert all(torch.equal(merged[k], after[k]) for k in after)
 
 
 def test_the_time_budget_stops_with_a_checkpoint_and_resume_continues(tiny, tmp_path):

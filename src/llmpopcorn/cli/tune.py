@@ -62,10 +62,17 @@ from llmpopcorn.cli import main
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Training seed.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option(
+    "--merged",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also save the base with the adapter merged in as a Hugging Face folder (for "
+    "runtimes that cannot apply an adapter, e.g. --llm local on onnxruntime-genai).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run's tune.json.")
 def tune_command(
     pairs, base, out, steps, time_budget, resume, learning_rate, beta, lora_r, save_every,
-    max_length, seed, threads, as_json,
+    max_length, seed, threads, merged, as_json,
 ) -> None:  # fmt: skip
     """Fine-tune a local LLM's LoRA adapter on preference pairs with TRL's DPO, on the CPU.
 
@@ -93,17 +100,23 @@ def tune_command(
         seed=seed,
         threads=threads,
     )
-    bar: list[Progress] = []
+    shown: dict = {}
 
     def progress(done: int, total: int) -> None:
-        if not bar:
-            bar.append(Progress(total, "tuning (steps)", show=True))
-            bar[0].done = done - 1  # a resumed run starts at its checkpoint
-        bar[0].advance(done - bar[0].done)
+        if not shown:  # told once before the first step (a resumed run: its checkpoint's)
+            shown.update(bar=Progress(total - done, "tuning (optimizer steps)", show=True))
+            shown["start"] = done
+            return
+        bar = shown["bar"]
+        bar.advance(done - shown["start"] - bar.done)
 
     result = tune(pairs, base, out, options, resume=resume, progress=progress)
-    if bar:
-        bar[0].close()
+    if shown:
+        shown["bar"].close()
+    if merged:
+        from llmpopcorn.backends.llm.adapter import save_merged
+
+        click.echo(f"merged model: {save_merged(base, result.adapter_dir, merged)}", err=True)
     if as_json:
         click.echo(json.dumps(result.record, indent=2))
         return

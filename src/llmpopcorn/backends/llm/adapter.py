@@ -48,3 +48,17 @@ def apply_adapter(model: Any, adapter: str | Path) -> Any:
 
     tuned = PeftModel.from_pretrained(model, str(Path(adapter).expanduser()), is_trainable=False)
     return tuned.merge_and_unload()
+
+
+def save_merged(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
+    """The base model with the adapter merged in, saved as a Hugging Face folder (float32
+    safetensors + tokenizer): for runtimes that cannot apply an adapter themselves (the
+    local backend's onnxruntime-genai converts such a folder once)."""
+    from llmpopcorn.backends.llm.tune import load_base
+
+    check_adapter(adapter, base)
+    model, tokenizer = load_base(base)
+    out = Path(out).expanduser()
+    apply_adapter(model, adapter).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -165,6 +165,10 @@ def _callbacks(options: TuneOptions, clock: Callable[[], float], progress: Any) 
             self.stopped_by_budget = False
             self.losses: list[float] = []
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            if progress is not None:  # a resumed run starts at its checkpoint's step
+                progress(state.global_step, state.max_steps)
+
         def on_step_end(self, args, state, control, **kwargs):
             if progress is not None:
                 progress(state.global_step, state.max_steps)

@@ -93,3 +93,27 @@ def test_the_refine_arm_is_basic_mode_with_rounds_and_bad_arms_are_refused(data_
             ["--data", str(data_dir), "--arms", arms, "--out", str(tmp_path / "x")], tmp_path
         )
         assert bad.exit_code == 2 and message in bad.output and "hint:" in bad.output
+
+
+def test_a_study_with_the_refine_arm_gives_preference_pairs(data_dir, tmp_path):
+    out = tmp_path / "study"
+    args = ["--data", str(data_dir), "--arms", "basic,refine", "--refine", "1", "--limit", "1"]
+    assert bench([*args, "--baseline-k", "0", "--out", str(out)], tmp_path).exit_code == 0
+    listed = CliRunner().invoke(main, ["runs", "list", "--out", str(out)])
+    (study_id,) = [w for w in listed.output.split() if w.startswith("study-")]
+    result = CliRunner().invoke(
+        main, ["runs", "export", study_id, "--pairs", "--min-margin", "0", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert lines and {line["query"] for line in lines} <= {
+        "Something nostalgic",
+        "A corgi learns to surf",
+    }
+    sources = {
+        s["mode"] for line in lines for s in (line["chosen_source"], line["rejected_source"])
+    }
+    assert "refine" in sources  # refinement rounds are candidates too
+    assert all(
+        line["chosen_scores"]["reward"] > line["rejected_scores"]["reward"] for line in lines
+    )

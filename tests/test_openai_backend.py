@@ -22,7 +22,7 @@ def test_sends_the_papers_sampling_and_returns_content():
     with FakeOpenAIServer() as srv:
         srv.queue(200, completion("hello"))
         llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key=SECRET, max_retries=0)
-        assert llm.complete(request(temperature=0.7, top_p=0.9, seed=42, max_tokens=77)) == "hello"
+        assert llm.complete(request(temperature=0.7, top_p=0.9, seed=42, max_tokens=77)).text == "hello"
         (req,) = srv.chat_requests
         body = req["body"]
         assert body["model"] == "m" and body["messages"] == [{"role": "user", "content": "hi"}]
@@ -40,7 +40,7 @@ def test_retries_transient_errors_then_succeeds():
         srv.queue(500, {"error": {"message": "boom"}}).queue(429, {"error": {"message": "slow"}})
         srv.queue(200, completion("ok"))
         llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=3)
-        assert llm.complete(request()) == "ok"
+        assert llm.complete(request()).text == "ok"
         assert len(srv.chat_requests) == 3
 
 
@@ -168,7 +168,7 @@ def test_an_ordinary_rate_limit_is_still_retried():
     with FakeOpenAIServer() as srv:
         srv.queue(429, limited).queue(429, limited).queue(200, completion("ok"))
         llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=3)
-        assert llm.complete(request()) == "ok"
+        assert llm.complete(request()).text == "ok"
         assert len(srv.chat_requests) == 3
     with FakeOpenAIServer() as srv:  # and, retries spent, it is not taken for a quota
         srv.queue(429, limited)
@@ -193,7 +193,7 @@ def test_requests_reuse_their_threads_and_a_stalled_one_holds_up_no_other():
         llm.complete(request())
         started = _REQUEST_THREADS.started
         for _ in range(5):  # one after another: the idle thread is reused
-            assert llm.complete(request()) == "ok"
+            assert llm.complete(request()).text == "ok"
         assert _REQUEST_THREADS.started == started
     threads = RequestThreads(idle_s=0.2)
     release = threading.Event()
@@ -214,7 +214,7 @@ def test_a_reply_that_is_json_of_another_shape_or_not_json_is_a_clear_error():
     with FakeOpenAIServer() as srv:
         srv.queue_raw(200, '{"choices": [{"message": {"content": "fine"}}]}', "application/json")
         llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=0)
-        assert llm.complete(request()) == "fine"  # a plain dict is read as it is
+        assert llm.complete(request()).text == "fine"  # a plain dict is read as it is
     with FakeOpenAIServer() as srv:
         srv.queue_raw(200, "{not json", "application/json")
         llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key="k", max_retries=0)

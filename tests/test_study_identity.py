@@ -21,6 +21,7 @@ CHANGES = {
     "cache_dir": "elsewhere",
     "seed": 7,
     "llm_model": "other-model",
+    "llm_runtime": "transformers",
     "llm_base_url": "http://127.0.0.1:9/v1",
     "temperature": 1.1,
     "top_p": 0.5,

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmpopcorn.core.types import BackendUse, ChatRequest
+from llmpopcorn.core.types import BackendUse, ChatRequest, Completion, Message
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -82,8 +82,18 @@ class LLM(Backend):
     request_model: ClassVar[bool] = False
 
     @abstractmethod
-    def complete(self, request: ChatRequest) -> str:
-        """Return the assistant's reply text for ``request.messages``."""
+    def complete(self, request: ChatRequest) -> Completion | str:
+        """The assistant's reply to ``request.messages``: a :class:`Completion` (text, why
+        it ended, token counts, how its form was obtained) or, from a simple backend, the
+        text alone."""
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Tokens ``messages`` take as this model's prompt (None: unknown here)."""
+        return None
+
+    def context_window(self) -> int | None:
+        """Tokens the model reads at once, prompt and reply (None: unknown here)."""
+        return None
 
     def describe(self) -> BackendUse:
         use = super().describe()

@@ -48,10 +48,18 @@ class Progress:
 
     every = 5.0
 
-    def __init__(self, total: int, what: str, *, show: bool | None = None, stream=None):
+    def __init__(
+        self,
+        total: int,
+        what: str,
+        *,
+        show: bool | None = None,
+        stream=None,
+        noun: str = "to embed",
+    ):
         import sys
 
-        self.total, self.what = total, what
+        self.total, self.what, self.noun = total, what, noun
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.show = (tty if show is None else show) or (show is None and total > QUIET_BELOW)
@@ -73,7 +81,7 @@ class Progress:
             self._estimated = True  # after the first batch: how long the whole will take
             rate = self.done / max(now - self.started, 1e-9)
             self._write(
-                f"{self.what}: {self.total:,} to embed, about "
+                f"{self.what}: {self.total:,} {self.noun}, about "
                 f"{_clock((self.total - self.done) / rate)} left at {rate:,.0f}/s",
                 newline=True,
             )

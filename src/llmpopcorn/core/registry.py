@@ -35,6 +35,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "llamacpp": ".llm.openai_compat:LlamaCppLLM",
         "transformers": ".llm.transformers_local:TransformersLLM",
         "local": ".llm.local:LocalLLM",
+        "local": ".llm.local:LocalLLM",
     },
     "image": {
         "draft": ".image.draft:DraftCover",

@@ -119,8 +119,14 @@ class Settings(BaseModel):
     top_p: float = setting(
         0.9, "Nucleus sampling top_p.", flag="--top-p", group="llm", gt=0.0, le=1.0
     )
-    max_tokens: int = setting(
-        1024, "Most tokens in a reply.", flag="--max-tokens", group="llm", ge=16
+    max_tokens: int | None = setting(
+        None,
+        "Most tokens in a reply, within the model's context where it is known (a reply cut "
+        "at the limit is re-asked once with twice the budget).",
+        flag="--max-tokens",
+        group="llm",
+        default_text="1024 basic, 5000 PE (the paper's)",
+        ge=16,
     )
     max_attempts: int = setting(
         3,
@@ -170,6 +176,13 @@ class Settings(BaseModel):
         gt=0,
     )
     llm_load_in_4bit: bool = False
+    llm_runtime: Literal["auto", "onnx", "transformers"] = setting(
+        "auto",
+        "Runtime of --llm local: onnx (onnxruntime-genai; the model is converted once, "
+        "cached) or transformers; auto: onnx when installed.",
+        flag="--llm-runtime",
+        group="llm",
+    )
     llm_rpm: float | None = setting(
         None,
         "Most LLM requests per minute.",

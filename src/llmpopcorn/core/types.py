@@ -134,6 +134,37 @@ class ChatRequest(BaseModel):
     seed: int | None = 42
     max_tokens: int = 1024
     context: dict[str, Any] = Field(default_factory=dict)
+    #: the JSON schema the answer must follow: a backend that can constrain its output
+    #: (local constrained decoding, a server's ``response_format``) holds the reply to it;
+    #: the others ignore it and the reply is parsed and validated
+    response_schema: dict[str, Any] | None = None
+    #: free reasoning may come before the JSON answer (PE's chain of thought): a
+    #: constraining backend lets the reply think first, then holds the answer to the schema
+    reasoning: bool = False
+
+
+#: how a reply's form was obtained (``Completion.method``, ``Attempt.method``)
+ReplyMethod = Literal["schema", "response_format", "parse"]
+
+
+class Completion(BaseModel):
+    """What an LLM backend returns for one request. A backend or fake may return a plain
+    ``str`` instead: it is read as ``Completion(text=...)`` (finish unknown, parsed)."""
+
+    text: str
+    #: why generation ended: ``stop`` (the answer ended), ``length`` (cut at the token
+    #: budget), ``timeout`` (the call's deadline), ``refused`` (a refusal or content
+    #: filter); None when the backend does not say
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    #: ``schema``: constrained decoding here; ``response_format``: the server's JSON-schema
+    #: mode; ``parse``: free text, parsed and validated afterwards
+    method: ReplyMethod = "parse"
+
+    @classmethod
+    def of(cls, reply: Completion | str) -> Completion:
+        return reply if isinstance(reply, Completion) else cls(text=reply)
 
 
 class Attempt(BaseModel):
@@ -142,6 +173,17 @@ class Attempt(BaseModel):
     reply: str
     error: str | None = None
     seconds: float = 0.0
+    #: why the reply was rejected (None: it was valid): ``parse`` (no/invalid JSON or
+    #: schema), ``copy`` (copies a reference), ``duplicate`` (repeats another variant),
+    #: ``truncated`` (cut at the token budget), ``timeout``, ``refused``, ``error``
+    reason: str | None = None
+    finish_reason: str | None = None
+    #: the sampling seed of this attempt (a re-ask samples with a new one)
+    seed: int | None = None
+    method: ReplyMethod | None = None
+    max_tokens: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class Prompt(BaseModel):
@@ -248,6 +290,10 @@ class RunRecord(BaseModel):
     #: shutdown) before it finished, not a failure of the run itself
     status: Literal["running", "ok", "failed", "interrupted"] = "running"
     error: str | None = None
+    #: why a failed run failed: the last attempt's reason for an LLM failure (parse,
+    #: copy, duplicate, truncated, timeout, refused, error), or render, score, setup,
+    #: interrupted for the other stages
+    failure: str | None = None
     query: str
     mode: Mode
     seed: int

@@ -46,6 +46,53 @@ _KEY_ALIASES = {
 OPTIONAL_FIELDS = ("caption", "hashtags")
 
 
+#: bounds for constrained generation only (an Idea itself accepts longer prompts): each
+#: string has some substance and a paragraph at most, so a constrained reply always ends
+MIN_TEXT_CHARS = 3
+PROMPT_MAX_CHARS = 600
+#: one line: no leading or trailing blank, no control character (an empty or blank title
+#: was seen from a small model under a schema with no such bound)
+ONE_LINE = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+
+
+def idea_json_schema(*, reasoning: bool = False) -> dict[str, Any]:
+    """The JSON schema of an answer, derived from :class:`Idea` (its fields, types and
+    bounds): every field required (the prompt asks for each), every string one line of
+    at least :data:`MIN_TEXT_CHARS` characters and, where the Idea sets no limit, at most
+    :data:`PROMPT_MAX_CHARS`; nothing else allowed. ``reasoning``: a first ``reasoning``
+    field, so a server that holds its whole reply to the schema still thinks before it
+    answers (PE's chain of thought); :func:`parse_idea` ignores it."""
+    source = Idea.model_json_schema()
+    properties: dict[str, Any] = {}
+    if reasoning:
+        properties["reasoning"] = {"type": "string", "minLength": 1}
+    for name, spec in source["properties"].items():
+        properties[name] = _bounded(_not_null(spec))
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _not_null(spec: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` as ``X``: an answer gives every field."""
+    options = [s for s in spec.get("anyOf", []) if s.get("type") != "null"]
+    return dict(options[0]) if len(options) == 1 else dict(spec)
+
+
+def _bounded(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = {k: v for k, v in spec.items() if k not in ("title", "default", "description")}
+    if spec.get("type") == "string":
+        spec["minLength"] = max(spec.get("minLength", 0), MIN_TEXT_CHARS)
+        spec.setdefault("maxLength", PROMPT_MAX_CHARS)
+        spec["pattern"] = ONE_LINE
+    elif spec.get("type") == "array" and isinstance(spec.get("items"), dict):
+        spec["items"] = _bounded(spec["items"])
+    return spec
+
+
 class ReplyParseError(ValueError):
     """The reply holds no usable idea; the message says why (and is sent back)."""
 

@@ -35,7 +35,7 @@ from llmpopcorn.core.copycheck import COPY_THRESHOLD, CopyMatch, find_copy, norm
 from llmpopcorn.core.errors import ConfigError
 from llmpopcorn.core.types import Idea, Message, Prompt, Reference
 from llmpopcorn.corpus.partition import describe as describe_part
-from llmpopcorn.enhance.prompts import example_json, render
+from llmpopcorn.enhance.prompts import example_block, render
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmpopcorn.core.settings import Settings
@@ -306,13 +306,17 @@ def _category_phrase(names: list[str]) -> str:
     return f"the {', '.join(quoted[:-1])} and {quoted[-1]} categories"
 
 
-def pe_messages(query: str, references: list[Reference], categories: list[str]) -> list[Message]:
+def pe_messages(
+    query: str, references: list[Reference], categories: list[str], *, example: bool = True
+) -> list[Message]:
+    """PE's messages (``example``: with the format example, see
+    :func:`~llmpopcorn.enhance.prompts.example_block`)."""
     user = render(
         "pe_user.txt",
         query=query,
         categories=_category_phrase(categories),
         references=format_references(references),
-        example=example_json(),
+        example=example_block(example),
     )
     return [
         Message(role="system", content=render("pe_system.txt")),

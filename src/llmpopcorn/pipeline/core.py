@@ -20,7 +20,13 @@ from typing import Any, Protocol
 from llmpopcorn import __version__
 from llmpopcorn.backends.base import LLM, ImageBackend, ImageRequest, VideoBackend, VideoRequest
 from llmpopcorn.backends.media import fit_duration, save_png, write_mp4
-from llmpopcorn.core.errors import ConfigError, InvalidReplyError, MissingExtraError, PopcornError
+from llmpopcorn.core.errors import (
+    ConfigError,
+    InvalidReplyError,
+    LLMError,
+    MissingExtraError,
+    PopcornError,
+)
 from llmpopcorn.core.paths import clean_query, make_run_dir, new_run_id
 from llmpopcorn.core.registry import Registry
 from llmpopcorn.core.registry import registry as default_registry
@@ -36,7 +42,8 @@ from llmpopcorn.core.types import (
     utcnow,
 )
 from llmpopcorn.corpus.hashtags import hashtags_for
-from llmpopcorn.pipeline.ideate import IdeationResult, SamplingParams, ideate
+from llmpopcorn.enhance.fit import fit_prompt
+from llmpopcorn.pipeline.ideate import IdeationResult, SamplingParams, failure_reason, ideate
 from llmpopcorn.pipeline.report import save_record, save_report
 from llmpopcorn.pipeline.variants import (
     diversify,
@@ -198,7 +205,7 @@ class Pipeline:
         thread at a time)."""
         with judge_lock or nullcontext():
             ranking = self.category_ranking(query)
-        prompt = self._build_prompt(query, ranking)
+        prompt = fit_prompt(self._build_prompt(query, ranking), self.llm, self.settings.max_tokens)
         category = self.run_category(query, prompt, ranking)
         # for the offline stand-in's hashtags: what popular videos of the category use
         tags = hashtags_for(
@@ -239,9 +246,10 @@ class Pipeline:
     def new_record(
         self, query: str, *, seed: int | None = None, run_dir: str | Path = ""
     ) -> RunRecord:
-        """A fresh record for ``query`` (cleaned), with the settings minus secrets."""
+        """A fresh record for ``query`` (cleaned), with the settings minus secrets and the
+        LLM backend (so that a run failing before it asks still names its LLM and model)."""
         settings = self.settings
-        return RunRecord(
+        record = RunRecord(
             run_id=new_run_id(),
             query=clean_query(query),
             mode=settings.mode,
@@ -250,6 +258,11 @@ class Pipeline:
             run_dir=str(run_dir),
             settings=settings.public(),
         )
+        try:
+            record.backends["llm"] = self.llm.describe()
+        except PopcornError:  # a misconfigured LLM fails where it is used, with the record
+            pass
+        return record
 
     def prepare(self, record: RunRecord) -> None:
         """Create the renderers (when rendering) and load the judge before the LLM is
@@ -277,7 +290,8 @@ class Pipeline:
             except PopcornError as exc:  # no judge: PE ranks categories with its own index
                 log.warning("categories from PE's corpus index (the judge is unavailable: %s)", exc)
                 self.judge_ready = False
-        return self._build_prompt(query, self.category_ranking(query))
+        prompt = self._build_prompt(query, self.category_ranking(query))
+        return fit_prompt(prompt, self.llm, self.settings.max_tokens)
 
     def ask_variant(
         self, prompt: Prompt, *, number: int, count: int, seed: int, avoid: Sequence[str] = ()
@@ -588,6 +602,8 @@ def mark_failed(record: RunRecord, exc: BaseException) -> None:
     attempts = getattr(exc, "attempts", None)
     if attempts:
         record.attempts = list(attempts)
+    if interrupted or attempts or isinstance(exc, LLMError):
+        record.failure = failure_reason(exc)
 
 
 def _name(record: RunRecord) -> str:

@@ -49,7 +49,8 @@ def variant_listener(job: Job, settings: Settings) -> Callable[[Any], None]:
     def listen(request: Any) -> None:
         if job.stop is not None:
             raise JobStopped(*job.stop)  # cancelling between variants, not only stages
-        seed = getattr(request, "seed", None)
+        # the variant's seed (a re-ask samples with another one, see pipeline.ideate)
+        seed = getattr(request, "context", {}).get("variant_seed", getattr(request, "seed", None))
         seed = first if seed is None else seed
         attempts[seed] = attempts.get(seed, 0) + 1
         job.emit(

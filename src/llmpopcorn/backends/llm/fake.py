@@ -1,18 +1,18 @@
-"""A fake LLM with queued replies, for tests (fakes over mocks)."""
+"""A fake LLM with queued replies (texts or :class:`Completion` objects), for tests."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from llmpopcorn.backends.base import LLM, Availability
-from llmpopcorn.core.types import ChatRequest
+from llmpopcorn.core.types import ChatRequest, Completion
 
 
 class FakeLLM(LLM):
     name = "fake"
     description = "canned replies for tests; replies are consumed in order"
 
-    def __init__(self, replies: Iterable[str] = (), *, repeat_last: bool = False):
+    def __init__(self, replies: Iterable[str | Completion] = (), *, repeat_last: bool = False):
         self.replies = list(replies)
         self.repeat_last = repeat_last
         self.requests: list[ChatRequest] = []
@@ -21,7 +21,7 @@ class FakeLLM(LLM):
     def availability(cls, settings=None) -> Availability:
         return Availability(True, "test double: needs replies passed in code")
 
-    def complete(self, request: ChatRequest) -> str:
+    def complete(self, request: ChatRequest) -> str | Completion:
         self.requests.append(request)
         if not self.replies:
             raise AssertionError("FakeLLM has no more replies queued")

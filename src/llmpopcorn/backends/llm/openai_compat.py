@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from llmpopcorn.backends.base import LLM, Availability
 from llmpopcorn.core.errors import ConfigError, LLMError
 from llmpopcorn.core.redact import register_secret, scrub
-from llmpopcorn.core.types import ChatRequest
+from llmpopcorn.core.types import ChatRequest, Completion
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,10 @@ class OpenAICompatLLM(LLM):
     default_model: ClassVar[str | None] = "gpt-4o-mini"
     key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     needs_key: ClassVar[bool] = True
+    #: ask for ``response_format`` with the answer's JSON schema (OpenAI, vLLM, the
+    #: llama.cpp server and Ollama hold replies to it); a 400/422 to it falls back to
+    #: parsing the text, once per backend
+    structured_output: ClassVar[bool] = True
     request_model: ClassVar[bool] = True  # a model name at the remote API, never a path
 
     def __init__(
@@ -149,6 +153,7 @@ class OpenAICompatLLM(LLM):
         self.max_retries = max_retries
         self.deadline = deadline
         self._client = client
+        self.schema_refused = False
 
     @classmethod
     def from_settings(cls, settings) -> OpenAICompatLLM:
@@ -306,7 +311,8 @@ class OpenAICompatLLM(LLM):
                 "wait and rerun, or raise --llm-max-retries / --llm-deadline",
             )
         if isinstance(exc, openai.APITimeoutError):
-            return LLMError(
+            return _with_reason(
+                "timeout",
                 f"no answer from {url} within {self.timeout:g} s a request{retried}",
                 "check the server's load, or raise --llm-timeout / --llm-deadline "
                 "(POPCORN_LLM_TIMEOUT / POPCORN_LLM_DEADLINE)",
@@ -396,10 +402,7 @@ class OpenAICompatLLM(LLM):
     def _content(self, response: Any) -> str:
         """The text of a chat completion; anything else is a clear :class:`LLMError`."""
 
-        def field(obj: Any, name: str) -> Any:
-            return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-        choices = None if isinstance(response, str | bytes) else field(response, "choices")
+        choices = None if isinstance(response, str | bytes) else _field(response, "choices")
         if not isinstance(choices, list):
             if isinstance(response, str | bytes):
                 body = response if isinstance(response, str) else response.decode(errors="replace")
@@ -416,7 +419,7 @@ class OpenAICompatLLM(LLM):
             )
         if not choices:
             return ""
-        content = field(field(choices[0], "message"), "content")
+        content = _field(_field(choices[0], "message"), "content")
         if content is None:
             return ""
         if not isinstance(content, str):
@@ -427,12 +430,20 @@ class OpenAICompatLLM(LLM):
             )
         return scrub(content)  # a server may echo the key (keys under 8 characters are kept)
 
-    def complete(self, request: ChatRequest) -> str:
-        import openai
+    def _response_format(self, request: ChatRequest) -> dict[str, Any] | None:
+        """The ``response_format`` asking the server to hold its reply to the request's
+        schema, where this server is asked for it (not after it refused once)."""
+        if not (request.response_schema and self.structured_output and not self.schema_refused):
+            return None
+        schema = portable_schema(request.response_schema, reasoning=request.reasoning)
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "idea", "schema": schema, "strict": True},
+        }
 
-        model = self._resolve_model()
+    def complete(self, request: ChatRequest) -> Completion:
         kwargs: dict[str, Any] = {
-            "model": model,
+            "model": self._resolve_model(),
             "messages": [m.model_dump() for m in request.messages],
             "temperature": request.temperature,
             "top_p": request.top_p,
@@ -440,22 +451,105 @@ class OpenAICompatLLM(LLM):
         }
         if request.seed is not None:
             kwargs["seed"] = request.seed
+        response_format = self._response_format(request)
+        if response_format:
+            kwargs["response_format"] = response_format
         deadline = time.monotonic() + self.deadline
+        try:
+            response = self._call(kwargs, deadline)
+        except _SchemaRefused as refused:
+            # an old vLLM, a proxy or a provider with JSON mode only: ask as before, parse
+            # the text, and do not ask this server for a schema again
+            self.schema_refused = True
+            log.info("%s refused response_format (%s); parsing replies", self.base_url, refused)
+            kwargs.pop("response_format")
+            response = self._call(kwargs, deadline)
+        return self._completion(response, "response_format" in kwargs)
+
+    def _call(self, kwargs: dict[str, Any], deadline: float) -> Any:
+        """One chat completion, retried on transient errors within ``deadline``."""
+        import openai
+
         tries = 0
         while True:
             tries += 1
             remaining = deadline - time.monotonic()
             try:
-                response = self._create(kwargs, timeout=max(0.1, min(self.timeout, remaining)))
-                break
+                return self._create(kwargs, timeout=max(0.1, min(self.timeout, remaining)))
             except openai.OpenAIError as exc:
+                status = getattr(exc, "status_code", None)
+                if "response_format" in kwargs and status in (400, 422):
+                    raise _SchemaRefused(str(getattr(exc, "message", exc))[:200]) from None
                 wait = min(MAX_BACKOFF, 0.5 * 2 ** (tries - 1))
                 late = time.monotonic() + wait >= deadline
                 if not self._transient(exc) or tries > self.max_retries or late:
                     raise self._convert(exc, tries) from None
                 log.info("LLM call to %s failed (%s); retry in %.1f s", self.base_url, exc, wait)
                 time.sleep(wait)
-        return self._content(response)
+
+    def _completion(self, response: Any, schema: bool) -> Completion:
+        """The reply, why it ended and its token counts (the server's words)."""
+        text = self._content(response)
+        choice = _field(response, "choices")[0] if _field(response, "choices") else None
+        finish = _field(choice, "finish_reason")
+        refusal = _field(_field(choice, "message"), "refusal")
+        if finish == "content_filter" or (isinstance(refusal, str) and refusal):
+            finish = "refused"
+            text = text or scrub(refusal or "")
+        usage = _field(response, "usage")
+        return Completion(
+            text=text,
+            finish_reason=finish if isinstance(finish, str) else None,
+            prompt_tokens=_count(_field(usage, "prompt_tokens")),
+            completion_tokens=_count(_field(usage, "completion_tokens")),
+            method="response_format" if schema else "parse",
+        )
+
+
+def _with_reason(reason: str, message: str, hint: str) -> LLMError:
+    """An :class:`LLMError` with ``reason`` (``RunRecord.failure``'s vocabulary); an
+    attribute, unlike ``__cause__``, survives pickling (a Ray worker's error)."""
+    error = LLMError(message, hint)
+    error.reason = reason
+    return error
+
+
+class _SchemaRefused(Exception):
+    """The server answered 400/422 to a request with ``response_format``."""
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+#: what a server's JSON-schema mode is asked to enforce: the strictest common subset
+#: (OpenAI's strict mode rejects length bounds; every field required, nothing else
+#: allowed); the bounds are still checked when the reply is validated
+_NOT_PORTABLE = ("minLength", "maxLength", "pattern", "minItems", "maxItems")
+
+
+def portable_schema(schema: dict[str, Any], *, reasoning: bool = False) -> dict[str, Any]:
+    """``schema`` without the keywords some servers refuse; with ``reasoning``, a first
+    ``reasoning`` string, so a server that holds its whole reply to the schema still
+    thinks before it answers (PE's chain of thought; the parser ignores the field)."""
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items() if k not in _NOT_PORTABLE}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    out = clean(schema)
+    if reasoning:
+        properties = {"reasoning": {"type": "string"}, **out.get("properties", {})}
+        required = ["reasoning", *[r for r in out.get("required", []) if r != "reasoning"]]
+        out = {**out, "properties": properties, "required": required}
+    return out
 
 
 class DeepSeekLLM(OpenAICompatLLM):
@@ -464,6 +558,7 @@ class DeepSeekLLM(OpenAICompatLLM):
     default_base_url = "https://api.deepseek.com"
     default_model = "deepseek-chat"
     key_env = "DEEPSEEK_API_KEY"
+    structured_output = False  # JSON mode only (no schema): the reply is parsed
 
 
 class OllamaLLM(OpenAICompatLLM):

@@ -31,10 +31,19 @@ def example_json() -> str:
     return json.dumps(example_idea(), indent=2, ensure_ascii=False)
 
 
-def basic_messages(query: str) -> list[Message]:
+def example_block(example: bool = True) -> str:
+    """The format example and the sentence that introduces it, or nothing: a backend that
+    holds its reply to the answer's schema needs no example of the format, and a small
+    model copies it (SmolLM2-135M answered "My cat saw snow for the first time" to "a
+    corgi learns to surf" in 5 of 5 seeds)."""
+    return render("example_block.txt", example=example_json()) if example else ""
+
+
+def basic_messages(query: str, *, example: bool = True) -> list[Message]:
+    user = render("basic_user.txt", query=query, example=example_block(example))
     return [
         Message(role="system", content=render("basic_system.txt")),
-        Message(role="user", content=render("basic_user.txt", query=query, example=example_json())),
+        Message(role="user", content=user),
     ]
 
 

@@ -12,4 +12,22 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+#: the subpackages, lowest layer first: core (types, settings, registry, errors), the
+#: backends (LLMs, embedders, renderers), the corpus and retrieval, the predictor, prompt
+#: enhancement, the pipeline (stages, report, package), runs (store, driver, executors,
+#: batches), the study, and the shells (web studio, MCP server, CLI)
+LAYERS = (
+    "core",
+    "backends",
+    "corpus",
+    "predict",
+    "enhance",
+    "pipeline",
+    "runs",
+    "study",
+    "web",
+    "mcp",
+    "cli",
+)
+
+__all__ = ["LAYERS", "__version__"]

@@ -40,15 +40,24 @@ from __future__ import annotations
 import io
 import ipaddress
 import math
-import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from llmpopcorn.core.errors import RenderError
+from llmpopcorn.backends.origins import (
+    DEADLINE,
+    MAX_BYTES,
+    Origin,
+    OutboundError,
+    OutboundHTTPError,
+    OutboundRefused,
+    OutboundTimeout,
+    OutboundTooLarge,
+    address_kind,
+    shown,
+    system_resolver,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -65,96 +74,6 @@ MAX_REDIRECTS = 5
 ALWAYS_SECRET_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "cookie")
 
 Resolver = Callable[[str, int], Sequence[str]]
-
-
-class OutboundError(RenderError):
-    """A provider request refused or stopped by the policy."""
-
-
-class OutboundRefused(OutboundError):
-    """The URL's scheme or address is not allowed, or it would carry a key elsewhere."""
-
-
-class OutboundTooLarge(OutboundError):
-    """A body over the byte cap, or a picture over the pixel cap."""
-
-
-class OutboundTimeout(OutboundError):
-    """The request's total deadline passed."""
-
-
-class OutboundHTTPError(OutboundError):
-    """:meth:`OutboundPolicy.download` got an error status."""
-
-    def __init__(self, message: str, hint: str | None = None, *, status: int = 0):
-        super().__init__(message, hint)
-        self.status = status
-
-
-# -- origins and addresses --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Origin:
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, url: Any) -> Origin:
-        parts = urlsplit(str(url))
-        scheme = parts.scheme.lower()
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        host = (parts.hostname or "").lower().rstrip(".")
-        return cls(scheme, host, port or {"http": 80, "https": 443}.get(scheme, 0))
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-def shown(url: Any) -> str:
-    """A URL as it may appear in a message: no query, no user info (they may hold a key)."""
-    parts = urlsplit(str(url))
-    path = parts.path if len(parts.path) <= 80 else parts.path[:77] + "..."
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if _port(parts) else ""
-    return f"{parts.scheme}://{host}{port}{path}"
-
-
-def _port(parts: Any) -> int | None:
-    try:
-        return parts.port
-    except ValueError:
-        return None
-
-
-def address_kind(address: str) -> str:
-    """``global``, ``loopback``, ``link-local``, ``private`` or ``other`` (multicast,
-    unspecified, reserved, shared ranges)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return "other"
-    if ip.is_global:
-        return "global"
-    if ip.is_private:
-        return "private"
-    return "other"
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # -- the policy -----------------------------------------------------------------------------
@@ -332,8 +251,6 @@ class OutboundPolicy:
         configured origin, and only when ``auth``. Any status is returned."""
         import httpx
 
-        from llmpopcorn.backends.outbound_transport import DEADLINE, MAX_BYTES
-
         if deadline is None:
             deadline = self.deadline_in(self.request_timeout)
         extensions = {DEADLINE: deadline, MAX_BYTES: max_bytes or self.max_bytes}
@@ -445,3 +362,23 @@ def _image_too_large(what: str, size: str, limit: int) -> OutboundTooLarge:
 def mebibytes(value: float | None) -> int | None:
     """An option in MiB as bytes (None stays None)."""
     return None if value is None else int(math.ceil(value * 1024 * 1024))
+
+
+#: the policy's vocabulary lives in :mod:`llmpopcorn.backends.origins` (shared with the
+#: transport without an import cycle); backends import all of it from here
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "Origin",
+    "OutboundError",
+    "OutboundHTTPError",
+    "OutboundPolicy",
+    "OutboundRefused",
+    "OutboundTimeout",
+    "OutboundTooLarge",
+    "address_kind",
+    "mebibytes",
+    "open_image",
+    "shown",
+    "system_resolver",
+]

@@ -10,23 +10,24 @@ real transport connects only to addresses the policy checked (:class:`PinnedBack
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpx
 
-from llmpopcorn.backends.outbound import (
+from llmpopcorn.backends.origins import (
+    DEADLINE,
+    MAX_BYTES,
     Origin,
     OutboundError,
-    OutboundPolicy,
     OutboundRefused,
     OutboundTimeout,
     OutboundTooLarge,
     shown,
 )
 
-DEADLINE = "popcorn.deadline"
-MAX_BYTES = "popcorn.max_bytes"
+if TYPE_CHECKING:  # pragma: no cover - the policy imports this module, not the reverse
+    from llmpopcorn.backends.outbound import OutboundPolicy
 
 
 class GuardedTransport(httpx.BaseTransport):

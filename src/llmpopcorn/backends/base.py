@@ -109,6 +109,8 @@ class ImageRequest:
     width: int | None = None  # None: the backend's default 9:16 size
     height: int | None = None
     negative_prompt: str | None = None
+    #: search terms for stock renderers (the idea's keywords); generators ignore them
+    keywords: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class VideoRequest:
     height: int | None = None
     negative_prompt: str | None = None
     cover: Image.Image | None = None  # for image-to-video backends
+    keywords: list[str] = field(default_factory=list)  # as ImageRequest.keywords
 
 
 @dataclass

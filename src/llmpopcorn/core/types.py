@@ -21,6 +21,8 @@ TITLE_MAX_CHARS = 50
 CAPTION_MAX_CHARS = 300
 MAX_HASHTAGS = 6
 HASHTAG_MAX_CHARS = 40
+MAX_KEYWORDS = 5
+KEYWORD_MAX_CHARS = 40
 
 Mode = Literal["basic", "pe"]
 
@@ -46,6 +48,11 @@ class Idea(BaseModel):
     caption: str | None = Field(None, min_length=1, max_length=CAPTION_MAX_CHARS)
     hashtags: list[Annotated[str, Field(max_length=HASHTAG_MAX_CHARS + 1)]] = Field(
         default_factory=list, max_length=MAX_HASHTAGS
+    )
+    #: what the video shows, as stock-footage search terms (one to three words each), for
+    #: the stock renderers (pexels, pixabay); optional like the post fields
+    keywords: list[Annotated[str, Field(max_length=KEYWORD_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_KEYWORDS
     )
 
     @field_validator("title", "cover_prompt", "video_prompt", "caption", mode="before")
@@ -77,6 +84,29 @@ class Idea(BaseModel):
                 seen.add(tag.lower())
                 tags.append(tag)
         return tags[:MAX_HASHTAGS]
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _keywords(cls, value: Any) -> Any:
+        """Search terms: a list or a comma-separated string; blanks, repeats and ones too
+        long dropped, at most :data:`MAX_KEYWORDS` kept."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list):
+            return value  # pydantic says what is wrong
+        terms, seen = [], set()
+        for item in value:
+            term = (
+                " ".join(strip_unsafe(item).replace("#", " ").split())
+                if isinstance(item, str)
+                else ""
+            )
+            if term and len(term) <= KEYWORD_MAX_CHARS and term.lower() not in seen:
+                seen.add(term.lower())
+                terms.append(term)
+        return terms[:MAX_KEYWORDS]
 
     @model_validator(mode="after")
     def _caption_is_for_viewers(self) -> Idea:

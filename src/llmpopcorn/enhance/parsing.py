@@ -42,8 +42,11 @@ _KEY_ALIASES = {
     "hashtags": "hashtags",
     "hash_tags": "hashtags",
     "tags": "hashtags",
+    "keywords": "keywords",
+    "search_terms": "keywords",
+    "stock_keywords": "keywords",
 }
-OPTIONAL_FIELDS = ("caption", "hashtags")
+OPTIONAL_FIELDS = ("caption", "hashtags", "keywords")
 
 
 #: bounds for constrained generation only (an Idea itself accepts longer prompts): each

@@ -431,18 +431,29 @@ class Pipeline:
             image = self.image
             record.backends["image"] = image.describe()
             picture = image.generate(
-                ImageRequest(prompt=idea.cover_prompt, title=idea.title, seed=record.seed)
+                ImageRequest(
+                    prompt=idea.cover_prompt,
+                    title=idea.title,
+                    seed=record.seed,
+                    keywords=list(idea.keywords),
+                )
             )
             record.backends["image"] = image.describe()  # again: now with measured time/memory
             path = save_png(picture, run_dir / "cover.png")
             meta = {"width": picture.width, "height": picture.height}
+            if picture.info.get("credit"):  # stock media: who made it, under which licence
+                meta["credit"] = picture.info["credit"]
             _keep_artifact(record, run_dir, "cover", path, "image/png", image.name, meta)
         with stage("clip"):
             video = self.video
             record.backends["video"] = video.describe()
             clip = video.generate(
                 VideoRequest(
-                    prompt=idea.video_prompt, title=idea.title, seed=record.seed, cover=picture
+                    prompt=idea.video_prompt,
+                    title=idea.title,
+                    seed=record.seed,
+                    cover=picture,
+                    keywords=list(idea.keywords),
                 )
             )
             clip.frames = fit_duration(clip.frames, clip.fps, 3.0)

@@ -15,7 +15,9 @@ When a signing certificate and key are configured (``--c2pa-cert`` / ``--c2pa-ke
 manifest (c2pa-python) whose ``c2pa.created`` action declares the IPTC digital source
 type: *trainedAlgorithmicMedia* (generative AI) for a cover or clip a model made,
 *algorithmicMedia* for the CPU draft renderers (synthetic, but no trained model; the
-disclosure text then says "synthetic" rather than "AI-generated"). Without a certificate
+disclosure text then says "synthetic" rather than "AI-generated"), *composite* for stock
+photos and videos (real captures with the title drawn on; the disclosure names them and
+credits their authors, as Pexels and Pixabay ask). Without a certificate
 the package is still written, its metadata says it is unsigned and why.
 
 The web studio can call :func:`make_package` the same way the CLI does.
@@ -52,7 +54,16 @@ SYNTHETIC_DISCLOSURE = (
     "(LLMPopcorn), not filmed. Tools used: {models}."
 )
 #: renderers that are algorithms, not generative models
-NON_GENERATIVE = frozenset({"draft"})
+NON_GENERATIVE = frozenset({"draft", "pexels", "pixabay"})
+#: renderers that use stock media (real photos and videos, credited), not synthetic ones
+STOCK = frozenset({"pexels", "pixabay"})
+#: a capture with elements added (the title drawn on a stock photo or video)
+COMPOSITE_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/composite"
+STOCK_DISCLOSURE = (
+    "Stock media: {what} of this post {verb} real stock footage ({credits}) with a title "
+    "added by LLMPopcorn; the idea, title and caption were made with software. Tools used: "
+    "{models}."
+)
 DISCLOSURE_TAG = "#AIGenerated"
 
 
@@ -228,13 +239,43 @@ def is_generative(record: RunRecord, stage: str) -> bool:
     return use is not None and use.name not in NON_GENERATIVE
 
 
+def is_stock(record: RunRecord, stage: str) -> bool:
+    """Whether the ``stage`` ("image" or "video") is stock media (a real capture)."""
+    use = record.backends.get(stage)
+    return use is not None and use.name in STOCK
+
+
 def source_type(record: RunRecord, stage: str) -> str:
     """The IPTC digital source type of the cover ("image") or the clip ("video")."""
+    if is_stock(record, stage):
+        return COMPOSITE_MEDIA
     return TRAINED_ALGORITHMIC_MEDIA if is_generative(record, stage) else ALGORITHMIC_MEDIA
+
+
+def credits_of(record: RunRecord) -> list[dict[str, Any]]:
+    """Who made the stock media the run used (the providers ask for attribution)."""
+    return [a.meta["credit"] for a in record.artifacts if isinstance(a.meta.get("credit"), dict)]
+
+
+def credit_line(credit: dict[str, Any]) -> str:
+    """``Video by NAME on Pexels (URL)``, as the providers ask."""
+    what = "Video" if credit.get("what") == "clip" else "Photo"
+    page = f" ({credit['url']})" if credit.get("url") else ""
+    return f"{what} by {credit.get('author') or 'unknown'} on {credit.get('source')}{page}"
 
 
 def disclosure_for(record: RunRecord) -> str:
     models = [f"{m['model'] or m['backend']} ({m['stage']})" for m in models_used(record)]
+    stock = [s for s in ("image", "video") if is_stock(record, s)]
+    if stock:
+        what = " and ".join({"image": "the cover", "video": "the clip"}[s] for s in stock)
+        credits = "; ".join(credit_line(c) for c in credits_of(record)) or "credited in the record"
+        return STOCK_DISCLOSURE.format(
+            what=what,
+            verb="are" if len(stock) > 1 else "is",
+            credits=credits,
+            models=", ".join(models) or "unknown",
+        )
     generative = is_generative(record, "image") or is_generative(record, "video")
     text = DISCLOSURE if generative else SYNTHETIC_DISCLOSURE
     return text.format(models=", ".join(models) or "unknown")
@@ -250,9 +291,12 @@ def build_metadata(record: RunRecord) -> dict[str, Any]:
         "caption": caption,
         "hashtags": tags,
         "hashtags_from": source,
-        "post_text": f"{caption}\n\n{' '.join(tags)}\n\n{disclosure_for(record)}",
+        "post_text": "\n\n".join(
+            [caption, " ".join(tags), *map(credit_line, credits_of(record)), disclosure_for(record)]
+        ),
         "ai_generated": is_generative(record, "image") or is_generative(record, "video"),
-        "synthetic": True,
+        "synthetic": not (is_stock(record, "image") and is_stock(record, "video")),
+        "credits": credits_of(record),
         "disclosure": disclosure_for(record),
         "digital_source_type": {
             "cover": source_type(record, "image"),
@@ -336,7 +380,7 @@ def c2pa_manifest(meta: dict[str, Any], title: str, stage: str) -> dict[str, Any
                 "label": "org.llmpopcorn.disclosure",
                 "data": {
                     "ai_generated": meta["ai_generated"],
-                    "synthetic": True,
+                    "synthetic": meta["synthetic"],
                     "text": meta["disclosure"],
                     "models": meta["models"],
                 },

@@ -97,6 +97,14 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
         )
     if media:
         parts.append("<div class='media'>" + "".join(media) + "</div>")
+    credits = [a.meta["credit"] for a in record.artifacts if isinstance(a.meta.get("credit"), dict)]
+    for credit in credits:  # stock media: the providers ask for their authors to be credited
+        what = "Video" if credit.get("what") == "clip" else "Photo"
+        parts.append(
+            f"<p><small>{what} by {e(credit.get('author', ''))} on {e(credit.get('source', ''))}"
+            f" ({e(credit.get('url', ''))}), licence: {e(credit.get('licence_url', ''))}"
+            "</small></p>"
+        )
     if record.category:
         parts.append(
             f"<p>Category: <b>{e(record.category.get('name', ''))}</b> "

@@ -330,6 +330,11 @@ class HostedBackend:
     def auth_headers(self) -> dict[str, str]:  # pragma: no cover - providers override
         return {}
 
+    def auth_params(self) -> dict[str, str]:
+        """Query parameters that carry the key (a provider that takes it in the URL);
+        like the headers, attached on the configured origin only."""
+        return {}
+
     def api_base(self) -> str:  # pragma: no cover - providers override
         """The configured base URL: the only origin that ever gets the key."""
         raise NotImplementedError
@@ -341,6 +346,7 @@ class HostedBackend:
             self._outbound = OutboundPolicy(
                 self.api_base(),
                 headers=self.auth_headers(),
+                params=self.auth_params(),
                 secrets=(self._api_key,) if self._api_key else (),
                 who=self.provider,
                 max_bytes=mebibytes(self.opts.max_download_mb) or 0,
@@ -361,7 +367,14 @@ class HostedBackend:
         return deadline if self._job_end is None else min(deadline, self._job_end)
 
     def send(
-        self, method: str, url: str, *, json: Any = None, auth: bool = True, download: bool = False
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        auth: bool = True,
+        download: bool = False,
     ) -> httpx.Response:
         """One HTTP call with bounded retries on 429/5xx, timeouts, dropped connections and
         (``download``) bodies shorter than their Content-Length; other errors are
@@ -380,6 +393,7 @@ class HostedBackend:
                     method,
                     url,
                     json=json,
+                    params=params,
                     auth=auth,
                     deadline=deadline,
                     headers={"Accept-Encoding": "identity"} if download else None,

@@ -48,9 +48,20 @@ def to_cover(picture: Image.Image) -> Image.Image:
     return crop(picture)
 
 
-def decode_mp4(data: bytes, *, seconds: float, what: str) -> tuple[list[np.ndarray], float, dict]:
+def decode_mp4(
+    data: bytes,
+    *,
+    seconds: float,
+    what: str,
+    size: tuple[int, int] | None = None,
+    max_fps: float | None = None,
+) -> tuple[list[np.ndarray], float, dict]:
     """Decode at most ``seconds`` (plus one frame) of a video file with PyAV; frames are
-    centre-cropped to 9:16 with even sizes, like the covers."""
+    centre-cropped to 9:16 with even sizes, like the covers, and scaled to ``size``
+    (width, height) when given, one at a time (a 1080p source never sits in memory whole);
+    above ``max_fps`` every n-th frame is kept."""
+    import math
+
     import av
 
     frames: list[np.ndarray] = []
@@ -67,16 +78,20 @@ def decode_mp4(data: bytes, *, seconds: float, what: str) -> tuple[list[np.ndarr
                     "ask the provider for a lower resolution (resolution option) and retry",
                 )
             rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else 24.0
+            source_fps = float(rate) if rate else 24.0
+            step = math.ceil(source_fps / max_fps - 1e-9) if max_fps else 1
+            fps = source_fps / max(1, step)
             want = max(1, round(fps * seconds))
             info = {
                 "source_width": stream.codec_context.width,
                 "source_height": stream.codec_context.height,
-                "source_fps": round(fps, 3),
+                "source_fps": round(source_fps, 3),
                 "source_codec": stream.codec_context.name,
             }
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+            for number, frame in enumerate(container.decode(stream)):
+                if number % max(1, step):
+                    continue
+                frames.append(_fit_frame(frame.to_ndarray(format="rgb24"), size))
                 if len(frames) >= want:
                     break
     except av.error.FFmpegError as exc:
@@ -84,7 +99,18 @@ def decode_mp4(data: bytes, *, seconds: float, what: str) -> tuple[list[np.ndarr
     if not frames:
         raise HostedError(f"{what} holds no frames")
     info["source_frames_decoded"] = len(frames)
-    return [_crop_frame(f) for f in frames], fps, info
+    return frames, fps, info
+
+
+def _fit_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """The centre 9:16 of ``frame``, scaled to ``size`` when given."""
+    frame = _crop_frame(frame)
+    if size is None or (frame.shape[1], frame.shape[0]) == tuple(size):
+        return frame
+    from PIL import Image
+
+    scaled = Image.fromarray(frame).resize(tuple(size), Image.Resampling.BILINEAR)
+    return np.asarray(scaled)
 
 
 def _crop_frame(frame: np.ndarray) -> np.ndarray:

@@ -62,16 +62,25 @@ class DraftCover(ImageBackend):
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*colour, 110))
         shapes = shapes.filter(ImageFilter.GaussianBlur(radius=max(4, width // 60)))
         image = Image.alpha_composite(image.convert("RGBA"), shapes)
-        # a dark band behind the title keeps it legible on any background
-        band = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-        top, bottom = int(height * 0.30), int(height * 0.62)
-        ImageDraw.Draw(band).rectangle((0, top, width, bottom), fill=(0, 0, 0, 120))
-        image = Image.alpha_composite(image, band).convert("RGB")
-        margin = int(width * 0.07)
-        draw_text_block(
-            image,
-            request.title or request.prompt[:80],
-            (margin, top + margin // 2, width - margin, bottom - margin // 2),
-            start_size=max(12, width // 9),
-        )
-        return image
+        return title_card(image, request.title or request.prompt[:80])
+
+
+def title_card(
+    image: Image.Image, title: str, band: tuple[float, float] = (0.30, 0.62)
+) -> Image.Image:
+    """``image`` (RGB) with ``title`` typeset large on a dark band (``band``: its top and
+    bottom as fractions of the height) that keeps it legible on any background; the draft
+    cover's look, also used on stock photos (llmpopcorn.backends.stock)."""
+    width, height = image.size
+    overlay = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    top, bottom = int(height * band[0]), int(height * band[1])
+    ImageDraw.Draw(overlay).rectangle((0, top, width, bottom), fill=(0, 0, 0, 120))
+    image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+    margin = int(width * 0.07)
+    draw_text_block(
+        image,
+        title,
+        (margin, top + margin // 2, width - margin, bottom - margin // 2),
+        start_size=max(12, width // 9),
+    )
+    return image

@@ -29,6 +29,7 @@ from llmpopcorn.backends.llm.compose import (
     stable_int,
     subject_of,
     title_options,
+    topical_phrases,
 )
 from llmpopcorn.core.types import ChatRequest
 
@@ -226,6 +227,8 @@ class OfflineComposer(LLM):
             # the subject's words and what popular videos of the category use (never the
             # title's own pattern words)
             "hashtags": compose_hashtags(subject, category, context.get("category_hashtags") or []),
+            # what the clip shows, for the stock renderers' search: the subject's topics
+            "keywords": topical_phrases(subject)[:3],
         }
         if references:
             idea["_references_seen"] = len(references)

@@ -152,6 +152,25 @@ class DraftClip(VideoBackend):
         return Clip(frames=frames, fps=float(self.fps), meta={"from_cover": True})
 
 
+def overlay_title(frames: list[np.ndarray], title: str) -> list[YUVFrame]:
+    """``frames`` (RGB arrays, even sizes) in the encoder's yuv420p with ``title`` drawn as
+    the draft clip draws it: low in the frame, fading in over the first 40 %. Used on
+    stock footage (llmpopcorn.backends.stock)."""
+    from llmpopcorn.backends.media import rgb_to_yuv420p
+
+    if not frames:
+        return []
+    height, width = frames[0].shape[:2]
+    overlay = _TitleOverlay(title, width, height) if title else None
+    out = []
+    for i, rgb in enumerate(frames):
+        frame = YUVFrame(rgb_to_yuv420p(rgb).copy())  # drawn into: a writable copy
+        if overlay is not None:
+            overlay.draw(*frame.planes(), min(1.0, i / max(1, len(frames) - 1) * 2.5))
+        out.append(frame)
+    return out
+
+
 #: opacity of the drifting discs (0-255)
 DISC_ALPHA = 150
 

@@ -346,8 +346,29 @@ def test_progress_bar_shows_count_rate_and_eta():
     bar.close()
     text = out.getvalue()
     assert "1,000 to embed, about" in text  # the estimate after the first batch
-    assert "250/1,000 (25%)" in text and "1,000/1,000 (100%)" in text
-    assert "/s ETA" in text
+    assert "500/1,000 (50%)" in text and "/s ETA" in text  # a line per `every` seconds
+    assert text.rstrip().endswith("done in 0:00")
+
+
+def test_progress_in_a_log_is_one_line():
+    """Not on a terminal, work shorter than `every` writes one line: the estimate, ended
+    with the time it took (the first PE run and a model export each show one line)."""
+    import io
+
+    from llmpopcorn.core.progress import Progress, one_time
+
+    out = io.StringIO()
+    bar = Progress(1000, "embedding corpus texts", show=True, stream=out)
+    for _ in range(4):
+        bar.advance(250)
+    bar.close()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.startswith("embedding corpus texts: 1,000 to embed")
+    assert text.endswith("... done in 0:00\n")
+    out = io.StringIO()
+    with one_time("exporting MiniLM to ONNX once", stream=out):
+        pass
+    assert out.getvalue() == "exporting MiniLM to ONNX once ... done in 0:00\n"
 
 
 def _clustered(n, dim=64, clusters=100, seed=0):

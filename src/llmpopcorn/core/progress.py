@@ -43,10 +43,12 @@ def progress_listener(callback: Callable[[str, int, int], None]) -> Iterator[Non
 
 
 class Progress:
-    """A progress bar on stderr: count, rate and time left. On a terminal it redraws
-    one line; elsewhere (a log, CI) it prints a line every :attr:`every` seconds."""
+    """A progress bar on stderr: count, rate and time left, on one line. On a terminal it
+    redraws that line; elsewhere (a log, CI) it writes the estimate once the first batch
+    is done and ends the same line with the time taken, with one more line every
+    :attr:`every` seconds only for work that long."""
 
-    every = 5.0
+    every = 60.0
 
     def __init__(
         self,
@@ -66,8 +68,8 @@ class Progress:
         self.tty = tty
         self.done = 0
         self.started = time.perf_counter()
-        self._last = 0.0
-        self._estimated = False
+        self._last = self.started
+        self._open = False  # a log line written and not yet ended (not on a terminal)
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -77,17 +79,31 @@ class Progress:
         now = time.perf_counter()
         if not self.show:
             return
-        if not self._estimated and self.done < self.total:
-            self._estimated = True  # after the first batch: how long the whole will take
+        if self.tty:
+            self._write(self.line(now), newline=False)
+            return
+        if not self._open and self._last == self.started and self.done < self.total:
+            # after the first batch: how long the whole will take
             rate = self.done / max(now - self.started, 1e-9)
             self._write(
                 f"{self.what}: {self.total:,} {self.noun}, about "
-                f"{_clock((self.total - self.done) / rate)} left at {rate:,.0f}/s",
-                newline=True,
+                f"{_clock((self.total - self.done) / rate)} at {rate:,.0f}/s ...",
+                newline=False,
             )
-        if self.tty or now - self._last >= self.every or self.done >= self.total:
-            self._last = now
-            self._write(self.line(now), newline=not self.tty)
+            self._open, self._last = True, now
+        elif now - self._last >= self.every and self.done < self.total:
+            self._write(("\n" if self._open else "") + self.line(now), newline=False)
+            self._open, self._last = True, now
+        if self.done >= self.total:
+            self._finish(now)
+
+    def _finish(self, now: float) -> None:
+        took = f"done in {_clock(now - self.started)}"
+        if self._open:
+            self._write(f" {took}", newline=True)
+        else:
+            self._write(f"{self.line(now)}, {took}", newline=True)
+        self._open = False
 
     def line(self, now: float | None = None) -> str:
         elapsed = (now or time.perf_counter()) - self.started
@@ -113,6 +129,35 @@ class Progress:
     def close(self) -> None:
         if self.show and self.total and self.tty:
             self._write("", newline=True)
+        elif self._open:  # stopped before the end (an error, a cancel)
+            self._write(" stopped", newline=True)
+            self._open = False
+
+
+@contextmanager
+def one_time(what: str, *, stream=None) -> Iterator[None]:
+    """One line on stderr for one-time work of unknown length (converting a model):
+    ``what ...`` when it starts, ``done in 0:12`` appended when it ends (``failed`` if
+    it raises). On a terminal or in a log alike, it stays one line."""
+    import sys
+
+    out = stream or sys.stderr
+    started = time.perf_counter()
+
+    def write(text: str) -> None:
+        try:
+            out.write(text)
+            out.flush()
+        except (OSError, ValueError):  # a closed stream: progress is optional
+            pass
+
+    write(f"{what} ...")
+    try:
+        yield
+    except BaseException:
+        write(" failed\n")
+        raise
+    write(f" done in {_clock(time.perf_counter() - started)}\n")
 
 
 def _clock(seconds: float) -> str:

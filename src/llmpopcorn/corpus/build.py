@@ -55,16 +55,17 @@ def build_entry(
     if reuse_memory and todo.any():
         reused = _fill_from_memory(corpus, embedder, items, todo)
     total = int(todo.sum())
-    # a warning so that the CLI shows why the first PE run takes a while
-    log.warning(
+    log.info(
         "embedding %d corpus texts with %s (%d reused from the shipped predictor, %d from "
-        "an interrupted build; once: later runs read them from the cache)",
+        "an interrupted build)",
         total,
         embedder.id,
         reused,
         resumed,
     )
-    bar = Progress(total, "embedding corpus texts", show=progress)
+    # the one line that says why the first PE run takes a while
+    kept = f", {reused + resumed:,} reused" if reused + resumed else ""
+    bar = Progress(total, f"embedding the corpus once (cached for later runs{kept})", show=progress)
     for a, b in spans:
         missing = np.flatnonzero(todo[a:b]) + a
         if len(missing) == 0 and not (chunks and not chunks.path(a).exists()):

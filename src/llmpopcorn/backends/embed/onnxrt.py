@@ -19,6 +19,8 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,13 +114,42 @@ def export_onnx(model_dir: Path, target: Path) -> None:
 
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(module, "ml", "exporting MiniLM to ONNX once (needs torch)")
-    log.warning(
-        "exporting MiniLM to ONNX once (needs torch; about 10-30 s): later runs load %s "
-        "with onnxruntime alone",
-        target,
-    )
+    from llmpopcorn.core.progress import one_time
+
     started = time.perf_counter()
-    import torch
+    # one line for the user; the libraries' own notes (torchao's missing kernels, tracer
+    # warnings) say nothing they can act on
+    what = "exporting MiniLM to ONNX once (about 10-30 s; later runs load it directly)"
+    with one_time(what):
+        _export(model_dir, target)
+    log.info("MiniLM exported to ONNX in %.1f s: %s", time.perf_counter() - started, target)
+
+
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Library loggers at ERROR and Python warnings off while the export runs."""
+    names = ("torchao", "torch", "transformers", "onnx", "onnxscript")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _export(model_dir: Path, target: Path) -> None:
+    import torch  # first: importing it sets its loggers' levels, quietened below
+
+    with _quiet_libraries():
+        _export_quietly(torch, model_dir, target)
+
+
+def _export_quietly(torch, model_dir: Path, target: Path) -> None:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -170,7 +201,6 @@ def export_onnx(model_dir: Path, target: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    log.warning("MiniLM exported to ONNX in %.1f s", time.perf_counter() - started)
 
 
 class OnnxMiniLM:

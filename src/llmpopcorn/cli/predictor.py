@@ -19,7 +19,7 @@ def predictor() -> None:
     Retrain the shipped default model (same seed, same split):
       popcorn predictor train --data DIR --out src/llmpopcorn/predict/models/default
     Evaluate it on rows it has not seen:
-      popcorn predictor eval --data heldout.csv --json
+      popcorn predictor eval --data DIR --json   (rows in its memory are left out)
     """
 
 

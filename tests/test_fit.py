@@ -92,7 +92,8 @@ def test_pe_drops_the_fewest_least_similar_references_and_says_so():
     assert sum(r.label == "unpopular" for r in kept) == round(len(kept) * 2 / 20)
     context = fitted.settings["context"]
     assert context["references_asked"] == 20 and context["references_shown"] == len(kept)
-    assert context["prompt_tokens"] == size(prompt) and context["prompt_tokens_after"] == size(fitted)
+    assert context["prompt_tokens"] == size(prompt)
+    assert context["prompt_tokens_after"] == size(fitted)
     assert any("did not fit" in note for note in fitted.settings["notes"])
     assert fitted.settings["shown"]["popular"] == len(popular)
     # the messages show exactly the references kept
@@ -111,7 +112,6 @@ def test_pe_dropping_lands_in_the_run_record(tmp_path):
     import json
 
     from fakes import draft_pipeline
-
     from llmpopcorn.core.settings import Settings
 
     class Builder:

@@ -22,7 +22,8 @@ def test_sends_the_papers_sampling_and_returns_content():
     with FakeOpenAIServer() as srv:
         srv.queue(200, completion("hello"))
         llm = OpenAICompatLLM(model="m", base_url=srv.url, api_key=SECRET, max_retries=0)
-        assert llm.complete(request(temperature=0.7, top_p=0.9, seed=42, max_tokens=77)).text == "hello"
+        done = llm.complete(request(temperature=0.7, top_p=0.9, seed=42, max_tokens=77))
+        assert done.text == "hello"
         (req,) = srv.chat_requests
         body = req["body"]
         assert body["model"] == "m" and body["messages"] == [{"role": "user", "content": "hi"}]

@@ -164,3 +164,89 @@ def test_real_tiny_instruct_model_smoke():
             assert any(k in attempt.error for k in known), attempt.error
         return
     assert 1 <= len(result.idea.title) <= 50
+
+
+def test_concurrent_calls_with_the_same_seed_give_the_same_reply(tiny_model_dir):
+    """Each call samples with its own generator: what runs beside it changes nothing."""
+    import threading
+
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu")
+    alone = {seed: llm.complete(req(seed=seed)).text for seed in (1, 2)}
+    assert alone[1] != alone[2]
+    barrier = threading.Barrier(4)
+    replies: dict[int, str] = {}
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        replies[i] = llm.complete(req(seed=1 + i % 2)).text
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [replies[i] for i in range(4)] == [alone[1], alone[2], alone[1], alone[2]]
+
+
+def test_the_model_loads_once_under_concurrent_first_calls(tiny_model_dir, monkeypatch):
+    import threading
+
+    from llmpopcorn.backends.llm import transformers_local
+
+    monkeypatch.setattr(transformers_local, "_LOADED", {})
+    loads = []
+    real = transformers_local.TransformersModel._load.__func__
+
+    def counted(cls, *args):
+        loads.append(args)
+        return real(cls, *args)
+
+    monkeypatch.setattr(transformers_local.TransformersModel, "_load", classmethod(counted))
+    barrier = threading.Barrier(3)
+    models: list = [None] * 3
+
+    def load(i: int) -> None:
+        barrier.wait()
+        models[i] = TransformersLLM(str(tiny_model_dir), device="cpu").loaded()
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and models[0] is models[1] is models[2]
+
+
+def test_the_deadline_is_checked_between_token_steps(tiny_model_dir):
+    from itertools import count
+
+    ticks = count()  # one second a look at the clock; the deadline passes at the 4th look
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu", deadline=3, clock=lambda: next(ticks))
+    done = llm.complete(req(seed=1))
+    assert done.finish_reason == "timeout" and done.completion_tokens == 2
+
+
+def test_a_reply_cut_at_its_budget_says_so(tiny_model_dir):
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu")
+    cut = llm.complete(req(seed=3, temperature=0))  # greedy: the random model never ends
+    assert (cut.finish_reason, cut.completion_tokens) == ("length", 12)
+    ended = llm.complete(req(seed=0))  # sampled: this seed draws the end token
+    assert ended.finish_reason == "stop" and ended.completion_tokens < 12
+    assert llm.context_window() == 2048 and llm.count_tokens(req().messages) > 2
+
+
+def test_local_backend_runs_a_folder_on_the_transformers_runtime(tiny_model_dir):
+    from llmpopcorn.backends.llm.local import LocalLLM
+
+    llm = registry.create(
+        "llm",
+        "local",
+        Settings.resolve(
+            env={}, llm="local", llm_model=str(tiny_model_dir), llm_runtime="transformers"
+        ),
+    )
+    assert isinstance(llm, LocalLLM) and llm.runtime == "transformers"
+    done = llm.complete(req(seed=1))
+    assert done.text and done.finish_reason in ("stop", "length")
+    assert llm.describe().options["runtime"] == "transformers"
+    assert llm.describe().model == str(tiny_model_dir)

@@ -346,7 +346,7 @@ class Settings(BaseModel):
 
     cache_dir: Path | None = setting(
         None,
-        "PE: cache for corpus embeddings.",
+        "Cache for corpus embeddings (PE) and local models converted for --llm local.",
         flag="--cache-dir",
         group="pe",
         path="dir",

@@ -39,6 +39,7 @@ from llmpopcorn.mcp.validate import (
     run_request,
 )
 from llmpopcorn.pipeline.core import Pipeline
+from llmpopcorn.pipeline.refine import refinement_view
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def build_server(
                 record.score.model_dump(exclude={"neighbours"}) if record.score else None
             )
             view["variants"] = [v.model_dump() for v in record.variants]
+            if record.refinement is not None:
+                view["refinement"] = refinement_view(record.refinement)
             view["notes"] = record.notes
             view["files"] = {a.kind: str(run_dir / a.path) for a in record.artifacts}
         return escaped(view)
@@ -118,15 +121,19 @@ def build_server(
         seed: int | None = None,
         variants: int = 1,
         render: bool = True,
+        refine: int = 0,
         wait_seconds: float = 600.0,
     ) -> dict[str, Any]:
         """Make a micro-video for `query`: idea, cover, 3-second clip and predicted
         popularity. mode is 'basic' or 'pe' (retrieval-augmented, needs the data folder).
-        Waits up to wait_seconds; a run still going is returned with its state."""
+        refine: rounds in which the LLM sees the reward judge's score and explanation and
+        writes an improved idea (the best by the reward judge is kept; every round is also
+        scored by an independent evaluation judge). Waits up to wait_seconds; a run still
+        going is returned with its state."""
         with tool_errors("make_run"):
             wait = check_wait(wait_seconds)
             request = run_request(
-                query=query, mode=mode, seed=seed, variants=variants, render=render
+                query=query, mode=mode, seed=seed, variants=variants, render=render, refine=refine
             )
             jobs.start()
             job = jobs.submit(request)

@@ -97,6 +97,11 @@ def test_overlap_counts_shared_ids_and_shared_normalised_titles(tmp_path):
     title = frame.loc[frame.video_id == first_reward, "title_en"].iloc[0]
     frame.loc[frame.video_id == first_ref, "title_en"] = title.upper() + "!!"
     frame.to_csv(data / "microlens" / "videos.csv", index=False)
+    # ... and that reference video is no longer in the reference pool (its title is the
+    # judge part's), so the pool PE and refinement draw from shares no title with a half
     out = memory_overlap(reward, [], data_dir=data)
-    assert out["titles"]["reward_and_references"] >= 1
+    assert out["titles"]["reward_and_references"] == 0
     assert np.isfinite(out["titles"]["distinct"]["reward"])
+    # a judge trained on every part is caught by title
+    out = memory_overlap(reward, [], parts=("all", "evaluation"), data_dir=data)
+    assert out["titles"]["reward_and_references"] == out["titles"]["distinct"]["references"] > 0

@@ -157,6 +157,13 @@ def study_settings(params: dict, **explicit) -> tuple[Settings, dict[str, str]]:
     "--keep-failed", is_flag=True, help="On resume, do not retry cells that failed before."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--allow-dependent-judge",
+    is_flag=True,
+    help="Run even when the judge learned from videos PE may show (its memory or training "
+    "data shares ids or normalised titles with the reference pool); every output then says "
+    "so [default: refuse].",
+)
 @execution_options
 @_shared
 def bench_command(
@@ -174,6 +181,7 @@ def bench_command(
     baseline_k,
     keep_failed,
     as_json,
+    allow_dependent_judge,
     concurrency,
     render_slots,
     executor,
@@ -217,6 +225,7 @@ def bench_command(
     )
     if applied:
         click.echo("study defaults: " + ", ".join(f"{k}={v}" for k, v in applied.items()), err=True)
+    scorer, independence = _check_judge(settings, plan, allow_dependent_judge)
     with tqdm(total=size, unit="cell", file=click.get_text_stream("stderr")) as bar:
 
         def on_cell(_key, arm, status):
@@ -235,7 +244,7 @@ def bench_command(
             address=address,
         )
     rows = study_rows(run.store_path, run.keys)
-    baseline = _baseline(queries, settings, baseline_k)
+    baseline = _baseline(queries, settings, baseline_k, scorer)
     loop = None
     if REFINE_ARM in plan.modes:  # both loop judges on every cell, every arm vs basic
         from llmpopcorn.study.loop import add_loop_scores, loop_summary
@@ -249,6 +258,8 @@ def bench_command(
         "cells_busy_elsewhere": run.busy,
         "executor": {**run.executor, "concurrency": concurrency},
         "study_defaults_applied": applied,
+        # the judge against the pools PE may show, checked before any cell ran
+        "independence": independence,
         # the base settings' llm is not what the cells asked (--llm names the arms' LLMs)
         "settings": {
             k: v
@@ -307,14 +318,35 @@ def _arms(arms: str | None, modes: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def _baseline(queries, settings: Settings, k: int):
+def _check_judge(settings: Settings, plan: StudyPlan, allow: bool):
+    """The judge (loaded once, for the check and the human baseline) and its overlap with
+    the pools the arms draw references from; refuses a dependent judge unless ``allow``."""
+    from llmpopcorn.runs.honesty import dependent_judge_banner
+    from llmpopcorn.study.independence import judge_independence, require_independent
+
+    scorer = None
+    if settings.score and settings.data_dir is not None:
+        from llmpopcorn.core.errors import MissingExtraError
+        from llmpopcorn.predict import load_scorer
+
+        try:
+            scorer = load_scorer(settings)
+        except MissingExtraError:
+            pass  # the cells say "not scored"; nothing a missing judge could know
+    facts = require_independent(judge_independence(settings, plan.modes, scorer), allow)
+    banner = dependent_judge_banner(facts)
+    if banner:
+        click.echo(f"warning: {banner}", err=True)
+    return scorer, facts
+
+
+def _baseline(queries, settings: Settings, k: int, scorer=None):
     if k <= 0 or settings.data_dir is None:
         return None
     from llmpopcorn.core.errors import MissingExtraError, PopcornError
     from llmpopcorn.study.baseline import human_baseline
 
-    scorer = None
-    if settings.score:
+    if settings.score and scorer is None:
         from llmpopcorn.predict import load_scorer
 
         try:

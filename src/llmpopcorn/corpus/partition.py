@@ -15,6 +15,15 @@ The judge part is split once more, by a second salt, into a *reward* half and an
 loop ranks ideas with a judge trained on the reward half only, and every gain is also
 reported by a judge trained on the evaluation half only, which the loop never saw. Both
 halves lie inside the judge part, so neither judge's memory holds a PE reference.
+
+Ids alone do not make the parts independent: one title posted as two videos can land in
+both (91 of the 5,153 reference-part MicroLens videos share a normalised title with a
+judge-part video). The *reference pool* (:func:`in_pool`, what PE, refinement and the
+human baseline draw from) is therefore the reference part less every video whose
+normalised title occurs in the judge part: those duplicates count with the judge part
+and are never shown as references. The judge part, and so every judge trained on it or
+on one of its halves, is unchanged; a judge trained on a part is disjoint from the pool
+by id and by normalised title by construction.
 """
 
 from __future__ import annotations
@@ -40,6 +49,13 @@ SCHEME = f"sha256({SALT}:video_id) < {REFERENCE_SHARE} -> reference, else judge"
 LOOP_SCHEME = (
     f"judge part; sha256({LOOP_SALT}:video_id) < {REWARD_SHARE} -> reward, else evaluation"
 )
+#: the reference pool (PE's ``--pe-pool reference``), see :func:`reference_pool`
+POOL_RULE = (
+    "the reference part less every video whose normalised title (core.copycheck."
+    "normalise_title) occurs in the judge part"
+)
+#: the pools PE may draw from
+POOLS = ("all", "reference")
 
 
 def _unit(video_id: str, salt: str = SALT) -> float:
@@ -78,8 +94,11 @@ def in_part(video_ids: Iterable[Any], part: str) -> np.ndarray:
 
 
 def describe(part: str = "all") -> dict[str, Any]:
-    """What a model or a run records about the part it used."""
+    """What a model or a run records about the part it used (the reference part as a
+    pool: the rule that drops its titles shared with the judge part)."""
     out = {"part": check_part(part), "scheme": SCHEME, "reference_share": REFERENCE_SHARE}
+    if part == "reference":
+        out["pool"] = POOL_RULE
     if part in LOOP_PARTS:
         out.update(loop_scheme=LOOP_SCHEME, reward_share=REWARD_SHARE)
     return out
@@ -101,8 +120,37 @@ def part_titles(frame: Any, part: str = "all") -> set[str]:
     """The distinct normalised titles (:func:`~llmpopcorn.core.copycheck.normalise_title`)
     of the corpus rows in ``part``: what an independence check by content compares with
     (the corpus is split by id, so one title posted as two videos can sit in two parts)."""
+    mask = in_part(frame["video_id"].astype(str), part)
+    return {t for t in _normalised_titles(frame)[mask] if t}
+
+
+def _normalised_titles(frame: Any) -> np.ndarray:
     from llmpopcorn.core.copycheck import normalise_title
 
-    ids = frame["video_id"].astype(str)
-    chosen = frame["title_en"][in_part(ids, part)]
-    return {t for t in map(normalise_title, chosen) if t}
+    return np.array([normalise_title(t) for t in frame["title_en"].astype(str)], dtype=object)
+
+
+def reference_pool(frame: Any) -> np.ndarray:
+    """A boolean mask over ``frame``'s rows: the reference pool, i.e. the reference part
+    less every video whose normalised title occurs in the judge part (:data:`POOL_RULE`).
+    The one definition PE, refinement, the human baseline and the overlap checks use."""
+    reference = in_part(frame["video_id"].astype(str), "reference")
+    titles = _normalised_titles(frame)
+    judge_titles = {t for t in titles[~reference] if t}
+    shared = np.fromiter((t in judge_titles for t in titles), dtype=bool, count=len(titles))
+    return reference & ~shared
+
+
+def in_pool(frame: Any, pool: str) -> np.ndarray:
+    """Which rows of ``frame`` a reference may be drawn from: ``"all"`` every row,
+    ``"reference"`` the reference pool (:func:`reference_pool`)."""
+    if pool not in POOLS:
+        raise ConfigError(f"unknown reference pool '{pool}'", f"use one of: {', '.join(POOLS)}")
+    if pool == "all":
+        return np.ones(len(frame), dtype=bool)
+    return reference_pool(frame)
+
+
+def pool_titles(frame: Any, pool: str) -> set[str]:
+    """The distinct normalised titles of the rows in ``pool``."""
+    return {t for t in _normalised_titles(frame)[in_pool(frame, pool)] if t}

@@ -7,8 +7,9 @@ For a query (DESIGN §1.2, following the original ``generate_rag_prompt``):
    ``min_category_size`` videos skipped; ``category_match="name"`` is the paper's
    match on category names, see :mod:`llmpopcorn.corpus.categories`); when they hold fewer
    videos than references asked, the next categories top the pool up (recorded);
-   with ``pool="reference"`` only the corpus part the study's judge never trained
-   on is used (:mod:`llmpopcorn.corpus.partition`);
+   with ``pool="reference"`` only the reference pool is used: the corpus part the
+   study's judge never trained on, less every video whose normalised title occurs in
+   the judge's part (:mod:`llmpopcorn.corpus.partition`);
 2. sort those categories' videos by comment count; the bottom ``ratio`` are the
    unpopular pool, the rest the popular pool (ties in comment count are broken
    by a random order drawn from ``seed``, so no id range is favoured);
@@ -166,14 +167,15 @@ def split_pools(
     return rows[order[:cut]], rows[order[cut:]]
 
 
-def pool_mask(index: CorpusIndex, part: str) -> np.ndarray:
-    """Which corpus rows PE may show for ``part`` (cached per index and part)."""
+def pool_mask(index: CorpusIndex, pool: str) -> np.ndarray:
+    """Which corpus rows PE may show from ``pool`` (:func:`~llmpopcorn.corpus.partition.
+    in_pool`; cached per index and pool)."""
     cache = index.__dict__.setdefault("_pool_masks", {})
-    if part not in cache:
-        from llmpopcorn.corpus.partition import in_part
+    if pool not in cache:
+        from llmpopcorn.corpus.partition import in_pool
 
-        cache[part] = in_part(index.corpus.frame["video_id"], part)
-    return cache[part]
+        cache[pool] = in_pool(index.corpus.frame, pool)
+    return cache[pool]
 
 
 def select_references(

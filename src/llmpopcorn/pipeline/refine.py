@@ -6,7 +6,7 @@ gets the original prompt, its best idea so far as its own answer, and a message 
 **reward judge**'s prediction for it (comments, 80 % interval, percentile in the
 category), the judge's explanation (the nearest videos of its memory that drove the
 prediction, with their comment counts) and a few popular and unpopular videos of the
-category (PE's own references when the run has them, else the corpus' reference part),
+category (PE's own references when the run has them, else the corpus' reference pool),
 then writes an improved idea (validated, re-asked when it copies a title shown or repeats
 an earlier round's). The idea the reward judge scores highest over all rounds is kept.
 
@@ -229,7 +229,7 @@ def _lines(refs: list[Reference]) -> str:
 def category_examples(record: Any, settings: Any, category: str) -> tuple[list[Reference], str]:
     """A few popular and unpopular videos of the category: PE's own references when the
     run has them (nearest to the query), else the category's most and least commented
-    videos of the corpus' reference part (never a judge's part)."""
+    videos of the corpus' reference pool (never a judge's part, by id or by title)."""
     pe = [r for r in record.references if r.label in ("popular", "unpopular")]
     if pe:
         popular = [r for r in pe if r.label == "popular"][:EXAMPLES_SHOWN]
@@ -239,17 +239,18 @@ def category_examples(record: Any, settings: Any, category: str) -> tuple[list[R
     if not data_dir or not category:
         return [], "none (no corpus set: only the judge's explanation)"
     return _reference_part_examples(str(Path(data_dir).expanduser().resolve()), category), (
-        "the category's most and least commented videos of the corpus' reference part"
+        "the category's most and least commented videos of the corpus' reference part "
+        "(its pool: no title shared with the judge part)"
     )
 
 
 @lru_cache(maxsize=64)
 def _reference_part_examples(data_dir: str, category: str) -> list[Reference]:
-    from llmpopcorn.corpus.partition import in_part
+    from llmpopcorn.corpus.partition import in_pool
     from llmpopcorn.corpus.table import load_corpus
 
     frame = load_corpus(data_dir).frame
-    rows = frame[(frame["partition"] == category) & in_part(frame["video_id"], "reference")]
+    rows = frame[(frame["partition"] == category) & in_pool(frame, "reference")]
     rows = rows.sort_values(["comment_count", "video_id"], ascending=[False, True])
     picked = [(r, "popular") for r in rows.head(EXAMPLES_SHOWN).itertuples()]
     picked += [(r, "unpopular") for r in rows.tail(EXAMPLES_SHOWN).itertuples()][::-1]

@@ -12,9 +12,9 @@ disjoint halves of the corpus' judge part (:mod:`llmpopcorn.corpus.partition`):
   evaluation judge does not is the measured reward hacking.
 
 Both halves lie inside the judge part, so neither judge remembers a PE reference (those
-come from the reference part). :meth:`LoopJudges.independence` checks all three pairs
-by video id and by normalised title (near-identical reposts of a title can sit in
-different parts: ids alone would hide them).
+come from the reference pool, which also leaves out every title of the judge part).
+:meth:`LoopJudges.independence` checks all three pairs by video id and by normalised title
+(near-identical reposts of a title can sit in different parts: ids alone would hide them).
 """
 
 from __future__ import annotations
@@ -139,12 +139,14 @@ def memory_overlap(
 ) -> dict[str, Any]:
     """Shared video ids between the two memories and the reference part, and (with
     ``data_dir``) shared normalised titles between the corpus parts the judges were
-    trained on (``parts``) and the reference part."""
+    trained on (``parts``) and the reference pool (the reference part less its titles
+    shared with the judge part: what PE and refinement show, see
+    :func:`llmpopcorn.corpus.partition.in_pool`)."""
     from llmpopcorn.corpus.partition import in_part
 
     reward, evaluation = set(reward_ids), set(evaluation_ids)
     out: dict[str, Any] = {
-        "parts": {"reward": parts[0], "evaluation": parts[1], "references": "reference"},
+        "parts": {"reward": parts[0], "evaluation": parts[1], "references": "reference pool"},
         "ids": {
             "reward_memory": len(reward),
             "evaluation_memory": len(evaluation),
@@ -157,11 +159,12 @@ def memory_overlap(
     if data_dir is None:
         out["titles_note"] = "not checked: no corpus (--data) to read titles from"
         return out
-    from llmpopcorn.corpus.partition import part_titles
+    from llmpopcorn.corpus.partition import part_titles, pool_titles
     from llmpopcorn.corpus.table import load_corpus
 
     frame = load_corpus(data_dir).frame
-    r, e, ref = (part_titles(frame, part) for part in (*parts, "reference"))
+    r, e = (part_titles(frame, part) for part in parts)
+    ref = pool_titles(frame, "reference")
     out["titles"] = {
         "reward_and_evaluation": len(r & e),
         "reward_and_references": len(r & ref),
@@ -169,7 +172,8 @@ def memory_overlap(
         "distinct": {"reward": len(r), "evaluation": len(e), "references": len(ref)},
     }
     out["titles_note"] = (
-        "distinct normalised titles found in both parts: the corpus is split by video id, "
-        "so one title posted as two videos can land in two parts"
+        "distinct normalised titles found in both: the corpus is split by video id, so one "
+        "title posted as two videos can land in the reward and the evaluation half; the "
+        "reference pool leaves out every title of the judge part"
     )
     return out

@@ -55,3 +55,31 @@ def no_llm_banner(
         "Differences between modes measure that stand-in, not an LLM. Use --llm deepseek / "
         "openai / ollama / vllm / llamacpp / transformers for LLM results."
     )
+
+
+def dependent_judge_banner(independence: dict[str, Any] | None) -> str | None:
+    """The banner of a study that ran with a judge which learned from videos its arms may
+    show the LLM (``popcorn bench --allow-dependent-judge``; see
+    :mod:`llmpopcorn.study.independence`), ``None`` for an independent judge."""
+    if not independence or not independence.get("dependent"):
+        return None
+    return (
+        f"DEPENDENT JUDGE (--allow-dependent-judge): the judge {independence['judge']} "
+        f"learned from videos PE may show the LLM: {overlap_phrase(independence)}. A gain "
+        "may reward echoing what the judge already knows; for an independent judge use "
+        "--predictor judge --pe-pool reference."
+    )
+
+
+def overlap_phrase(independence: dict[str, Any]) -> str:
+    """``of the 5,062 videos of the 'reference' pool it learned from 0 by id and 0 by
+    normalised title (32 near-duplicates, cosine >= 0.95)``, one clause per pool."""
+    out = []
+    for p in independence.get("pools", []):
+        near = "not checked" if p["near_duplicates"] is None else f"{p['near_duplicates']:,}"
+        out.append(
+            f"of the {p['pool_videos']:,} videos of the '{p['pool']}' pool it learned from "
+            f"{p['by_id']:,} by id and {p['by_title']:,} by normalised title "
+            f"({near} near-duplicates, cosine >= {p['cosine']})"
+        )
+    return "; ".join(out)

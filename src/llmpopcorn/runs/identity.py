@@ -105,6 +105,12 @@ def cell_identity(
     if not settings.render:
         data = {k: v for k, v in data.items() if k not in RENDER_ONLY}
     data["predictor"] = predictor
+    if (settings.mode == "pe" and settings.pe_pool == "reference") or settings.refine:
+        # which videos the reference pool holds (PE's references, refinement's examples):
+        # a cell made from an older pool is another cell
+        from llmpopcorn.corpus.partition import POOL_RULE
+
+        data["reference_pool"] = POOL_RULE
     if settings.refine:  # the refinement's reward judge chooses the idea
         from llmpopcorn.predict.judges import EVALUATION_MODEL, REWARD_MODEL
 

@@ -1,8 +1,9 @@
 """The study's human baseline: what people actually posted about each query.
 
 For every benchmark query, the ``k`` real MicroLens videos nearest to it (by the PE
-embedder, among the *reference* part of the corpus, which the independent judge never
-trained on) with their true log2 comment counts and the judge's predictions for them.
+embedder, among the *reference pool* of the corpus: the reference part less the titles
+shared with the judge part, so the independent judge never trained on them by id or by
+title) with their true log2 comment counts and the judge's predictions for them.
 It shows how LLM ideas compare with real posts on the judge's scale, and how far the
 judge is from the truth on real videos of the same topics.
 """
@@ -30,15 +31,14 @@ def human_baseline(
 ) -> dict[str, Any]:
     """``queries`` are :class:`~llmpopcorn.study.bench.BenchQuery`; ``scorer`` a loaded
     :class:`~llmpopcorn.predict.PopularityScorer` (``None``: no predictions)."""
-    from llmpopcorn.core.copycheck import normalise_title
     from llmpopcorn.corpus.index import CorpusIndex, get_embedder
-    from llmpopcorn.corpus.partition import in_part, part_titles
+    from llmpopcorn.corpus.partition import in_pool
     from llmpopcorn.corpus.table import TEXT_FIELDS, item_text, load_corpus
 
     corpus = load_corpus(settings.data_dir)
     frame = corpus.frame
     index = CorpusIndex.open(corpus, get_embedder(settings.embedder, settings), settings.cache_dir)
-    pool = np.flatnonzero(in_part(frame["video_id"], part))
+    pool = np.flatnonzero(in_pool(frame, part))
     per_query, chosen = [], []
     vectors = index.embedder.embed([q.text for q in queries]) if queries else []
     for q, vector in zip(queries, vectors, strict=True):
@@ -56,7 +56,7 @@ def human_baseline(
                 ],
             }
         )
-    predictor, in_memory, by_title, fields = None, None, None, None
+    predictor, fields, known = None, None, {}
     if scorer is not None and chosen:
         from llmpopcorn.predict.data import Table
 
@@ -82,14 +82,7 @@ def human_baseline(
             entry["predicted_log2"] = [s.log2_comments for s in scores[start : start + n]]
             start += n
         predictor = getattr(scorer, "name", type(scorer).__name__)
-        memory = getattr(getattr(scorer, "model", None), "memory_ids_", None)
-        if memory is not None:
-            known = {str(v) for v in memory}
-            in_memory = int(sum(v in known for v in table.ids))
-        # by content too: a real video whose title the judge learned from (the same title
-        # posted again in the judge's part) is not an unseen video for it
-        titles = part_titles(frame, str(getattr(scorer, "part", "all")))
-        by_title = int(sum(normalise_title(str(t)) in titles for t in table.titles))
+        known = _known_to(scorer, corpus, index, table)
     true = np.array([v for e in per_query for v in e["true_log2"]], dtype=float)
     out: dict[str, Any] = {
         "part": part,
@@ -100,8 +93,12 @@ def human_baseline(
         "distinct_videos": len({v for e in per_query for v in e["video_ids"]}),
         "true_mean_log2": float(true.mean()) if true.size else None,
         "predictor": predictor,
-        "videos_in_predictor_memory": in_memory,
-        "videos_title_in_predictor_data": by_title,
+        "videos_in_predictor_memory": known.get("in_memory"),
+        # by content too: a real video whose title the judge learned from (the same title
+        # posted again in the judge's part) or a near-copy of one is not unseen for it
+        "videos_title_in_predictor_data": known.get("by_title"),
+        "videos_near_predictor_data": known.get("near_duplicates"),
+        "near_duplicate_cosine": known.get("cosine"),
         "per_query": per_query,
     }
     if predictor is not None and true.size:
@@ -110,6 +107,20 @@ def human_baseline(
         out["mae_log2"] = float(np.abs(pred - true).mean())
         out["spearman"] = _spearman(pred, true)
     return out
+
+
+def _known_to(scorer: Any, corpus: Any, index: Any, table: Any) -> dict[str, Any]:
+    """How many of the baseline's videos the judge learned from (one count per video
+    shown, as for PE's references: :func:`~llmpopcorn.corpus.independence.reference_overlap`)."""
+    from types import SimpleNamespace
+
+    from llmpopcorn.corpus.independence import judge_data, reference_overlap
+
+    memory = getattr(getattr(scorer, "model", None), "memory_ids_", None)
+    judge = judge_data(corpus, str(getattr(scorer, "part", "all")), memory)
+    pairs = zip(table.ids, table.titles, strict=True)
+    videos = [SimpleNamespace(video_id=v, title=t) for v, t in pairs]
+    return reference_overlap(videos, judge, index=index)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:

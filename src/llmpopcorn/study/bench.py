@@ -459,6 +459,7 @@ CSV_COLUMNS = (
     "refs_shown",
     "refs_in_judge_memory",
     "refs_title_in_judge_data",
+    "refs_near_judge_data",
     "pe_pool",
     "attempts",
     "failure",

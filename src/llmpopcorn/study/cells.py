@@ -3,8 +3,8 @@
 A finished cell (:func:`cell_result`) keeps its title and score, who ideated it (the
 backend, its model, whether it is a language model), what the judge read, why replies
 were re-asked on the way, and how independent the judge is of the references PE showed:
-by video id (the judge's retrieval memory) and by content (references whose normalised
-title equals a title of the corpus part the judge was trained on). A failed cell
+by video id (the judge's retrieval memory), by normalised title and as near-duplicates
+(:mod:`llmpopcorn.corpus.independence`). A failed cell
 (:func:`failed_result`) keeps the same names and why it failed, so a study whose every
 cell failed still says which LLM and model it asked.
 
@@ -134,68 +134,72 @@ def judge_reads(score: Any) -> list[str] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _titles_of_part(corpus: str, stamp: int, part: str) -> frozenset[str]:
-    from llmpopcorn.corpus.partition import part_titles
+def _corpus_at(path: str, stamp: int) -> Any:
     from llmpopcorn.corpus.table import load_corpus
 
-    return frozenset(part_titles(load_corpus(corpus).frame, part))
+    return load_corpus(path)
 
 
-def judge_titles(pipeline: Any, part: str) -> frozenset[str] | None:
-    """Normalised titles of the corpus part the judge was trained on (``None`` without a
-    corpus to read them from)."""
+def _corpus_and_index(pipeline: Any) -> tuple[Any, Any]:
+    """The corpus PE drew from and its embedding index (PE's prompt builder), else the
+    corpus of the data setting without an index, else (None, None)."""
+    builder = getattr(pipeline, "prompt_builder", None)
+    corpus = getattr(builder, "corpus", None)
+    if corpus is not None:
+        return corpus, getattr(builder, "index", None)
     data = getattr(pipeline.settings, "data_dir", None)
     if data is None:
-        return None
+        return None, None
     from llmpopcorn.corpus.table import resolve_corpus_path
 
     try:
         path = Path(resolve_corpus_path(data))
-        return _titles_of_part(str(path), path.stat().st_mtime_ns, part)
+        return _corpus_at(str(path), path.stat().st_mtime_ns), None
     except (PopcornError, OSError) as exc:
         log.warning("no title overlap check: %s", exc)
-        return None
+        return None, None
 
 
 def independence(record: Any, pipeline: Any) -> dict[str, Any]:
-    """How many of the references shown to the ideator the judge already knows: by id
-    (its retrieval memory; without one, the corpus part it was trained on) and by
-    normalised title (equal to a title of the part it was trained on)."""
-    from llmpopcorn.core.copycheck import normalise_title
+    """How many of the references shown to the ideator the judge already knows
+    (:func:`llmpopcorn.corpus.independence.reference_overlap`): by id (its retrieval
+    memory; without one, the corpus part it was trained on), by normalised title and as
+    near-duplicates of a video it learned from."""
+    from llmpopcorn.corpus.independence import judge_data, reference_overlap
     from llmpopcorn.pipeline.core import judge_memory
 
     refs = list(record.references)
     out: dict[str, Any] = {"refs_shown": len(refs), "refs_in_judge_memory": 0,
-                           "refs_title_in_judge_data": 0, "overlap_method": None}  # fmt: skip
+                           "refs_title_in_judge_data": 0, "refs_near_judge_data": 0,
+                           "overlap_method": None}  # fmt: skip
     if not refs:
         return out
     try:
         scorer = pipeline.scorer
     except PopcornError:
         scorer = None
+    unknown = dict.fromkeys(("refs_in_judge_memory", "refs_title_in_judge_data",
+                             "refs_near_judge_data"))  # fmt: skip
     if scorer is None:
-        out.update(refs_in_judge_memory=None, refs_title_in_judge_data=None,
-                   overlap_method="unknown (no judge)")  # fmt: skip
-        return out
+        return out | unknown | {"overlap_method": "unknown (no judge)"}
     part = str(getattr(scorer, "part", "all"))
-    ids = [str(r.video_id) for r in refs]
     memory = judge_memory(scorer)
-    if memory is not None:
-        out["refs_in_judge_memory"] = sum(v in memory for v in ids)
-        method = "ids: judge memory"
-    else:
+    corpus, index = _corpus_and_index(pipeline)
+    if corpus is None:  # ids only: the memory, else the part the judge was trained on
         from llmpopcorn.corpus.partition import in_part
 
-        out["refs_in_judge_memory"] = int(in_part(ids, part).sum())
-        method = f"ids: the judge's training part ({part})"
-    titles = judge_titles(pipeline, part)
-    if titles is None:
-        out["refs_title_in_judge_data"] = None
-        out["overlap_method"] = f"{method}; titles: not checked (no corpus)"
-    else:
-        out["refs_title_in_judge_data"] = sum(normalise_title(r.title) in titles for r in refs)
-        out["overlap_method"] = f"{method}; titles: normalised, the judge's part ({part})"
-    return out
+        ids = [str(r.video_id) for r in refs]
+        known = sum(v in memory for v in ids) if memory is not None else in_part(ids, part).sum()
+        return out | unknown | {"refs_in_judge_memory": int(known),
+                                "overlap_method": "ids only (no corpus)"}  # fmt: skip
+    found = reference_overlap(refs, judge_data(corpus, part, memory), index=index)
+    by_id = found["by_id"] if found["in_memory"] is None else found["in_memory"]
+    return out | {
+        "refs_in_judge_memory": by_id,
+        "refs_title_in_judge_data": found["by_title"],
+        "refs_near_judge_data": found["near_duplicates"],
+        "overlap_method": found["method"],
+    }
 
 
 def cell_result(record: Any, pipeline: Any) -> dict[str, Any]:

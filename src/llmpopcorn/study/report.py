@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpopcorn.core.paths import write_csv
-from llmpopcorn.runs.honesty import named
+from llmpopcorn.runs.honesty import dependent_judge_banner, named, overlap_phrase
 from llmpopcorn.runs.honesty import no_llm_banner as no_llm
 from llmpopcorn.study.bench import CSV_COLUMNS
 from llmpopcorn.study.loop import loop_tables
@@ -40,15 +40,19 @@ def all_failed(summary: dict[str, Any]) -> str | None:
 
 def no_llm_banner(summary: dict[str, Any]) -> str | None:
     """The banner of every output: no cell finished (naming the LLM and model asked),
-    or some finished cells used no LLM."""
+    or some finished cells used no LLM; and a judge that learned from the videos PE may
+    show (run with --allow-dependent-judge)."""
     ideators = summary.get("ideators", [])
     failed = all_failed(summary)
     if failed:
-        return (
+        first = (
             f"NO CELL FINISHED: {failed}. There are no results to read; see the attrition "
             "table and each cell's error in results.csv."
         )
-    return no_llm(summary.get("no_llm_cells") or 0, summary["ok"], ideators, "cells")
+    else:
+        first = no_llm(summary.get("no_llm_cells") or 0, summary["ok"], ideators, "cells")
+    found = [b for b in (first, dependent_judge_banner(summary.get("independence"))) if b]
+    return " ".join(found) or None
 
 
 def judge_section(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -57,8 +61,7 @@ def judge_section(rows: list[dict[str, Any]]) -> dict[str, Any]:
     pe = [r for r in rows if r["status"] == "ok" and r["mode"] == "pe"]
     shown = sum(int(r.get("refs_shown") or 0) for r in pe)
     overlap = sum(int(r.get("refs_in_judge_memory") or 0) for r in pe)
-    titled = [r for r in pe if r.get("refs_title_in_judge_data") is not None]
-    by_title = sum(int(r["refs_title_in_judge_data"]) for r in titled) if titled else None
+    by_title, near = (_total(pe, c) for c in ("refs_title_in_judge_data", "refs_near_judge_data"))
     methods = sorted({r["overlap_method"] for r in pe if r.get("overlap_method")})
     return {
         "predictors": sorted({str(r["predictor"]) for r in rows if r.get("predictor")}),
@@ -66,9 +69,17 @@ def judge_section(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "references_shown": shown,
         "references_in_judge_memory": overlap,
         "references_title_in_judge_data": by_title,
+        # cosine >= corpus.independence.NEAR_DUPLICATE_COSINE, exact matches included
+        "references_near_judge_data": near,
         "zero_overlap": bool(pe) and overlap == 0 and not by_title,
         "overlap_method": methods,
     }
+
+
+def _total(rows: list[dict[str, Any]], column: str) -> int | None:
+    """The sum of ``column`` over the rows that counted it (None when none did)."""
+    counted = [int(r[column]) for r in rows if r.get(column) is not None]
+    return sum(counted) if counted else None
 
 
 def build_summary(
@@ -79,11 +90,11 @@ def build_summary(
     n_boot: int = 2000,
 ) -> dict[str, Any]:
     summary = summarise(rows, n_boot=n_boot)
-    summary["banner"] = no_llm_banner(summary)
     summary["judge"] = judge_section(rows)
     if baseline is not None:
         summary["human_baseline"] = baseline
     summary.update(extra or {})
+    summary["banner"] = no_llm_banner(summary)  # reads extra's independence block too
     return summary
 
 
@@ -265,11 +276,13 @@ def judge_lines(summary: dict[str, Any]) -> list[str]:
         pool = ", ".join(j["pe_pools"]) or "all"
         titles = j.get("references_title_in_judge_data")
         by_title = "not checked" if titles is None else f"{titles} of {j['references_shown']}"
+        near = j.get("references_near_judge_data")
+        near = "not checked" if near is None else f"{near} of {j['references_shown']}"
         counts = (
             f"by video id {j['references_in_judge_memory']} of {j['references_shown']} "
             f"references shown to the ideator are in the judge's memory; by normalised title "
-            f"{by_title} equal a title the judge was trained on (checked by {how}; PE pool: "
-            f"{pool})"
+            f"{by_title} equal a title the judge was trained on; {near} are near-duplicates "
+            f"of a video it learned from (checked by {how}; PE pool: {pool})"
         )
         if j["zero_overlap"]:
             lines.append(f"Zero overlap: {counts}.")
@@ -281,6 +294,13 @@ def judge_lines(summary: dict[str, Any]) -> list[str]:
                 else f"Overlap by content only: {counts}. The ids are disjoint; these "
                 "references repeat a title the judge learned from."
             )
+    facts = summary.get("independence") or {}
+    if facts.get("checked"):
+        lines.append(
+            "Checked before the study, against each pool the arms draw references from: "
+            f"{overlap_phrase(facts)}"
+            + (" (run with --allow-dependent-judge)." if facts.get("dependent") else ".")
+        )
     b = summary.get("human_baseline")
     if b:
         lines.append(
@@ -294,6 +314,12 @@ def judge_lines(summary: dict[str, Any]) -> list[str]:
                 + (
                     f", {b['videos_title_in_predictor_data']} share a title with its training part"
                     if b.get("videos_title_in_predictor_data") is not None
+                    else ""
+                )
+                + (
+                    f", {b['videos_near_predictor_data']} are near-duplicates of a video it "
+                    f"learned from (cosine >= {b['near_duplicate_cosine']})"
+                    if b.get("videos_near_predictor_data") is not None
                     else ""
                 )
                 + ")."

@@ -83,7 +83,8 @@ def test_kill_9_then_resume_finishes_exactly_the_rest(tmp_path, monkeypatch):
     out = tmp_path / "out"
     qfile = tmp_path / "q.txt"
     qfile.write_text("\n".join(QUERIES) + "\n")
-    with FakeOpenAIServer(delay=0.25, responder=responder) as server:
+    held = HeldResponder(answer_first=5)  # 5 items finish, the next calls hang in flight
+    with held, FakeOpenAIServer(responder=held) as server:
         env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
         cmd = [
             sys.executable, "-c", "from llmpopcorn.cli import main; main()", "batch", str(qfile),
@@ -94,21 +95,19 @@ def test_kill_9_then_resume_finishes_exactly_the_rest(tmp_path, monkeypatch):
         try:
             batch_id = proc.stdout.readline().decode().strip()
             assert batch_id.startswith("batch-")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if statuses(out / "store.sqlite").get("ok", 0) >= 5:
-                    break
-                time.sleep(0.05)
+            held.wait_for_held(1)  # 5 answered, at least one call now hangs in flight
+            wait_until(lambda: statuses(out / "store.sqlite").get("ok", 0) == 5)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
             if proc.poll() is None:
                 proc.kill()
         before = statuses(out / "store.sqlite")
-        assert 5 <= before.get("ok", 0) < 20, before
+        assert before.get("ok", 0) == 5, before
         assert before.get("running", 0) >= 1  # claims of the dead process, in flight
         # resume (the key comes from the environment; everything else from the store)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        held.release()  # the calls of the dead process end; the resumed ones are answered
         requests_before = len(server.chat_requests)
         run = run_batch(None, Settings(), out_dir=out, resume=batch_id, concurrency=4)
         redone = len(server.chat_requests) - requests_before
@@ -131,10 +130,16 @@ def test_kill_9_then_resume_finishes_exactly_the_rest(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_stops_at_once_and_gives_in_flight_items_back(tmp_path):
+    """Ctrl-C while calls are in flight: the batch stops without waiting for them. The
+    fake answers 2 calls and holds the others until the test lets them go, so the batch
+    cannot finish before the signal, and exiting while they are held shows it did not
+    wait for them (no timing: this failed on a busy machine, 0 == 130, when the batch
+    had finished before the signal)."""
     out = tmp_path / "out"
     qfile = tmp_path / "q.txt"
     qfile.write_text("\n".join(QUERIES) + "\n")
-    with FakeOpenAIServer(delay=1.0, responder=responder) as server:
+    held = HeldResponder(answer_first=2)
+    with held, FakeOpenAIServer(responder=held) as server:
         env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
         cmd = [
             sys.executable, "-c", "from llmpopcorn.cli import main; main()", "batch", str(qfile),
@@ -142,42 +147,109 @@ def test_ctrl_c_stops_at_once_and_gives_in_flight_items_back(tmp_path):
             server.url, "--llm-model", "test-model", "--out", str(out),
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        batch_id = proc.stdout.readline().decode().strip()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(server.chat_requests) < 6:
-            time.sleep(0.02)  # the second wave of 4 calls is in flight (1 s each)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        stopped_in = time.monotonic() - started
+        try:
+            batch_id = proc.stdout.readline().decode().strip()
+            held.wait_for_held(4)  # 4 calls in flight, none can end
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+            assert held.holding(), "the calls were let go before the batch stopped"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
         assert proc.returncode == 130, err.decode()
-        assert stopped_in < 3  # it did not wait for the calls in flight
         assert f"popcorn batch --resume {batch_id}" in err.decode()
         counts = statuses(out / "store.sqlite")
-        assert "running" not in counts and counts.get("pending", 0) >= 1, counts
+        assert "running" not in counts and counts.get("pending", 0) >= 4, counts
+        assert counts.get("ok", 0) == 2, counts
+        held.release()
         run = run_batch(None, api_settings_env(), out_dir=out, resume=batch_id, concurrency=10)
     assert run.progress.done == 10 and statuses(out / "store.sqlite") == {"ok": 10}
     assert not (out / ".staging").exists()
+
+
+class HeldResponder:
+    """The fake server's responder: answers the first ``answer_first`` calls, then holds
+    every call (its server thread waits) until :meth:`release`; a context manager that
+    always releases, so no server thread is left waiting."""
+
+    def __init__(self, answer_first: int = 0):
+        self.answer_first = answer_first
+        self.calls = 0
+        self.held = 0
+        self._gate = threading.Event()
+        self._changed = threading.Condition()
+
+    def __call__(self, body: dict) -> tuple[int, dict]:
+        with self._changed:
+            self.calls += 1
+            hold = self.calls > self.answer_first
+            if hold:
+                self.held += 1
+                self._changed.notify_all()
+        if hold:
+            self._gate.wait(300)
+        return responder(body)
+
+    def wait_for_held(self, n: int, timeout: float = 120) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.held >= n, timeout), self.held
+
+    def holding(self) -> bool:
+        return not self._gate.is_set()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def __enter__(self) -> HeldResponder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def wait_until(condition, timeout: float = 120) -> None:
+    """Poll ``condition`` (state in another process) until true; the bound only stops a
+    broken test, no speed is asserted."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never became true"
+        time.sleep(0.02)
 
 
 def api_settings_env() -> Settings:
     return Settings(llm_api_key="sk-test")  # the rest comes from the stored batch
 
 
-def _rate(server, tmp_path, k: int, n: int = 8) -> float:
-    queries = [f"throughput {k} {i}" for i in range(n)]
-    started = time.perf_counter()
-    run = run_batch(queries, api_settings(server), out_dir=tmp_path / f"k{k}", concurrency=k)
-    assert run.progress.done == n
-    return n / (time.perf_counter() - started)
+def test_k_calls_are_in_flight_at_once(tmp_path):
+    """-k 8 has 8 LLM calls in flight together, -k 1 never more than one (a barrier of 8
+    in the fake server: it opens only if 8 calls wait at once). The throughput ratio that
+    was asserted here belongs to a benchmark (benchmarks/), not a test: it failed on a
+    busy machine."""
+    barrier = threading.Barrier(8)
+    lock = threading.Lock()
+    now = {"in_flight": 0, "peak": 0}
 
+    def together(body):
+        with lock:
+            now["in_flight"] += 1
+            now["peak"] = max(now["peak"], now["in_flight"])
+        try:
+            if now["mode"] == "together":
+                barrier.wait(120)  # broken (an error) if 8 never wait at once
+            return responder(body)
+        finally:
+            with lock:
+                now["in_flight"] -= 1
 
-def test_throughput_rises_with_concurrency(tmp_path):
-    with FakeOpenAIServer(delay=0.2, responder=responder) as server:
-        one = _rate(server, tmp_path, 1)
-        eight = _rate(server, tmp_path, 8, n=16)
-    assert one < 5.5  # bounded by the server's 0.2 s
-    assert eight > 3 * one, (one, eight)
+    with FakeOpenAIServer(responder=together) as server:
+        now["mode"] = "together"
+        queries = [f"concurrent {i}" for i in range(8)]
+        run = run_batch(queries, api_settings(server), out_dir=tmp_path / "k8", concurrency=8)
+        assert run.progress.done == 8 and not barrier.broken
+        now["mode"], now["peak"] = "alone", 0
+        queries = [f"one at a time {i}" for i in range(4)]
+        run = run_batch(queries, api_settings(server), out_dir=tmp_path / "k1", concurrency=1)
+        assert run.progress.done == 4 and now["peak"] == 1
 
 
 class FlakyLLM(LLM):
@@ -277,11 +349,16 @@ def test_llm_rpm_spaces_the_requests_the_server_sees(tmp_path):
 
     with FakeOpenAIServer(responder=timed) as server:
         settings = api_settings(server, llm_rpm=600)  # one request each 0.1 s
+        started = time.monotonic()
         run = run_batch([f"rpm {i}" for i in range(5)], settings, out_dir=tmp_path, concurrency=5)
     assert run.progress.done == 5
+    # the k-th request to arrive came no earlier than the k-th slot (5 threads, yet
+    # spaced): a lower bound, which load can only make truer (gaps between arrivals
+    # were asserted before, and a thread descheduled past its slot shrank one)
     arrivals.sort()
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    assert len(gaps) == 4 and min(gaps) > 0.07, gaps  # 5 threads, yet spaced
+    assert len(arrivals) == 5
+    for k, arrival in enumerate(arrivals):
+        assert arrival - started >= k * 0.1 - 1e-3, (k, arrival - started)
 
 
 def test_a_batch_over_its_hosted_cost_cap_is_refused_before_any_item(tmp_path):
@@ -468,9 +545,7 @@ def test_a_quota_reply_pauses_after_one_request_per_item_in_flight(tmp_path):
     with FakeOpenAIServer(delay=0.05, responder=runs_dry) as server:
         settings = api_settings(server)
         assert settings.llm_max_retries >= 1  # retries are on, yet not used
-        started = time.perf_counter()
         run = run_batch(queries, settings, out_dir=tmp_path, concurrency=4)
-        elapsed = time.perf_counter() - started
     assert run.paused and "quota" in run.pause_reason
     assert run.progress.done == 4 and run.progress.failed == 0
     assert asked and set(asked.values()) == {1}, asked  # one request each, no retry
@@ -480,4 +555,3 @@ def test_a_quota_reply_pauses_after_one_request_per_item_in_flight(tmp_path):
     assert run.progress.paused == 6  # given back or never started, none failed
     paused = statuses(tmp_path / "store.sqlite")  # (items never claimed are not stored)
     assert paused["ok"] == 4 and set(paused) == {"ok", "pending"}, paused
-    assert elapsed < 5, elapsed  # no backoff (0.5 + 1 + 2 s a retried item)

@@ -1,7 +1,6 @@
 import csv
 import errno
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -306,13 +305,23 @@ def test_cli_corrupt_store_is_an_error_with_a_hint(data_dir, tmp_path):
     assert (out / "store.sqlite").read_bytes() == b"not a database at all" * 10
 
 
-class SlowScorer(TitleLengthScorer):
+class MeetingScorer(TitleLengthScorer):
+    """Each process's first score waits at a barrier shared by both processes: both are
+    then mid-study together, whatever the load (a 0.1 s sleep made it likely only, and a
+    busy machine let one process finish before the other started)."""
+
+    def __init__(self, meet):
+        super().__init__()
+        self.meet, self.met = meet, False
+
     def score(self, idea, **kw):
-        time.sleep(0.1)  # long enough for both processes to be mid-study together
+        if not self.met:
+            self.met = True
+            self.meet.wait(120)
         return super().score(idea, **kw)
 
 
-def _study_process(data_dir, out, queue, start):
+def _study_process(data_dir, out, queue, start, meet):
     start.wait(30)
     settings = Settings.resolve(env={}, render=False)
     plan = StudyPlan(queries=load_queries(data_dir), llms=["offline"], seeds=[1, 2, 3])
@@ -320,7 +329,7 @@ def _study_process(data_dir, out, queue, start):
         StudyPlan(queries=plan.queries, llms=plan.llms, modes=["basic"], seeds=plan.seeds),
         settings,
         out,
-        pipeline_factory=factory(SlowScorer()),
+        pipeline_factory=factory(MeetingScorer(meet)),
     )
     queue.put((run.computed, run.skipped, run.busy))
 
@@ -333,9 +342,10 @@ def test_two_study_processes_on_one_folder_never_duplicate_work(data_dir, tmp_pa
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     out = tmp_path / "study"
-    start = ctx.Event()
+    start, meet = ctx.Event(), ctx.Barrier(2)
     procs = [
-        ctx.Process(target=_study_process, args=(data_dir, out, queue, start)) for _ in range(2)
+        ctx.Process(target=_study_process, args=(data_dir, out, queue, start, meet))
+        for _ in range(2)
     ]
     for p in procs:
         p.start()
@@ -384,13 +394,16 @@ def test_study_cells_ask_the_llm_concurrently_each_cell_once(data_dir, tmp_path)
     from fake_openai_server import FakeOpenAIServer, completion
 
     lock, active, peak, asked = threading.Lock(), [0], [0], []
+    pair = threading.Barrier(2)  # the first two calls meet: two in flight at once, surely
 
     def slow(body):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
             asked.append((body["messages"][-1]["content"], body.get("seed")))
-        time.sleep(0.15)
+            first_two = len(asked) <= 2
+        if first_two:
+            pair.wait(120)
         with lock:
             active[0] -= 1
         reply = {"title": f"Idea {len(asked)}", "cover_prompt": "c", "video_prompt": "v"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,17 @@ QUERIES = ["a corgi learns to surf", "pasta in three steps", "sunset over tokyo"
 def test_daemon_pool_runs_at_most_its_size_at_once_and_hands_back_errors():
     pool = DaemonPool(3, "t")
     lock, running, peak = threading.Lock(), [0], [0]
+    # the first three meet at a barrier: 3 at once is then certain (a sleep made it
+    # likely, and a busy machine ran them one after another); a 4th could only start
+    # meanwhile if the pool ran more than 3, which the peak would show
+    together = threading.Barrier(3)
 
     def job(x):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
+        if x < 3:
+            together.wait(60)
         with lock:
             running[0] -= 1
         if x == 4:

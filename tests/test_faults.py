@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -395,14 +396,13 @@ def test_non_completion_replies_are_a_clear_error(out_dir, body, content_type, s
 def test_a_stalled_server_is_bounded_by_the_deadline(out_dir):
     with FakeOpenAIServer(delay=30) as srv:
         srv.queue(200, completion(json.dumps(IDEA)))
-        started = time.monotonic()
         result = _make_with_server(
             srv, out_dir, "--llm-timeout", "1", "--llm-deadline", "3", "--llm-max-retries", "9"
         )
-        took = time.monotonic() - started
     assert_clean_failure(result, says=["no answer from", "--llm-deadline"])
-    assert took < 10, took  # 9 retries of 1 s would be ~20 s without the deadline
-    assert 2 <= len(srv.chat_requests) <= 3
+    # the deadline, not the 9 retries, ended it: without it 10 requests would be made
+    # (counted, not timed: a wall-clock bound here failed on a busy machine)
+    assert 1 <= len(srv.chat_requests) <= 3
 
 
 def test_the_default_budget_of_one_llm_call_is_two_minutes():
@@ -421,12 +421,14 @@ def test_a_trickling_server_cannot_stretch_a_request(monkeypatch):
 
     monkeypatch.setattr(openai_compat, "WALL_CLOCK_GRACE", 0.5)
 
+    stuck = threading.Event()  # set only when the test ends: the call never returns
+
     class NeverReturns:
         class chat:  # noqa: N801 - the openai client's shape
             class completions:  # noqa: N801
                 @staticmethod
                 def create(**_kw):
-                    time.sleep(30)
+                    stuck.wait(300)
 
         @staticmethod
         def close():
@@ -435,10 +437,13 @@ def test_a_trickling_server_cannot_stretch_a_request(monkeypatch):
     llm = openai_compat.OpenAICompatLLM(
         model="m", api_key=KEY, timeout=1, deadline=2, max_retries=0, client=NeverReturns()
     )
-    started = time.monotonic()
-    with pytest.raises(LLMError, match="no answer"):
-        llm.complete(ChatRequest(messages=[Message(role="user", content="hi")]))
-    assert time.monotonic() - started < 5
+    try:
+        with pytest.raises(LLMError, match="no answer"):
+            # raised while the client's call is still stuck (it would wait 300 s): the
+            # wall-clock guard ended it (no timing asserted: it failed on busy machines)
+            llm.complete(ChatRequest(messages=[Message(role="user", content="hi")]))
+    finally:
+        stuck.set()
 
 
 # -- the CLI boundary -------------------------------------------------------------------

@@ -31,7 +31,7 @@ def test_wait_returns_finished_handles_among_those_given_and_honours_its_timeout
         late = executor.submit("ideate", {"n": 3})  # queued behind the three
         started = time.monotonic()
         assert executor.wait([a, b, c], timeout=0.2) == []  # none finished: the timeout
-        assert 0.15 <= time.monotonic() - started < 2
+        assert time.monotonic() - started >= 0.15  # it waited (load only adds to this)
         assert executor.cancel(late)  # never started: dropped
         worker.gates[1].set()
         worker.gates[2].set()
@@ -42,8 +42,10 @@ def test_wait_returns_finished_handles_among_those_given_and_honours_its_timeout
         assert executor.wait([a, b, c], timeout=1) == [b, c]  # as often as asked
         started = time.monotonic()
         threading.Timer(0.2, worker.gates[0].set).start()
-        assert executor.wait([a], timeout=5) == [a]  # woken when it ends, not at the timeout
-        assert time.monotonic() - started < 2 and executor.result(a) == {"n": 0}
+        # woken when it ends, not at the timeout: returns long before 120 s (no speed is
+        # asserted; a tight bound here failed on a busy machine)
+        assert executor.wait([a], timeout=120) == [a]
+        assert time.monotonic() - started < 120 and executor.result(a) == {"n": 0}
     finally:
         for gate in worker.gates.values():
             gate.set()

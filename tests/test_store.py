@@ -168,14 +168,40 @@ def test_settings_are_stored_by_hash():
     assert digest({"a": 1}) != digest({"a": 2})
 
 
-def test_keep_alive_renews_the_lease_while_an_item_runs(tmp_path):
+class StoreClock:
+    """The store's ``time`` module, with a wall clock that moves only when told to."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):  # monotonic, sleep: the real ones
+        return getattr(time, name)
+
+
+def test_keep_alive_renews_the_lease_while_an_item_runs(tmp_path, monkeypatch):
+    """The clock jumps past the lease; the renewal that follows keeps the claim. (The
+    real clock and a sleep of twice the lease failed on a busy machine, where the
+    renewal thread did not run in time.)"""
+    from llmpopcorn.runs import store as store_module
+
+    clock = StoreClock()
+    monkeypatch.setattr(store_module, "time", clock)
     path = tmp_path / "s.sqlite"
     with Store(path) as a, Store(path) as b:
         assert claim(a, "x", lease_s=0.3).claimed
         with a.keep_alive("x", lease_s=0.3):
-            time.sleep(0.6)  # twice the lease: only the renewals keep it
-            assert claim(b, "x").outcome == "busy"
-        assert a.finish("x", status="ok")
+            clock.now += 10  # far past the lease it was claimed with
+            deadline = time.monotonic() + 60
+            while a.get("x")["lease_until"] <= clock.now:  # until a renewal lands
+                assert time.monotonic() < deadline, "the lease was never renewed"
+                time.sleep(0.02)
+            assert claim(b, "x").outcome == "busy"  # only the renewal keeps it
+        clock.now += 10  # renewals stopped with the block: the lease runs out
+        assert claim(b, "x").claimed
+        assert not a.finish("x", status="ok")
 
 
 def test_release_gives_an_item_back_at_once_and_only_by_its_owner(tmp_path):

@@ -114,10 +114,10 @@ def test_page_docs_and_backends(client):
 
 
 def test_a_run_is_queued_at_once_then_done_with_stages_files_and_events(client):
-    started = time.perf_counter()
+    # "at once": test_f shows 45 submissions answered while every job is held; no
+    # wall-clock bound here (one failed on a busy machine)
     response = client.post("/api/runs", json={"query": "a corgi learns to surf", "seed": 5})
     assert response.status_code == 202, response.text
-    assert time.perf_counter() - started < 2
     job_id = response.json()["id"]
     view = wait_for(client, job_id)
     assert view["state"] == "done", view
@@ -396,19 +396,26 @@ def test_e_pipelines_are_cached_per_worker_and_bounded(out_dir):
         assert sum(ref() is not None for ref in made) <= 2
 
 
+def job_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("popcorn-"))
+
+
 def test_f_waiting_jobs_hold_no_threads_and_the_server_stays_responsive(out_dir, gate):
     app = gated_app(out_dir, gate, draft_workers=2)
     with TestClient(app, base_url="http://127.0.0.1") as client:
         ids = [client.post("/api/runs", json={"query": "idea 0"}).json()["id"]]
-        threads = threading.active_count()  # the workers and one submit thread
+        workers = job_threads()  # the job workers and their heartbeat, started at once
         ids += [
             client.post("/api/runs", json={"query": f"idea {n}"}).json()["id"] for n in range(1, 45)
         ]
-        assert threading.active_count() <= threads  # 44 more waiting jobs, no more threads
+        # 44 more waiting jobs, no more job threads (counted by name: the total thread
+        # count also holds the event loop's helper threads, which come and go with load)
+        assert job_threads() == workers and len(workers) == 4  # device, 2 draft, heartbeat
+        # every page answers while both workers are held and 43 jobs wait (it waited on
+        # them before, 16 s for "/"; no wall-clock bound: one failed on a busy machine)
         for path in ("/", "/api/runs", f"/api/runs/{ids[-1]}"):
-            started = time.perf_counter()
             assert client.get(path).status_code == 200
-            assert time.perf_counter() - started < 2.0, path  # was 16 s for "/" before
+        assert not gate.is_set()
         listed = client.get("/api/runs", params={"limit": 100}).json()
         assert listed["total"] == 45
         assert {r["state"] for r in listed["runs"]} <= {"queued", "running"}

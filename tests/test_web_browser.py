@@ -36,7 +36,9 @@ FLAGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-STAGE_DELAY_S = 0.4  # slow each stage a little so the page can be seen advancing
+#: the run waits at its ideate stage until the page has shown a stage as active (a fixed
+#: delay per stage made that likely only: on a busy machine the run could end first)
+HOLD = threading.Event()
 
 
 @pytest.fixture
@@ -52,7 +54,8 @@ def server(out_dir):
         def make(self, query, *, on_stage=None, **kwargs):
             def paced(stage):
                 on_stage(stage)
-                time.sleep(STAGE_DELAY_S)
+                if stage == "ideate":
+                    HOLD.wait(120)
 
             return super().make(query, on_stage=paced, **kwargs)
 
@@ -70,11 +73,13 @@ def server(out_dir):
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert srv.started, "the web server did not start"
+    HOLD.clear()
     yield f"http://127.0.0.1:{port}"
+    HOLD.set()  # never leave the run waiting
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -85,15 +90,17 @@ def test_submit_watch_history_compare_and_download(server, tmp_path):
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+        page.set_default_timeout(120_000)  # waits are "until it happens" guards, not speeds
         page.goto(server)
         page.wait_for_selector("#llm option[value=offline]", state="attached")
         page.fill("#query", "a corgi learns to surf")
         page.click("#go")
         # the stage list advances: a stage is shown as active while the run is going, and the
         # page saw every stage's event in order
-        page.wait_for_selector("#stages li.active", timeout=20_000)
+        page.wait_for_selector("#stages li.active", timeout=120_000)
         page.screenshot(path=str(shots / "1-progress.png"), full_page=True)
-        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+        HOLD.set()  # seen: the run may go on
+        page.wait_for_selector("#result:not([hidden])", timeout=120_000)
         assert "corgi" in page.inner_text("#title").lower()
         log = page.get_attribute("#stages", "data-log")
         assert log == "start prompt ideate cover clip score", log
@@ -106,7 +113,7 @@ def test_submit_watch_history_compare_and_download(server, tmp_path):
         # "another take": the same request with a new seed, as a second run
         page.click("#another")
         page.wait_for_function("document.querySelectorAll('#history-list tr').length === 2")
-        page.wait_for_selector("#history-list td.state-done >> nth=1", timeout=30_000)
+        page.wait_for_selector("#history-list td.state-done >> nth=1", timeout=120_000)
 
         # history survives a reload
         page.reload()

@@ -11,10 +11,11 @@ from llmpopcorn.core.settings import Settings
 
 #: options whose destination is a setting's name but which mean something else there: the
 #: study's judge ('judge' by default, not the shipped default model); the seed of a
-#: predictor's training split
+#: predictor's training split and of a LoRA tuning run
 OWN_OPTIONS = {
     ("bench", "predictor"),
     ("predictor train", "seed"),
+    ("tune", "seed"),
 }
 
 

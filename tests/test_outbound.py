@@ -96,6 +96,10 @@ def test_a_url_for_another_origin_carrying_the_key_is_refused(provider, other):
     provider.routes["/api"] = (200, {}, {"ok": 1})
     policy.request("GET", f"{provider.url}/api")
     assert f"key={KEY}" in provider.log[0]["path"]  # the key as a query parameter, at home
+    policy.request("GET", f"{provider.url}/api?q=corgi+surf&page=2", params={"per_page": 5})
+    sent = provider.log[-1]["path"]  # the URL's own query is kept beside params and key
+    assert "q=corgi+surf" in sent and "page=2" in sent and "per_page=5" in sent
+    assert f"key={KEY}" in sent
     with pytest.raises(OutboundRefused, match="refused to send the pixabay key"):
         policy.download(f"{other.url}/v.mp4?key={KEY}")
     assert other.log == []

@@ -312,10 +312,17 @@ class OutboundPolicy:
         return dict(self.headers) if auth and self.same_origin(url) else {}
 
     def _params_for(self, url: Any, auth: bool, params: Mapping[str, Any] | None) -> Any:
-        merged = dict(params or {})
+        """The URL's own query, then ``params``, then the credentials (configured origin
+        only). Returned whole because httpx replaces a URL's query by ``params=``."""
+        import httpx
+
+        extra = dict(params or {})
         if auth and self.same_origin(url):
-            merged.update(self.params)
-        return merged or None
+            extra.update(self.params)
+        if not extra:
+            return None  # the URL keeps its query as it is
+        own = [(k, v) for k, v in httpx.URL(str(url)).params.multi_items() if k not in extra]
+        return [*own, *extra.items()]
 
     def _redirected(self, follow: httpx.Request, auth: bool, extensions: dict) -> httpx.Request:
         """The next hop without any credential, then the policy's own when it is the

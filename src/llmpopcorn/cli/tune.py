@@ -60,7 +60,9 @@ from llmpopcorn.cli import main
     show_default=True,
     help="Tokens per pair side (prompt + answer).",
 )
-@click.option("--seed", type=int, default=42, show_default=True, help="Training seed.")
+@click.option(
+    "--seed", "train_seed", type=int, default=42, show_default=True, help="Training seed."
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option(
     "--merged",
@@ -72,7 +74,7 @@ from llmpopcorn.cli import main
 @click.option("--json", "as_json", is_flag=True, help="Print the run's tune.json.")
 def tune_command(
     pairs, base, out, steps, time_budget, resume, learning_rate, beta, lora_r, save_every,
-    max_length, seed, threads, merged, as_json,
+    max_length, train_seed, threads, merged, as_json,
 ) -> None:  # fmt: skip
     """Fine-tune a local LLM's LoRA adapter on preference pairs with TRL's DPO, on the CPU.
 
@@ -97,7 +99,7 @@ def tune_command(
         lora_alpha=2 * lora_r,
         save_every=save_every,
         max_length=max_length,
-        seed=seed,
+        seed=train_seed,
         threads=threads,
     )
     shown: dict = {}

@@ -11,31 +11,20 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import socket
 import threading
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from browser_fixtures import CHROMIUM, FLAGS, serving
+
 pytest.importorskip("fastapi")
 playwright_sync = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs /usr/bin/chromium (apt-get install chromium)"
 )
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 #: the run waits at its ideate stage until the page has shown a stage as active (a fixed
 #: delay per stage made that likely only: on a busy machine the run could end first)
 HOLD = threading.Event()
@@ -43,8 +32,6 @@ HOLD = threading.Event()
 
 @pytest.fixture
 def server(out_dir):
-    import uvicorn
-
     from fakes import draft_pipeline
     from llmpopcorn.core.settings import Settings
     from llmpopcorn.pipeline.core import Pipeline
@@ -67,21 +54,10 @@ def server(out_dir):
     app = create_app(
         Settings.resolve(env={}, out_dir=out_dir, score=False), pipeline_factory=factory
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the web server did not start"
-    HOLD.clear()
-    yield f"http://127.0.0.1:{port}"
-    HOLD.set()  # never leave the run waiting
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        HOLD.clear()
+        yield url
+        HOLD.set()  # never leave the run waiting
 
 
 def test_submit_watch_history_compare_and_download(server, tmp_path):

@@ -9,38 +9,25 @@ CI installs chromium (.ci/run); elsewhere the test is skipped with the reason.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-import time
 import urllib.request
 
 import pytest
 
+from browser_fixtures import CHROMIUM, FLAGS, serving
+
 pytest.importorskip("fastapi")
 playwright_sync = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs /usr/bin/chromium (apt-get install chromium)"
 )
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
+#: muted clips play on their own in compare
+AUTOPLAY = ["--autoplay-policy=no-user-gesture-required"]
 WAIT_MS = 60_000  # generous: the machine may be busy; nothing here is a speed check
 
 
 @pytest.fixture
 def server(out_dir):
-    import uvicorn
-
     from fakes import TitleLengthScorer, draft_pipeline
     from llmpopcorn.core.settings import Settings
     from llmpopcorn.web.app import create_app
@@ -49,19 +36,8 @@ def server(out_dir):
         return draft_pipeline(settings, size=(180, 320), fps=8, scorer=TitleLengthScorer())
 
     app = create_app(Settings.resolve(env={}, out_dir=out_dir), pipeline_factory=factory)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the web server did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 def _submit(page, body: dict) -> str:
@@ -86,7 +62,7 @@ def test_failure_view_chips_seed_compare_history_and_phone_layout(server):
     icon = urllib.request.urlopen(f"{server}/favicon.ico")  # noqa: S310 - a local test server
     assert icon.status == 200 and icon.headers["Content-Type"] == "image/svg+xml"
     with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS + AUTOPLAY)
         page = browser.new_page(viewport={"width": 390, "height": 844})
         page.goto(server)
         page.wait_for_selector("#llm option[value=offline]", state="attached")

@@ -191,6 +191,8 @@ class HostedBackend:
     #: Python modules the backend needs (checked by availability, never imported there)
     modules: ClassVar[tuple[str, ...]] = ("httpx",)
     options_model: ClassVar[type[HostedOptions]] = HostedOptions
+    #: what a call costs, as `popcorn backends` says it
+    cost_note: ClassVar[str] = "paid"
 
     def __init__(
         self,
@@ -270,7 +272,9 @@ class HostedBackend:
             return deps
         if not cls.read_key():
             return Availability(False, f"no API key: {cls.key_hint()}")
-        return Availability(True, f"key from {cls.key_source()}; calls {cls.provider} (paid)")
+        return Availability(
+            True, f"key from {cls.key_source()}; calls {cls.provider} ({cls.cost_note})"
+        )
 
     @classmethod
     def key_source(cls) -> str:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from llmpopcorn.backends.base import Availability, Clip, ImageBackend, VideoBackend
+from llmpopcorn.backends.base import Clip, ImageBackend, VideoBackend
 from llmpopcorn.backends.hosted.base import HostedBackend, HostedError, HostedOptions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,6 +85,7 @@ class StockBackend(HostedBackend):
     default_base_url: ClassVar[str] = ""
     #: where a free key is had (said when none is set)
     key_page: ClassVar[str] = ""
+    cost_note = "free key"
 
     def search(self, media: str, query: str) -> list[Found]:  # pragma: no cover - providers
         """Results for ``query``; ``media`` is "photo" or "video"."""
@@ -101,15 +102,6 @@ class StockBackend(HostedBackend):
     @classmethod
     def key_hint(cls) -> str:
         return f"set {' or '.join(cls.key_envs)} to a free {cls.source} API key ({cls.key_page})"
-
-    @classmethod
-    def availability(cls, settings=None) -> Availability:
-        deps = Availability.needs_modules("hosted", *cls.modules)
-        if not deps.ok:
-            return deps
-        if not cls.read_key():
-            return Availability(False, f"no API key: {cls.key_hint()}")
-        return Availability(True, f"key from {cls.key_source()}; searches {cls.source} (free)")
 
     # -- searching ---------------------------------------------------------------------
 

@@ -153,8 +153,9 @@ class OutboundPolicy:
         kind = address_kind(address)
         if kind not in self.allowed_kinds():
             where = shown(url) if url is not None else host
+            what = f"{address} is" if host.strip("[]") == address else f"{host} is {address},"
             raise OutboundRefused(
-                f"refused to connect to {where}: {host} is {address}, a {kind} address "
+                f"refused to connect to {where}: {what} a {kind} address "
                 f"(only public addresses{self._local_note()} may be reached from a "
                 f"{self.who} answer)",
                 "a provider or redirect named an internal address; if you run the "

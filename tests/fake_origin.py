@@ -9,6 +9,7 @@ client hangs up). Unknown paths answer 404.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,3 +105,20 @@ class FakeOrigin:
     def seen(self, text: str) -> list[dict[str, Any]]:
         """Requests whose headers, path or body contain ``text`` (e.g. a key)."""
         return [r for r in self.log if text in json.dumps(r)]
+
+
+def guard_connects(monkeypatch) -> list[str]:
+    """Every address a socket connects to, recorded; anything but loopback fails to connect
+    (as a network without a route would), so a test sees the attempt, never the network."""
+    seen: list[str] = []
+    connect = socket.socket.connect
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        seen.append(host)
+        if host not in ("127.0.0.1", "::1"):
+            raise OSError(f"test: no route to {host}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return seen

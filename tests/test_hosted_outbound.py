@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import io
 import itertools
-import socket
 import threading
 
 import pytest
 
 from fake_hosted_server import FakeClock, FakeHostedServer, png_bytes
-from fake_origin import FakeOrigin
+from fake_origin import FakeOrigin, guard_connects
 from llmpopcorn.backends.base import ImageRequest
 from llmpopcorn.backends.hosted.fal import FalFlux, FalImageOptions
 from llmpopcorn.core.errors import PopcornError
@@ -24,19 +23,7 @@ OPENAI_KEY = "sk-CANARY-openai-7782"
 
 @pytest.fixture
 def connects(monkeypatch):
-    """Addresses sockets connect to; anything but loopback fails the test's connection."""
-    seen: list[str] = []
-    connect = socket.socket.connect
-
-    def guarded(sock, address):
-        host = address[0] if isinstance(address, tuple) else address
-        seen.append(host)
-        if host not in ("127.0.0.1", "::1"):
-            raise OSError(f"test: no route to {host}")
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
-    return seen
+    return guard_connects(monkeypatch)
 
 
 @pytest.fixture

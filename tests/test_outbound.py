@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import io
 import itertools
-import socket
 import time
 
 import httpx
 import pytest
 
-from fake_origin import FakeOrigin
+from fake_origin import FakeOrigin, guard_connects
 from llmpopcorn.backends.outbound import (
     OutboundError,
     OutboundPolicy,
@@ -43,18 +42,7 @@ def other():
 
 @pytest.fixture
 def connects(monkeypatch):
-    """Every address a socket connects to, and only loopback ones are let through."""
-    seen: list[str] = []
-    connect = socket.socket.connect
-
-    def guarded(sock, address):
-        host = address[0] if isinstance(address, tuple) else address
-        seen.append(host)
-        assert host in ("127.0.0.1", "::1"), f"network access to {host}"
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
-    return seen
+    return guard_connects(monkeypatch)
 
 
 def policy_for(server, **kw) -> OutboundPolicy:

@@ -305,7 +305,7 @@ def judge_lines(summary: dict[str, Any]) -> list[str]:
     if b:
         lines.append(
             f"Human baseline: for each query the {b['k']} nearest real videos of the "
-            f"'{b['part']}' part ({b['videos']} videos, {b['distinct_videos']} distinct): true "
+            f"'{b['part']}' pool ({b['videos']} videos, {b['distinct_videos']} distinct): true "
             f"mean log2 comments {b['true_mean_log2']:.3f}"
             + (
                 f"; the judge predicts {b['predicted_mean_log2']:.3f} for them (MAE "

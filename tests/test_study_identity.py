@@ -22,6 +22,7 @@ CHANGES = {
     "seed": 7,
     "llm_model": "other-model",
     "llm_runtime": "transformers",
+    "llm_adapter": "/nowhere/adapter",
     "llm_base_url": "http://127.0.0.1:9/v1",
     "temperature": 1.1,
     "top_p": 0.5,

@@ -17,8 +17,8 @@ pytest.importorskip("peft")
 
 from click.testing import CliRunner  # noqa: E402
 
-from llmpopcorn.backends.llm.adapter import apply_adapter, check_adapter, save_merged  # noqa: E402
-from llmpopcorn.backends.llm.tune import TuneOptions, load_base, tune  # noqa: E402
+from llmpopcorn.backends.llm.adapter import apply_adapter, check_adapter  # noqa: E402
+from llmpopcorn.backends.llm.tune import TuneOptions, load_base, save_merged, tune  # noqa: E402
 from llmpopcorn.cli import main  # noqa: E402
 from llmpopcorn.core.errors import ConfigError, InputError  # noqa: E402
 
@@ -179,3 +179,43 @@ def test_a_real_small_model_tunes_for_a_few_steps_and_its_adapter_loads(tmp_path
         pair(0)["prompt"], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )["input_ids"]
     assert tuned.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+    # and a run uses it: --llm local --llm-model BASE --llm-adapter DIR (transformers runtime)
+    made = CliRunner().invoke(
+        main,
+        ["make", "a corgi learns to surf", "--llm", "local", "--llm-model", str(gguf)]
+        + ["--llm-adapter", str(result.adapter_dir), "--out", str(tmp_path / "runs"), "--json"],
+        env={"POPCORN_RENDER": "false", "POPCORN_SCORE": "false", "POPCORN_MAX_ATTEMPTS": "1"},
+    )
+    # a valid idea or not (a 135M model), the run's record names the tuned model it asked
+    (saved,) = (tmp_path / "runs").glob("*/record.json")
+    llm = json.loads(saved.read_text())["backends"]["llm"]
+    assert "+adapter:" in str(llm.get("model")), made.output
+    assert llm["options"]["runtime"] == "transformers"
+
+
+def test_the_local_backends_apply_an_adapter_on_the_transformers_runtime(tiny, tmp_path):
+    """--llm-adapter: merged into the model transformers loads (once per process, part of
+    the cache key), named in the model id by its hash; onnx cannot apply one."""
+    import torch
+
+    from llmpopcorn.backends.llm.local import LocalLLM
+    from llmpopcorn.backends.llm.transformers_local import TransformersLLM
+    from llmpopcorn.core.settings import Settings
+
+    base, pairs = tiny
+    adapter = tune(pairs, base, tmp_path / "run", OPTIONS).adapter_dir
+    settings = Settings.resolve(
+        env={}, llm="transformers", llm_model=str(base), llm_adapter=adapter, device="cpu"
+    )
+    llm = TransformersLLM.from_settings(settings)
+    plain = TransformersLLM(str(base), device="cpu")
+    assert llm.model_id().startswith(f"{base}+adapter:") and plain.model_id() == str(base)
+    tuned, original = llm.loaded().model.state_dict(), plain.loaded().model.state_dict()
+    assert any(not torch.equal(tuned[k], original[k]) for k in original)
+    local = LocalLLM(str(base), adapter=adapter, device="cpu")
+    assert local.runtime == "transformers" and local.options()["adapter"] == str(adapter)
+    assert local.engine() is llm.loaded()  # one load per model and adapter
+    with pytest.raises(ConfigError, match="cannot apply a LoRA adapter"):
+        LocalLLM(str(base), adapter=adapter, runtime="onnx")
+    with pytest.raises(ConfigError, match="not a LoRA adapter"):
+        TransformersLLM(str(base), device="cpu", adapter=tmp_path).loaded()

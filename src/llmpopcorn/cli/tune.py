@@ -116,7 +116,7 @@ def tune_command(
     if shown:
         shown["bar"].close()
     if merged:
-        from llmpopcorn.backends.llm.adapter import save_merged
+        from llmpopcorn.backends.llm.tune import save_merged
 
         click.echo(f"merged model: {save_merged(base, result.adapter_dir, merged)}", err=True)
     if as_json:

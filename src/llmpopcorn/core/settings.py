@@ -176,6 +176,14 @@ class Settings(BaseModel):
         gt=0,
     )
     llm_load_in_4bit: bool = False
+    llm_adapter: Path | None = setting(
+        None,
+        "A LoRA adapter folder (popcorn tune's OUT/adapter) merged into the local model at "
+        "load: --llm local or transformers, on the transformers runtime.",
+        flag="--llm-adapter",
+        group="llm",
+        path="dir",
+    )
     llm_runtime: Literal["auto", "onnx", "transformers"] = setting(
         "auto",
         "Runtime of --llm local: onnx (onnxruntime-genai; the model is converted once, "

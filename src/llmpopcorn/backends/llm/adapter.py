@@ -1,13 +1,17 @@
 """Applying a LoRA adapter (``popcorn tune``'s, or any PEFT adapter folder) to a local
-model loaded with transformers: ``--llm-adapter DIR``.
+model loaded with transformers: ``--llm-adapter DIR`` (``--llm local`` or
+``--llm transformers``, on the transformers runtime).
 
-The adapter is merged into the weights once at load (no per-token PEFT overhead).
-An adapter that ``popcorn tune`` wrote records the hash of its base model
-(``tune.json``); applying it to another base is refused with the base it needs.
+The adapter is merged into the weights once at load (no per-token PEFT overhead). An
+adapter that ``popcorn tune`` wrote records the hash of its base model (``tune.json``);
+applying it to another base is refused with the base it needs. Run ids and study cells
+see the adapter's hash in the model id (:func:`adapter_model_id`), so another or a
+retrained adapter is another identity.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,13 +19,25 @@ from typing import Any
 from llmpopcorn.core.errors import ConfigError, require
 
 ADAPTER_CONFIG = "adapter_config.json"
+#: what popcorn tune writes beside the adapter
+RECORD = "tune.json"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, or of a folder's files (names and bytes, in name order)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def check_adapter(adapter: str | Path, base: str | Path | None = None) -> dict[str, Any]:
     """The adapter's ``tune.json`` (empty for a foreign adapter); refuses a folder that is
     not a PEFT adapter, or one ``popcorn tune`` trained on another base model."""
-    from llmpopcorn.backends.llm.tune import RECORD, file_sha256
-
     path = Path(adapter).expanduser()
     if not (path / ADAPTER_CONFIG).is_file():
         raise ConfigError(
@@ -41,24 +57,32 @@ def check_adapter(adapter: str | Path, base: str | Path | None = None) -> dict[s
     return record
 
 
+def adapter_model_id(model_id: str, adapter: str | Path | None) -> str:
+    """``model_id`` plus the adapter's hash (unchanged without an adapter)."""
+    if not adapter:
+        return model_id
+    path = Path(adapter).expanduser()
+    return f"{model_id}+adapter:{file_sha256(path) if path.is_dir() else adapter}"
+
+
+def plain_model(model: Any) -> Any:
+    """A model transformers loaded from a GGUF file is dequantised but still marked
+    GGUF-quantised, which PEFT training and merging refuse: the same weights in a plain
+    model of the same class (other models are returned as they are)."""
+    config = model.config
+    if getattr(config, "quantization_config", None) is None:
+        return model
+    fields = {k: v for k, v in config.to_dict().items() if k != "quantization_config"}
+    plain = type(model)(type(config).from_dict(fields))
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
 def apply_adapter(model: Any, adapter: str | Path) -> Any:
     """``model`` with the adapter's weights merged in (a plain transformers model)."""
     require("peft", "tune", "--llm-adapter")
     from peft import PeftModel
 
-    tuned = PeftModel.from_pretrained(model, str(Path(adapter).expanduser()), is_trainable=False)
+    folder = str(Path(adapter).expanduser())
+    tuned = PeftModel.from_pretrained(plain_model(model), folder, is_trainable=False)
     return tuned.merge_and_unload()
-
-
-def save_merged(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
-    """The base model with the adapter merged in, saved as a Hugging Face folder (float32
-    safetensors + tokenizer): for runtimes that cannot apply an adapter themselves (the
-    local backend's onnxruntime-genai converts such a folder once)."""
-    from llmpopcorn.backends.llm.tune import load_base
-
-    check_adapter(adapter, base)
-    model, tokenizer = load_base(base)
-    out = Path(out).expanduser()
-    apply_adapter(model, adapter).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out

@@ -84,11 +84,19 @@ class LocalLLM(LLM):
         repetition_penalty: float = REPETITION_PENALTY,
         clock: Clock = time.monotonic,
         show_progress: bool | None = None,
+        adapter: str | Path | None = None,
     ):
         if runtime not in ("auto", "onnx", "transformers"):
             raise ConfigError(
                 f"unknown local runtime '{runtime}'", "use --llm-runtime auto, onnx or transformers"
             )
+        if adapter and runtime == "onnx":
+            raise ConfigError(
+                "--llm-runtime onnx cannot apply a LoRA adapter (--llm-adapter)",
+                "use --llm-runtime transformers (auto picks it with an adapter), or merge it: "
+                "popcorn tune ... --merged DIR, then --llm-model DIR",
+            )
+        self.adapter = str(adapter) if adapter else None
         self.model = model
         self.requested_runtime = runtime
         if cache_dir is None:
@@ -115,6 +123,7 @@ class LocalLLM(LLM):
             cache_dir=default_cache_dir(settings),
             deadline=settings.llm_deadline,
             device=settings.device,
+            adapter=settings.llm_adapter,
         )
 
     @classmethod
@@ -163,12 +172,14 @@ class LocalLLM(LLM):
     def runtime(self) -> str:
         if self.requested_runtime != "auto":
             return self.requested_runtime
+        if self.adapter:  # only transformers (+ PEFT) applies an adapter
+            return "transformers"
         return "onnx" if _installed("onnxruntime_genai") else "transformers"
 
     def model_id(self) -> str:
-        if not self.model:
-            return f"{BUNDLED_PACKAGE}/{BUNDLED_FILE}"
-        return self.model
+        from llmpopcorn.backends.llm.adapter import adapter_model_id
+
+        return adapter_model_id(self.model or f"{BUNDLED_PACKAGE}/{BUNDLED_FILE}", self.adapter)
 
     def options(self) -> dict[str, Any]:
         from llmpopcorn.backends.llm.local_build import source_digest
@@ -179,6 +190,7 @@ class LocalLLM(LLM):
             "reasoning_tokens": self.reasoning_tokens,
             "repetition_penalty": self.repetition_penalty,
             "constrained": self.constrained,
+            "adapter": self.adapter,
         }
         try:
             source = self.source
@@ -206,7 +218,7 @@ class LocalLLM(LLM):
         if self.runtime == "transformers":
             from llmpopcorn.backends.llm.transformers_local import TransformersModel
 
-            return TransformersModel.load(str(source), device=self.device)
+            return TransformersModel.load(str(source), device=self.device, adapter=self.adapter)
         if not _installed("onnxruntime_genai"):
             raise MissingExtraError("onnxruntime-genai", "local", "--llm-runtime onnx")
         from llmpopcorn.backends.llm.local_build import converted_dir, ensure_onnx

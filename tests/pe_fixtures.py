@@ -109,3 +109,17 @@ def write_study_data(root: Path, abstract: list[str], concrete: list[str]) -> Pa
     (root / "prompts" / "abstract_prompts.txt").write_text("\n".join(abstract) + "\n")
     (root / "prompts" / "concrete_prompts.txt").write_text("\n".join(concrete) + "\n")
     return root
+
+
+def real_data_dir() -> Path | None:
+    """The MicroLens data folder when this machine has it: POPCORN_DATA (read at import
+    time: the test environment is cleaned later), else ../shared/data beside the checkout."""
+    import os
+
+    for root in (
+        os.environ.get("POPCORN_DATA"),
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+    ):
+        if root and (Path(root) / "microlens" / "videos.csv").exists():
+            return Path(root)
+    return None

@@ -5,6 +5,7 @@ composes from them. The video prompt is never the caption."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -15,12 +16,11 @@ from llmpopcorn.core.types import TITLE_MAX_CHARS, ChatRequest, Idea, Message
 from llmpopcorn.corpus.hashtags import (
     category_hashtags,
     hashtags_for,
-    shipped_table,
     title_hashtags,
 )
 from llmpopcorn.corpus.table import load_corpus
 from llmpopcorn.enhance.parsing import ReplyParseError, parse_idea
-from pe_fixtures import corpus_rows, write_corpus
+from pe_fixtures import corpus_rows, real_data_dir, write_corpus
 
 BASE = {"title": "Corgi surf", "cover_prompt": "A corgi on a board", "video_prompt": "It surfs"}
 
@@ -73,10 +73,8 @@ def test_category_hashtags_come_from_several_popular_videos(tmp_path):
     assert table == {"Game": ["#SpeedRun"]}  # 3+ popular videos; none of one video's tags
 
 
-def test_hashtags_for_a_category_from_the_corpus_or_the_shipped_table(tmp_path):
-    shipped = hashtags_for("Anime")
-    assert shipped["hashtags"] == shipped_table()["Anime"] and "shipped" in shipped["source"]
-    assert shipped["hashtags"] and all(t.startswith("#") for t in shipped["hashtags"])
+def test_hashtags_for_a_category_come_from_the_corpus_the_run_reads(tmp_path):
+    assert hashtags_for("Anime") == {"category": "Anime", "hashtags": [], "source": None}
     rows = corpus_rows()
     for row in rows:
         if row["partition"] == "Animal":
@@ -90,16 +88,29 @@ def test_hashtags_for_a_category_from_the_corpus_or_the_shipped_table(tmp_path):
     assert hashtags_for(None)["hashtags"] == []
 
 
-def test_the_shipped_table_holds_only_aggregates():
-    doc = json.loads(
-        __import__("importlib.resources")
-        .resources.files("llmpopcorn.corpus")
-        .joinpath("category_hashtags.json")
-        .read_text()
-    )
-    assert doc["made_from"]["rows"] > 10_000 and len(doc["made_from"]["corpus_sha256"]) == 64
-    for tags in doc["categories"].values():
-        assert 1 <= len(tags) <= 8 and all(len(t) <= 31 and " " not in t for t in tags)
+def test_nothing_derived_from_microlens_text_ships_with_the_package():
+    """MicroLens' terms forbid redistributing its text: no table of its tags (or titles)
+    is package data; the shipped models hold weights and ids, not text."""
+    root = Path(__import__("llmpopcorn").__file__).parent
+    shipped = [p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".csv")]
+    assert not [p for p in shipped if "hashtag" in p.name]
+    data = REAL_DATA
+    if data is None:  # without the data folder only the name check above runs
+        return
+    titles = {t for t in corpus_titles(data / "microlens" / "videos.csv") if len(t) > 25}
+    for path in shipped:
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        assert not any(title in text for title in titles), path
+
+
+REAL_DATA = real_data_dir()
+
+
+def corpus_titles(path: Path) -> list[str]:
+    import csv
+
+    with path.open(encoding="utf-8") as fh:
+        return [row.get("title_en") or "" for row in csv.DictReader(fh)]
 
 
 def compose(query, seed=42, **context):

@@ -10,19 +10,18 @@ MicroLens titles are machine-translated, so a hashtag often holds spaces
 four words, joined in CamelCase (``#SummerStrike``).
 
 The table reaches the offline stand-in through ``ChatRequest.context`` (backends cannot
-import the corpus). Without a data folder the table shipped with the package
-(``category_hashtags.json``, made by :func:`write_table` from the MicroLens table; tags
-only, no rows) is used; in PE mode the table is computed from the corpus PE loaded.
+import the corpus). It is computed from the corpus the run reads (PE's, or the data folder's
+in basic mode) and never shipped: MicroLens' terms forbid redistributing its text, tags
+included. Without a data folder a run has no corpus hashtags (the stand-in uses the query's
+topics and the category's name, and says so).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter, defaultdict
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -82,38 +81,39 @@ def category_hashtags(
     return table
 
 
-def write_table(corpus: Corpus, path: Path) -> dict[str, Any]:
-    """Write the table with what it was made from (the corpus' SHA-256, the recipe)."""
-    doc = {
-        "recipe": RECIPE,
-        "made_from": {"corpus_sha256": corpus.sha256, "rows": len(corpus)},
-        "rule": "hashtags used by at least 3 videos of the category's more-commented half",
-        "categories": category_hashtags(corpus),
-    }
-    Path(path).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", "utf-8")
-    return doc
-
-
-@cache
-def shipped_table() -> dict[str, list[str]]:
-    """The table shipped with the package (made from the MicroLens table)."""
-    text = resources.files(__package__).joinpath(SHIPPED).read_text(encoding="utf-8")
-    return json.loads(text)["categories"]
-
-
 _computed: dict[str, dict[str, list[str]]] = {}
 
 
 def hashtags_for(category: str | None, corpus: Corpus | None = None) -> dict[str, Any]:
     """What the stand-in gets for a run's category: ``{"category", "hashtags", "source"}``,
-    from ``corpus`` (PE's loaded table) when given, else from the shipped table."""
+    from ``corpus`` (the table the run reads); no hashtags without one."""
     if not category:
         return {"category": None, "hashtags": [], "source": None}
-    table, source = shipped_table(), "the table shipped with llmpopcorn (MicroLens)"
-    if corpus is not None:
-        key = corpus.sha256 or str(id(corpus))
-        if key not in _computed:
-            _computed.clear()  # one corpus at a time is enough
-            _computed[key] = category_hashtags(corpus)
-        table, source = _computed[key], "the configured corpus"
-    return {"category": category, "hashtags": list(table.get(category, [])), "source": source}
+    if corpus is None:
+        return {"category": category, "hashtags": [], "source": None}
+    key = corpus.sha256 or str(id(corpus))
+    if key not in _computed:
+        _computed.clear()  # one corpus at a time is enough
+        _computed[key] = category_hashtags(corpus)
+    tags = list(_computed[key].get(category, []))
+    return {"category": category, "hashtags": tags, "source": "the configured corpus"}
+
+
+@cache
+def _corpus_at(path: str) -> Corpus:
+    from llmpopcorn.corpus.table import load_corpus
+
+    return load_corpus(path)
+
+
+def corpus_for_tags(data_dir: str | Path | None) -> Corpus | None:
+    """The corpus of a data folder, loaded once per process (None without one, or when it
+    cannot be read: hashtags are a nicety, never a reason for a run to fail)."""
+    if data_dir is None:
+        return None
+    from llmpopcorn.core.errors import PopcornError
+
+    try:
+        return _corpus_at(str(Path(data_dir).expanduser().resolve()))
+    except (PopcornError, OSError):
+        return None

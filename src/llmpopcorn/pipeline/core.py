@@ -41,7 +41,7 @@ from llmpopcorn.core.types import (
     Variant,
     utcnow,
 )
-from llmpopcorn.corpus.hashtags import hashtags_for
+from llmpopcorn.corpus.hashtags import corpus_for_tags, hashtags_for
 from llmpopcorn.enhance.fit import fit_prompt
 from llmpopcorn.pipeline.ideate import IdeationResult, SamplingParams, failure_reason, ideate
 from llmpopcorn.pipeline.report import save_record, save_report
@@ -62,8 +62,9 @@ MODE_BUILDERS = {
 
 NO_LLM_NOTE = (
     "No LLM was used: the offline composer built this idea from the query with fixed "
-    "templates. Plug in a real model with --llm deepseek (DEEPSEEK_API_KEY), --llm openai, "
-    "--llm ollama / vllm / llamacpp (a local server) or --llm transformers --llm-model PATH."
+    "templates. Plug in a real model with --llm local (a small model on this machine, no "
+    "key), --llm deepseek (DEEPSEEK_API_KEY), --llm openai, or --llm ollama / vllm / "
+    "llamacpp (a local server)."
 )
 
 
@@ -208,8 +209,9 @@ class Pipeline:
         prompt = fit_prompt(self._build_prompt(query, ranking), self.llm, self.settings.max_tokens)
         category = self.run_category(query, prompt, ranking)
         # for the offline stand-in's hashtags: what popular videos of the category use
+        corpus = getattr(self.prompt_builder, "corpus", None)  # PE's, else the data folder's
         tags = hashtags_for(
-            category and category["name"], getattr(self.prompt_builder, "corpus", None)
+            category and category["name"], corpus or corpus_for_tags(self.settings.data_dir)
         )
         prompt.context.update(category=tags["category"], category_hashtags=tags["hashtags"])
         return prompt, category

@@ -194,8 +194,8 @@ def category_of(record: RunRecord) -> str | None:
 
 def hashtags_for(record: RunRecord) -> list[str]:
     """The idea's hashtags (from the LLM, or from the stand-in: the query's topics and the
-    hashtags popular videos of the category use), topped up to three from the category's
-    corpus hashtags and its name when there are fewer; then ``#AIGenerated``. Never the
+    hashtags popular videos of the category use in the corpus the run read), with the
+    category's name added when there are fewer than three; then ``#AIGenerated``. Never the
     title's words."""
     return _hashtags(record)[0]
 
@@ -205,14 +205,12 @@ def _hashtags(record: RunRecord) -> tuple[list[str], str]:
     tags = list(idea.hashtags) if idea is not None else []
     source = _hashtag_source(record) if tags else ""
     if len(tags) < 3:
-        from llmpopcorn.corpus.hashtags import hashtags_for as category_tags
-
         category = category_of(record)
-        extra = [*category_tags(category)["hashtags"], as_hashtag(category or "")]
+        extra = [as_hashtag(category or "")]
         tags += [t for t in extra if t and t.lower() not in {x.lower() for x in tags}][
             : 3 - len(tags)
         ]
-        added = f"the hashtags popular {category} videos use (MicroLens)" if category else ""
+        added = f"the run's category ({category})" if category else ""
         source = " + ".join(filter(None, [source, added])) or "none"
     head = [t for t in tags if t.lower() != DISCLOSURE_TAG.lower()][: MAX_HASHTAGS - 1]
     return [*head, DISCLOSURE_TAG], source

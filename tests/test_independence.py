@@ -12,9 +12,7 @@ table when it is present (and skips otherwise).
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,7 +39,7 @@ from llmpopcorn.corpus.partition import (
     pool_titles,
 )
 from llmpopcorn.corpus.table import load_corpus
-from pe_fixtures import corpus_rows, write_corpus
+from pe_fixtures import corpus_rows, real_data_dir, write_corpus
 
 # -- a corpus with one title in both parts ----------------------------------------------
 
@@ -285,6 +283,12 @@ def test_bench_refuses_then_runs_with_the_flag_and_says_so(planted, tmp_path):
     assert summary["independence"]["allowed_dependent"] is True
     assert "DEPENDENT JUDGE" in (out / "summary.md").read_text()
     assert summary["judge"]["references_in_judge_memory"] >= 1
+    # the run's record says it too: every reference's title is one the judge learned from
+    record = json.loads(next(out.glob("runs/*/record.json")).read_text())
+    block = record["score"]["extra"]["independence"]
+    assert block["references_title_in_judge_data"] == block["references"] == 3
+    assert block["references_near_judge_data"] == 3 and block["near_duplicate_cosine"] == 0.95
+    assert any(n.startswith("Judge independence: ") for n in record["notes"])
 
 
 def test_bench_with_the_shipped_judge_shows_no_shared_title(planted, tmp_path):
@@ -304,6 +308,11 @@ def test_bench_with_the_shipped_judge_shows_no_shared_title(planted, tmp_path):
     assert "DEPENDENT" not in summary["banner"]
     record = json.loads(next(out.glob("runs/*/record.json")).read_text())
     assert planted.ref not in {r["video_id"] for r in record["references"]}
+    block = record["score"]["extra"]["independence"]  # the record's own count
+    assert block["references"] == judge["references_shown"]
+    assert (block["references_in_judge_memory"], block["references_title_in_judge_data"]) == (0, 0)
+    assert block["references_near_judge_data"] is not None
+    assert not any(n.startswith("Judge independence") for n in record["notes"])
 
 
 def test_a_pe_cell_made_from_another_pool_rule_is_another_cell():
@@ -322,19 +331,7 @@ def test_a_pe_cell_made_from_another_pool_rule_is_another_cell():
 # -- the shipped judges on the real table ----------------------------------------------------
 
 
-def real_data() -> Path | None:
-    """The MicroLens data folder: POPCORN_DATA when this module is imported (the test
-    environment is cleaned later), else ../shared/data beside the checkout."""
-    for root in (
-        os.environ.get("POPCORN_DATA"),
-        Path(__file__).resolve().parents[2] / "shared" / "data",
-    ):
-        if root and (Path(root) / "microlens" / "videos.csv").exists():
-            return Path(root)
-    return None
-
-
-REAL_DATA = real_data()
+REAL_DATA = real_data_dir()
 
 
 @pytest.mark.skipif(REAL_DATA is None, reason="no MicroLens data (POPCORN_DATA or ../shared/data)")

@@ -497,15 +497,20 @@ class Pipeline:
         record.backends["predictor"] = BackendUse(
             name=getattr(scorer, "name", type(scorer).__name__), kind="predictor"
         )
-        independence = judge_overlap(scorer, record.references, record.score)
+        # PE's corpus index (its embeddings count near-duplicates); no references: none
+        index = getattr(self.prompt_builder, "index", None) if record.references else None
+        independence = judge_overlap(scorer, record.references, record.score, index=index)
         if independence is not None:
             record.score.extra["independence"] = independence
-            if independence["references_in_judge_memory"]:
+            known = independence["references_in_judge_memory"]
+            by_title = independence.get("references_title_in_judge_data") or 0
+            if known or by_title:
                 record.notes.append(
-                    f"Judge independence: {independence['references_in_judge_memory']} of "
-                    f"{independence['references']} PE references are in the judge's "
-                    "training memory, so the score is not independent of them (the study "
-                    "uses --pe-pool reference --predictor judge: zero overlap)."
+                    f"Judge independence: {known} of {independence['references']} PE "
+                    f"references are in the judge's training memory and {by_title} share a "
+                    "normalised title with a video it learned from, so the score is not "
+                    "independent of them (the study uses --pe-pool reference --predictor "
+                    "judge: zero overlap by id and by title)."
                 )
 
     @staticmethod
@@ -645,16 +650,21 @@ def judge_memory(scorer: Any) -> set[str] | None:
     return cached
 
 
-def judge_overlap(scorer: Any, references: list, score: Score) -> dict[str, Any] | None:
+def judge_overlap(
+    scorer: Any, references: list, score: Score, *, index: Any = None
+) -> dict[str, Any] | None:
     """How independent the judge is of PE's references: how many references sit in its
     retrieval memory, and how many of the neighbours explaining the score are
-    references. None when the judge has no memory to check."""
+    references. With ``index`` (PE's corpus index) also how many share a normalised title
+    with, or are near-duplicates of, a video the judge learned from
+    (:func:`llmpopcorn.corpus.independence.reference_overlap`, the study's count too).
+    None when the judge has no memory to check."""
     memory = judge_memory(scorer)
     if memory is None:
         return None
     ref_ids = {str(r.video_id) for r in references}
     neighbours = [str(n.video_id) for n in score.neighbours]
-    return {
+    out = {
         "judge": getattr(scorer, "name", type(scorer).__name__),
         "judge_part": getattr(scorer, "part", "all"),
         "references": len(ref_ids),
@@ -662,6 +672,20 @@ def judge_overlap(scorer: Any, references: list, score: Score) -> dict[str, Any]
         "neighbours": len(neighbours),
         "neighbours_that_are_references": sum(n in ref_ids for n in neighbours),
     }
+    corpus = getattr(index, "corpus", None)
+    if references and corpus is not None:
+        from llmpopcorn.corpus.independence import judge_data, reference_overlap
+
+        found = reference_overlap(
+            references, judge_data(corpus, str(out["judge_part"]), memory), index=index
+        )
+        out |= {
+            "references_title_in_judge_data": found["by_title"],
+            "references_near_judge_data": found["near_duplicates"],
+            "near_duplicate_cosine": found["cosine"],
+            "overlap_method": found["method"],
+        }
+    return out
 
 
 def _keep_artifact(

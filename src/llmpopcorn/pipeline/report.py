@@ -155,6 +155,12 @@ def render_html(record: RunRecord, run_dir: Path) -> str:
         overlap = (
             f"; {independence['references_in_judge_memory']} of "
             f"{independence['references']} references are in its training memory"
+            + (
+                f", {independence['references_title_in_judge_data']} share a title with a "
+                "video it learned from"
+                if independence.get("references_title_in_judge_data") is not None
+                else ""
+            )
             if independence.get("references")
             else ""
         )

@@ -40,7 +40,10 @@ def test_a_local_server_is_configured_until_checked(tmp_path):
         plain = json.loads(_invoke(["backends", "--json"], **env).output)
         ollama = next(r for r in plain["llm"] if r["name"] == "ollama")
         assert ollama["status"] == "configured" and server.requests == []
-        checked = json.loads(_invoke(["backends", "--json", "--check"], **env).output)
+        # the longest --timeout: under load the fake's answer took longer than the default
+        # 2 s (this test is not about the timeout; the next ones are)
+        args = ["backends", "--json", "--check", "--timeout", "30"]
+        checked = json.loads(_invoke(args, **env).output)
     ollama = next(r for r in checked["llm"] if r["name"] == "ollama")
     assert ollama["status"] == "reachable" and ollama["usable"] is True
     assert [r["path"] for r in server.requests] == ["/v1/models"]

@@ -36,12 +36,15 @@ IDEA = {"title": "Corgi surf", "cover_prompt": "a corgi", "video_prompt": "it su
 class GatedLLM(OfflineComposer):
     """The offline composer, held at its first call until ``gate`` opens."""
 
-    def __init__(self, gate: threading.Event):
+    def __init__(self, gate: threading.Event, entered: threading.Event | None = None):
         super().__init__()
         self.gate = gate
+        self.entered = entered  # set when a run reaches its LLM (its record is on disk)
 
     def complete(self, request):
-        assert self.gate.wait(30), "the test never opened the gate"
+        if self.entered is not None:
+            self.entered.set()
+        assert self.gate.wait(300), "the test never opened the gate"
         return super().complete(request)
 
 
@@ -86,10 +89,10 @@ def gate():
     event.set()  # never leave a worker blocked
 
 
-def gated_app(out_dir, gate, **kwargs):
+def gated_app(out_dir, gate, entered=None, **kwargs):
     return create_app(
         settings(out_dir),
-        pipeline_factory=lambda s: draft_pipeline(s, llm=GatedLLM(gate)),
+        pipeline_factory=lambda s: draft_pipeline(s, llm=GatedLLM(gate, entered)),
         **kwargs,
     )
 
@@ -202,7 +205,8 @@ def test_cancel_a_queued_and_a_running_job(out_dir, gate):
 
 
 def test_restart_keeps_history_marks_running_jobs_interrupted_and_runs_queued_ones(out_dir, gate):
-    crashed = gated_app(out_dir, gate, draft_workers=1, owner=dead_owner())
+    entered = threading.Event()
+    crashed = gated_app(out_dir, gate, entered, draft_workers=1, owner=dead_owner())
     jobs = crashed.state.jobs
     jobs.start()  # no lifespan, no shutdown: the process "dies" with jobs in flight
     old = TestClient(crashed, base_url="http://127.0.0.1")
@@ -210,6 +214,9 @@ def test_restart_keeps_history_marks_running_jobs_interrupted_and_runs_queued_on
     running = old.post("/api/runs", json={"query": "a corgi surfs"}).json()["id"]
     queued = old.post("/api/runs", json={"query": "a cat naps"}).json()["id"]
     wait_for(old, running, states=("running",))
+    # the run has reached its LLM, so its record is on disk: "running" alone came before
+    # that, and on a busy machine the new server looked before the record existed
+    assert entered.wait(120)
     with TestClient(
         create_app(settings(out_dir), pipeline_factory=draft_pipeline), base_url="http://127.0.0.1"
     ) as client:

@@ -141,8 +141,14 @@ def test_ctrl_c_stops_at_once_and_gives_in_flight_items_back(tmp_path):
     held = HeldResponder(answer_first=2)
     with held, FakeOpenAIServer(responder=held) as server:
         env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+        # Ctrl-C as in a terminal: Python keeps SIGINT ignored when it starts ignored (a
+        # test suite run in the background: nohup, CI runners), which hid this test's point
+        foreground = (
+            "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from llmpopcorn.cli import main; main()"
+        )
         cmd = [
-            sys.executable, "-c", "from llmpopcorn.cli import main; main()", "batch", str(qfile),
+            sys.executable, "-c", foreground, "batch", str(qfile),
             "-k", "4", "--no-render", "--no-score", "--llm", "openai", "--llm-base-url",
             server.url, "--llm-model", "test-model", "--out", str(out),
         ]  # fmt: skip

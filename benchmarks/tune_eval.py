@@ -17,7 +17,6 @@ measured reward hacking). Whatever the sign.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -31,7 +30,7 @@ def study(args, name: str, model: str, extra: list[str]) -> Path:
         sys.executable, "-c", "from llmpopcorn.cli import main; main()", "bench",
         "--data", str(args.data), "--llm", "local", "--llm-model", model, "--mode", "basic",
         "--no-render", "--predictor", "evaluation", "--baseline-k", "0", "--out", str(out),
-        "-k", str(args.k), *extra,
+        "-k", str(args.k), "--keep-failed", *extra,
     ]  # fmt: skip
     if args.limit:
         command += ["--limit", str(args.limit)]
@@ -39,17 +38,17 @@ def study(args, name: str, model: str, extra: list[str]) -> Path:
     done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     (args.out / f"{name}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     print(f"{name}: exit {done.returncode} in {time.perf_counter() - started:.0f} s", flush=True)
-    return out / "results.csv"
+    return out / "store.sqlite"
 
 
-def rows_of(path: Path, arm: str) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            r["mode"] = arm  # the arm's name in the statistics
-            r["refs"] = None
-            r["log2_comments"] = float(r["log2_comments"]) if r["log2_comments"] else None
-            rows.append(r)
+def rows_of(store: Path, arm: str) -> list[dict]:
+    """The study's cells (with their re-asked replies' reasons), named as one arm."""
+    from llmpopcorn.study.bench import study_rows
+
+    rows = study_rows(store)
+    for r in rows:
+        r["mode"] = arm  # the arm's name in the statistics
+        r["refs"] = None
     return rows
 
 

@@ -11,7 +11,6 @@ a barrier, and every call has a deadline far beyond a busy machine's pace.
 from __future__ import annotations
 
 import json
-import threading
 from itertools import count
 
 import pytest
@@ -29,6 +28,7 @@ from llmpopcorn.enhance.pe import pe_messages
 from llmpopcorn.enhance.prompts import BasicPromptBuilder
 from llmpopcorn.pipeline.ideate import SamplingParams, ideate
 from pe_fixtures import write_corpus
+from together import run_together
 
 pytest.importorskip("onnxruntime_genai")
 if bundled_model() is None:
@@ -144,36 +144,14 @@ def test_same_seed_same_reply_whatever_runs_beside_it(llm):
 
     alone = {seed: ask(seed) for seed in (1, 2)}
     assert alone[1] != alone[2]
-    barrier = threading.Barrier(4)
-    replies: dict[int, str] = {}
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        replies[i] = ask(1 + i % 2)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [replies[i] for i in range(4)] == [alone[1], alone[2], alone[1], alone[2]]
+    together = run_together(ask, [(1,), (2,), (1,), (2,)])
+    assert together == [alone[1], alone[2], alone[1], alone[2]]
 
 
 def test_the_model_loads_once_for_every_backend_and_thread(llm_cache, monkeypatch):
     monkeypatch.setattr(local_module, "_ONNX_LOADED", {})
     backends = [LocalLLM(cache_dir=llm_cache) for _ in range(3)]
-    barrier = threading.Barrier(3)
-    engines: list = [None] * 3
-
-    def load(i: int) -> None:
-        barrier.wait()
-        engines[i] = backends[i].engine()
-
-    threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    engines = run_together(LocalLLM.engine, [(b,) for b in backends])
     assert engines[0] is engines[1] is engines[2] is not None
 
 

@@ -168,30 +168,18 @@ def test_real_tiny_instruct_model_smoke():
 
 def test_concurrent_calls_with_the_same_seed_give_the_same_reply(tiny_model_dir):
     """Each call samples with its own generator: what runs beside it changes nothing."""
-    import threading
+    from together import run_together
 
     llm = TransformersLLM(str(tiny_model_dir), device="cpu")
     alone = {seed: llm.complete(req(seed=seed)).text for seed in (1, 2)}
     assert alone[1] != alone[2]
-    barrier = threading.Barrier(4)
-    replies: dict[int, str] = {}
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        replies[i] = llm.complete(req(seed=1 + i % 2)).text
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [replies[i] for i in range(4)] == [alone[1], alone[2], alone[1], alone[2]]
+    together = run_together(lambda s: llm.complete(req(seed=s)).text, [(1,), (2,), (1,), (2,)])
+    assert together == [alone[1], alone[2], alone[1], alone[2]]
 
 
 def test_the_model_loads_once_under_concurrent_first_calls(tiny_model_dir, monkeypatch):
-    import threading
-
     from llmpopcorn.backends.llm import transformers_local
+    from together import run_together
 
     monkeypatch.setattr(transformers_local, "_LOADED", {})
     loads = []
@@ -202,18 +190,9 @@ def test_the_model_loads_once_under_concurrent_first_calls(tiny_model_dir, monke
         return real(cls, *args)
 
     monkeypatch.setattr(transformers_local.TransformersModel, "_load", classmethod(counted))
-    barrier = threading.Barrier(3)
-    models: list = [None] * 3
-
-    def load(i: int) -> None:
-        barrier.wait()
-        models[i] = TransformersLLM(str(tiny_model_dir), device="cpu").loaded()
-
-    threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    models = run_together(
+        lambda: TransformersLLM(str(tiny_model_dir), device="cpu").loaded(), [(), (), ()]
+    )
     assert len(loads) == 1 and models[0] is models[1] is models[2]
 
 

@@ -861,3 +861,16 @@ def test_an_agent_session_leaves_the_studio_s_queued_jobs_to_the_studio(out_dir,
     studio = create_app(settings(out_dir), pipeline_factory=draft_pipeline)
     with TestClient(studio, base_url="http://127.0.0.1") as client:
         assert wait_for(client, ids[1])["state"] == "done"
+
+
+def test_local_models_run_in_the_device_lane():
+    """A backend that runs a model here (``holds_device``) never runs beside another job:
+    ``--llm local`` and ``--llm transformers`` go to the one-at-a-time device lane."""
+    from llmpopcorn.web.jobs import lane_for
+
+    def lane(**changes):
+        return lane_for(Settings.resolve(env={}, render=False, **changes))
+
+    assert lane() == "draft" and lane(llm="deepseek") == "draft"
+    assert lane(llm="local") == "device" and lane(llm="transformers") == "device"
+    assert lane_for(Settings.resolve(env={}, image="sd15")) == "device"

@@ -80,6 +80,9 @@ class LLM(Backend):
     #: whether a run request (studio, MCP) may name the model: only where the model is a
     #: name at a remote API, never where it is a path on the server
     request_model: ClassVar[bool] = False
+    #: whether the backend runs a model on this machine (CPU or GPU), so the studio runs
+    #: its jobs in the one-at-a-time device lane, never beside another model
+    holds_device: ClassVar[bool] = False
 
     @abstractmethod
     def complete(self, request: ChatRequest) -> Completion | str:

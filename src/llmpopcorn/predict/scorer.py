@@ -259,9 +259,7 @@ class PopularityScorer:
                 used[name] = fields[source]
             else:
                 missing.append(name)
-        text = item_text(
-            used.get("title", ""), used.get("cover_desc", ""), used.get("caption", "")
-        )
+        text = item_text(used.get("title", ""), used.get("cover_desc", ""), used.get("caption", ""))
         return text, used, missing
 
     def _memory_labels_and_categories(self) -> tuple[np.ndarray, np.ndarray]:

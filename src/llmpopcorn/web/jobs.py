@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from llmpopcorn.core.errors import ConfigError, PopcornError
-from llmpopcorn.core.registry import registry
 from llmpopcorn.core.redact import scrub
+from llmpopcorn.core.registry import registry
 from llmpopcorn.core.settings import Settings
 from llmpopcorn.core.types import utcnow
 from llmpopcorn.pipeline.core import Pipeline

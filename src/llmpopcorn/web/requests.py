@@ -144,8 +144,7 @@ def settings_for(base: Settings, request: RunRequest) -> Settings:
         allowed = {_url(base.llm_base_url), _default_url(cls)} - {""}
         if server_keys(base) and target_url not in allowed:
             raise ConfigError(
-                "this server holds API keys, so a request cannot choose where the LLM is "
-                "reached",
+                "this server holds API keys, so a request cannot choose where the LLM is reached",
                 "leave the LLM URL empty; the URL is server configuration "
                 "(popcorn serve --llm-base-url URL)",
             )

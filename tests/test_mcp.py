@@ -103,3 +103,24 @@ def test_build_pe_prompt_in_process(out_dir, tmp_path):
             assert bad.is_error
 
     anyio.run(session)
+
+
+def test_tool_arguments_that_are_settings_carry_the_settings_help(out_dir):
+    """One source for a setting's help: the CLI, the studio's API and the MCP tools."""
+    server = build_server(Settings.resolve(env={}, out_dir=out_dir))
+
+    async def session():
+        async with Client(server) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            checked = 0
+            for name in ("make_run", "build_pe_prompt"):
+                for arg, schema in tools[name].input_schema["properties"].items():
+                    if arg in Settings.model_fields:
+                        assert schema["description"] == Settings.model_fields[arg].description
+                        if schema.get("default") is not None:  # None: the server's own
+                            assert schema["default"] == Settings.model_fields[arg].default, arg
+                        checked += 1
+            assert checked == 8
+
+    anyio.run(session)
+    server.jobs.stop()

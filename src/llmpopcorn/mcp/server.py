@@ -24,7 +24,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from llmpopcorn.core.errors import PopcornError, require
 from llmpopcorn.core.settings import Settings
@@ -49,6 +51,12 @@ INSTRUCTIONS = (
     "comment count) from similar MicroLens videos. Use make_run to create one, score_idea "
     "to compare titles quickly, build_pe_prompt to see the retrieval-augmented prompt."
 )
+
+
+def setting_arg(name: str) -> Any:
+    """The schema of a tool argument that is a run setting: the setting's own help (one
+    source for the CLI's --help, the studio's API and these tools)."""
+    return Field(description=Settings.model_fields[name].description)
 
 
 def build_server(
@@ -117,11 +125,11 @@ def build_server(
     @server.tool()
     async def make_run(
         query: str,
-        mode: str = "basic",
-        seed: int | None = None,
-        variants: int = 1,
-        render: bool = True,
-        refine: int = 0,
+        mode: Annotated[str, setting_arg("mode")] = "basic",
+        seed: Annotated[int | None, setting_arg("seed")] = None,
+        variants: Annotated[int, setting_arg("variants")] = 1,
+        render: Annotated[bool, setting_arg("render")] = True,
+        refine: Annotated[int, setting_arg("refine")] = 0,
         wait_seconds: float = 600.0,
     ) -> dict[str, Any]:
         """Make a micro-video for `query`: idea, cover, 3-second clip and predicted
@@ -179,7 +187,10 @@ def build_server(
 
     @server.tool()
     async def build_pe_prompt(
-        query: str, n_refs: int = 50, ratio: float = 0.1, num_tags: int = 1
+        query: str,
+        n_refs: Annotated[int, setting_arg("n_refs")] = 50,
+        ratio: Annotated[float, setting_arg("ratio")] = 0.1,
+        num_tags: Annotated[int, setting_arg("num_tags")] = 1,
     ) -> dict[str, Any]:
         """The prompt-enhancement (PE) messages for `query`, with the MicroLens reference
         videos chosen for it (popular and unpopular). No LLM is called."""

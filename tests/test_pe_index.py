@@ -429,3 +429,10 @@ def test_the_approximate_index_is_kept_and_loaded_again(tmp_path, monkeypatch):
     path.write_bytes(b"garbage")  # unreadable: rebuilt with a warning, and saved whole again
     IVFIndex(vecs, nlist=32, path=path)
     assert path.stat().st_size > 1000
+
+
+def test_slow_steps_show_the_time_each_takes_not_zero_per_second():
+    """A conversion of 2 steps of ~15 s each said 'about 0:24 at 0/s'."""
+    from llmpopcorn.core.progress import _rate
+
+    assert _rate(86.4) == "86/s" and _rate(0.0625) == "16 s each" and _rate(0.0) == "0/s"

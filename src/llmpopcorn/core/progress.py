@@ -87,7 +87,7 @@ class Progress:
             rate = self.done / max(now - self.started, 1e-9)
             self._write(
                 f"{self.what}: {self.total:,} {self.noun}, about "
-                f"{_clock((self.total - self.done) / rate)} at {rate:,.0f}/s ...",
+                f"{_clock((self.total - self.done) / rate)} at {_rate(rate)} ...",
                 newline=False,
             )
             self._open, self._last = True, now
@@ -114,7 +114,7 @@ class Progress:
         filled = int(width * share)
         return (
             f"{self.what}: [{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.done:,}/{self.total:,} ({share:.0%}) {rate:,.0f}/s ETA {_clock(left)}"
+            f"{self.done:,}/{self.total:,} ({share:.0%}) {_rate(rate)} ETA {_clock(left)}"
         )
 
     def _write(self, text: str, newline: bool) -> None:
@@ -158,6 +158,13 @@ def one_time(what: str, *, stream=None) -> Iterator[None]:
         write(" failed\n")
         raise
     write(f" done in {_clock(time.perf_counter() - started)}\n")
+
+
+def _rate(rate: float) -> str:
+    """``86/s``, or for slow steps the time each takes (``12 s each``, never ``0/s``)."""
+    if rate >= 1 or rate <= 0:
+        return f"{rate:,.0f}/s"
+    return f"{1 / rate:,.0f} s each"
 
 
 def _clock(seconds: float) -> str:

@@ -279,6 +279,9 @@ def test_cli_env_render_false_is_honoured_and_outputs_say_no_llm(data_dir, tmp_p
     summary = json.loads(result.stdout)
     assert summary["total"] == 4 and summary["ok"] == 4
     assert summary["settings"]["render"] is False
+    # the study asks the paper's three fields unless told otherwise (--post-text)
+    assert summary["settings"]["post_text"] is False
+    assert summary["study_defaults_applied"]["post_text"] is False
     assert not list(out.glob("runs/*/clip.mp4")) and list(out.glob("runs/*/record.json"))
     assert "NO LLM WAS USED in 4 of 4" in summary["banner"]
     for name in ("summary.md", "summary.html"):

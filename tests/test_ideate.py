@@ -108,3 +108,38 @@ def test_composer_handles_hostile_and_long_queries():
     for query in ["x" * 2000, "🎬🐶🌊", "../../etc/passwd", "日本のアニメの歴史"]:
         idea = ideate(composer, prompt(query), SamplingParams()).idea
         assert 1 <= len(idea.title) <= 50
+
+
+def test_without_post_text_the_llm_is_asked_the_papers_three_fields_only(tmp_path):
+    """--no-post-text (the study's default): the prompt, its example, the answer's schema
+    and a re-ask name title, cover prompt and video prompt only, in basic and PE mode."""
+    from fakes import draft_pipeline
+    from llmpopcorn.core.settings import Settings
+    from llmpopcorn.enhance.parsing import idea_json_schema
+    from llmpopcorn.enhance.pe import pe_messages
+
+    post = ('"caption"', '"hashtags"', '"keywords"')
+    with_post = prompt().messages[1].content
+    assert all(name in with_post for name in post) and "exactly these six keys" in with_post
+    settings = Settings.resolve(env={}, out_dir=tmp_path, render=False, score=False)
+    for post_text in (True, False):
+        llm = FakeLLM(["no json here", GOOD])
+        pipeline = draft_pipeline(
+            settings.model_copy(update={"post_text": post_text}),
+            llm=llm,
+            prompt_builder=BasicPromptBuilder(),
+        )
+        record = pipeline.make("a corgi learns to surf")
+        assert record.idea.title == "Corgi surf"
+        first, second = llm.requests
+        asked = first.messages[1].content + second.messages[-1].content
+        assert all((name in asked) is post_text for name in post), post_text
+        assert ("exactly these three keys" in asked) is not post_text
+        assert set(first.response_schema["properties"]) == set(
+            idea_json_schema(post_text=post_text)["properties"]
+        )
+        assert ("caption" in first.response_schema["properties"]) is post_text
+    pe = pe_messages("a corgi", [], ["Animal"], post_text=False)[1].content
+    assert not any(name in pe for name in post) and "exactly these three keys" in pe
+    assert json.dumps(example_idea()["title"]) in pe  # the example, cut to the paper's fields
+    assert '"hashtags"' not in pe and '"cover_prompt"' in pe

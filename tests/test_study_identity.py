@@ -27,6 +27,7 @@ CHANGES = {
     "temperature": 1.1,
     "top_p": 0.5,
     "max_tokens": 2048,
+    "post_text": False,
     "max_attempts": 2,
     "llm_timeout": 5.0,
     "llm_max_retries": 1,

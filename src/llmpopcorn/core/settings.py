@@ -119,6 +119,14 @@ class Settings(BaseModel):
     top_p: float = setting(
         0.9, "Nucleus sampling top_p.", flag="--top-p", group="llm", gt=0.0, le=1.0
     )
+    post_text: bool = setting(
+        True,
+        "Also ask the LLM for the post's caption, hashtags and stock-footage keywords; "
+        "--no-post-text asks only the paper's three fields (title, cover prompt, video "
+        "prompt), as the study does unless told otherwise.",
+        flag="--post-text/--no-post-text",
+        group="llm",
+    )
     max_tokens: int | None = setting(
         None,
         "Most tokens in a reply, within the model's context where it is known (a reply cut "

@@ -228,6 +228,9 @@ class Prompt(BaseModel):
     #: hashtags its popular videos use, titles other variants took), merged into
     #: ``ChatRequest.context``; never part of the messages
     context: dict[str, Any] = Field(default_factory=dict)
+    #: whether the messages ask for the post's caption, hashtags and keywords besides the
+    #: paper's three fields (title, cover prompt, video prompt); the answer's schema follows
+    post_text: bool = True
 
 
 class Artifact(BaseModel):

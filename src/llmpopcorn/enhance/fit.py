@@ -37,13 +37,16 @@ def reply_tokens(mode: str, max_tokens: int | None) -> int:
 
 
 def messages_for(prompt: Prompt, references: list[Reference], example: bool) -> list[Message]:
-    """The prompt's messages rebuilt with ``references`` and with or without the example."""
+    """The prompt's messages rebuilt with ``references``, with or without the example, and
+    asking for the fields ``prompt.post_text`` says."""
     if prompt.mode == "pe":
         from llmpopcorn.enhance.pe import pe_messages  # numpy: not at start-up
 
         names = [c["name"] for c in prompt.settings.get("categories", [])]
-        return pe_messages(prompt.query, references, names, example=example)
-    return basic_messages(prompt.query, example=example)
+        return pe_messages(
+            prompt.query, references, names, example=example, post_text=prompt.post_text
+        )
+    return basic_messages(prompt.query, example=example, post_text=prompt.post_text)
 
 
 def fit_prompt(prompt: Prompt, llm: LLM, max_tokens: int | None = None) -> Prompt:

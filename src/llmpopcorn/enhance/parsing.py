@@ -58,19 +58,21 @@ PROMPT_MAX_CHARS = 600
 ONE_LINE = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
 
 
-def idea_json_schema(*, reasoning: bool = False) -> dict[str, Any]:
+def idea_json_schema(*, reasoning: bool = False, post_text: bool = True) -> dict[str, Any]:
     """The JSON schema of an answer, derived from :class:`Idea` (its fields, types and
     bounds): every field required (the prompt asks for each), every string one line of
     at least :data:`MIN_TEXT_CHARS` characters and, where the Idea sets no limit, at most
     :data:`PROMPT_MAX_CHARS`; nothing else allowed. ``reasoning``: a first ``reasoning``
     field, so a server that holds its whole reply to the schema still thinks before it
-    answers (PE's chain of thought); :func:`parse_idea` ignores it."""
+    answers (PE's chain of thought); :func:`parse_idea` ignores it. ``post_text`` off:
+    only the paper's fields, without the post's (:data:`OPTIONAL_FIELDS`)."""
     source = Idea.model_json_schema()
     properties: dict[str, Any] = {}
     if reasoning:
         properties["reasoning"] = {"type": "string", "minLength": 1}
     for name, spec in source["properties"].items():
-        properties[name] = _bounded(_not_null(spec))
+        if post_text or name not in OPTIONAL_FIELDS:
+            properties[name] = _bounded(_not_null(spec))
     return {
         "type": "object",
         "properties": properties,

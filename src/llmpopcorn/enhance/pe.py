@@ -36,7 +36,7 @@ from llmpopcorn.core.copycheck import COPY_THRESHOLD, CopyMatch, find_copy, norm
 from llmpopcorn.core.errors import ConfigError
 from llmpopcorn.core.types import Idea, Message, Prompt, Reference
 from llmpopcorn.corpus.partition import describe as describe_part
-from llmpopcorn.enhance.prompts import example_block, render
+from llmpopcorn.enhance.prompts import field_values, render
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmpopcorn.core.settings import Settings
@@ -309,16 +309,22 @@ def _category_phrase(names: list[str]) -> str:
 
 
 def pe_messages(
-    query: str, references: list[Reference], categories: list[str], *, example: bool = True
+    query: str,
+    references: list[Reference],
+    categories: list[str],
+    *,
+    example: bool = True,
+    post_text: bool = True,
 ) -> list[Message]:
     """PE's messages (``example``: with the format example, see
-    :func:`~llmpopcorn.enhance.prompts.example_block`)."""
+    :func:`~llmpopcorn.enhance.prompts.example_block`; ``post_text``: the post's fields
+    asked for besides the paper's three)."""
     user = render(
         "pe_user.txt",
         query=query,
         categories=_category_phrase(categories),
         references=format_references(references),
-        example=example_block(example),
+        **field_values(example=example, post_text=post_text),
     )
     return [
         Message(role="system", content=render("pe_system.txt")),

@@ -42,7 +42,7 @@ from llmpopcorn.core.types import (
     utcnow,
 )
 from llmpopcorn.corpus.hashtags import corpus_for_tags, hashtags_for
-from llmpopcorn.enhance.fit import fit_prompt
+from llmpopcorn.enhance.fit import fit_prompt, messages_for
 from llmpopcorn.pipeline.ideate import IdeationResult, SamplingParams, failure_reason, ideate
 from llmpopcorn.pipeline.report import save_record, save_report
 from llmpopcorn.pipeline.variants import (
@@ -171,8 +171,13 @@ class Pipeline:
     def _build_prompt(self, query: str, ranking: list | None) -> Prompt:
         builder = self.prompt_builder
         if ranking and getattr(builder, "accepts_categories", False):
-            return builder.build(query, categories=ranking)
-        return builder.build(query)
+            prompt = builder.build(query, categories=ranking)
+        else:
+            prompt = builder.build(query)
+        if not self.settings.post_text:  # only the paper's three fields (the study's default)
+            prompt = prompt.model_copy(update={"post_text": False})
+            prompt.messages = messages_for(prompt, prompt.references, example=True)
+        return prompt
 
     def run_category(
         self, query: str, prompt: Prompt, ranking: list | None = None

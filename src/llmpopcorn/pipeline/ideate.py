@@ -112,7 +112,7 @@ def ideate(
         "mode": prompt.mode,
         "references": [r.model_dump() for r in prompt.references],
     }
-    schema = idea_json_schema()
+    schema = idea_json_schema(post_text=prompt.post_text)
     budget = reply_tokens(prompt.mode, params.max_tokens)
     grown = False
     for number in range(1, params.max_attempts + 1):
@@ -154,14 +154,14 @@ def ideate(
                 if not grown and (llm.context_window() is None or max_tokens == budget):
                     budget, grown = max_tokens * 2, True  # once; the context caps it
                 continue  # the same conversation, a new seed (the cut reply is not shown)
-            messages = _reask(messages, done.text, error)
+            messages = _reask(messages, done.text, error, prompt.post_text)
             continue
         problem = check(idea) if check and number < params.max_attempts else None
         if problem:
             attempt.reason = getattr(problem, "reason", "copy")
             attempt.error = str(problem)
             log.info("attempt %d rejected (%s): %s", number, attempt.reason, problem)
-            messages = _reask(messages, done.text, problem)
+            messages = _reask(messages, done.text, problem, prompt.post_text)
             continue
         return IdeationResult(idea=idea, messages=messages, attempts=attempts)
     last = attempts[-1]
@@ -181,9 +181,10 @@ _HINTS = {
 }
 
 
-def _reask(messages: list[Message], reply: str, problem: str) -> list[Message]:
+def _reask(messages: list[Message], reply: str, problem: str, post_text: bool) -> list[Message]:
     """The conversation with the rejected reply and what was wrong with it."""
-    return [*messages, Message(role="assistant", content=reply), retry_message(problem)]
+    retry = retry_message(problem, post_text=post_text)
+    return [*messages, Message(role="assistant", content=reply), retry]
 
 
 def _why(done: Completion, max_tokens: int, exc: ReplyParseError) -> tuple[str, str]:

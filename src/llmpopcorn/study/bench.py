@@ -49,7 +49,10 @@ CELL = "study-cell"
 #: what the study uses unless a flag, the environment or the config file says otherwise:
 #: an independent judge (trained on the judge part only) and PE references from the
 #: reference part, so no reference sits in the judge's memory
-STUDY_DEFAULTS = {"predictor": "judge", "pe_pool": "reference"}
+#: what the study changes unless a flag, variable or config file says otherwise: the
+#: independent judge, PE's references from the reference pool, and the paper's prompt
+#: (title, cover prompt, video prompt; not the post's caption, hashtags and keywords)
+STUDY_DEFAULTS = {"predictor": "judge", "pe_pool": "reference", "post_text": False}
 NOT_RENDERED = "none"
 #: the loop arm: basic mode plus judge-guided refinement (:mod:`llmpopcorn.study.loop`)
 REFINE_ARM = "refine"

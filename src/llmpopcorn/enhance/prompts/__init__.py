@@ -21,34 +21,57 @@ def render(name: str, **values: str) -> str:
     return Template(template(name)).substitute(**values).strip()
 
 
+#: the fields of the paper's prompt; the post's fields (caption, hashtags, stock-footage
+#: keywords) are asked for besides them unless ``post_text`` is off
+PAPER_FIELDS = ("title", "cover_prompt", "video_prompt")
+
+
 @cache
 def example_idea() -> dict[str, str]:
     """The example answer shown in the prompt (a reply equal to it is rejected)."""
     return json.loads(template("example.json"))
 
 
-def example_json() -> str:
-    return json.dumps(example_idea(), indent=2, ensure_ascii=False)
+def example_json(post_text: bool = True) -> str:
+    idea = example_idea()
+    if not post_text:
+        idea = {k: v for k, v in idea.items() if k in PAPER_FIELDS}
+    return json.dumps(idea, indent=2, ensure_ascii=False)
 
 
-def example_block(example: bool = True) -> str:
+def example_block(example: bool = True, post_text: bool = True) -> str:
     """The format example and the sentence that introduces it, or nothing: a backend that
     holds its reply to the answer's schema needs no example of the format, and a small
     model copies it (SmolLM2-135M answered "My cat saw snow for the first time" to "a
     corgi learns to surf" in 5 of 5 seeds)."""
-    return render("example_block.txt", example=example_json()) if example else ""
+    if not example:
+        return ""
+    return render("example_block.txt", example=example_json(post_text))
 
 
-def basic_messages(query: str, *, example: bool = True) -> list[Message]:
-    user = render("basic_user.txt", query=query, example=example_block(example))
+def field_values(*, example: bool, post_text: bool) -> dict[str, str]:
+    """The placeholders every answer template shares: the post's field lines (or none:
+    the paper's three fields only), how many keys, and the example."""
+    return {
+        "post_fields": template("post_fields.txt") if post_text else "",
+        "count": "six" if post_text else "three",
+        "example": example_block(example, post_text),
+    }
+
+
+def basic_messages(query: str, *, example: bool = True, post_text: bool = True) -> list[Message]:
+    user = render(
+        "basic_user.txt", query=query, **field_values(example=example, post_text=post_text)
+    )
     return [
         Message(role="system", content=render("basic_system.txt")),
         Message(role="user", content=user),
     ]
 
 
-def retry_message(error: str) -> Message:
-    return Message(role="user", content=render("retry_user.txt", error=error))
+def retry_message(error: str, *, post_text: bool = True) -> Message:
+    keys = template("post_keys.txt").strip("\n") if post_text else ""
+    return Message(role="user", content=render("retry_user.txt", error=error, post_keys=keys))
 
 
 class BasicPromptBuilder:

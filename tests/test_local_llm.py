@@ -132,6 +132,53 @@ def test_a_cut_reply_is_detected_as_such(llm):
     assert (first.max_tokens, second.max_tokens) == (24, 48)  # re-asked with twice the budget
 
 
+def test_a_grammar_fault_of_the_decoder_is_a_failed_attempt_asked_again(llm, monkeypatch):
+    """onnxruntime-genai once raised 'Error committing tokens: Parser Error: token ...
+    doesn't satisfy the grammar' in the study (1 of 400 PE replies), which failed the cell
+    with no attempt recorded. Now the reply ends there and is asked again with a new seed."""
+    engine = llm.engine()
+    real = engine.og
+    faults = count()
+
+    class FaultyOnce:  # the 5th token step of the first reply raises as the runtime did
+        def __init__(self, model, params):
+            self._generator = real.Generator(model, params)
+            self._steps = 0
+
+        def generate_next_token(self):
+            self._steps += 1
+            if self._steps == 5 and next(faults) == 0:
+                raise RuntimeError(
+                    'Error committing tokens: Parser Error: token "\\x8a" doesn\'t satisfy '
+                    "the grammar; forced bytes: got '\\n'"
+                )
+            self._generator.generate_next_token()
+
+        def __getattr__(self, name):
+            return getattr(self._generator, name)
+
+    class Runtime:
+        GeneratorParams = real.GeneratorParams
+        Generator = FaultyOnce
+
+    monkeypatch.setattr(engine, "og", Runtime)
+    prompt = fit_prompt(BasicPromptBuilder().build("a corgi learns to surf"), llm)
+    result = ideate(llm, prompt, SamplingParams(max_attempts=2))
+    first, second = result.attempts
+    assert first.finish_reason == "grammar" and first.reason == "parse"
+    assert first.completion_tokens == 4 and "constrained decoder stopped" in first.error
+    assert second.reason is None and second.seed != first.seed
+    other = RuntimeError("some other runtime error")
+
+    class Broken(FaultyOnce):
+        def generate_next_token(self):
+            raise other
+
+    Runtime.Generator = Broken
+    with pytest.raises(RuntimeError, match="some other"):  # not taken for a grammar fault
+        llm.complete(ChatRequest(messages=prompt.messages, max_tokens=8, seed=1))
+
+
 def test_same_seed_same_reply_whatever_runs_beside_it(llm):
     def ask(seed: int) -> str:
         request = ChatRequest(

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmpopcorn.backends.base import LLM
+from llmpopcorn.backends.llm.decoding import GRAMMAR_FAULT
 from llmpopcorn.core.errors import InvalidReplyError, LLMError
 from llmpopcorn.core.types import Attempt, ChatRequest, Completion, Idea, Message, Prompt
 from llmpopcorn.enhance.fit import reply_tokens
@@ -197,6 +198,11 @@ def _why(done: Completion, max_tokens: int, exc: ReplyParseError) -> tuple[str, 
         return "timeout", f"the model reached the call's deadline after {tokens} tokens"
     if done.finish_reason == "refused":
         return "refused", "the model refused to answer (a refusal or content filter)"
+    if done.finish_reason == GRAMMAR_FAULT:
+        return "parse", (
+            f"the local model's constrained decoder stopped the reply after {tokens} tokens "
+            "(it refused a token sampled under its own mask: a fault of the grammar engine)"
+        )
     return "parse", str(exc)
 
 

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from llmpopcorn.backends.llm.decoding import (
+    GRAMMAR_FAULT,
     REASONING_TOKENS,
     REPETITION_PENALTY,
     Deadline,
     chat_messages,
     finish,
     grammar,
+    grammar_fault,
     penalise,
 )
 from llmpopcorn.core.types import ChatRequest, Completion, Message
@@ -80,7 +82,7 @@ class OnnxGenAIModel:
         generator = og.Generator(self.model, params)
         generator.append_tokens(ids)
         tokens: list[int] = []
-        timed_out = False
+        timed_out = fault = False
         while not generator.is_done():
             if deadline.passed():
                 timed_out = True
@@ -90,9 +92,20 @@ class OnnxGenAIModel:
                 # it forces is still taken however much it is penalised
                 logits = np.array(generator.get_logits(), dtype=np.float32, copy=True)
                 generator.set_logits(penalise(logits, tokens, repetition_penalty))
-            generator.generate_next_token()
+            try:
+                generator.generate_next_token()
+            except RuntimeError as exc:
+                if not grammar_fault(exc):
+                    raise
+                log.warning(
+                    "the constrained decoder stopped the reply after %d tokens: %s",
+                    len(tokens),
+                    str(exc).splitlines()[0][:200],
+                )
+                fault = True
+                break
             tokens.append(int(generator.get_next_tokens()[0]))
-        why = finish(tokens, self.eos, max_tokens, timed_out)
+        why = GRAMMAR_FAULT if fault else finish(tokens, self.eos, max_tokens, timed_out)
         text = self.tokenizer.decode([t for t in tokens if t not in self.eos])
         return Completion(
             text=text,

@@ -132,27 +132,38 @@ def test_a_cut_reply_is_detected_as_such(llm):
     assert (first.max_tokens, second.max_tokens) == (24, 48)  # re-asked with twice the budget
 
 
-def test_a_grammar_fault_of_the_decoder_is_a_failed_attempt_asked_again(llm, monkeypatch):
+@pytest.mark.parametrize("where", ["generate_next_token", "get_logits"])
+def test_a_grammar_fault_of_the_decoder_is_a_failed_attempt_asked_again(llm, monkeypatch, where):
     """onnxruntime-genai once raised 'Error committing tokens: Parser Error: token ...
-    doesn't satisfy the grammar' in the study (1 of 400 PE replies), which failed the cell
-    with no attempt recorded. Now the reply ends there and is asked again with a new seed."""
+    doesn't satisfy the grammar' in the study (1 of 200 PE replies, at the end of the
+    reasoning budget, from the step after the 257th token), which failed the cell with no
+    attempt recorded. Now the reply ends there and is asked again with a new seed."""
     engine = llm.engine()
     real = engine.og
     faults = count()
 
-    class FaultyOnce:  # the 5th token step of the first reply raises as the runtime did
+    class FaultyOnce:  # the 5th call of `where` in the first reply raises as the runtime did
         def __init__(self, model, params):
             self._generator = real.Generator(model, params)
-            self._steps = 0
+            self._calls = 0
 
-        def generate_next_token(self):
-            self._steps += 1
-            if self._steps == 5 and next(faults) == 0:
+        def _fault(self):
+            self._calls += 1
+            if self._calls == 5 and next(faults) == 0:
                 raise RuntimeError(
                     'Error committing tokens: Parser Error: token "\\x8a" doesn\'t satisfy '
                     "the grammar; forced bytes: got '\\n'"
                 )
+
+        def generate_next_token(self):
+            if where == "generate_next_token":
+                self._fault()
             self._generator.generate_next_token()
+
+        def get_logits(self):
+            if where == "get_logits":
+                self._fault()
+            return self._generator.get_logits()
 
         def __getattr__(self, name):
             return getattr(self._generator, name)
@@ -166,12 +177,13 @@ def test_a_grammar_fault_of_the_decoder_is_a_failed_attempt_asked_again(llm, mon
     result = ideate(llm, prompt, SamplingParams(max_attempts=2))
     first, second = result.attempts
     assert first.finish_reason == "grammar" and first.reason == "parse"
-    assert first.completion_tokens == 4 and "constrained decoder stopped" in first.error
+    tokens = {"generate_next_token": 4, "get_logits": 5}[where]  # get_logits: from token 2
+    assert first.completion_tokens == tokens and "constrained decoder stopped" in first.error
     assert second.reason is None and second.seed != first.seed
     other = RuntimeError("some other runtime error")
 
     class Broken(FaultyOnce):
-        def generate_next_token(self):
+        def _fault(self):
             raise other
 
     Runtime.Generator = Broken

@@ -83,28 +83,17 @@ class OnnxGenAIModel:
         generator.append_tokens(ids)
         tokens: list[int] = []
         timed_out = fault = False
-        while not generator.is_done():
-            if deadline.passed():
-                timed_out = True
-                break
-            if tokens and repetition_penalty != 1.0:
-                # the grammar's mask is applied after these logits (checked), so a token
-                # it forces is still taken however much it is penalised
-                logits = np.array(generator.get_logits(), dtype=np.float32, copy=True)
-                generator.set_logits(penalise(logits, tokens, repetition_penalty))
-            try:
-                generator.generate_next_token()
-            except RuntimeError as exc:
-                if not grammar_fault(exc):
-                    raise
-                log.warning(
-                    "the constrained decoder stopped the reply after %d tokens: %s",
-                    len(tokens),
-                    str(exc).splitlines()[0][:200],
-                )
-                fault = True
-                break
-            tokens.append(int(generator.get_next_tokens()[0]))
+        try:
+            timed_out = self._decode(generator, tokens, deadline, repetition_penalty)
+        except RuntimeError as exc:  # raised by whichever call commits the refused token
+            if not grammar_fault(exc):
+                raise
+            log.warning(
+                "the constrained decoder stopped the reply after %d tokens: %s",
+                len(tokens),
+                str(exc).splitlines()[0][:200],
+            )
+            fault = True
         why = GRAMMAR_FAULT if fault else finish(tokens, self.eos, max_tokens, timed_out)
         text = self.tokenizer.decode([t for t in tokens if t not in self.eos])
         return Completion(
@@ -114,3 +103,21 @@ class OnnxGenAIModel:
             completion_tokens=len(tokens),
             method=method,
         )
+
+    @staticmethod
+    def _decode(
+        generator: Any, tokens: list[int], deadline: Deadline, repetition_penalty: float
+    ) -> bool:
+        """Generate into ``tokens`` until the generator is done; True when the deadline
+        stopped it."""
+        while not generator.is_done():
+            if deadline.passed():
+                return True
+            if tokens and repetition_penalty != 1.0:
+                # the grammar's mask is applied after these logits (checked), so a token
+                # it forces is still taken however much it is penalised
+                logits = np.array(generator.get_logits(), dtype=np.float32, copy=True)
+                generator.set_logits(penalise(logits, tokens, repetition_penalty))
+            generator.generate_next_token()
+            tokens.append(int(generator.get_next_tokens()[0]))
+        return False

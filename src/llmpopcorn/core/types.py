@@ -175,6 +175,12 @@ class ChatRequest(BaseModel):
 
 #: how a reply's form was obtained (``Completion.method``, ``Attempt.method``)
 ReplyMethod = Literal["schema", "response_format", "parse"]
+#: the finish reason of a local reply the constrained decoder stopped: its grammar engine
+#: refused a token sampled under its own mask (seen once in 400 PE replies of SmolLM2 on
+#: onnxruntime-genai: "Error committing tokens: Parser Error: token ... doesn't satisfy the
+#: grammar; forced bytes: got '\n'", the reasoning budget ending inside an emoji's bytes);
+#: the reply is unusable and is asked again with another seed, like any invalid reply
+GRAMMAR_FAULT = "grammar"
 
 
 class Completion(BaseModel):
@@ -184,7 +190,7 @@ class Completion(BaseModel):
     text: str
     #: why generation ended: ``stop`` (the answer ended), ``length`` (cut at the token
     #: budget), ``timeout`` (the call's deadline), ``refused`` (a refusal or content
-    #: filter); None when the backend does not say
+    #: filter), ``grammar`` (:data:`GRAMMAR_FAULT`); None when the backend does not say
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

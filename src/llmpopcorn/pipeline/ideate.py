@@ -27,9 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmpopcorn.backends.base import LLM
-from llmpopcorn.backends.llm.decoding import GRAMMAR_FAULT
 from llmpopcorn.core.errors import InvalidReplyError, LLMError
-from llmpopcorn.core.types import Attempt, ChatRequest, Completion, Idea, Message, Prompt
+from llmpopcorn.core.types import (
+    GRAMMAR_FAULT,
+    Attempt,
+    ChatRequest,
+    Completion,
+    Idea,
+    Message,
+    Prompt,
+)
 from llmpopcorn.enhance.fit import reply_tokens
 from llmpopcorn.enhance.parsing import ReplyParseError, idea_json_schema, parse_idea
 from llmpopcorn.enhance.prompts import retry_message

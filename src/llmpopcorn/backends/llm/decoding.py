@@ -91,14 +91,6 @@ def penalise(logits: np.ndarray, used: Iterable[int], penalty: float) -> np.ndar
     return logits
 
 
-#: the finish reason of a reply the constrained decoder stopped: it refused a token that had
-#: been sampled under its own mask (seen once in 400 PE replies of SmolLM2 on
-#: onnxruntime-genai: "Error committing tokens: Parser Error: token ... doesn't satisfy the
-#: grammar; forced bytes: got '\n'", at the end of the reasoning budget); the reply is then
-#: unusable and is asked again with another seed, like any invalid reply
-GRAMMAR_FAULT = "grammar"
-
-
 def grammar_fault(exc: BaseException) -> bool:
     """Whether ``exc`` is the grammar engine refusing a sampled token (not another error)."""
     text = str(exc)

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from llmpopcorn.backends.llm.decoding import (
-    GRAMMAR_FAULT,
     REASONING_TOKENS,
     REPETITION_PENALTY,
     Deadline,
@@ -28,7 +27,7 @@ from llmpopcorn.backends.llm.decoding import (
     grammar_fault,
     penalise,
 )
-from llmpopcorn.core.types import ChatRequest, Completion, Message
+from llmpopcorn.core.types import GRAMMAR_FAULT, ChatRequest, Completion, Message
 
 log = logging.getLogger(__name__)
 

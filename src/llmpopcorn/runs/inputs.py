@@ -15,7 +15,12 @@ The limits, and why:
 
 from __future__ import annotations
 
+import os
+import select
+import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from llmpopcorn.core.errors import ConfigError, InputError
 from llmpopcorn.core.paths import MAX_QUERY_CHARS, clean_query
@@ -25,6 +30,8 @@ MAX_QUERIES = 10_000
 MAX_LINE_BYTES = 4 * MAX_QUERY_CHARS + 2
 MAX_LINES = 100_000  # comments and blank lines included
 MAX_FILE_BYTES = 16 * 1024 * 1024
+#: how long a read of a pipe waits before Python looks at pending signals again
+PIPE_POLL_S = 0.2
 
 CONCURRENCY = (1, 256)
 VARIANTS = (1, 50)
@@ -45,8 +52,9 @@ def read_queries(path: str | Path) -> list[str]:
     queries: list[str] = []
     total = 0
     with stream:
+        lines = _lines(stream)
         for number in range(1, MAX_LINES + 2):
-            raw = stream.readline(MAX_LINE_BYTES + 1)
+            raw = next(lines, b"")
             if not raw:
                 break
             total += len(raw)
@@ -63,6 +71,31 @@ def read_queries(path: str | Path) -> list[str]:
     if not queries:
         raise InputError(f"{path} holds no query", "write one query a line")
     return queries
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``stream``, each cut at ``MAX_LINE_BYTES + 1`` bytes (so an overlong one
+    is seen as such). A pipe or device is read only once :func:`select.select` says it is
+    ready, waiting at most :data:`PIPE_POLL_S` at a time: the main thread comes back to
+    Python between waits, so a SIGTERM or Ctrl-C stops a batch waiting on a silent pipe
+    whichever thread the kernel gave the signal to."""
+    if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+        yield from iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b"")
+        return
+    fd, pending = stream.fileno(), b""
+    while True:
+        while b"\n" not in pending and len(pending) <= MAX_LINE_BYTES:
+            if not select.select([fd], [], [], PIPE_POLL_S)[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                if pending:
+                    yield pending
+                return
+            pending += chunk
+        cut = pending.find(b"\n") + 1 or MAX_LINE_BYTES + 1
+        line, pending = pending[:cut], pending[cut:]
+        yield line
 
 
 def _check_bounds(path: Path, number: int, raw: bytes, total: int) -> None:

@@ -81,9 +81,9 @@ class OnnxGenAIModel:
         generator = og.Generator(self.model, params)
         generator.append_tokens(ids)
         tokens: list[int] = []
-        timed_out = fault = False
         try:
             timed_out = self._decode(generator, tokens, deadline, repetition_penalty)
+            why = finish(tokens, self.eos, max_tokens, timed_out)
         except RuntimeError as exc:  # raised by whichever call commits the refused token
             if not grammar_fault(exc):
                 raise
@@ -92,8 +92,7 @@ class OnnxGenAIModel:
                 len(tokens),
                 str(exc).splitlines()[0][:200],
             )
-            fault = True
-        why = GRAMMAR_FAULT if fault else finish(tokens, self.eos, max_tokens, timed_out)
+            why = GRAMMAR_FAULT
         text = self.tokenizer.decode([t for t in tokens if t not in self.eos])
         return Completion(
             text=text,
